@@ -1,0 +1,18 @@
+//! pimesh: one agent per Raspberry Pi, joined into a mesh that holds the whole house.
+//!
+//! The binary in `main.rs` only parses the command line and calls into this library; every
+//! part below is usable (and tested) without it. `ARCHITECTURE.md` has a paragraph per module.
+
+pub mod agent;
+pub mod api;
+pub mod boards;
+pub mod broker;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod hal;
+pub mod identity;
+pub mod model;
+pub mod mqtt;
+pub mod replica;
+pub mod runtime;

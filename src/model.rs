@@ -1,0 +1,180 @@
+//! The words of the house: object ids, property values and the well-known property names.
+//!
+//! Everything that replicates is an object with properties; a property holds a [`Value`].
+//! Hardware state, rooms, locations and deletion marks are all plain properties, so one
+//! last-writer-wins rule covers them all.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Property holding an object's switch or contact state: `"ON"` or `"OFF"`.
+pub const STATE: &str = "state";
+/// Property holding the room an object is in.
+pub const ROOM: &str = "room";
+/// Property holding the object's x position inside its room.
+pub const X: &str = "x";
+/// Property holding the object's y position inside its room.
+pub const Y: &str = "y";
+/// Property holding the human name of the object.
+pub const NAME: &str = "name";
+/// Property holding the object's kind (`relay`, `input`, ...).
+pub const KIND: &str = "kind";
+/// Property holding the UUID of the instance whose hardware the object is.
+pub const HOLDER: &str = "holder";
+/// Property that, when `true`, marks the object deleted (a tombstone).
+pub const DELETED: &str = "deleted";
+
+/// The two values of [`STATE`].
+pub const ON: &str = "ON";
+/// See [`ON`].
+pub const OFF: &str = "OFF";
+
+/// The longest object id accepted; ids appear in MQTT topics and file names.
+pub const MAX_ID_LEN: usize = 64;
+
+/// A validated object id: 1 to 64 characters of lowercase `a-z`, digits and `-`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ObjectId(String);
+
+/// Why a string is not a valid [`ObjectId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("object id is empty")]
+    Empty,
+    #[error("object id {id:?} is longer than {MAX_ID_LEN} characters")]
+    TooLong { id: String },
+    #[error("object id {id:?} may only contain lowercase letters a-z, digits and '-'")]
+    BadCharacter { id: String },
+}
+
+impl ObjectId {
+    /// Checks `id` and wraps it.
+    pub fn new(id: impl Into<String>) -> Result<Self, IdError> {
+        let id = id.into();
+        if id.is_empty() {
+            return Err(IdError::Empty);
+        }
+        if id.len() > MAX_ID_LEN {
+            return Err(IdError::TooLong { id });
+        }
+        if !id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err(IdError::BadCharacter { id });
+        }
+        Ok(ObjectId(id))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for ObjectId {
+    type Error = IdError;
+    fn try_from(s: String) -> Result<Self, IdError> {
+        ObjectId::new(s)
+    }
+}
+
+impl From<ObjectId> for String {
+    fn from(id: ObjectId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One property value. Serialised untagged, so it reads naturally in JSON and TOML.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Bool(bool),
+    Number(f64),
+    Text(String),
+}
+
+impl Value {
+    /// The text, if this is a text value.
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Value::Text(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The number, if this is a number value.
+    pub fn as_number(&self) -> Option<f64> {
+        match self {
+            Value::Number(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The boolean, if this is a boolean value.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// A total order used only to break ties between equal clock stamps, which can only
+    /// happen for a corrupted or forged update; it keeps replicas deterministic anyway.
+    pub fn tie_break_key(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Value {
+        Value::Text(s.to_string())
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Value {
+        Value::Text(s)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(n: f64) -> Value {
+        Value::Number(n)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Value {
+        Value::Bool(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_accept_lowercase_digits_and_dashes() {
+        assert!(ObjectId::new("relay-1").is_ok());
+        assert_eq!(ObjectId::new(""), Err(IdError::Empty));
+        assert!(matches!(ObjectId::new("Relay"), Err(IdError::BadCharacter { .. })));
+        assert!(matches!(ObjectId::new("a/b"), Err(IdError::BadCharacter { .. })));
+        assert!(matches!(ObjectId::new("a".repeat(65)), Err(IdError::TooLong { .. })));
+    }
+
+    #[test]
+    fn values_serialise_untagged() {
+        assert_eq!(serde_json::to_string(&Value::from("ON")).unwrap(), "\"ON\"");
+        assert_eq!(serde_json::to_string(&Value::from(1.5)).unwrap(), "1.5");
+        let v: Value = serde_json::from_str("true").unwrap();
+        assert_eq!(v, Value::Bool(true));
+    }
+}
