@@ -1,1 +1,306 @@
-//! api (being written)
+//! The public MQTT interface: topic names, what `…/set` accepts, and the JSON we publish.
+//!
+//! Pure functions only, so every malformed payload can be tested without a broker:
+//! - `<base>/<object>`: retained JSON state of the object;
+//! - `<base>/<object>/set`: `ON`, `OFF`, `TOGGLE`, or a JSON object with `state`, `room`,
+//!   `x`, `y`, and optionally `id` (command id) and `reply-to` (topic for the answer);
+//! - `<base>/instance/<uuid>/status`: retained `online`/`offline` (MQTT last will);
+//! - `<base>/agent/get`: request the whole store (used by `pimesh get`); answered on `reply-to`.
+
+use crate::model::{self, ObjectId, Value};
+use crate::replica::Object;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map};
+use uuid::Uuid;
+
+/// A request to change an object, as parsed from a `…/set` payload or built by the CLI.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SetRequest {
+    /// New switch state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<Switch>,
+    /// New room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    /// New x position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<f64>,
+    /// New y position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y: Option<f64>,
+    /// Command id chosen by the sender; echoed in the answer and used to drop duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Topic the answer is published on (QoS 1, not retained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+}
+
+/// The three switch commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Switch {
+    #[serde(rename = "ON", alias = "on")]
+    On,
+    #[serde(rename = "OFF", alias = "off")]
+    Off,
+    #[serde(rename = "TOGGLE", alias = "toggle")]
+    Toggle,
+}
+
+impl Switch {
+    /// Parses `on`, `off` or `toggle` in any case.
+    pub fn parse(text: &str) -> Option<Switch> {
+        match text.trim().to_ascii_uppercase().as_str() {
+            "ON" => Some(Switch::On),
+            "OFF" => Some(Switch::Off),
+            "TOGGLE" => Some(Switch::Toggle),
+            _ => None,
+        }
+    }
+}
+
+/// Why a `…/set` payload was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("payload is not UTF-8 text")]
+    NotText,
+    #[error("payload is empty; send ON, OFF, TOGGLE or a JSON object")]
+    Empty,
+    #[error("payload {0:?} is not ON, OFF, TOGGLE or a JSON object")]
+    Unknown(String),
+    #[error("payload is not a valid command: {0}")]
+    BadJson(String),
+    #[error("payload changes nothing; give state, room, x or y")]
+    NothingToDo,
+    #[error("room must be 1 to 64 characters, not {0:?}")]
+    BadRoom(String),
+    #[error("{0} must be a finite number")]
+    BadNumber(&'static str),
+}
+
+/// Parses a `…/set` payload.
+pub fn parse_set(payload: &[u8]) -> Result<SetRequest, PayloadError> {
+    let text = std::str::from_utf8(payload).map_err(|_| PayloadError::NotText)?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(PayloadError::Empty);
+    }
+    let req = if text.starts_with('{') {
+        serde_json::from_str::<SetRequest>(text).map_err(|e| PayloadError::BadJson(e.to_string()))?
+    } else if let Some(state) = Switch::parse(text) {
+        SetRequest {
+            state: Some(state),
+            ..Default::default()
+        }
+    } else {
+        let shown: String = text.chars().take(40).collect();
+        return Err(PayloadError::Unknown(shown));
+    };
+    check(&req)?;
+    Ok(req)
+}
+
+/// Checks the values of a request that serde cannot.
+pub fn check(req: &SetRequest) -> Result<(), PayloadError> {
+    if req.state.is_none() && req.room.is_none() && req.x.is_none() && req.y.is_none() {
+        return Err(PayloadError::NothingToDo);
+    }
+    if let Some(room) = &req.room {
+        if room.trim().is_empty() || room.chars().count() > 64 {
+            return Err(PayloadError::BadRoom(room.clone()));
+        }
+    }
+    if req.x.is_some_and(|x| !x.is_finite()) {
+        return Err(PayloadError::BadNumber("x"));
+    }
+    if req.y.is_some_and(|y| !y.is_finite()) {
+        return Err(PayloadError::BadNumber("y"));
+    }
+    Ok(())
+}
+
+/// What a topic on our broker means to the agent.
+#[derive(Debug, PartialEq)]
+pub enum Route {
+    /// `<base>/<object>/set`, with the id still unchecked (a bad id gets a `rejected` answer).
+    Set(String),
+    /// `<base>/agent/get`.
+    Get,
+}
+
+/// Classifies `topic`, or None for topics the agent does not handle.
+pub fn route(base: &str, topic: &str) -> Option<Route> {
+    let rest = topic.strip_prefix(base)?.strip_prefix('/')?;
+    if rest == "agent/get" {
+        return Some(Route::Get);
+    }
+    let (object, verb) = rest.split_once('/')?;
+    (verb == "set" && !object.is_empty()).then(|| Route::Set(object.to_string()))
+}
+
+/// `<base>/<object>`: the retained state topic.
+pub fn state_topic(base: &str, id: &ObjectId) -> String {
+    format!("{base}/{id}")
+}
+
+/// `<base>/+/set`: every command topic.
+pub fn set_filter(base: &str) -> String {
+    format!("{base}/+/set")
+}
+
+/// `<base>/instance/<uuid>/status`: retained `online`/`offline`.
+pub fn status_topic(base: &str, uuid: Uuid) -> String {
+    format!("{base}/instance/{uuid}/status")
+}
+
+/// `<base>/agent/get`: the store request topic. Only the agent owning the broker answers it.
+pub fn get_topic(base: &str) -> String {
+    format!("{base}/agent/get")
+}
+
+/// `<base>/client/<id>/reply`: where a CLI invocation waits for its answer.
+pub fn reply_topic(base: &str, client: Uuid) -> String {
+    format!("{base}/client/{client}/reply")
+}
+
+/// The body of a `get` request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct GetRequest {
+    /// Topic the answer is published on.
+    pub reply_to: String,
+}
+
+/// The answer to a `get` request: every live object's public state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct GetReply {
+    /// Name of the answering instance.
+    pub instance: String,
+    /// UUID of the answering instance.
+    pub uuid: Uuid,
+    /// One public state object per live object, sorted by id.
+    pub objects: Vec<serde_json::Value>,
+}
+
+/// The public JSON state of an object: every property, plus `id`, and the holder's name
+/// when known. Example: `{"id":"relay-1","state":"ON","room":"kitchen","x":1.0,"y":2.0,…}`.
+pub fn state_json(id: &ObjectId, obj: &Object, holder_name: Option<&str>) -> serde_json::Value {
+    let mut map = Map::new();
+    map.insert("id".into(), json!(id.as_str()));
+    for (prop, reg) in &obj.props {
+        if prop == model::DELETED {
+            continue;
+        }
+        let v = match &reg.value {
+            Value::Bool(b) => json!(b),
+            Value::Number(n) => json!(n),
+            Value::Text(t) => json!(t),
+        };
+        map.insert(prop.clone(), v);
+    }
+    if let Some(name) = holder_name {
+        map.insert("holder-name".into(), json!(name));
+    }
+    serde_json::Value::Object(map)
+}
+
+/// The outcome of a command, as answered on `reply-to` and printed by the CLI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Executed; `state` holds the result.
+    Ok,
+    /// The hardware or plugin reported an error.
+    Failed,
+    /// Bad value or unknown object.
+    Rejected,
+    /// No live instance holds the object.
+    Unavailable,
+    /// No answer in time.
+    Timeout,
+}
+
+/// The answer to one command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Reply {
+    /// The command id this answers.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The object the command was for.
+    pub object: String,
+    /// What happened.
+    pub result: Outcome,
+    /// The object's state after the command (on `ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<serde_json::Value>,
+    /// Name of the instance that executed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executed_by: Option<String>,
+    /// UUID of the instance that executed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executed_by_uuid: Option<Uuid>,
+    /// Why, for anything but `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_words_in_any_case() {
+        assert_eq!(parse_set(b"ON").unwrap().state, Some(Switch::On));
+        assert_eq!(parse_set(b" off\n").unwrap().state, Some(Switch::Off));
+        assert_eq!(parse_set(b"Toggle").unwrap().state, Some(Switch::Toggle));
+    }
+
+    #[test]
+    fn json_moves_and_switches() {
+        let r = parse_set(br#"{"room":"hall","x":3,"y":1}"#).unwrap();
+        assert_eq!(r.room.as_deref(), Some("hall"));
+        assert_eq!((r.x, r.y), (Some(3.0), Some(1.0)));
+        let r = parse_set(br#"{"state":"ON","id":"c1","reply-to":"me/r"}"#).unwrap();
+        assert_eq!(r.state, Some(Switch::On));
+        assert_eq!(r.reply_to.as_deref(), Some("me/r"));
+    }
+
+    #[test]
+    fn malformed_payloads_say_what_is_wrong() {
+        assert_eq!(parse_set(&[0xff, 0xfe]).unwrap_err(), PayloadError::NotText);
+        assert_eq!(parse_set(b"  ").unwrap_err(), PayloadError::Empty);
+        assert_eq!(
+            parse_set(b"maybe").unwrap_err().to_string(),
+            "payload \"maybe\" is not ON, OFF, TOGGLE or a JSON object"
+        );
+        assert_eq!(
+            parse_set(br#"{"colour":"red"}"#).unwrap_err().to_string(),
+            "payload is not a valid command: unknown field `colour`, expected one of `state`, `room`, `x`, `y`, `id`, `reply-to` at line 1 column 9"
+        );
+        assert_eq!(
+            parse_set(br#"{"state":"DIM"}"#).unwrap_err().to_string(),
+            "payload is not a valid command: unknown variant `DIM`, expected one of `ON`, `on`, `OFF`, `off`, `TOGGLE`, `toggle` at line 1 column 14"
+        );
+        assert_eq!(parse_set(b"{}").unwrap_err(), PayloadError::NothingToDo);
+        assert!(matches!(
+            parse_set(br#"{"room":""}"#).unwrap_err(),
+            PayloadError::BadRoom(_)
+        ));
+        assert!(parse_set(br#"{"x":"#).is_err());
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route("pimesh", "pimesh/relay-1/set"),
+            Some(Route::Set("relay-1".into()))
+        );
+        assert_eq!(route("pimesh", &get_topic("pimesh")), Some(Route::Get));
+        assert_eq!(route("pimesh", "pimesh/relay-1"), None);
+        assert_eq!(route("pimesh", "other/relay-1/set"), None);
+        assert_eq!(route("pimesh", "pimesh//set"), None);
+    }
+}

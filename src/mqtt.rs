@@ -1,1 +1,199 @@
-//! mqtt (being written)
+//! A resilient MQTT client link: rumqttc with capped reconnect backoff, re-subscription on
+//! every ConnAck, and TCP_NODELAY on.
+//!
+//! rumqttc reconnects as fast as `poll` is called and forgets subscriptions with a clean
+//! session. Every link the agent opens (to its own broker, later to each peer) goes through
+//! [`Link`], so that reconnecting and re-subscribing are written once.
+
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, NetworkOptions, Packet, QoS};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use rumqttc::QoS as Qos;
+
+/// First reconnect delay after a failure.
+pub const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Reconnect delays double up to this cap.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(5);
+
+/// Everything needed to open a link.
+#[derive(Clone, Debug)]
+pub struct LinkOptions {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// MQTT client id; must be unique on that broker.
+    pub client_id: String,
+    /// Username and password, when the broker asks for them.
+    pub credentials: Option<(String, String)>,
+    /// Message the broker publishes for us if we vanish (retained status → offline).
+    pub last_will: Option<LastWill>,
+    /// Keep-alive interval; also bounds how fast a dead broker is noticed.
+    pub keep_alive: Duration,
+}
+
+impl LinkOptions {
+    /// Options with pimesh's defaults for `client_id` at `host:port`.
+    pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> Self {
+        LinkOptions {
+            host: host.into(),
+            port,
+            client_id: client_id.into(),
+            credentials: None,
+            last_will: None,
+            keep_alive: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a link reports to its owner.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// Connected (again); subscriptions are being restored.
+    Connected,
+    /// The broker acknowledged a subscription: messages on it will now arrive.
+    Subscribed,
+    /// The connection dropped or could not be made; a retry follows after a backoff.
+    Disconnected(String),
+    /// A message arrived on a subscribed topic.
+    Message {
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    },
+}
+
+/// A handle to publish and subscribe over a link. Cheap to clone.
+#[derive(Clone)]
+pub struct Link {
+    /// The rumqttc request handle.
+    client: AsyncClient,
+    /// Every subscription made, replayed on each ConnAck.
+    subscriptions: Arc<Mutex<Vec<(String, QoS)>>>,
+}
+
+/// Why a request could not be queued on a link.
+#[derive(Debug, thiserror::Error)]
+#[error("MQTT link request failed: {0}")]
+pub struct LinkError(#[from] rumqttc::ClientError);
+
+impl Link {
+    /// Opens a link; it runs until `cancel` fires. Events arrive on the returned receiver.
+    pub fn spawn(opts: LinkOptions, cancel: CancellationToken) -> (Link, mpsc::Receiver<LinkEvent>) {
+        let mut mqtt = MqttOptions::new(opts.client_id.clone(), opts.host.clone(), opts.port);
+        mqtt.set_keep_alive(opts.keep_alive);
+        mqtt.set_clean_session(true);
+        mqtt.set_max_packet_size(crate::broker::MAX_PAYLOAD + 1024, crate::broker::MAX_PAYLOAD + 1024);
+        mqtt.set_inflight(100);
+        if let Some((user, pass)) = &opts.credentials {
+            mqtt.set_credentials(user.clone(), pass.clone());
+        }
+        if let Some(will) = &opts.last_will {
+            mqtt.set_last_will(will.clone());
+        }
+        let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
+        let mut net = NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(5);
+        eventloop.set_network_options(net);
+        let link = Link {
+            client,
+            subscriptions: Arc::new(Mutex::new(Vec::new())),
+        };
+        let (tx, rx) = mpsc::channel(1024);
+        let driver = link.clone();
+        tokio::spawn(async move { driver.drive(&mut eventloop, tx, cancel).await });
+        (link, rx)
+    }
+
+    /// Subscribes now and after every reconnect.
+    pub fn subscribe(&self, filter: &str, qos: QoS) -> Result<(), LinkError> {
+        if let Ok(mut subs) = self.subscriptions.lock() {
+            if !subs.iter().any(|(f, _)| f == filter) {
+                subs.push((filter.to_string(), qos));
+            }
+        }
+        self.client.try_subscribe(filter, qos)?;
+        Ok(())
+    }
+
+    /// Publishes, waiting for room in the request queue.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: impl Into<Vec<u8>>,
+    ) -> Result<(), LinkError> {
+        self.client
+            .publish(topic, qos, retain, payload.into())
+            .await?;
+        Ok(())
+    }
+
+    /// Sends DISCONNECT, so the broker does not publish our last will.
+    pub async fn disconnect(&self) {
+        let _ = self.client.disconnect().await;
+    }
+
+    /// Polls the event loop until cancelled, with backoff between failed connections.
+    async fn drive(
+        &self,
+        eventloop: &mut EventLoop,
+        tx: mpsc::Sender<LinkEvent>,
+        cancel: CancellationToken,
+    ) {
+        let mut backoff = BACKOFF_START;
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return,
+                e = eventloop.poll() => e,
+            };
+            let out = match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    backoff = BACKOFF_START;
+                    self.resubscribe();
+                    LinkEvent::Connected
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => LinkEvent::Subscribed,
+                Ok(Event::Incoming(Packet::Publish(p))) => LinkEvent::Message {
+                    topic: p.topic,
+                    payload: p.payload.to_vec(),
+                    retain: p.retain,
+                },
+                Ok(_) => continue,
+                Err(e) => {
+                    let reason = e.to_string();
+                    if tx.send(LinkEvent::Disconnected(reason)).await.is_err() {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_CAP);
+                    continue;
+                }
+            };
+            if tx.send(out).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Replays every subscription; called on each ConnAck.
+    fn resubscribe(&self) {
+        let subs = match self.subscriptions.lock() {
+            Ok(s) => s.clone(),
+            Err(_) => return,
+        };
+        for (filter, qos) in subs {
+            if let Err(e) = self.client.try_subscribe(filter.clone(), qos) {
+                tracing::warn!(%filter, error = %e, "could not re-subscribe");
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The public MQTT interface of one agent, driven by Debian's mosquitto clients and by a
+//! request/reply client measuring the round trip through the embedded broker.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::*;
+
+#[test]
+fn mosquitto_pub_switches_and_mosquitto_sub_sees_state() {
+    let a = Agent::start(&[]);
+    mosquitto_pub(a.port, "pimesh/relay-1/set", "ON");
+    wait_until("relay-1 pin high", || a.pin(17).as_deref() == Some("1"));
+    let lines = mosquitto_sub(a.port, "pimesh/relay-1", 1);
+    assert_eq!(lines.len(), 1, "retained state expected");
+    let (topic, json) = lines[0].split_once(' ').unwrap();
+    assert_eq!(topic, "pimesh/relay-1");
+    let state: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(state["state"], "ON");
+    assert_eq!(state["room"], "kitchen");
+    assert_eq!(state["x"], 2.0);
+
+    mosquitto_pub(a.port, "pimesh/relay-2/set", r#"{"state":"ON"}"#);
+    wait_until("relay-2 pin high", || a.pin(27).as_deref() == Some("1"));
+    mosquitto_pub(a.port, "pimesh/relay-2/set", r#"{"room":"hall","x":3,"y":1}"#);
+    wait_until("relay-2 moved", || a.get("relay-2")["room"] == "hall");
+    let lines = mosquitto_sub(a.port, "pimesh/relay-2", 1);
+    assert!(lines[0].contains("\"room\":\"hall\"") && lines[0].contains("\"x\":3.0"), "{lines:?}");
+}
+
+#[test]
+fn instance_status_is_retained_online() {
+    let a = Agent::start(&[]);
+    let lines = mosquitto_sub(a.port, "pimesh/instance/+/status", 1);
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].ends_with(" online"), "{lines:?}");
+}
+
+#[test]
+fn malformed_payloads_change_nothing_and_are_answered() {
+    let a = Agent::start(&[]);
+    for bad in ["", "maybe", "{", r#"{"colour":"red"}"#, r#"{"state":"DIM"}"#, r#"{"x":"far"}"#, r#"{"room":""}"#, "\u{1F4A1}"] {
+        mosquitto_pub(a.port, "pimesh/relay-1/set", bad);
+    }
+    mosquitto_pub(a.port, "pimesh/Not_An_Id/set", "ON");
+    mosquitto_pub(a.port, "pimesh/ghost/set", "ON");
+    mosquitto_pub(a.port, "pimesh/agent/get", "not json");
+    // A JSON client with a mistake and a reply-to gets a `rejected` answer naming the mistake.
+    let mut sub = std::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &a.port.to_string(), "-t", "test/answer", "-C", "1", "-W", "15"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The subscriber may not be connected yet: repeat the (harmless) bad command until it
+    // has its one answer.
+    wait_until("a rejected answer", || {
+        mosquitto_pub(a.port, "pimesh/relay-1/set", r#"{"state":"DIM","id":"c1","reply-to":"test/answer"}"#);
+        matches!(sub.try_wait(), Ok(Some(_)))
+    });
+    let out = sub.wait_with_output().unwrap();
+    let reply: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(reply["result"], "rejected");
+    assert_eq!(reply["id"], "c1");
+    assert!(reply["error"].as_str().unwrap().contains("unknown variant `DIM`"), "{reply}");
+    assert!(a.cli(&["get", "relay-1"]).status.success(), "agent still answers");
+    assert_eq!(a.state("relay-1"), "OFF");
+    assert_eq!(a.pin(17).as_deref(), Some("0"));
+    let log = std::fs::read_to_string(a.dir.join("test-agent.log")).unwrap();
+    assert!(log.contains("payload \"maybe\" is not ON, OFF, TOGGLE or a JSON object"), "{log}");
+}
+
+/// rumqttd leaves TCP_NODELAY off on accepted sockets; without our fix every QoS1 hop waits
+/// ~40 ms for Nagle + delayed ACK. A request/reply through the embedded broker must be far
+/// below that. Median of many round trips, so one slow scheduling blip cannot fail it.
+#[test]
+fn qos1_request_reply_through_the_embedded_broker_has_no_nagle_stall() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let a = Agent::start(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let median = rt.block_on(async {
+        let connect = |id: &str| {
+            let mut o = MqttOptions::new(id, "127.0.0.1", a.port);
+            o.set_keep_alive(Duration::from_secs(30));
+            let (c, mut el) = AsyncClient::new(o, 100);
+            let mut net = rumqttc::NetworkOptions::new();
+            net.set_tcp_nodelay(true);
+            el.set_network_options(net);
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Ok(ev) = el.poll().await {
+                    let _ = tx.send(ev);
+                }
+            });
+            (c, rx)
+        };
+        async fn until(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>, want: fn(&Packet) -> bool) {
+            loop {
+                match tokio::time::timeout(DEADLINE, rx.recv()).await {
+                    Ok(Some(Event::Incoming(p))) if want(&p) => return,
+                    Ok(Some(_)) => {}
+                    _ => panic!("no expected packet in time"),
+                }
+            }
+        }
+        let (req, mut req_rx) = connect("nagle-requester");
+        let (rsp, mut rsp_rx) = connect("nagle-responder");
+        req.subscribe("nagle/reply", QoS::AtLeastOnce).await.unwrap();
+        until(&mut req_rx, |p| matches!(p, Packet::SubAck(_))).await;
+        rsp.subscribe("nagle/request", QoS::AtLeastOnce).await.unwrap();
+        until(&mut rsp_rx, |p| matches!(p, Packet::SubAck(_))).await;
+        let responder = tokio::spawn(async move {
+            loop {
+                match rsp_rx.recv().await {
+                    Some(Event::Incoming(Packet::Publish(p))) => {
+                        rsp.publish("nagle/reply", QoS::AtLeastOnce, false, p.payload.to_vec()).await.unwrap();
+                    }
+                    Some(_) => {}
+                    None => return,
+                }
+            }
+        });
+        let mut times = Vec::new();
+        for i in 0..60u32 {
+            let t = Instant::now();
+            req.publish("nagle/request", QoS::AtLeastOnce, false, i.to_be_bytes().to_vec()).await.unwrap();
+            until(&mut req_rx, |p| matches!(p, Packet::Publish(_))).await;
+            times.push(t.elapsed());
+        }
+        responder.abort();
+        times.sort();
+        times[times.len() / 2]
+    });
+    assert!(median < Duration::from_millis(15), "median QoS1 round trip {median:?}: Nagle stall is back");
+}
