@@ -1,0 +1,188 @@
+//! The instance's configuration: one strict TOML file, checked in full before anything starts.
+//!
+//! Strict means every unknown key is an error, every value is checked (ids, pins against the
+//! board, peer addresses, credentials), and every error names the file, the line and what to
+//! change. The defaults are written out once, in `default.toml`, which is also the
+//! configuration a first run without a file uses and what `DEFAULT_CONFIG` prints.
+//!
+//! Parsing happens in two steps: serde reads the text into the private structs of `raw.rs`,
+//! which keep the position of every value a check may reject, and `check.rs` validates them
+//! and builds the public types below, which carry no positions.
+
+mod check;
+mod raw;
+#[cfg(test)]
+mod tests;
+
+use crate::hal::{Backend, Pull};
+use crate::model::ObjectId;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// The built-in configuration, printable as a starting point for a real file: a simulated
+/// Pi 4 B with four relays and two buttons, every key shown with its default.
+pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+
+/// A checked configuration: every id is valid and unique, every pin exists on the board and
+/// is used once, so the parts that start from it need no checks of their own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Instance name, unique in the mesh; `None` lets the agent use the host name.
+    pub name: Option<String>,
+    /// Where the instance keeps its identity and store; `None` lets the agent choose.
+    pub data_dir: Option<PathBuf>,
+    /// Prefix of every MQTT topic this instance publishes, so several houses (or tests) can
+    /// share one broker.
+    pub base_topic: String,
+    /// Which Pi this is and how its pins are driven.
+    pub board: BoardConfig,
+    /// Where the embedded broker listens.
+    pub broker: BrokerConfig,
+    /// How this instance finds and joins the other instances.
+    pub mesh: MeshConfig,
+    /// The relays wired to this Pi (`[[relay]]` tables), in file order.
+    pub relays: Vec<RelayConfig>,
+    /// The inputs wired to this Pi (`[[input]]` tables), in file order.
+    pub inputs: Vec<InputConfig>,
+}
+
+/// The `[board]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BoardConfig {
+    /// Known board id (see [`crate::boards::boards`]); decides which pins exist.
+    pub model: String,
+    /// Real pins or the simulator; defaults to real pins, because a config written on a Pi is
+    /// meant to drive it.
+    pub backend: Backend,
+}
+
+/// The `[broker]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BrokerConfig {
+    /// A fixed port: the broker uses exactly this one or the agent fails to start, for
+    /// setups where clients are configured with the port.
+    pub port: Option<u16>,
+    /// With no fixed port, the first free port counting up from here is used, so several
+    /// instances can share one host.
+    pub base_port: u16,
+    /// Address to listen on; `0.0.0.0` serves the whole LAN, `127.0.0.1` only this host.
+    pub bind: IpAddr,
+}
+
+/// The `[mesh]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MeshConfig {
+    /// Seed peers as `HOST:PORT`; knowing one live peer is enough to find the rest.
+    pub peers: Vec<String>,
+    /// User name presented on mesh links, when the peers' brokers require one.
+    pub username: Option<String>,
+    /// Password presented with [`MeshConfig::username`]; the two always come together.
+    pub password: Option<String>,
+}
+
+/// What a relay does when the agent starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PowerOn {
+    /// Open the relay: the safe choice for most loads.
+    #[default]
+    Off,
+    /// Close the relay, for loads that must run unless told otherwise.
+    On,
+    /// Return to the last state recorded in the store, so a restart is invisible.
+    Restore,
+}
+
+/// One `[[relay]]` table: an output pin driving a relay.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RelayConfig {
+    /// Object id, unique across relays and inputs; names the object in topics and commands.
+    pub id: ObjectId,
+    /// BCM GPIO number driving the relay.
+    pub pin: u8,
+    /// True when the relay closes on a low pin, as on most opto-isolated relay boards.
+    pub active_low: bool,
+    /// State to set when the agent starts.
+    pub power_on: PowerOn,
+    /// Room the relay is in; `unassigned` when not given.
+    pub room: String,
+    /// Human name; the id when not given.
+    pub name: String,
+    /// Position across the room, for floor plans.
+    pub x: f64,
+    /// Position along the room, for floor plans.
+    pub y: f64,
+}
+
+/// One `[[input]]` table: an input pin read as a button or contact.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputConfig {
+    /// Object id, unique across relays and inputs; names the object in topics and commands.
+    pub id: ObjectId,
+    /// BCM GPIO number read.
+    pub pin: u8,
+    /// Internal resistor: `up` for a switch to ground, `down` for a switch to 3.3 V.
+    pub pull: Pull,
+    /// How long the level must stay put before a change counts, to ignore contact bounce.
+    pub debounce_ms: u64,
+    /// True when a low pin means ON, as for a switch to ground with a pull-up.
+    pub active_low: bool,
+    /// Room the input is in; `unassigned` when not given.
+    pub room: String,
+    /// Human name; the id when not given.
+    pub name: String,
+    /// Position across the room, for floor plans.
+    pub x: f64,
+    /// Position along the room, for floor plans.
+    pub y: f64,
+}
+
+/// Why a configuration was refused, with the place to fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file the text came from.
+    pub file: PathBuf,
+    /// 1-based line of the offending text; 0 when the problem is the file itself.
+    pub line: usize,
+    /// What is wrong and, where it helps, what to do about it.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads, parses and checks the config file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        message: format!("cannot read the config file: {e}"),
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and checks config `text`; `file` is only used to name the source in errors.
+pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    check::parse(text, file)
+}
+
+/// The built-in configuration of [`DEFAULT_CONFIG`], used when no file is given.
+pub fn embedded_default() -> Config {
+    // The text is compiled in, so it either always parses or never does; the unit test
+    // `embedded_default_parses_and_validates` proves it does, and there is nothing sensible to
+    // fall back to if it did not. This is the one place a config failure may panic.
+    #[allow(clippy::expect_used)]
+    parse(DEFAULT_CONFIG, Path::new("<built-in default.toml>"))
+        .expect("the built-in default.toml is checked by a unit test")
+}

@@ -1,0 +1,124 @@
+//! The config file exactly as written, before it is checked.
+//!
+//! serde fills these structs straight from the TOML text. Every value that a later check may
+//! reject is wrapped in [`Spanned`], so the error can name the line it came from; the checks
+//! in `check.rs` then turn these into the clean public types of [`super`].
+
+use super::PowerOn;
+use crate::hal::{Backend, Pull};
+use serde::Deserialize;
+use std::path::PathBuf;
+use toml::Spanned;
+
+/// The whole file. Unknown keys are errors so that a typo never silently falls back to a
+/// default.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawConfig {
+    /// Instance name; checked for its character set.
+    pub name: Option<Spanned<String>>,
+    /// Where the instance keeps its state; checked non-empty.
+    pub data_dir: Option<Spanned<PathBuf>>,
+    /// Prefix of every MQTT topic; checked for wildcard and slash rules.
+    pub base_topic: Option<Spanned<String>>,
+    /// The `[board]` table.
+    #[serde(default)]
+    pub board: RawBoard,
+    /// The `[broker]` table.
+    #[serde(default)]
+    pub broker: RawBroker,
+    /// The `[mesh]` table.
+    #[serde(default)]
+    pub mesh: RawMesh,
+    /// Each `[[relay]]` table, in file order.
+    #[serde(default)]
+    pub relay: Vec<RawRelay>,
+    /// Each `[[input]]` table, in file order.
+    #[serde(default)]
+    pub input: Vec<RawInput>,
+}
+
+/// The `[board]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawBoard {
+    /// Board id; checked against the known boards.
+    pub model: Option<Spanned<String>>,
+    /// GPIO backend; serde rejects anything but `sim` and `rppal`.
+    pub backend: Option<Backend>,
+}
+
+/// The `[broker]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawBroker {
+    /// Fixed listening port, if any.
+    pub port: Option<u16>,
+    /// First port tried when no port is fixed.
+    pub base_port: Option<u16>,
+    /// Address to listen on; checked to be an IP address.
+    pub bind: Option<Spanned<String>>,
+}
+
+/// The `[mesh]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawMesh {
+    /// Seed peers; each checked for `HOST:PORT` form.
+    #[serde(default)]
+    pub peers: Vec<Spanned<String>>,
+    /// Mesh link user; must come with a password.
+    pub username: Option<Spanned<String>>,
+    /// Mesh link password; must come with a user.
+    pub password: Option<Spanned<String>>,
+}
+
+/// One `[[relay]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawRelay {
+    /// Object id; checked with the [`crate::model::ObjectId`] rules and for uniqueness.
+    pub id: Spanned<String>,
+    /// BCM GPIO number; checked against the board and for reuse.
+    pub pin: Spanned<u8>,
+    /// Whether the relay closes when the pin is driven low.
+    #[serde(default)]
+    pub active_low: bool,
+    /// What the relay does when the agent starts.
+    #[serde(default)]
+    pub power_on: PowerOn,
+    /// Room name; checked non-empty.
+    pub room: Option<Spanned<String>>,
+    /// Human name; checked non-empty.
+    pub name: Option<Spanned<String>>,
+    /// Position across the room; checked finite.
+    pub x: Option<Spanned<f64>>,
+    /// Position along the room; checked finite.
+    pub y: Option<Spanned<f64>>,
+}
+
+/// One `[[input]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawInput {
+    /// Object id; checked with the [`crate::model::ObjectId`] rules and for uniqueness.
+    pub id: Spanned<String>,
+    /// BCM GPIO number; checked against the board and for reuse.
+    pub pin: Spanned<u8>,
+    /// Internal resistor to enable.
+    #[serde(default)]
+    pub pull: Pull,
+    /// Debounce time; checked against the upper bound.
+    pub debounce_ms: Option<Spanned<u64>>,
+    /// Whether a low pin level means ON.
+    #[serde(default)]
+    pub active_low: bool,
+    /// Room name; checked non-empty.
+    pub room: Option<Spanned<String>>,
+    /// Human name; checked non-empty.
+    pub name: Option<Spanned<String>>,
+    /// Position across the room; checked finite.
+    pub x: Option<Spanned<f64>>,
+    /// Position along the room; checked finite.
+    pub y: Option<Spanned<f64>>,
+}
