@@ -113,8 +113,9 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             backend: raw.board.backend.unwrap_or(Backend::Rppal),
         },
         broker: BrokerConfig {
-            port: raw.broker.port,
-            base_port: raw.broker.base_port.unwrap_or(DEFAULT_BASE_PORT),
+            port: nonzero_port(&src, "port", raw.broker.port)?,
+            base_port: nonzero_port(&src, "base-port", raw.broker.base_port)?
+                .unwrap_or(DEFAULT_BASE_PORT),
             bind: bind_address(&src, raw.broker.bind)?,
         },
         mesh,
@@ -161,6 +162,21 @@ fn base_topic(src: &Source, topic: Spanned<String>) -> Result<String, ConfigErro
     match problem {
         Some(p) => Err(src.error(topic.span(), format!("base-topic {t:?} {p}"))),
         None => Ok(topic.into_inner()),
+    }
+}
+
+/// Port 0 would let the OS pick a port that peers and tools could not be told in advance.
+fn nonzero_port(
+    src: &Source,
+    key: &str,
+    port: Option<Spanned<u16>>,
+) -> Result<Option<u16>, ConfigError> {
+    match port {
+        Some(p) if *p.get_ref() == 0 => Err(src.error(
+            p.span(),
+            format!("broker {key} must be from 1 to 65535; leave `port` out to take the first free port"),
+        )),
+        other => Ok(other.map(Spanned::into_inner)),
     }
 }
 

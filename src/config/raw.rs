@@ -53,9 +53,9 @@ pub(super) struct RawBoard {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub(super) struct RawBroker {
     /// Fixed listening port, if any.
-    pub port: Option<u16>,
+    pub port: Option<Spanned<u16>>,
     /// First port tried when no port is fixed.
-    pub base_port: Option<u16>,
+    pub base_port: Option<Spanned<u16>>,
     /// Address to listen on; checked to be an IP address.
     pub bind: Option<Spanned<String>>,
 }
