@@ -1,0 +1,395 @@
+//! Persistence of the replica: a snapshot plus an append-only log of updates since it.
+//!
+//! The directory holds `snapshot.json` (see `snapshot.rs`) and `updates.log`, a sequence of
+//! checksummed records (see `record.rs`). Opening loads the snapshot, then replays the log on
+//! top; replay is idempotent, so a crash between writing a snapshot and emptying the log only
+//! replays updates the snapshot already holds. A torn tail left by a kill or a power cut is cut
+//! off with a warning; a damaged record in the middle is skipped with an error, and the peers
+//! supply it again.
+//!
+//! Appends are durable when they return: one write and one fsync per call, however many
+//! updates it carries. When the disk refuses (full, read-only), the encoded records stay queued
+//! in memory and go out, in order, ahead of the next append, so nothing is lost while the
+//! process lives.
+
+use super::record;
+use super::snapshot;
+use super::{Replica, Update};
+use crate::clock::now_ms;
+use crate::model::ObjectId;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use uuid::Uuid;
+
+/// Name of the log file inside the store directory.
+const LOG_FILE: &str = "updates.log";
+/// Name of the snapshot file inside the store directory.
+const SNAPSHOT_FILE: &str = "snapshot.json";
+/// Name of the snapshot being written; only ever renamed over [`SNAPSHOT_FILE`].
+const SNAPSHOT_TMP: &str = "snapshot.json.tmp";
+
+/// Below this many records the log is never worth compacting.
+const COMPACT_MIN_RECORDS: usize = 1_000;
+/// The log is compacted once it holds this many times more records than there are registers.
+const COMPACT_RATIO: usize = 4;
+
+/// Why the store could not load or save the replica; each names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store directory could not be created: permissions, or a data disk not mounted.
+    #[error("cannot create the replica directory {}: {source} (check that its parent exists and is writable by this user)", .dir.display())]
+    CreateDir {
+        /// The directory.
+        dir: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The snapshot exists but cannot be read.
+    #[error("cannot read the replica snapshot {}: {source} (check its permissions)", .path.display())]
+    ReadSnapshot {
+        /// The snapshot file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The snapshot is not valid JSON of the expected shape; it is only ever replaced by an
+    /// atomic rename, so this is damage from outside (bit rot, an edit by hand).
+    #[error("the replica snapshot {} is damaged ({source}); move it aside and restart: the log is still loaded and peers send the rest of the house again", .path.display())]
+    CorruptSnapshot {
+        /// The snapshot file.
+        path: PathBuf,
+        /// Where parsing failed.
+        source: serde_json::Error,
+    },
+    /// The snapshot was written by a pimesh with another snapshot format.
+    #[error("the replica snapshot {} has format {found} but this pimesh reads format {expected}; run the pimesh version that wrote it, or move the file aside to fetch the house from peers again", .path.display())]
+    SnapshotFormat {
+        /// The snapshot file.
+        path: PathBuf,
+        /// The format in the file.
+        found: u32,
+        /// The format this build reads.
+        expected: u32,
+    },
+    /// The replica could not be encoded for the snapshot; nothing was written.
+    #[error("cannot encode the replica for the snapshot {}: {source}", .path.display())]
+    EncodeSnapshot {
+        /// The snapshot file.
+        path: PathBuf,
+        /// What serde_json said.
+        source: serde_json::Error,
+    },
+    /// Writing the snapshot failed; the previous snapshot and the log are untouched.
+    #[error("cannot write the replica snapshot {}: {source} (disk full or read-only?); the log still holds every update", .path.display())]
+    WriteSnapshot {
+        /// The file (or directory) being written.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The log cannot be opened or created.
+    #[error("cannot open the replica log {}: {source} (check its permissions)", .path.display())]
+    OpenLog {
+        /// The log file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The log cannot be read back.
+    #[error("cannot read the replica log {}: {source}", .path.display())]
+    ReadLog {
+        /// The log file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// The log could not be shortened: cutting a torn tail on open, or emptying it after a
+    /// snapshot.
+    #[error("cannot cut the replica log {} to {len} bytes: {source} (disk read-only?)", .path.display())]
+    TruncateLog {
+        /// The log file.
+        path: PathBuf,
+        /// The length it should have had.
+        len: u64,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// Appending to the log failed; the updates stay queued in memory and are retried first
+    /// on the next append or flush.
+    #[error("cannot write the replica log {}: {source} (disk full?); {pending} updates are kept in memory and written with the next append", .path.display())]
+    WriteLog {
+        /// The log file.
+        path: PathBuf,
+        /// How many updates wait in memory.
+        pending: usize,
+        /// What the OS said.
+        source: io::Error,
+    },
+    /// An update could not be encoded; none of the updates of that call were queued.
+    #[error("cannot encode the update of {object}.{prop} for the replica log: {source}")]
+    EncodeUpdate {
+        /// The object written.
+        object: ObjectId,
+        /// The property written.
+        prop: String,
+        /// What serde_json said.
+        source: serde_json::Error,
+    },
+}
+
+/// The operations the store needs from its log file, so a test can make them fail the way a
+/// full disk does without being able to fill one.
+pub(super) trait LogFile: Send {
+    /// Writes all of `bytes` at `offset`.
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()>;
+    /// Makes what was written durable.
+    fn sync(&mut self) -> io::Result<()>;
+    /// Cuts (or extends) the file to `len` bytes.
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+}
+
+impl LogFile for File {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.seek(SeekFrom::Start(offset))?;
+        self.write_all(bytes)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.sync_data()
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("durable_len", &self.durable_len)
+            .field("records", &self.records)
+            .field("pending", &self.pending_count)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The on-disk home of one replica: its snapshot, its log, and the updates waiting for the disk.
+pub struct Store {
+    /// The store directory, synced after renames.
+    dir: PathBuf,
+    /// The log file's path, for error messages.
+    log_path: PathBuf,
+    /// The snapshot file's path.
+    snapshot_path: PathBuf,
+    /// The open log.
+    file: Box<dyn LogFile>,
+    /// Bytes of the log holding whole records; the next write starts here, overwriting
+    /// whatever a failed write may have left.
+    durable_len: u64,
+    /// Records in the log, to tell when a compaction pays.
+    records: usize,
+    /// Encoded records not yet durable, in order.
+    pending: Vec<u8>,
+    /// How many updates `pending` holds.
+    pending_count: usize,
+}
+
+impl Store {
+    /// Opens (creating) `<dir>` and loads snapshot + log into a Replica for `origin`.
+    pub fn open(dir: &Path, origin: Uuid) -> Result<(Store, Replica), StoreError> {
+        Self::open_with(dir, origin, |file| Box::new(file))
+    }
+
+    /// [`Store::open`], with the log file wrapped by `wrap` (tests inject failures there).
+    pub(super) fn open_with(
+        dir: &Path,
+        origin: Uuid,
+        wrap: impl FnOnce(File) -> Box<dyn LogFile>,
+    ) -> Result<(Store, Replica), StoreError> {
+        fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let log_path = dir.join(LOG_FILE);
+        let snapshot_path = dir.join(SNAPSHOT_FILE);
+        let tmp = dir.join(SNAPSHOT_TMP);
+        if fs::remove_file(&tmp).is_ok() {
+            tracing::info!(file = %tmp.display(), "removed a snapshot left half-written by a crash");
+        }
+
+        let mut replica =
+            snapshot::load(&snapshot_path, origin)?.unwrap_or_else(|| Replica::new(origin));
+        let from_snapshot = replica.register_count();
+
+        let open_failed = |source| StoreError::OpenLog {
+            path: log_path.clone(),
+            source,
+        };
+        let existed = log_path.exists();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&log_path)
+            .map_err(open_failed)?;
+        if !existed {
+            snapshot::sync_dir(dir).map_err(open_failed)?;
+        }
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|source| StoreError::ReadLog {
+                path: log_path.clone(),
+                source,
+            })?;
+
+        let scan = record::scan(&bytes);
+        for &(start, end) in &scan.damaged {
+            tracing::error!(
+                file = %log_path.display(),
+                "damaged record at bytes {start}..{end} skipped; peers will send its update again"
+            );
+        }
+        for (start, end, reason) in &scan.unreadable {
+            tracing::error!(
+                file = %log_path.display(),
+                "unreadable record at bytes {start}..{end} skipped ({reason}); was it written by a newer pimesh?"
+            );
+        }
+        let wall_ms = now_ms();
+        for update in &scan.updates {
+            replica.apply(update, wall_ms);
+        }
+        let valid_len = u64::try_from(scan.valid_len).unwrap_or(u64::MAX);
+        if scan.valid_len < bytes.len() {
+            tracing::warn!(
+                file = %log_path.display(),
+                "torn record at byte {valid_len} (an interrupted write); cutting {} bytes and keeping everything before it",
+                bytes.len() - scan.valid_len
+            );
+            file.set_len(valid_len)
+                .and_then(|()| file.sync_all())
+                .map_err(|source| StoreError::TruncateLog {
+                    path: log_path.clone(),
+                    len: valid_len,
+                    source,
+                })?;
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            objects = replica.len(),
+            snapshot_registers = from_snapshot,
+            log_records = scan.updates.len(),
+            "replica loaded"
+        );
+
+        let store = Store {
+            dir: dir.to_path_buf(),
+            log_path,
+            snapshot_path,
+            file: wrap(file),
+            durable_len: valid_len,
+            records: scan.updates.len() + scan.damaged.len() + scan.unreadable.len(),
+            pending: Vec::new(),
+            pending_count: 0,
+        };
+        Ok((store, replica))
+    }
+
+    /// Appends updates durably (write + fsync before returning Ok). On error (e.g. disk full) the updates stay
+    /// queued in memory and are written, in order, ahead of the next append or flush, so nothing is lost while the process lives.
+    ///
+    /// So after a `WriteLog` error the caller should still apply the updates: they are
+    /// accepted, only not yet durable. An `EncodeUpdate` error is the exception: nothing of
+    /// that call was queued.
+    pub fn append(&mut self, updates: &[Update]) -> Result<(), StoreError> {
+        let mut encoded = Vec::new();
+        for u in updates {
+            record::encode(u, &mut encoded).map_err(|source| StoreError::EncodeUpdate {
+                object: u.object.clone(),
+                prop: u.prop.clone(),
+                source,
+            })?;
+        }
+        self.pending.extend_from_slice(&encoded);
+        self.pending_count += updates.len();
+        self.flush()
+    }
+
+    /// Writes and syncs the queued updates, if any; what `append` does after queueing.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let written = self
+            .file
+            .write_at(self.durable_len, &self.pending)
+            .and_then(|()| self.file.sync());
+        match written {
+            Ok(()) => {
+                self.durable_len += u64::try_from(self.pending.len()).unwrap_or(u64::MAX);
+                self.records += self.pending_count;
+                self.pending.clear();
+                self.pending_count = 0;
+                Ok(())
+            }
+            Err(source) => {
+                // Best effort: leave the file ending on a whole record in case the process dies
+                // before the retry. If this fails too, the retry still writes from
+                // `durable_len`, and a reopen cuts the torn tail.
+                let _ = self.file.set_len(self.durable_len);
+                Err(StoreError::WriteLog {
+                    path: self.log_path.clone(),
+                    pending: self.pending_count,
+                    source,
+                })
+            }
+        }
+    }
+
+    /// How many updates wait in memory for the disk.
+    pub fn pending(&self) -> usize {
+        self.pending_count
+    }
+
+    /// True when the log holds many more records than the replica has registers.
+    pub fn should_compact(&self, replica: &Replica) -> bool {
+        self.records >= COMPACT_MIN_RECORDS
+            && self.records > replica.register_count().saturating_mul(COMPACT_RATIO)
+    }
+
+    /// Writes a snapshot (temp file, fsync, rename, fsync dir) then starts an empty log.
+    ///
+    /// Updates still queued are written to the new log afterwards, whether or not `replica`
+    /// already holds them: replaying one twice is harmless, losing one is not.
+    pub fn compact(&mut self, replica: &Replica) -> Result<(), StoreError> {
+        snapshot::write(
+            &self.dir,
+            &self.snapshot_path,
+            &self.dir.join(SNAPSHOT_TMP),
+            replica,
+        )?;
+        let log_path = self.log_path.clone();
+        let truncate_failed = move |source| StoreError::TruncateLog {
+            path: log_path.clone(),
+            len: 0,
+            source,
+        };
+        self.file.set_len(0).map_err(&truncate_failed)?;
+        self.durable_len = 0;
+        self.records = 0;
+        self.file.sync().map_err(&truncate_failed)?;
+        self.flush()
+    }
+}
+
+#[cfg(test)]
+#[path = "log_tests.rs"]
+mod tests;
+
+#[cfg(test)]
+#[path = "log_fault_tests.rs"]
+mod fault_tests;

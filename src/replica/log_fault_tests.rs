@@ -1,0 +1,146 @@
+//! Tests of the store against a log file that fails on demand: the queue that survives a full
+//! disk, and the one-fsync-per-append promise.
+
+use super::tests::{log_path, persist, reopen};
+use super::*;
+use crate::model::{Value, ROOM, STATE};
+use crate::replica::record;
+use crate::replica::tests::{node, oid, state};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+const T0: u64 = 1_700_000_000_000;
+
+/// A log file that counts syncs and, while `fail` is set, writes half of what it is given
+/// and then reports a full disk — what a real ENOSPC in the middle of a write looks like.
+struct Flaky {
+    file: File,
+    fail: Arc<AtomicBool>,
+    syncs: Arc<AtomicUsize>,
+}
+
+impl LogFile for Flaky {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        if self.fail.load(Ordering::SeqCst) {
+            LogFile::write_at(&mut self.file, offset, &bytes[..bytes.len() / 2])?;
+            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        LogFile::write_at(&mut self.file, offset, bytes)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        LogFile::sync(&mut self.file)
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        LogFile::set_len(&mut self.file, len)
+    }
+}
+
+fn open_flaky(dir: &Path) -> (Store, Replica, Arc<AtomicBool>, Arc<AtomicUsize>) {
+    let fail = Arc::new(AtomicBool::new(false));
+    let syncs = Arc::new(AtomicUsize::new(0));
+    let (f, s) = (fail.clone(), syncs.clone());
+    let (store, replica) = Store::open_with(dir, node(1), move |file| {
+        Box::new(Flaky {
+            file,
+            fail: f,
+            syncs: s,
+        })
+    })
+    .expect("open");
+    (store, replica, fail, syncs)
+}
+
+#[test]
+fn a_failed_append_keeps_its_updates_queued_and_writes_them_first_next_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut replica, fail, _) = open_flaky(dir.path());
+    persist(
+        &mut store,
+        &mut replica,
+        "lamp",
+        &[(STATE, "ON".into())],
+        T0,
+    );
+
+    fail.store(true, Ordering::SeqCst);
+    let queued = replica.prepare(
+        &oid("door"),
+        vec![(STATE.into(), "OFF".into()), (ROOM.into(), "hall".into())],
+        T0 + 1,
+    );
+    let err = store.append(&queued).unwrap_err();
+    assert!(
+        matches!(err, StoreError::WriteLog { pending: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("updates.log"), "{err}");
+    assert_eq!(store.pending(), 2);
+    // Accepted though not yet durable: the agent applies them and carries on.
+    for u in &queued {
+        replica.apply(u, T0 + 1);
+    }
+    let more = replica.prepare(&oid("fan"), vec![(STATE.into(), "ON".into())], T0 + 2);
+    assert!(store.append(&more).is_err());
+    assert_eq!(store.pending(), 3);
+    for u in &more {
+        replica.apply(u, T0 + 2);
+    }
+
+    fail.store(false, Ordering::SeqCst);
+    persist(
+        &mut store,
+        &mut replica,
+        "lamp",
+        &[(STATE, "OFF".into())],
+        T0 + 3,
+    );
+    assert_eq!(store.pending(), 0);
+    drop(store);
+
+    let bytes = fs::read(log_path(dir.path())).unwrap();
+    let scan = record::scan(&bytes);
+    assert!(
+        scan.damaged.is_empty(),
+        "half-written records must be overwritten"
+    );
+    assert_eq!(scan.valid_len, bytes.len());
+    assert_eq!(
+        scan.updates.iter().map(|u| u.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5],
+        "queued updates go out in order, ahead of the new one"
+    );
+    let (_store, again) = reopen(dir.path());
+    assert_eq!(state(&again), state(&replica));
+}
+
+#[test]
+fn flush_alone_writes_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, replica, fail, _) = open_flaky(dir.path());
+    fail.store(true, Ordering::SeqCst);
+    let queued = replica.prepare(&oid("lamp"), vec![(STATE.into(), "ON".into())], T0);
+    assert!(store.append(&queued).is_err());
+    assert!(store.flush().is_err());
+    fail.store(false, Ordering::SeqCst);
+    store.flush().unwrap();
+    assert_eq!(store.pending(), 0);
+    drop(store);
+    let (_store, again) = reopen(dir.path());
+    assert!(again.get(&oid("lamp")).is_some());
+}
+
+#[test]
+fn ten_thousand_updates_in_one_append_cost_one_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, replica, _, syncs) = open_flaky(dir.path());
+    let props = (0..10_000)
+        .map(|i| (format!("p{i}"), Value::from(i as f64)))
+        .collect();
+    let updates = replica.prepare(&oid("big"), props, T0);
+    assert_eq!(updates.len(), 10_000);
+    store.append(&updates).unwrap();
+    assert_eq!(syncs.load(Ordering::SeqCst), 1);
+}

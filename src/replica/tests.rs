@@ -1,0 +1,462 @@
+//! Unit tests of the sans-IO replica: convergence, idempotence, tombstones, skew, seqs and
+//! anti-entropy. No I/O; wall time is injected.
+
+use super::*;
+use crate::model::{ROOM, STATE};
+
+const HOUR_MS: u64 = 3_600_000;
+const T0: u64 = 1_700_000_000_000;
+
+/// A fixed instance id, `n` in every byte.
+pub(super) fn node(n: u8) -> Uuid {
+    Uuid::from_bytes([n; 16])
+}
+
+/// An object id from a literal known to be valid.
+pub(super) fn oid(id: &str) -> ObjectId {
+    ObjectId::new(id).expect("test ids are valid")
+}
+
+/// Prepares and applies a local write, returning the updates to deliver elsewhere.
+pub(super) fn write(
+    replica: &mut Replica,
+    object: &str,
+    props: &[(&str, Value)],
+    wall_ms: u64,
+) -> Vec<Update> {
+    let props = props
+        .iter()
+        .map(|(p, v)| (p.to_string(), v.clone()))
+        .collect();
+    let updates = replica.prepare(&oid(object), props, wall_ms);
+    for u in &updates {
+        replica.apply(u, wall_ms);
+    }
+    updates
+}
+
+/// What must be equal between converged replicas: every register and the version vector.
+pub(super) fn state(replica: &Replica) -> (Vec<(ObjectId, Object)>, VersionVector) {
+    (
+        replica
+            .objects()
+            .map(|(id, o)| (id.clone(), o.clone()))
+            .collect(),
+        replica.version_vector().clone(),
+    )
+}
+
+/// xorshift64: a tiny deterministic generator, enough to shuffle.
+pub(super) struct Rng(pub(super) u64);
+
+impl Rng {
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub(super) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// A history from three instances writing the same few registers, with partial delivery
+/// between them (so stamps depend on what each had seen) and clocks that disagree.
+fn three_origin_history(rng: &mut Rng) -> Vec<Update> {
+    let mut replicas = [
+        Replica::new(node(1)),
+        Replica::new(node(2)),
+        Replica::new(node(3)),
+    ];
+    let skew = [0, 40, HOUR_MS];
+    let objects = ["lamp", "door", "fan"];
+    let props = [STATE, ROOM, DELETED];
+    let mut all = Vec::new();
+    for step in 0..120u64 {
+        let who = rng.below(3);
+        let value = match rng.below(3) {
+            0 => Value::Bool(rng.below(2) == 0),
+            1 => Value::Number(rng.below(5) as f64),
+            _ => Value::from(["ON", "OFF"][rng.below(2)]),
+        };
+        let updates = write(
+            &mut replicas[who],
+            objects[rng.below(3)],
+            &[(props[rng.below(3)], value)],
+            T0 + step * 10 + skew[who],
+        );
+        for u in &updates {
+            for (other, replica) in replicas.iter_mut().enumerate() {
+                if other != who && rng.below(2) == 0 {
+                    replica.apply(u, T0 + step * 10 + skew[other]);
+                }
+            }
+        }
+        all.extend(updates);
+    }
+    all
+}
+
+#[test]
+fn any_order_of_the_same_updates_gives_the_same_replica() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let history = three_origin_history(&mut rng);
+    assert!(
+        history.len() > 60,
+        "the history should not be mostly no-ops"
+    );
+
+    let mut reference = Replica::new(node(7));
+    for u in &history {
+        reference.apply(u, T0);
+    }
+    // Each register holds the update with the highest stamp among those written to it.
+    for (id, object) in reference.objects() {
+        for (prop, register) in &object.props {
+            let best = history
+                .iter()
+                .filter(|u| &u.object == id && &u.prop == prop)
+                .map(|u| u.stamp)
+                .max();
+            assert_eq!(Some(register.stamp), best, "{id}.{prop}");
+        }
+    }
+    assert_eq!(reference.version_vector().len(), 3);
+
+    for round in 0..60 {
+        let mut order = history.clone();
+        rng.shuffle(&mut order);
+        let mut replica = Replica::new(node(8));
+        for u in &order {
+            replica.apply(u, T0 + round);
+        }
+        assert_eq!(state(&replica), state(&reference), "order #{round}");
+    }
+}
+
+#[test]
+fn duplicates_change_nothing() {
+    let mut rng = Rng(12345);
+    let history = three_origin_history(&mut rng);
+    let mut once = Replica::new(node(7));
+    for u in &history {
+        once.apply(u, T0);
+    }
+    let mut twice = once.clone();
+    let mut shuffled = history.clone();
+    rng.shuffle(&mut shuffled);
+    for u in &shuffled {
+        let applied = twice.apply(u, T0);
+        assert!(
+            !applied.changed,
+            "a duplicate changed {}.{}",
+            u.object, u.prop
+        );
+        assert_eq!(applied.gap, None);
+    }
+    assert_eq!(state(&twice), state(&once));
+}
+
+#[test]
+fn an_older_concurrent_write_does_not_undelete() {
+    let mut a = Replica::new(node(1));
+    let mut b = Replica::new(node(2));
+    let created = write(&mut a, "lamp", &[(STATE, "OFF".into())], T0);
+    for u in &created {
+        b.apply(u, T0);
+    }
+    // A writes without having seen B's delete, but earlier; B deletes.
+    let concurrent_on = write(&mut a, "lamp", &[(STATE, "ON".into())], T0 + 10);
+    let concurrent_undelete = write(&mut a, "lamp", &[(DELETED, false.into())], T0 + 11);
+    let deleted = write(&mut b, "lamp", &[(DELETED, true.into())], T0 + 20);
+    for u in &deleted {
+        a.apply(u, T0 + 21);
+    }
+    for u in concurrent_on.iter().chain(&concurrent_undelete) {
+        b.apply(u, T0 + 22);
+    }
+    for replica in [&a, &b] {
+        let lamp = replica.get(&oid("lamp")).expect("tombstones stay");
+        assert!(lamp.is_deleted());
+        assert_eq!(lamp.text(STATE), Some("ON"));
+    }
+    assert_eq!(state(&a).0, state(&b).0);
+}
+
+#[test]
+fn recreating_with_a_newer_stamp_wins_over_the_tombstone() {
+    let mut a = Replica::new(node(1));
+    write(&mut a, "lamp", &[(STATE, "ON".into())], T0);
+    let deleted = write(&mut a, "lamp", &[(DELETED, true.into())], T0 + 5);
+    assert!(a.get(&oid("lamp")).is_some_and(Object::is_deleted));
+    let recreated = write(&mut a, "lamp", &[(DELETED, false.into())], T0 + 6);
+    assert!(a.get(&oid("lamp")).is_some_and(|o| !o.is_deleted()));
+
+    // Delivered in reverse elsewhere, the re-creation still wins.
+    let mut b = Replica::new(node(2));
+    for u in recreated.iter().chain(&deleted) {
+        b.apply(u, T0);
+    }
+    assert!(b.get(&oid("lamp")).is_some_and(|o| !o.is_deleted()));
+}
+
+#[test]
+fn a_peer_an_hour_ahead_does_not_freeze_everyone_elses_writes() {
+    let mut ahead = Replica::new(node(9));
+    let mut local = Replica::new(node(1));
+    let skewed = write(&mut ahead, "lamp", &[(STATE, "ON".into())], T0 + HOUR_MS);
+    for u in &skewed {
+        local.apply(u, T0);
+    }
+    // A minute later by the local clock, someone turns the lamp off here.
+    let newer = write(&mut local, "lamp", &[(STATE, "OFF".into())], T0 + 60_000);
+    assert!(newer[0].stamp > skewed[0].stamp);
+    assert_eq!(newer[0].stamp.wall_ms, T0 + HOUR_MS);
+    for u in &newer {
+        ahead.apply(u, T0 + HOUR_MS + 60_000);
+    }
+    for replica in [&local, &ahead] {
+        assert_eq!(
+            replica.get(&oid("lamp")).and_then(|o| o.text(STATE)),
+            Some("OFF")
+        );
+    }
+}
+
+#[test]
+fn prepare_skips_unchanged_values_and_numbers_the_rest_consecutively() {
+    let mut r = Replica::new(node(1));
+    let first = write(
+        &mut r,
+        "lamp",
+        &[(STATE, "ON".into()), (ROOM, "kitchen".into())],
+        T0,
+    );
+    assert_eq!(first.iter().map(|u| u.seq).collect::<Vec<_>>(), [1, 2]);
+    assert!(first[0].stamp < first[1].stamp);
+    assert!(first.iter().all(|u| u.stamp.origin == node(1)));
+
+    let props = vec![
+        (STATE.to_string(), "ON".into()),
+        (ROOM.to_string(), "hall".into()),
+    ];
+    let second = r.prepare(&oid("lamp"), props.clone(), T0);
+    assert_eq!(
+        second,
+        r.prepare(&oid("lamp"), props, T0),
+        "prepare must not advance"
+    );
+    assert_eq!(second.len(), 1);
+    assert_eq!((second[0].prop.as_str(), second[0].seq), (ROOM, 3));
+    assert!(second[0].stamp > first[1].stamp);
+
+    let same = vec![(STATE.to_string(), "ON".into())];
+    assert!(r.prepare(&oid("lamp"), same, T0).is_empty());
+}
+
+#[test]
+fn prepare_compares_a_repeated_property_with_its_earlier_value_in_the_call() {
+    let mut r = Replica::new(node(1));
+    write(&mut r, "lamp", &[(STATE, "OFF".into())], T0);
+    let updates = write(
+        &mut r,
+        "lamp",
+        &[(STATE, "ON".into()), (STATE, "OFF".into())],
+        T0,
+    );
+    assert_eq!(updates.len(), 2);
+    assert_eq!(r.get(&oid("lamp")).and_then(|o| o.text(STATE)), Some("OFF"));
+}
+
+#[test]
+fn the_version_vector_advances_only_contiguously_and_reports_the_gap() {
+    let mut source = Replica::new(node(2));
+    let updates: Vec<Update> = (0..4)
+        .flat_map(|i| {
+            write(
+                &mut source,
+                "lamp",
+                &[(STATE, Value::Number(i as f64))],
+                T0 + i,
+            )
+        })
+        .collect();
+    let mut r = Replica::new(node(1));
+    assert_eq!(r.apply(&updates[0], T0).gap, None);
+    let jumped = r.apply(&updates[2], T0);
+    assert_eq!(
+        jumped.gap,
+        Some(Gap {
+            origin: node(2),
+            have: 1,
+            got: 3
+        })
+    );
+    assert!(jumped.changed, "a jump ahead is still applied");
+    assert_eq!(r.version_vector().get(&node(2)), Some(&1));
+    assert!(r.apply(&updates[3], T0).gap.is_some());
+    let filled = r.apply(&updates[1], T0);
+    assert_eq!(filled.gap, None);
+    assert!(
+        !filled.changed,
+        "the late update is older than what it fills"
+    );
+    assert_eq!(r.version_vector().get(&node(2)), Some(&4));
+}
+
+#[test]
+fn our_own_updates_advance_our_entry_in_the_vector() {
+    let mut r = Replica::new(node(1));
+    write(
+        &mut r,
+        "lamp",
+        &[(STATE, "ON".into()), (ROOM, "hall".into())],
+        T0,
+    );
+    assert_eq!(r.version_vector().get(&node(1)), Some(&2));
+}
+
+#[test]
+fn two_diverged_replicas_converge_by_delta_and_vector() {
+    let mut a = Replica::new(node(1));
+    let mut b = Replica::new(node(2));
+    let shared = write(&mut a, "lamp", &[(STATE, "OFF".into())], T0);
+    for u in &shared {
+        b.apply(u, T0);
+    }
+    // Apart: both write, and each overwrites its own earlier writes.
+    for i in 0..5u64 {
+        write(
+            &mut a,
+            "lamp",
+            &[(STATE, Value::Number(i as f64))],
+            T0 + 10 + i,
+        );
+        write(
+            &mut b,
+            "door",
+            &[(ROOM, Value::Number(i as f64))],
+            T0 + 20 + i,
+        );
+        write(
+            &mut b,
+            "lamp",
+            &[(ROOM, Value::Number(i as f64))],
+            T0 + 30 + i,
+        );
+    }
+    assert_ne!(state(&a), state(&b));
+
+    let (a_vv, b_vv) = (a.version_vector().clone(), b.version_vector().clone());
+    let (to_b, to_a) = (a.delta_since(&b_vv), b.delta_since(&a_vv));
+    // Of A's six updates B lacks five, but only the last one survives in a register.
+    assert_eq!(to_b.len(), 1);
+    assert_eq!(to_b[0].seq, 6);
+    for u in &to_b {
+        assert!(b.apply(u, T0 + 100).changed);
+    }
+    b.merge_version_vector(&a_vv);
+    for u in &to_a {
+        a.apply(u, T0 + 100);
+    }
+    a.merge_version_vector(&b_vv);
+
+    assert_eq!(state(&a), state(&b));
+    assert_eq!(b.version_vector().get(&node(1)), Some(&6));
+    assert!(a.delta_since(b.version_vector()).is_empty());
+    assert!(b.delta_since(a.version_vector()).is_empty());
+}
+
+#[test]
+fn delta_since_sends_registers_in_origin_then_seq_order() {
+    let mut rng = Rng(77);
+    let mut r = Replica::new(node(9));
+    for u in three_origin_history(&mut rng) {
+        r.apply(&u, T0);
+    }
+    let delta = r.delta_since(&VersionVector::new());
+    let keys: Vec<_> = delta.iter().map(|u| (u.stamp.origin, u.seq)).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    assert_eq!(
+        delta.len(),
+        r.objects().map(|(_, o)| o.props.len()).sum::<usize>()
+    );
+}
+
+#[test]
+fn a_raised_own_entry_moves_our_next_seq_past_it() {
+    // A peer remembers more of our updates than we do (we lost our disk): never reuse them.
+    let mut r = Replica::new(node(1));
+    r.merge_version_vector(&VersionVector::from([(node(1), 41)]));
+    let next = r.prepare(&oid("lamp"), vec![(STATE.into(), "ON".into())], T0);
+    assert_eq!(next[0].seq, 42);
+}
+
+#[test]
+fn equal_stamps_settle_the_same_way_in_either_order() {
+    let stamp = Stamp {
+        wall_ms: T0,
+        counter: 0,
+        origin: node(5),
+    };
+    let forged = |value: &str| Update {
+        object: oid("lamp"),
+        prop: STATE.into(),
+        value: value.into(),
+        stamp,
+        seq: 1,
+    };
+    let (on, off) = (forged("ON"), forged("OFF"));
+    let mut x = Replica::new(node(1));
+    let mut y = Replica::new(node(2));
+    x.apply(&on, T0);
+    x.apply(&off, T0);
+    y.apply(&off, T0);
+    y.apply(&on, T0);
+    assert_eq!(state(&x), state(&y));
+}
+
+#[test]
+fn an_update_with_seq_zero_is_ignored() {
+    let mut r = Replica::new(node(1));
+    let update = Update {
+        object: oid("lamp"),
+        prop: STATE.into(),
+        value: "ON".into(),
+        stamp: Stamp {
+            wall_ms: T0,
+            counter: 0,
+            origin: node(2),
+        },
+        seq: 0,
+    };
+    assert!(!r.apply(&update, T0).changed);
+    assert!(r.is_empty());
+}
+
+#[test]
+fn object_accessors_read_typed_values() {
+    let mut r = Replica::new(node(1));
+    write(
+        &mut r,
+        "lamp",
+        &[(ROOM, "hall".into()), ("level", 40.0.into())],
+        T0,
+    );
+    let lamp = r.get(&oid("lamp")).expect("written");
+    assert_eq!(lamp.text(ROOM), Some("hall"));
+    assert_eq!(lamp.number("level"), Some(40.0));
+    assert_eq!(lamp.number(ROOM), None);
+    assert!(!lamp.is_deleted());
+    assert_eq!((r.len(), r.register_count()), (1, 2));
+}
