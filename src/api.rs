@@ -87,7 +87,8 @@ pub fn parse_set(payload: &[u8]) -> Result<SetRequest, PayloadError> {
         return Err(PayloadError::Empty);
     }
     let req = if text.starts_with('{') {
-        serde_json::from_str::<SetRequest>(text).map_err(|e| PayloadError::BadJson(e.to_string()))?
+        serde_json::from_str::<SetRequest>(text)
+            .map_err(|e| PayloadError::BadJson(e.to_string()))?
     } else if let Some(state) = Switch::parse(text) {
         SetRequest {
             state: Some(state),

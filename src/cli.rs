@@ -162,11 +162,19 @@ pub fn run(cli: Cli) -> Exit {
                 eprintln!("error: value {:?} is not on, off or toggle", args.value);
                 return Exit::Usage;
             };
-            let req = SetRequest { state: Some(switch), ..Default::default() };
+            let req = SetRequest {
+                state: Some(switch),
+                ..Default::default()
+            };
             send_set(&args.object, req, &args.conn)
         }
         Command::Move(args) => {
-            let req = SetRequest { room: Some(args.room), x: args.x, y: args.y, ..Default::default() };
+            let req = SetRequest {
+                room: Some(args.room),
+                x: args.x,
+                y: args.y,
+                ..Default::default()
+            };
             if let Err(e) = api::check(&req) {
                 eprintln!("error: {e}");
                 return Exit::Usage;
@@ -213,11 +221,18 @@ pub fn run(cli: Cli) -> Exit {
 /// else the user's XDG state dir.
 pub fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
-        if let Some(first) = dir.to_string_lossy().split(':').next().filter(|s| !s.is_empty()) {
+        if let Some(first) = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .filter(|s| !s.is_empty())
+        {
             return PathBuf::from(first);
         }
     }
-    let is_root = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false);
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
     if is_root {
         return PathBuf::from("/var/lib/pimesh");
     }
@@ -243,8 +258,14 @@ fn run_agent(args: RunArgs) -> Exit {
         None => config::embedded_default(),
     };
     cfg.mesh.peers.extend(args.peers);
-    let data_dir = args.data_dir.or(cfg.data_dir.clone()).unwrap_or_else(default_data_dir);
-    let name = args.name.or(cfg.name.clone()).unwrap_or_else(identity::default_name);
+    let data_dir = args
+        .data_dir
+        .or(cfg.data_dir.clone())
+        .unwrap_or_else(default_data_dir);
+    let name = args
+        .name
+        .or(cfg.name.clone())
+        .unwrap_or_else(identity::default_name);
     let port = match args.port.or(cfg.broker.port) {
         Some(p) => PortChoice::Fixed(p),
         None => PortChoice::FirstFree(cfg.broker.base_port),
@@ -252,8 +273,18 @@ fn run_agent(args: RunArgs) -> Exit {
     if args.config.is_none() {
         tracing::info!("no --config given: running the embedded default (simulated board)");
     }
-    let settings = Settings { bind: cfg.broker.bind, config: cfg, data_dir, name, port };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let settings = Settings {
+        bind: cfg.broker.bind,
+        config: cfg,
+        data_dir,
+        name,
+        port,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -280,7 +311,10 @@ fn run_agent(args: RunArgs) -> Exit {
 /// Cancels on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
 async fn stop_on_signal(cancel: tokio_util::sync::CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop pimesh with SIGKILL");
         return;
     };
@@ -384,7 +418,13 @@ fn summary(state: &serde_json::Value) -> String {
         Some(v) if !v.is_null() => v.to_string(),
         _ => "-".into(),
     };
-    format!("{} room={} x={} y={}", field("state"), field("room"), field("x"), field("y"))
+    format!(
+        "{} room={} x={} y={}",
+        field("state"),
+        field("room"),
+        field("x"),
+        field("y")
+    )
 }
 
 /// `pimesh get`: asks the agent for every object and prints them.
@@ -397,7 +437,12 @@ fn get(args: GetArgs) -> Exit {
     let answer = block_on(client::request(
         &target,
         &topic,
-        |reply_to| serde_json::to_vec(&api::GetRequest { reply_to: reply_to.to_string() }).unwrap_or_default(),
+        |reply_to| {
+            serde_json::to_vec(&api::GetRequest {
+                reply_to: reply_to.to_string(),
+            })
+            .unwrap_or_default()
+        },
         timeout(&args.conn),
     ));
     let bytes = match answer {
@@ -415,26 +460,50 @@ fn get(args: GetArgs) -> Exit {
     let objects: Vec<&serde_json::Value> = reply
         .objects
         .iter()
-        .filter(|o| args.object.as_deref().is_none_or(|want| o.get("id").and_then(|v| v.as_str()) == Some(want)))
+        .filter(|o| {
+            args.object
+                .as_deref()
+                .is_none_or(|want| o.get("id").and_then(|v| v.as_str()) == Some(want))
+        })
         .collect();
     if let (Some(want), true) = (&args.object, objects.is_empty()) {
         eprintln!("error: unknown object {want:?}");
         return Exit::Usage;
     }
     if args.conn.json {
-        let out = if args.object.is_some() { objects[0].clone() } else { serde_json::Value::Array(objects.into_iter().cloned().collect()) };
+        let out = if args.object.is_some() {
+            objects[0].clone()
+        } else {
+            serde_json::Value::Array(objects.into_iter().cloned().collect())
+        };
         println!("{out}");
         return Exit::Ok;
     }
-    println!("{:<24} {:<8} {:<8} {:<14} {:>6} {:>6}  HOLDER", "ID", "KIND", "STATE", "ROOM", "X", "Y");
+    println!(
+        "{:<24} {:<8} {:<8} {:<14} {:>6} {:>6}  HOLDER",
+        "ID", "KIND", "STATE", "ROOM", "X", "Y"
+    );
     for o in objects {
         let f = |k: &str| match o.get(k) {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(v) if !v.is_null() => v.to_string(),
             _ => "-".into(),
         };
-        let holder = o.get("holder-name").and_then(|v| v.as_str()).map(str::to_string).unwrap_or_else(|| f("holder"));
-        println!("{:<24} {:<8} {:<8} {:<14} {:>6} {:>6}  {}", f("id"), f("kind"), f("state"), f("room"), f("x"), f("y"), holder);
+        let holder = o
+            .get("holder-name")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| f("holder"));
+        println!(
+            "{:<24} {:<8} {:<8} {:<14} {:>6} {:>6}  {}",
+            f("id"),
+            f("kind"),
+            f("state"),
+            f("room"),
+            f("x"),
+            f("y"),
+            holder
+        );
     }
     Exit::Ok
 }

@@ -104,7 +104,9 @@ pub async fn request(
                         })?;
                 }
             }
-            Some(LinkEvent::Message { topic: t, payload, .. }) if t == reply_topic => {
+            Some(LinkEvent::Message {
+                topic: t, payload, ..
+            }) if t == reply_topic => {
                 link.disconnect().await;
                 return Ok(payload);
             }

@@ -123,7 +123,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(ID_FILE), "not-a-uuid").unwrap();
         let err = load_or_create(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("does not hold a UUID (\"not-a-uuid\")"), "{err}");
+        assert!(
+            err.contains("does not hold a UUID (\"not-a-uuid\")"),
+            "{err}"
+        );
         assert_eq!(
             fs::read_to_string(dir.path().join(ID_FILE)).unwrap(),
             "not-a-uuid"

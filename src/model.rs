@@ -165,9 +165,18 @@ mod tests {
     fn ids_accept_lowercase_digits_and_dashes() {
         assert!(ObjectId::new("relay-1").is_ok());
         assert_eq!(ObjectId::new(""), Err(IdError::Empty));
-        assert!(matches!(ObjectId::new("Relay"), Err(IdError::BadCharacter { .. })));
-        assert!(matches!(ObjectId::new("a/b"), Err(IdError::BadCharacter { .. })));
-        assert!(matches!(ObjectId::new("a".repeat(65)), Err(IdError::TooLong { .. })));
+        assert!(matches!(
+            ObjectId::new("Relay"),
+            Err(IdError::BadCharacter { .. })
+        ));
+        assert!(matches!(
+            ObjectId::new("a/b"),
+            Err(IdError::BadCharacter { .. })
+        ));
+        assert!(matches!(
+            ObjectId::new("a".repeat(65)),
+            Err(IdError::TooLong { .. })
+        ));
     }
 
     #[test]

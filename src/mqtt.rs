@@ -82,11 +82,17 @@ pub struct LinkError(#[from] rumqttc::ClientError);
 
 impl Link {
     /// Opens a link; it runs until `cancel` fires. Events arrive on the returned receiver.
-    pub fn spawn(opts: LinkOptions, cancel: CancellationToken) -> (Link, mpsc::Receiver<LinkEvent>) {
+    pub fn spawn(
+        opts: LinkOptions,
+        cancel: CancellationToken,
+    ) -> (Link, mpsc::Receiver<LinkEvent>) {
         let mut mqtt = MqttOptions::new(opts.client_id.clone(), opts.host.clone(), opts.port);
         mqtt.set_keep_alive(opts.keep_alive);
         mqtt.set_clean_session(true);
-        mqtt.set_max_packet_size(crate::broker::MAX_PAYLOAD + 1024, crate::broker::MAX_PAYLOAD + 1024);
+        mqtt.set_max_packet_size(
+            crate::broker::MAX_PAYLOAD + 1024,
+            crate::broker::MAX_PAYLOAD + 1024,
+        );
         mqtt.set_inflight(100);
         if let Some((user, pass)) = &opts.credentials {
             mqtt.set_credentials(user.clone(), pass.clone());

@@ -11,15 +11,26 @@ fn default_config_runs_four_relays_and_two_inputs() {
     let out = a.cli(&["get", "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let ids: Vec<&str> = all.as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
-    assert_eq!(ids, ["button-1", "button-2", "relay-1", "relay-2", "relay-3", "relay-4"]);
+    let ids: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["button-1", "button-2", "relay-1", "relay-2", "relay-3", "relay-4"]
+    );
     assert_eq!(a.pin(17).as_deref(), Some("0"), "relay-1 powers on off");
     let relay = a.get("relay-1");
     assert_eq!(relay["state"], "OFF");
     assert_eq!(relay["room"], "kitchen");
     assert_eq!(relay["kind"], "relay");
     let table = text(&a.cli(&["get"]).stdout);
-    assert!(table.contains("relay-4") && table.contains("hall"), "{table}");
+    assert!(
+        table.contains("relay-4") && table.contains("hall"),
+        "{table}"
+    );
 }
 
 #[test]
@@ -27,7 +38,10 @@ fn cli_switches_toggles_and_moves() {
     let a = Agent::start(&["--name", "kitchen-pi"]);
     let out = a.cli(&["set", "relay-1", "on"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).trim(), "relay-1: ON room=kitchen x=2.0 y=1.5 (executed by kitchen-pi)");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        "relay-1: ON room=kitchen x=2.0 y=1.5 (executed by kitchen-pi)"
+    );
     assert_eq!(a.pin(17).as_deref(), Some("1"));
     assert!(a.cli(&["set", "relay-1", "toggle"]).status.success());
     assert_eq!(a.pin(17).as_deref(), Some("0"));
@@ -40,8 +54,19 @@ fn cli_switches_toggles_and_moves() {
     let out = a.cli(&["move", "relay-2", "hall", "--x", "3", "--y", "-1.5"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let moved = a.get("relay-2");
-    assert_eq!((moved["room"].as_str(), moved["x"].as_f64(), moved["y"].as_f64()), (Some("hall"), Some(3.0), Some(-1.5)));
-    assert_eq!(a.pin(27).as_deref(), Some("0"), "a move never touches the pin");
+    assert_eq!(
+        (
+            moved["room"].as_str(),
+            moved["x"].as_f64(),
+            moved["y"].as_f64()
+        ),
+        (Some("hall"), Some(3.0), Some(-1.5))
+    );
+    assert_eq!(
+        a.pin(27).as_deref(),
+        Some("0"),
+        "a move never touches the pin"
+    );
 }
 
 #[test]
@@ -49,13 +74,24 @@ fn cli_errors_map_to_exit_codes() {
     let a = Agent::start(&[]);
     let out = a.cli(&["set", "no-such-thing", "on"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("unknown object \"no-such-thing\""), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("unknown object \"no-such-thing\""),
+        "{}",
+        text(&out.stderr)
+    );
     let out = a.cli(&["set", "relay-1", "dim"]);
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(text(&out.stderr).trim(), "error: value \"dim\" is not on, off or toggle");
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: value \"dim\" is not on, off or toggle"
+    );
     let out = a.cli(&["set", "button-1", "on"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("button-1 is an input"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("button-1 is an input"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = a.cli(&["get", "nothing-here"]);
     assert_eq!(out.status.code(), Some(2));
 
@@ -67,7 +103,11 @@ fn cli_errors_map_to_exit_codes() {
     std::fs::set_permissions(&pin, perms).unwrap();
     let out = a.cli(&["set", "relay-3", "on"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("read-only"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("read-only"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(a.state("relay-3"), "OFF");
 }
 
@@ -76,11 +116,27 @@ fn cli_without_an_agent_exits_4() {
     let dir = tempfile::tempdir().unwrap();
     let out = cli(&["get", "--data-dir", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(4));
-    assert!(text(&out.stderr).contains("no pimesh agent is running"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no pimesh agent is running"),
+        "{}",
+        text(&out.stderr)
+    );
     let port = free_port().to_string();
-    let out = cli(&["set", "relay-1", "on", "--via", &format!("127.0.0.1:{port}"), "--timeout", "2"]);
+    let out = cli(&[
+        "set",
+        "relay-1",
+        "on",
+        "--via",
+        &format!("127.0.0.1:{port}"),
+        "--timeout",
+        "2",
+    ]);
     assert_eq!(out.status.code(), Some(4));
-    assert!(text(&out.stderr).contains("cannot reach the agent"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot reach the agent"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = cli(&["set", "relay-1", "on", "--via", "nonsense"]);
     assert_eq!(out.status.code(), Some(2));
 }
@@ -110,19 +166,34 @@ fn inputs_follow_their_pin_files() {
     // Garbage in a pin file is ignored, then a valid level is seen again.
     std::fs::write(a.pin_path(6), "bogus").unwrap();
     a.set_pin(6, false);
-    wait_until("button-2 pressed after garbage", || a.state("button-2") == "ON");
+    wait_until("button-2 pressed after garbage", || {
+        a.state("button-2") == "ON"
+    });
 }
 
 #[test]
 fn second_agent_on_the_same_data_dir_is_refused() {
     let a = Agent::start(&[]);
     let out = std::process::Command::new(bin())
-        .args(["run", "--data-dir", a.dir.to_str().unwrap(), "--port", &free_port().to_string()])
+        .args([
+            "run",
+            "--data-dir",
+            a.dir.to_str().unwrap(),
+            "--port",
+            &free_port().to_string(),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("another pimesh agent is already running with data dir"), "{}", text(&out.stderr));
-    assert!(a.cli(&["get", "relay-1"]).status.success(), "first agent unaffected");
+    assert!(
+        text(&out.stderr).contains("another pimesh agent is already running with data dir"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        a.cli(&["get", "relay-1"]).status.success(),
+        "first agent unaffected"
+    );
 }
 
 #[test]

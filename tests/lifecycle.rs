@@ -35,14 +35,26 @@ fn power_on_policies_apply_at_start_and_restore_survives_kill_9() {
     let mut a = Agent::start(&["--config", cfg]);
     assert_eq!(a.pin(17).as_deref(), Some("0"));
     assert_eq!(a.pin(27).as_deref(), Some("1"));
-    assert_eq!(a.pin(22).as_deref(), Some("0"), "restore with no history is off");
-    assert_eq!(a.pin(23).as_deref(), Some("1"), "active-low off is a high pin");
+    assert_eq!(
+        a.pin(22).as_deref(),
+        Some("0"),
+        "restore with no history is off"
+    );
+    assert_eq!(
+        a.pin(23).as_deref(),
+        Some("1"),
+        "active-low off is a high pin"
+    );
     for id in ["always-off", "always-on", "remembers", "inverted"] {
         let want = if id == "always-on" { "OFF" } else { "ON" };
         let value = if want == "ON" { "on" } else { "off" };
         assert!(a.cli(&["set", id, value]).status.success());
     }
-    assert_eq!(a.pin(23).as_deref(), Some("0"), "active-low on is a low pin");
+    assert_eq!(
+        a.pin(23).as_deref(),
+        Some("0"),
+        "active-low on is a low pin"
+    );
     a.kill9();
     a.restart();
     assert_eq!(a.state("always-off"), "OFF");
@@ -59,15 +71,32 @@ fn power_on_policies_apply_at_start_and_restore_survives_kill_9() {
 fn state_and_moves_survive_a_clean_restart_and_kill_9() {
     let mut a = Agent::start(&[]);
     let uuid_before = std::fs::read_to_string(a.dir.join("instance-id")).unwrap();
-    assert!(a.cli(&["move", "relay-4", "attic", "--x", "7", "--y", "8"]).status.success());
+    assert!(a
+        .cli(&["move", "relay-4", "attic", "--x", "7", "--y", "8"])
+        .status
+        .success());
     assert!(a.cli(&["set", "relay-3", "on"]).status.success());
     assert!(a.stop().success(), "SIGTERM is a clean stop with exit 0");
-    assert!(!a.dir.join("agent.json").exists(), "runtime file removed on a clean stop");
+    assert!(
+        !a.dir.join("agent.json").exists(),
+        "runtime file removed on a clean stop"
+    );
     a.restart();
-    assert_eq!(std::fs::read_to_string(a.dir.join("instance-id")).unwrap(), uuid_before);
+    assert_eq!(
+        std::fs::read_to_string(a.dir.join("instance-id")).unwrap(),
+        uuid_before
+    );
     let moved = a.get("relay-4");
-    assert_eq!((moved["room"].as_str(), moved["x"].as_f64()), (Some("attic"), Some(7.0)), "a move beats the config's room");
-    assert_eq!(a.state("relay-3"), "ON", "relay-3 is power-on restore in the default config");
+    assert_eq!(
+        (moved["room"].as_str(), moved["x"].as_f64()),
+        (Some("attic"), Some(7.0)),
+        "a move beats the config's room"
+    );
+    assert_eq!(
+        a.state("relay-3"),
+        "ON",
+        "relay-3 is power-on restore in the default config"
+    );
     // Every acknowledged command survives kill -9: the store is written before the answer.
     for i in 0..20 {
         let room = format!("room-{i}");
@@ -81,7 +110,8 @@ fn state_and_moves_survive_a_clean_restart_and_kill_9() {
 #[test]
 fn objects_removed_from_the_config_are_deleted() {
     let (_d1, full) = config_file("[board]\nbackend = \"sim\"\n[[relay]]\nid = \"keep\"\npin = 17\n[[relay]]\nid = \"drop\"\npin = 27\n");
-    let (_d2, less) = config_file("[board]\nbackend = \"sim\"\n[[relay]]\nid = \"keep\"\npin = 17\n");
+    let (_d2, less) =
+        config_file("[board]\nbackend = \"sim\"\n[[relay]]\nid = \"keep\"\npin = 17\n");
     let tmp = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut a = Agent::start_in(tmp.path(), port, &["--config", full.to_str().unwrap()]);
@@ -98,31 +128,57 @@ fn fixed_port_in_use_fails_at_start_naming_the_port() {
     let port = taken.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(bin())
-        .args(["run", "--data-dir", dir.path().to_str().unwrap(), "--port", &port.to_string()])
+        .args([
+            "run",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains(&format!("error: broker port {port} on 0.0.0.0 is already in use")), "{err}");
-    assert!(!dir.path().join("sim").exists(), "no pin was touched before the broker was up");
+    assert!(
+        err.contains(&format!(
+            "error: broker port {port} on 0.0.0.0 is already in use"
+        )),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("sim").exists(),
+        "no pin was touched before the broker was up"
+    );
 }
 
 #[test]
 fn without_a_fixed_port_the_first_free_one_is_taken_and_advertised() {
     let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let base = taken.local_addr().unwrap().port();
-    let (_d, cfg) = config_file(&format!("[board]\nbackend = \"sim\"\n[broker]\nbase-port = {base}\n"));
+    let (_d, cfg) = config_file(&format!(
+        "[board]\nbackend = \"sim\"\n[broker]\nbase-port = {base}\n"
+    ));
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(bin())
-        .args(["run", "--data-dir", dir.path().to_str().unwrap(), "--config", cfg.to_str().unwrap()])
+        .args([
+            "run",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let info = dir.path().join("agent.json");
     wait_until("agent.json", || info.exists());
-    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&info).unwrap()).unwrap();
     let port = json["port"].as_u64().unwrap() as u16;
-    assert!(port > base && port < base + 100, "took {port}, base {base} was busy");
+    assert!(
+        port > base && port < base + 100,
+        "took {port}, base {base} was busy"
+    );
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     let _ = child.kill();
     let _ = child.wait();
@@ -139,7 +195,15 @@ fn bad_config_is_refused_with_file_line_and_reason() {
     assert!(err.contains("pin 17") || err.contains("GPIO 17"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(bin())
-        .args(["run", "--config", path, "--data-dir", dir.path().to_str().unwrap(), "--port", &free_port().to_string()])
+        .args([
+            "run",
+            "--config",
+            path,
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--port",
+            &free_port().to_string(),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -156,10 +220,21 @@ fn rppal_backend_off_a_pi_says_so_and_suggests_sim() {
     let (_d, cfg) = config_file("[board]\nbackend = \"rppal\"\n[[relay]]\nid = \"a\"\npin = 17\n");
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(bin())
-        .args(["run", "--config", cfg.to_str().unwrap(), "--data-dir", dir.path().to_str().unwrap(), "--port", &free_port().to_string()])
+        .args([
+            "run",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--port",
+            &free_port().to_string(),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
-    assert!(err.contains("not a Raspberry Pi") && err.contains("backend = \"sim\""), "{err}");
+    assert!(
+        err.contains("not a Raspberry Pi") && err.contains("backend = \"sim\""),
+        "{err}"
+    );
 }

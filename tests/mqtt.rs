@@ -22,10 +22,17 @@ fn mosquitto_pub_switches_and_mosquitto_sub_sees_state() {
 
     mosquitto_pub(a.port, "pimesh/relay-2/set", r#"{"state":"ON"}"#);
     wait_until("relay-2 pin high", || a.pin(27).as_deref() == Some("1"));
-    mosquitto_pub(a.port, "pimesh/relay-2/set", r#"{"room":"hall","x":3,"y":1}"#);
+    mosquitto_pub(
+        a.port,
+        "pimesh/relay-2/set",
+        r#"{"room":"hall","x":3,"y":1}"#,
+    );
     wait_until("relay-2 moved", || a.get("relay-2")["room"] == "hall");
     let lines = mosquitto_sub(a.port, "pimesh/relay-2", 1);
-    assert!(lines[0].contains("\"room\":\"hall\"") && lines[0].contains("\"x\":3.0"), "{lines:?}");
+    assert!(
+        lines[0].contains("\"room\":\"hall\"") && lines[0].contains("\"x\":3.0"),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -39,7 +46,16 @@ fn instance_status_is_retained_online() {
 #[test]
 fn malformed_payloads_change_nothing_and_are_answered() {
     let a = Agent::start(&[]);
-    for bad in ["", "maybe", "{", r#"{"colour":"red"}"#, r#"{"state":"DIM"}"#, r#"{"x":"far"}"#, r#"{"room":""}"#, "\u{1F4A1}"] {
+    for bad in [
+        "",
+        "maybe",
+        "{",
+        r#"{"colour":"red"}"#,
+        r#"{"state":"DIM"}"#,
+        r#"{"x":"far"}"#,
+        r#"{"room":""}"#,
+        "\u{1F4A1}",
+    ] {
         mosquitto_pub(a.port, "pimesh/relay-1/set", bad);
     }
     mosquitto_pub(a.port, "pimesh/Not_An_Id/set", "ON");
@@ -47,26 +63,53 @@ fn malformed_payloads_change_nothing_and_are_answered() {
     mosquitto_pub(a.port, "pimesh/agent/get", "not json");
     // A JSON client with a mistake and a reply-to gets a `rejected` answer naming the mistake.
     let mut sub = std::process::Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &a.port.to_string(), "-t", "test/answer", "-C", "1", "-W", "15"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &a.port.to_string(),
+            "-t",
+            "test/answer",
+            "-C",
+            "1",
+            "-W",
+            "15",
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // The subscriber may not be connected yet: repeat the (harmless) bad command until it
     // has its one answer.
     wait_until("a rejected answer", || {
-        mosquitto_pub(a.port, "pimesh/relay-1/set", r#"{"state":"DIM","id":"c1","reply-to":"test/answer"}"#);
+        mosquitto_pub(
+            a.port,
+            "pimesh/relay-1/set",
+            r#"{"state":"DIM","id":"c1","reply-to":"test/answer"}"#,
+        );
         matches!(sub.try_wait(), Ok(Some(_)))
     });
     let out = sub.wait_with_output().unwrap();
     let reply: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(reply["result"], "rejected");
     assert_eq!(reply["id"], "c1");
-    assert!(reply["error"].as_str().unwrap().contains("unknown variant `DIM`"), "{reply}");
-    assert!(a.cli(&["get", "relay-1"]).status.success(), "agent still answers");
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown variant `DIM`"),
+        "{reply}"
+    );
+    assert!(
+        a.cli(&["get", "relay-1"]).status.success(),
+        "agent still answers"
+    );
     assert_eq!(a.state("relay-1"), "OFF");
     assert_eq!(a.pin(17).as_deref(), Some("0"));
     let log = std::fs::read_to_string(a.dir.join("test-agent.log")).unwrap();
-    assert!(log.contains("payload \"maybe\" is not ON, OFF, TOGGLE or a JSON object"), "{log}");
+    assert!(
+        log.contains("payload \"maybe\" is not ON, OFF, TOGGLE or a JSON object"),
+        "{log}"
+    );
 }
 
 /// rumqttd leaves TCP_NODELAY off on accepted sockets; without our fix every QoS1 hop waits
@@ -93,7 +136,10 @@ fn qos1_request_reply_through_the_embedded_broker_has_no_nagle_stall() {
             });
             (c, rx)
         };
-        async fn until(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>, want: fn(&Packet) -> bool) {
+        async fn until(
+            rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+            want: fn(&Packet) -> bool,
+        ) {
             loop {
                 match tokio::time::timeout(DEADLINE, rx.recv()).await {
                     Ok(Some(Event::Incoming(p))) if want(&p) => return,
@@ -104,15 +150,21 @@ fn qos1_request_reply_through_the_embedded_broker_has_no_nagle_stall() {
         }
         let (req, mut req_rx) = connect("nagle-requester");
         let (rsp, mut rsp_rx) = connect("nagle-responder");
-        req.subscribe("nagle/reply", QoS::AtLeastOnce).await.unwrap();
+        req.subscribe("nagle/reply", QoS::AtLeastOnce)
+            .await
+            .unwrap();
         until(&mut req_rx, |p| matches!(p, Packet::SubAck(_))).await;
-        rsp.subscribe("nagle/request", QoS::AtLeastOnce).await.unwrap();
+        rsp.subscribe("nagle/request", QoS::AtLeastOnce)
+            .await
+            .unwrap();
         until(&mut rsp_rx, |p| matches!(p, Packet::SubAck(_))).await;
         let responder = tokio::spawn(async move {
             loop {
                 match rsp_rx.recv().await {
                     Some(Event::Incoming(Packet::Publish(p))) => {
-                        rsp.publish("nagle/reply", QoS::AtLeastOnce, false, p.payload.to_vec()).await.unwrap();
+                        rsp.publish("nagle/reply", QoS::AtLeastOnce, false, p.payload.to_vec())
+                            .await
+                            .unwrap();
                     }
                     Some(_) => {}
                     None => return,
@@ -122,7 +174,14 @@ fn qos1_request_reply_through_the_embedded_broker_has_no_nagle_stall() {
         let mut times = Vec::new();
         for i in 0..60u32 {
             let t = Instant::now();
-            req.publish("nagle/request", QoS::AtLeastOnce, false, i.to_be_bytes().to_vec()).await.unwrap();
+            req.publish(
+                "nagle/request",
+                QoS::AtLeastOnce,
+                false,
+                i.to_be_bytes().to_vec(),
+            )
+            .await
+            .unwrap();
             until(&mut req_rx, |p| matches!(p, Packet::Publish(_))).await;
             times.push(t.elapsed());
         }
@@ -130,5 +189,8 @@ fn qos1_request_reply_through_the_embedded_broker_has_no_nagle_stall() {
         times.sort();
         times[times.len() / 2]
     });
-    assert!(median < Duration::from_millis(15), "median QoS1 round trip {median:?}: Nagle stall is back");
+    assert!(
+        median < Duration::from_millis(15),
+        "median QoS1 round trip {median:?}: Nagle stall is back"
+    );
 }

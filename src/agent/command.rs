@@ -14,7 +14,9 @@ impl Agent {
         match api::route(&self.base, topic) {
             Some(Route::Set(object)) => self.on_set(&object, payload).await,
             Some(Route::Get) => self.on_get(payload).await,
-            None => tracing::debug!(%topic, "ignoring message on a topic the agent does not handle"),
+            None => {
+                tracing::debug!(%topic, "ignoring message on a topic the agent does not handle")
+            }
         }
     }
 
@@ -56,7 +58,9 @@ impl Agent {
     /// Executes a checked request against one object and builds its answer.
     async fn execute(&mut self, object: &str, req: &SetRequest) -> Reply {
         let cmd = req.id.clone();
-        let rejected = |this: &Self, why: String| this.reply(object, cmd.clone(), Outcome::Rejected, Some(why));
+        let rejected = |this: &Self, why: String| {
+            this.reply(object, cmd.clone(), Outcome::Rejected, Some(why))
+        };
         let Ok(id) = ObjectId::new(object) else {
             return rejected(self, format!("unknown object {object:?}"));
         };
@@ -67,11 +71,24 @@ impl Agent {
         if let Some(switch) = req.state {
             if obj.text(model::KIND) != Some("relay") {
                 let kind = obj.text(model::KIND).unwrap_or("object").to_string();
-                return rejected(self, format!("{id} is an {kind}; its state comes from its pin and cannot be set"));
+                return rejected(
+                    self,
+                    format!("{id} is an {kind}; its state comes from its pin and cannot be set"),
+                );
             }
             let Some(relay) = self.relays.get_mut(&id) else {
-                let holder = obj.text(model::HOLDER).unwrap_or("another instance").to_string();
-                return self.reply(object, cmd, Outcome::Unavailable, Some(format!("{id} is held by instance {holder}, which is not reachable")));
+                let holder = obj
+                    .text(model::HOLDER)
+                    .unwrap_or("another instance")
+                    .to_string();
+                return self.reply(
+                    object,
+                    cmd,
+                    Outcome::Unavailable,
+                    Some(format!(
+                        "{id} is held by instance {holder}, which is not reachable"
+                    )),
+                );
             };
             let on = match switch {
                 Switch::On => true,
@@ -101,7 +118,13 @@ impl Agent {
     }
 
     /// An answer from this instance.
-    fn reply(&self, object: &str, id: Option<String>, result: Outcome, error: Option<String>) -> Reply {
+    fn reply(
+        &self,
+        object: &str,
+        id: Option<String>,
+        result: Outcome,
+        error: Option<String>,
+    ) -> Reply {
         Reply {
             id,
             object: object.to_string(),
@@ -121,7 +144,11 @@ impl Agent {
             return;
         }
         let payload = serde_json::to_vec(&reply).unwrap_or_default();
-        if let Err(e) = self.link.publish(topic, Qos::AtLeastOnce, false, payload).await {
+        if let Err(e) = self
+            .link
+            .publish(topic, Qos::AtLeastOnce, false, payload)
+            .await
+        {
             tracing::warn!(%topic, error = %e, "could not publish the answer");
         }
     }
@@ -151,7 +178,11 @@ impl Agent {
             objects,
         };
         let payload = serde_json::to_vec(&reply).unwrap_or_default();
-        if let Err(e) = self.link.publish(&req.reply_to, Qos::AtLeastOnce, false, payload).await {
+        if let Err(e) = self
+            .link
+            .publish(&req.reply_to, Qos::AtLeastOnce, false, payload)
+            .await
+        {
             tracing::warn!(error = %e, "could not answer a get request");
         }
     }
@@ -165,7 +196,8 @@ fn valid_reply_topic(topic: &str) -> bool {
 /// For a payload that failed to parse, the command id and reply-to it may still carry, so
 /// that a JSON client with a typo gets its `rejected` answer instead of silence.
 fn salvage_reply_address(payload: &[u8]) -> (Option<String>, Option<String>) {
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(payload) else {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(payload)
+    else {
         return (None, None);
     };
     let text = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);

@@ -55,7 +55,9 @@ pub enum AgentError {
     Broker(#[from] broker::BrokerError),
     #[error("{0}")]
     Hardware(#[from] hal::HalError),
-    #[error("the embedded broker stopped unexpectedly; exiting so the service manager restarts pimesh")]
+    #[error(
+        "the embedded broker stopped unexpectedly; exiting so the service manager restarts pimesh"
+    )]
     BrokerDied,
 }
 
@@ -110,8 +112,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
 
     // The link outlives `cancel` so that `offline` can still be published on the way out.
     let link_stop = CancellationToken::new();
-    let (link, mut link_rx) =
-        Link::spawn(own_link_options(&base, uuid, broker.port), link_stop.clone());
+    let (link, mut link_rx) = Link::spawn(
+        own_link_options(&base, uuid, broker.port),
+        link_stop.clone(),
+    );
     let (internal, mut internal_rx) = mpsc::unbounded_channel();
     let mut agent = Agent {
         uuid,
@@ -220,7 +224,11 @@ impl Agent {
     }
 
     /// Claims a relay's pin and applies its power-on policy.
-    fn claim_relay(&mut self, gpio: &mut dyn hal::Gpio, cfg: RelayConfig) -> Result<(), hal::HalError> {
+    fn claim_relay(
+        &mut self,
+        gpio: &mut dyn hal::Gpio,
+        cfg: RelayConfig,
+    ) -> Result<(), hal::HalError> {
         let recorded = self
             .replica
             .get(&cfg.id)
@@ -238,7 +246,11 @@ impl Agent {
     }
 
     /// Claims an input's pin, records its current state and starts watching its edges.
-    fn claim_input(&mut self, gpio: &mut dyn hal::Gpio, cfg: InputConfig) -> Result<(), hal::HalError> {
+    fn claim_input(
+        &mut self,
+        gpio: &mut dyn hal::Gpio,
+        cfg: InputConfig,
+    ) -> Result<(), hal::HalError> {
         let index = self.inputs.len();
         let tx = self.internal.clone();
         let id = cfg.id.clone();
@@ -298,7 +310,11 @@ impl Agent {
             Some(obj) if !obj.is_deleted() => self.state_json(id).to_string().into_bytes(),
             _ => Vec::new(),
         };
-        if let Err(e) = self.link.publish(&topic, Qos::AtLeastOnce, true, payload).await {
+        if let Err(e) = self
+            .link
+            .publish(&topic, Qos::AtLeastOnce, true, payload)
+            .await
+        {
             tracing::warn!(%topic, error = %e, "could not publish state");
         }
     }
@@ -308,7 +324,8 @@ impl Agent {
         match self.replica.get(id) {
             Some(obj) => {
                 let holder = obj.text(model::HOLDER);
-                let name = (holder == Some(self.uuid.to_string().as_str())).then_some(self.name.as_str());
+                let name =
+                    (holder == Some(self.uuid.to_string().as_str())).then_some(self.name.as_str());
                 api::state_json(id, obj, name)
             }
             None => serde_json::Value::Null,
@@ -325,7 +342,11 @@ impl Agent {
                     }
                 }
                 let status = api::status_topic(&self.base, self.uuid);
-                if let Err(e) = self.link.publish(&status, Qos::AtLeastOnce, true, "online").await {
+                if let Err(e) = self
+                    .link
+                    .publish(&status, Qos::AtLeastOnce, true, "online")
+                    .await
+                {
                     tracing::warn!(error = %e, "cannot publish status");
                 }
                 let ids: Vec<ObjectId> = self.replica.objects().map(|(id, _)| id.clone()).collect();
@@ -345,7 +366,9 @@ impl Agent {
     async fn on_internal(&mut self, ev: Internal) {
         match ev {
             Internal::Edge(i) => {
-                let Some((_, input)) = self.inputs.get_mut(i) else { return };
+                let Some((_, input)) = self.inputs.get_mut(i) else {
+                    return;
+                };
                 if input.debouncing {
                     return;
                 }
@@ -358,7 +381,9 @@ impl Agent {
                 });
             }
             Internal::Debounced(i) => {
-                let Some((id, input)) = self.inputs.get_mut(i) else { return };
+                let Some((id, input)) = self.inputs.get_mut(i) else {
+                    return;
+                };
                 input.debouncing = false;
                 let id = id.clone();
                 match input.is_on() {
@@ -377,7 +402,10 @@ impl Agent {
     /// Publishes `offline`, disconnects cleanly and flushes the store.
     async fn shut_down(&mut self, link_rx: &mut mpsc::Receiver<LinkEvent>) {
         let status = api::status_topic(&self.base, self.uuid);
-        let _ = self.link.publish(&status, Qos::AtLeastOnce, true, "offline").await;
+        let _ = self
+            .link
+            .publish(&status, Qos::AtLeastOnce, true, "offline")
+            .await;
         self.link.disconnect().await;
         // The link reports the closed connection once DISCONNECT is out; don't wait forever.
         let closed = async {

@@ -60,7 +60,13 @@ impl Agent {
     pub fn start_in(dir: &Path, port: u16, extra: &[&str]) -> Agent {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let child = spawn(dir, port, &args);
-        let mut agent = Agent { child, dir: dir.to_path_buf(), port, args, _tmp: None };
+        let mut agent = Agent {
+            child,
+            dir: dir.to_path_buf(),
+            port,
+            args,
+            _tmp: None,
+        };
         agent.wait_ready();
         agent
     }
@@ -90,7 +96,10 @@ impl Agent {
 
     /// Stops the process with SIGTERM and waits for it to exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let end = Instant::now() + DEADLINE;
         loop {
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -114,7 +123,9 @@ impl Agent {
 
     /// The level in GPIO `n`'s sim file, if readable.
     pub fn pin(&self, n: u8) -> Option<String> {
-        std::fs::read_to_string(self.pin_path(n)).ok().map(|s| s.trim().to_string())
+        std::fs::read_to_string(self.pin_path(n))
+            .ok()
+            .map(|s| s.trim().to_string())
     }
 
     /// Drives input GPIO `n` like a person would: writes its sim file.
@@ -135,7 +146,11 @@ impl Agent {
     /// `pimesh get OBJECT --json` as parsed JSON.
     pub fn get(&self, object: &str) -> serde_json::Value {
         let out = self.cli(&["get", object, "--json"]);
-        assert!(out.status.success(), "get {object} failed: {}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "get {object} failed: {}",
+            text(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("get --json prints JSON")
     }
 
@@ -177,7 +192,11 @@ fn spawn(dir: &Path, port: u16, args: &[String]) -> Child {
 
 /// Runs the CLI with `args`.
 pub fn cli(args: &[&str]) -> Output {
-    Command::new(bin()).args(args).env("RUST_LOG", "warn").output().expect("run pimesh")
+    Command::new(bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run pimesh")
 }
 
 /// Bytes as text, for assertions and messages.
@@ -196,7 +215,18 @@ pub fn config_file(contents: &str) -> (tempfile::TempDir, PathBuf) {
 /// Runs `mosquitto_pub` against a port.
 pub fn mosquitto_pub(port: u16, topic: &str, message: &str) {
     let st = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-m", message])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-m",
+            message,
+        ])
         .status()
         .expect("mosquitto_pub (apt install mosquitto-clients) must be installed");
     assert!(st.success(), "mosquitto_pub failed");
@@ -207,8 +237,17 @@ pub fn mosquitto_pub(port: u16, topic: &str, message: &str) {
 pub fn mosquitto_sub(port: u16, topic: &str, count: usize) -> Vec<String> {
     let out = Command::new("mosquitto_sub")
         .args([
-            "-h", "127.0.0.1", "-p", &port.to_string(), "-t", topic, "-v",
-            "-C", &count.to_string(), "-W", &DEADLINE.as_secs().to_string(),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-t",
+            topic,
+            "-v",
+            "-C",
+            &count.to_string(),
+            "-W",
+            &DEADLINE.as_secs().to_string(),
         ])
         .output()
         .expect("mosquitto_sub (apt install mosquitto-clients) must be installed");
