@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = pimesh::cli::Cli::parse();
+    // rumqttd logs every connection at info and every disconnect at error; the agent reports
+    // what matters about its broker itself.
     let default_level = match cli.command {
-        pimesh::cli::Command::Run(_) => "info",
-        _ => "warn",
+        pimesh::cli::Command::Run(_) => "info,rumqttd=warn,rumqttd::server::broker=off",
+        _ => "warn,rumqttd=off",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
