@@ -128,6 +128,8 @@ pub enum Route {
     Set(String),
     /// `<base>/agent/get`.
     Get,
+    /// `<base>/agent/peers`.
+    Peers,
 }
 
 /// Classifies `topic`, or None for topics the agent does not handle.
@@ -135,6 +137,9 @@ pub fn route(base: &str, topic: &str) -> Option<Route> {
     let rest = topic.strip_prefix(base)?.strip_prefix('/')?;
     if rest == "agent/get" {
         return Some(Route::Get);
+    }
+    if rest == "agent/peers" {
+        return Some(Route::Peers);
     }
     let (object, verb) = rest.split_once('/')?;
     (verb == "set" && !object.is_empty()).then(|| Route::Set(object.to_string()))
@@ -158,6 +163,11 @@ pub fn status_topic(base: &str, uuid: Uuid) -> String {
 /// `<base>/agent/get`: the store request topic. Only the agent owning the broker answers it.
 pub fn get_topic(base: &str) -> String {
     format!("{base}/agent/get")
+}
+
+/// `<base>/agent/peers`: the mesh view request topic (`pimesh peers`).
+pub fn peers_topic(base: &str) -> String {
+    format!("{base}/agent/peers")
 }
 
 /// `<base>/client/<id>/reply`: where a CLI invocation waits for its answer.
@@ -185,13 +195,13 @@ pub struct GetReply {
     pub objects: Vec<serde_json::Value>,
 }
 
-/// The public JSON state of an object: every property, plus `id`, and the holder's name
-/// when known. Example: `{"id":"relay-1","state":"ON","room":"kitchen","x":1.0,"y":2.0,…}`.
-pub fn state_json(id: &ObjectId, obj: &Object, holder_name: Option<&str>) -> serde_json::Value {
+/// The public JSON state of an object: every public property plus `id` (the agent adds who
+/// holds it). Example: `{"id":"relay-1","state":"ON","room":"kitchen","x":1.0,"y":2.0,…}`.
+pub fn state_json(id: &ObjectId, obj: &Object) -> serde_json::Value {
     let mut map = Map::new();
     map.insert("id".into(), json!(id.as_str()));
     for (prop, reg) in &obj.props {
-        if prop == model::DELETED {
+        if prop == model::DELETED || prop.starts_with(model::CLAIM_PREFIX) {
             continue;
         }
         let v = match &reg.value {
@@ -200,9 +210,6 @@ pub fn state_json(id: &ObjectId, obj: &Object, holder_name: Option<&str>) -> ser
             Value::Text(t) => json!(t),
         };
         map.insert(prop.clone(), v);
-    }
-    if let Some(name) = holder_name {
-        map.insert("holder-name".into(), json!(name));
     }
     serde_json::Value::Object(map)
 }

@@ -55,6 +55,8 @@ pub enum Command {
     Move(MoveArgs),
     /// Show objects and their state.
     Get(GetArgs),
+    /// List the instances of the mesh as this agent sees them.
+    Peers(PeersArgs),
     /// Validate a config file and its board without starting anything.
     Check(CheckArgs),
     /// List the board and HAT definitions, or show one.
@@ -138,6 +140,13 @@ pub struct GetArgs {
     pub conn: Conn,
 }
 
+/// `pimesh peers`.
+#[derive(Debug, Args)]
+pub struct PeersArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
 /// `pimesh check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -182,6 +191,7 @@ pub fn run(cli: Cli) -> Exit {
             send_set(&args.object, req, &args.conn)
         }
         Command::Get(args) => get(args),
+        Command::Peers(args) => peers(args),
         Command::Check(args) => match config::load(&args.config) {
             Ok(cfg) => {
                 println!(
@@ -429,25 +439,8 @@ fn summary(state: &serde_json::Value) -> String {
 
 /// `pimesh get`: asks the agent for every object and prints them.
 fn get(args: GetArgs) -> Exit {
-    let target = match target(&args.conn) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
-    let topic = api::get_topic(&target.base);
-    let answer = block_on(client::request(
-        &target,
-        &topic,
-        |reply_to| {
-            serde_json::to_vec(&api::GetRequest {
-                reply_to: reply_to.to_string(),
-            })
-            .unwrap_or_default()
-        },
-        timeout(&args.conn),
-    ));
-    let bytes = match answer {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return report(&e),
+    let bytes = match ask(&args.conn, |t| api::get_topic(&t.base)) {
+        Ok(b) => b,
         Err(code) => return code,
     };
     let reply: api::GetReply = match serde_json::from_slice(&bytes) {
@@ -489,11 +482,17 @@ fn get(args: GetArgs) -> Exit {
             Some(v) if !v.is_null() => v.to_string(),
             _ => "-".into(),
         };
-        let holder = o
+        let mut holder = o
             .get("holder-name")
             .and_then(|v| v.as_str())
             .map(str::to_string)
             .unwrap_or_else(|| f("holder"));
+        if o.get("available") == Some(&serde_json::Value::Bool(false)) {
+            holder.push_str(" (unavailable)");
+        }
+        if let Some(c) = o.get("conflict") {
+            holder = format!("CONFLICT {c}");
+        }
         println!(
             "{:<24} {:<8} {:<8} {:<14} {:>6} {:>6}  {}",
             f("id"),
@@ -503,6 +502,65 @@ fn get(args: GetArgs) -> Exit {
             f("x"),
             f("y"),
             holder
+        );
+    }
+    Exit::Ok
+}
+
+/// Sends a request with only a `reply-to` to `topic` and returns the answer's bytes.
+fn ask(conn: &Conn, topic: impl FnOnce(&Target) -> String) -> Result<Vec<u8>, Exit> {
+    let target = target(conn)?;
+    let topic = topic(&target);
+    let answer = block_on(client::request(
+        &target,
+        &topic,
+        |reply_to| {
+            serde_json::to_vec(&api::GetRequest {
+                reply_to: reply_to.to_string(),
+            })
+            .unwrap_or_default()
+        },
+        timeout(conn),
+    ))?;
+    answer.map_err(|e| report(&e))
+}
+
+/// `pimesh peers`: the mesh as the agent sees it.
+fn peers(args: PeersArgs) -> Exit {
+    let bytes = match ask(&args.conn, |t| api::peers_topic(&t.base)) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let rows: Vec<crate::mesh::peers::PeerRow> = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: the agent's answer is not understood: {e}");
+            return Exit::Failed;
+        }
+    };
+    if args.conn.json {
+        println!("{}", String::from_utf8_lossy(&bytes));
+        return Exit::Ok;
+    }
+    let now = crate::clock::now_ms();
+    println!(
+        "{:<20} {:<36} {:<22} {:<10} LAST SEEN",
+        "NAME", "UUID", "ADDRESS", "STATUS"
+    );
+    for r in rows {
+        let seen = match r.last_seen_ms {
+            0 => "never".to_string(),
+            t => format!("{:.1} s ago", now.saturating_sub(t) as f64 / 1000.0),
+        };
+        let name = if r.name_conflict {
+            format!("{} (NAME CONFLICT)", r.name)
+        } else {
+            r.name
+        };
+        let uuid = r.uuid.map(|u| u.to_string()).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<20} {:<36} {:<22} {:<10} {}",
+            name, uuid, r.addr, r.status, seen
         );
     }
     Exit::Ok

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod hal;
 pub mod identity;
+pub mod mesh;
 pub mod model;
 pub mod mqtt;
 pub mod plugins;

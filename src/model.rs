@@ -19,8 +19,9 @@ pub const Y: &str = "y";
 pub const NAME: &str = "name";
 /// Property holding the object's kind (`relay`, `input`, ...).
 pub const KIND: &str = "kind";
-/// Property holding the UUID of the instance whose hardware the object is.
-pub const HOLDER: &str = "holder";
+/// Prefix of the per-instance claim properties: `claim.<uuid>` is `true` while that instance's
+/// config binds the object to its hardware.
+pub const CLAIM_PREFIX: &str = "claim.";
 /// Property that, when `true`, marks the object deleted (a tombstone).
 pub const DELETED: &str = "deleted";
 

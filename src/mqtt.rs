@@ -126,6 +126,23 @@ impl Link {
         Ok(())
     }
 
+    /// Subscribes to several filters in one SUBSCRIBE (one SubAck), now and after every
+    /// reconnect.
+    pub fn subscribe_many(&self, filters: &[String], qos: QoS) -> Result<(), LinkError> {
+        if let Ok(mut subs) = self.subscriptions.lock() {
+            for f in filters {
+                if !subs.iter().any(|(s, _)| s == f) {
+                    subs.push((f.clone(), qos));
+                }
+            }
+        }
+        let many = filters
+            .iter()
+            .map(|f| rumqttc::SubscribeFilter::new(f.clone(), qos));
+        self.client.try_subscribe_many(many)?;
+        Ok(())
+    }
+
     /// Publishes, waiting for room in the request queue.
     pub async fn publish(
         &self,

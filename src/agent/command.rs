@@ -3,6 +3,7 @@
 //! Every `set` gets exactly one answer when the sender gave a `reply-to` topic, and a log
 //! line either way. Bad input is answered `rejected` and changes nothing.
 
+use super::state::claimants;
 use super::{on_off, Agent};
 use crate::api::{self, Outcome, Reply, Route, SetRequest, Switch};
 use crate::model::{self, ObjectId, Value};
@@ -14,6 +15,7 @@ impl Agent {
         match api::route(&self.base, topic) {
             Some(Route::Set(object)) => self.on_set(&object, payload).await,
             Some(Route::Get) => self.on_get(payload).await,
+            Some(Route::Peers) => self.on_peers(payload).await,
             None => {
                 tracing::debug!(%topic, "ignoring message on a topic the agent does not handle")
             }
@@ -69,31 +71,64 @@ impl Agent {
         };
         let mut props: Vec<(String, Value)> = Vec::new();
         if let Some(switch) = req.state {
-            if obj.text(model::KIND) != Some("relay") {
-                let kind = obj.text(model::KIND).unwrap_or("object").to_string();
-                return rejected(
-                    self,
-                    format!("{id} is an {kind}; its state comes from its pin and cannot be set"),
-                );
+            match obj.text(model::KIND) {
+                Some("relay") => {}
+                Some("virtual") if self.virtuals.contains(&id) => {
+                    let on = match switch {
+                        Switch::On => true,
+                        Switch::Off => false,
+                        Switch::Toggle => obj.text(model::STATE) != Some(model::ON),
+                    };
+                    props.push((model::STATE.into(), on_off(on).into()));
+                }
+                Some("virtual") => {
+                    return self.reply(
+                        object,
+                        cmd,
+                        Outcome::Unavailable,
+                        Some(format!("{id} is a virtual object this instance does not run")),
+                    );
+                }
+                other => {
+                    let kind = other.unwrap_or("object").to_string();
+                    return rejected(
+                        self,
+                        format!("{id} is an {kind}; its state comes from its pin and cannot be set"),
+                    );
+                }
             }
-            let Some(relay) = self.relays.get_mut(&id) else {
-                let holder = obj
-                    .text(model::HOLDER)
-                    .unwrap_or("another instance")
-                    .to_string();
-                return self.reply(
-                    object,
-                    cmd,
-                    Outcome::Unavailable,
-                    Some(format!(
-                        "{id} is held by instance {holder}, which is not reachable"
-                    )),
-                );
-            };
+        }
+        if let (Some(switch), Some("relay")) = (req.state, obj.text(model::KIND)) {
             let on = match switch {
                 Switch::On => true,
                 Switch::Off => false,
                 Switch::Toggle => obj.text(model::STATE) != Some(model::ON),
+            };
+            let holders = claimants(obj);
+            if holders.len() > 1 {
+                let names: Vec<&str> = holders
+                    .iter()
+                    .map(|u| self.peers.name_of(*u).unwrap_or("?"))
+                    .collect();
+                return rejected(
+                    self,
+                    format!(
+                        "{id} is claimed by more than one instance ({}); remove it from all configs but one",
+                        names.join(", ")
+                    ),
+                );
+            }
+            let Some(relay) = self.relays.get_mut(&id) else {
+                let holder = holders
+                    .first()
+                    .map(|u| self.peers.name_of(*u).map(str::to_string).unwrap_or(u.to_string()))
+                    .unwrap_or_else(|| "no instance".into());
+                return self.reply(
+                    object,
+                    cmd,
+                    Outcome::Unavailable,
+                    Some(format!("{id} is held by {holder}, which is not reachable")),
+                );
             };
             if let Err(e) = relay.switch(on) {
                 return self.reply(object, cmd, Outcome::Failed, Some(e.to_string()));
@@ -109,9 +144,7 @@ impl Agent {
         if let Some(y) = req.y {
             props.push((model::Y.into(), y.into()));
         }
-        if self.record(&id, props) {
-            self.publish_state(&id).await;
-        }
+        self.record(&id, props);
         let mut reply = self.reply(object, cmd, Outcome::Ok, None);
         reply.state = Some(self.state_json(&id));
         reply
@@ -184,6 +217,24 @@ impl Agent {
             .await
         {
             tracing::warn!(error = %e, "could not answer a get request");
+        }
+    }
+}
+
+impl Agent {
+    /// Handles `<base>/agent/peers`: answers with the mesh as this instance sees it.
+    async fn on_peers(&mut self, payload: &[u8]) {
+        let Ok(req) = serde_json::from_slice::<api::GetRequest>(payload) else {
+            tracing::warn!("ignoring a peers request without a valid reply-to");
+            return;
+        };
+        if !valid_reply_topic(&req.reply_to) {
+            return;
+        }
+        let rows = self.peers.rows(&self.my_addrs(), crate::clock::now_ms());
+        let payload = serde_json::to_vec(&rows).unwrap_or_default();
+        if let Err(e) = self.link.publish(&req.reply_to, Qos::AtLeastOnce, false, payload).await {
+            tracing::warn!(error = %e, "could not answer a peers request");
         }
     }
 }

@@ -3,26 +3,31 @@
 //! Start-up order matters for a house: the config is already valid, then the data dir is
 //! locked, the store loaded, the broker bound (a port problem stops us before any relay
 //! moves), and only then are pins claimed and power-on policies applied. After that a single
-//! task owns the replica, the store and the plugins, and handles MQTT messages and input
-//! edges one at a time, so no state is shared between tasks.
+//! task owns the replica, the store, the plugins and the mesh view, and handles MQTT messages,
+//! peer links, input edges and the heartbeat one at a time, so no state is shared between
+//! tasks.
 
 mod command;
+mod mesh;
+mod state;
 
 use crate::api;
 use crate::broker::{self, PortChoice};
-use crate::clock;
 use crate::config::{Config, InputConfig, PowerOn, RelayConfig};
 use crate::hal;
 use crate::identity;
-use crate::model::{self, ObjectId, Value};
+use crate::mesh::peers::{Peers, BEAT_MS};
+use crate::mesh::proto::Topics;
+use crate::model::{self, ObjectId};
 use crate::mqtt::{Link, LinkEvent, LinkOptions, Qos};
 use crate::plugins::{relay, Input, Relay};
 use crate::replica::{Replica, Store, Update};
 use crate::runtime::{self, RuntimeInfo};
 use rumqttc::LastWill;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -30,7 +35,7 @@ use uuid::Uuid;
 /// Everything the agent needs to start, after the CLI merged flags into the config.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// The validated configuration (objects, board, base topic).
+    /// The validated configuration (objects, board, base topic, mesh).
     pub config: Config,
     /// Where the identity, store, runtime file and sim pins live.
     pub data_dir: PathBuf,
@@ -55,9 +60,7 @@ pub enum AgentError {
     Broker(#[from] broker::BrokerError),
     #[error("{0}")]
     Hardware(#[from] hal::HalError),
-    #[error(
-        "the embedded broker stopped unexpectedly; exiting so the service manager restarts pimesh"
-    )]
+    #[error("the embedded broker stopped unexpectedly; exiting so the service manager restarts pimesh")]
     BrokerDied,
 }
 
@@ -70,7 +73,7 @@ enum Internal {
     Debounced(usize),
 }
 
-/// The agent task's state: the one owner of the store and the hardware.
+/// The agent task's state: the one owner of the store, the hardware and the mesh view.
 struct Agent {
     /// This instance's UUID, stamped on every change it makes.
     uuid: Uuid,
@@ -78,12 +81,20 @@ struct Agent {
     name: String,
     /// Base of every public topic.
     base: String,
+    /// The mesh topics under `base`.
+    topics: Topics,
+    /// The port our broker listens on (advertised to peers).
+    port: u16,
+    /// The address our broker is bound to (unspecified = every interface).
+    bind: IpAddr,
     /// The in-memory replicated store.
     replica: Replica,
     /// The store's files.
     store: Store,
     /// Relays this instance holds, by object id.
     relays: BTreeMap<ObjectId, Relay>,
+    /// Virtual objects this instance runs (executes commands for).
+    virtuals: BTreeSet<ObjectId>,
     /// Inputs this instance holds; the index is what edge callbacks report.
     inputs: Vec<(ObjectId, Input)>,
     /// Link to our own embedded broker.
@@ -93,6 +104,39 @@ struct Agent {
     /// Answers to recently executed commands by command id, so a retried command is
     /// answered again instead of executed again.
     recent: heapless::Deque<(String, api::Reply), 256>,
+    /// Objects whose public state must be republished after the current event.
+    dirty: BTreeSet<ObjectId>,
+    /// Our own updates, durable on disk, not yet sent on the live stream.
+    outbox: Vec<Update>,
+    /// Our own updates the disk has not taken yet: they go out once it has, so a crash can
+    /// never make us reuse a seq a peer already holds.
+    unsaved: Vec<Update>,
+    /// Who is in the mesh and alive.
+    peers: Peers,
+    /// Our links to peer brokers, by address, with the token that closes each.
+    links: HashMap<String, PeerLink>,
+    /// Sender the peer links' forwarders use.
+    mesh_tx: mpsc::Sender<(String, LinkEvent)>,
+    /// Syncs in progress, by the peer answering them.
+    syncs: HashMap<Uuid, mesh::SyncState>,
+    /// Sync rounds we are answering, by requester.
+    serving: HashMap<Uuid, mesh::Serving>,
+    /// Counter giving every sync its own round number.
+    rounds: u64,
+    /// Credentials for links to peer brokers.
+    credentials: Option<(String, String)>,
+    /// The hello last published on our broker, so it is only republished when it changes.
+    last_hello: Option<crate::mesh::proto::Hello>,
+}
+
+/// One link to a peer's broker.
+struct PeerLink {
+    /// The link handle.
+    link: Link,
+    /// Closes the link and its forwarder.
+    stop: CancellationToken,
+    /// Waiting for the SubAck of the peer's topics, then start a sync.
+    sync_on_suback: bool,
 }
 
 /// Runs the agent until `cancel` fires or a fatal error happens.
@@ -117,17 +161,35 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         link_stop.clone(),
     );
     let (internal, mut internal_rx) = mpsc::unbounded_channel();
+    let (mesh_tx, mut mesh_rx) = mpsc::channel(1024);
+    let mesh_cfg = &settings.config.mesh;
+    let credentials = mesh_cfg.username.clone().zip(mesh_cfg.password.clone());
     let mut agent = Agent {
         uuid,
         name: settings.name.clone(),
+        topics: Topics { base: base.clone() },
         base,
+        port: broker.port,
+        bind: settings.bind,
         replica,
         store,
         relays: BTreeMap::new(),
+        virtuals: settings.config.virtuals.iter().map(|v| v.id.clone()).collect(),
         inputs: Vec::new(),
         link,
         internal,
         recent: heapless::Deque::new(),
+        dirty: BTreeSet::new(),
+        outbox: Vec::new(),
+        unsaved: Vec::new(),
+        peers: Peers::new(uuid, &settings.name),
+        links: HashMap::new(),
+        mesh_tx,
+        syncs: HashMap::new(),
+        serving: HashMap::new(),
+        rounds: 0,
+        credentials,
+        last_hello: None,
     };
     agent.reconcile_objects(&settings.config);
     for cfg in &settings.config.relays {
@@ -137,6 +199,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         agent.claim_input(gpio.as_mut(), cfg.clone())?;
     }
     agent.flush_store();
+    for peer in &settings.config.mesh.peers {
+        agent.connect_peer(peer);
+    }
 
     let info = RuntimeInfo {
         pid: std::process::id(),
@@ -148,13 +213,18 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     info.write(&data_dir)?;
     tracing::info!(name = %agent.name, %uuid, port = broker.port, objects = agent.replica.len(), "pimesh agent running");
 
+    let mut beat = tokio::time::interval(Duration::from_millis(BEAT_MS));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let result = loop {
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
             _ = &mut broker.died => break Err(AgentError::BrokerDied),
             Some(ev) = link_rx.recv() => agent.on_link(ev).await,
+            Some((addr, ev)) = mesh_rx.recv() => agent.on_peer_link(&addr, ev).await,
             Some(ev) = internal_rx.recv() => agent.on_internal(ev).await,
+            _ = beat.tick() => agent.on_beat().await,
         }
+        agent.publish_pending().await;
     };
     agent.shut_down(&mut link_rx).await;
     link_stop.cancel();
@@ -163,7 +233,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     result
 }
 
-/// The agent's own link: a will that marks the instance offline if the process dies.
+/// The agent's own link: a will that marks the instance offline if the link dies.
 fn own_link_options(base: &str, uuid: Uuid, port: u16) -> LinkOptions {
     let mut opts = LinkOptions::new("127.0.0.1", port, format!("pimesh-agent-{uuid}"));
     opts.last_will = Some(LastWill::new(
@@ -176,53 +246,6 @@ fn own_link_options(base: &str, uuid: Uuid, port: u16) -> LinkOptions {
 }
 
 impl Agent {
-    /// Makes the store agree with the config about which objects this instance holds:
-    /// configured objects exist (room and position only on creation — a later move wins
-    /// over the file), and objects we held that left the config are deleted.
-    fn reconcile_objects(&mut self, config: &Config) {
-        let mut configured = Vec::new();
-        let objects = config
-            .relays
-            .iter()
-            .map(|r| (&r.id, "relay", &r.name, &r.room, r.x, r.y))
-            .chain(
-                config
-                    .inputs
-                    .iter()
-                    .map(|i| (&i.id, "input", &i.name, &i.room, i.x, i.y)),
-            );
-        for (id, kind, name, room, x, y) in objects {
-            configured.push(id.clone());
-            let holder = self.uuid.to_string();
-            let mut props: Vec<(String, Value)> = vec![
-                (model::KIND.into(), kind.into()),
-                (model::HOLDER.into(), holder.into()),
-                (model::NAME.into(), name.as_str().into()),
-                (model::DELETED.into(), false.into()),
-            ];
-            let exists = self.replica.get(id).is_some_and(|o| !o.is_deleted());
-            if !exists {
-                props.push((model::ROOM.into(), room.as_str().into()));
-                props.push((model::X.into(), x.into()));
-                props.push((model::Y.into(), y.into()));
-            }
-            self.record(id, props);
-        }
-        let me = self.uuid.to_string();
-        let gone: Vec<ObjectId> = self
-            .replica
-            .objects()
-            .filter(|(id, o)| {
-                !o.is_deleted() && o.text(model::HOLDER) == Some(&me) && !configured.contains(id)
-            })
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
-            tracing::info!(object = %id, "object no longer in the config: deleting it");
-            self.record(&id, vec![(model::DELETED.into(), true.into())]);
-        }
-    }
-
     /// Claims a relay's pin and applies its power-on policy.
     fn claim_relay(
         &mut self,
@@ -267,76 +290,18 @@ impl Agent {
         Ok(())
     }
 
-    /// Records local changes of one object: persist first, then apply. Returns whether
-    /// anything changed. A failed disk write keeps the updates queued in the store (retried
-    /// on the next write) and the change still takes effect: the hardware already moved.
-    fn record(&mut self, id: &ObjectId, props: Vec<(String, Value)>) -> bool {
-        let now = clock::now_ms();
-        let updates = self.replica.prepare(id, props, now);
-        if updates.is_empty() {
-            return false;
-        }
-        if let Err(e) = self.store.append(&updates) {
-            tracing::error!(error = %e, queued = self.store.pending(), "state not saved yet; will retry on the next change");
-        }
-        self.apply_all(&updates, now);
-        true
-    }
-
-    /// Applies updates already persisted (or queued) to the in-memory replica.
-    fn apply_all(&mut self, updates: &[Update], now: u64) {
-        for u in updates {
-            self.replica.apply(u, now);
-        }
-        if self.store.should_compact(&self.replica) {
-            if let Err(e) = self.store.compact(&self.replica) {
-                tracing::error!(error = %e, "store compaction failed; the log keeps growing until it succeeds");
-            }
-        }
-    }
-
-    /// Retries any queued store writes.
-    fn flush_store(&mut self) {
-        if let Err(e) = self.store.flush() {
-            tracing::error!(error = %e, queued = self.store.pending(), "state not saved");
-        }
-    }
-
-    /// Publishes the retained public state of one object (an empty retained message clears
-    /// a deleted object's topic).
-    async fn publish_state(&self, id: &ObjectId) {
-        let topic = api::state_topic(&self.base, id);
-        let payload = match self.replica.get(id) {
-            Some(obj) if !obj.is_deleted() => self.state_json(id).to_string().into_bytes(),
-            _ => Vec::new(),
-        };
-        if let Err(e) = self
-            .link
-            .publish(&topic, Qos::AtLeastOnce, true, payload)
-            .await
-        {
-            tracing::warn!(%topic, error = %e, "could not publish state");
-        }
-    }
-
-    /// The public JSON of one object.
-    fn state_json(&self, id: &ObjectId) -> serde_json::Value {
-        match self.replica.get(id) {
-            Some(obj) => {
-                let holder = obj.text(model::HOLDER);
-                let name =
-                    (holder == Some(self.uuid.to_string().as_str())).then_some(self.name.as_str());
-                api::state_json(id, obj, name)
-            }
-            None => serde_json::Value::Null,
-        }
-    }
-
     /// Handles an event of the link to our own broker.
     async fn on_link(&mut self, ev: LinkEvent) {
         match ev {
             LinkEvent::Connected => {
-                for filter in [api::set_filter(&self.base), api::get_topic(&self.base)] {
+                let filters = [
+                    api::set_filter(&self.base),
+                    api::get_topic(&self.base),
+                    api::peers_topic(&self.base),
+                    self.topics.hello_filter(),
+                    self.topics.sync_req_filter(),
+                ];
+                for filter in filters {
                     if let Err(e) = self.link.subscribe(&filter, Qos::AtLeastOnce) {
                         tracing::error!(%filter, error = %e, "cannot subscribe");
                     }
@@ -349,16 +314,23 @@ impl Agent {
                 {
                     tracing::warn!(error = %e, "cannot publish status");
                 }
-                let ids: Vec<ObjectId> = self.replica.objects().map(|(id, _)| id.clone()).collect();
-                for id in ids {
-                    self.publish_state(&id).await;
-                }
+                self.last_hello = None;
+                self.publish_owner_hello().await;
+                let ids: Vec<ObjectId> =
+                    self.replica.objects().map(|(id, _)| id.clone()).collect();
+                self.dirty.extend(ids);
             }
             LinkEvent::Subscribed => {}
             LinkEvent::Disconnected(reason) => {
                 tracing::warn!(%reason, "link to the embedded broker lost; reconnecting")
             }
-            LinkEvent::Message { topic, payload, .. } => self.on_message(&topic, &payload).await,
+            LinkEvent::Message { topic, payload, .. } => {
+                if self.topics.classify(&topic).is_some() {
+                    self.on_own_mesh_message(&topic, &payload).await;
+                } else {
+                    self.on_message(&topic, &payload).await
+                }
+            }
         }
     }
 
@@ -390,7 +362,6 @@ impl Agent {
                     Ok(on) => {
                         if self.record(&id, vec![(model::STATE.into(), on_off(on).into())]) {
                             tracing::info!(object = %id, state = on_off(on), "input changed");
-                            self.publish_state(&id).await;
                         }
                     }
                     Err(e) => tracing::warn!(object = %id, error = %e, "cannot read input"),
@@ -406,6 +377,7 @@ impl Agent {
             .link
             .publish(&status, Qos::AtLeastOnce, true, "offline")
             .await;
+        self.leave_mesh().await;
         self.link.disconnect().await;
         // The link reports the closed connection once DISCONNECT is out; don't wait forever.
         let closed = async {
@@ -415,7 +387,7 @@ impl Agent {
                 }
             }
         };
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closed).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
         self.flush_store();
         tracing::info!("pimesh agent stopped");
     }

@@ -5,8 +5,11 @@
 //! object per pin) walk relays and inputs together in file order, so the error lands on the
 //! later of the two lines and names the earlier one.
 
-use super::raw::{RawConfig, RawInput, RawRelay};
-use super::{BoardConfig, BrokerConfig, Config, ConfigError, InputConfig, MeshConfig, RelayConfig};
+use super::raw::{RawConfig, RawInput, RawRelay, RawVirtual};
+use super::{
+    BoardConfig, BrokerConfig, Config, ConfigError, InputConfig, MeshConfig, RelayConfig,
+    VirtualConfig,
+};
 use crate::boards::{self, Board};
 use crate::hal::Backend;
 use crate::model::ObjectId;
@@ -103,6 +106,12 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         .map(|i| input(&src, board, i))
         .collect::<Result<_, _>>()?;
     unique_ids_and_pins(&src, &raw.relay, &raw.input)?;
+    let virtuals = raw
+        .virtuals
+        .iter()
+        .map(|v| virtual_object(&src, v))
+        .collect::<Result<_, _>>()?;
+    unique_virtual_ids(&src, &raw.relay, &raw.input, &raw.virtuals)?;
 
     Ok(Config {
         name,
@@ -121,6 +130,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         mesh,
         relays,
         inputs,
+        virtuals,
     })
 }
 
@@ -504,4 +514,58 @@ fn input(src: &Source, board: &Board, raw: &RawInput) -> Result<InputConfig, Con
         x: place.x,
         y: place.y,
     })
+}
+
+/// Checks one virtual object and fills its defaults.
+fn virtual_object(src: &Source, raw: &RawVirtual) -> Result<VirtualConfig, ConfigError> {
+    let id = object_id(src, "virtual", &raw.id)?;
+    let place = place(
+        src,
+        "virtual",
+        &id,
+        raw.room.clone(),
+        raw.name.clone(),
+        raw.x.clone(),
+        raw.y.clone(),
+    )?;
+    Ok(VirtualConfig {
+        id,
+        room: place.room,
+        name: place.name,
+        x: place.x,
+        y: place.y,
+    })
+}
+
+/// Checks that no virtual object reuses an id of any other object in the file.
+fn unique_virtual_ids(
+    src: &Source,
+    relays: &[RawRelay],
+    inputs: &[RawInput],
+    virtuals: &[RawVirtual],
+) -> Result<(), ConfigError> {
+    // Byte offsets, not lines: counting lines for every object would make a file with
+    // thousands of objects take seconds to check.
+    let mut seen: HashMap<&str, (&str, usize)> = HashMap::new();
+    let hardware = relays
+        .iter()
+        .map(|r| ("relay", &r.id))
+        .chain(inputs.iter().map(|i| ("input", &i.id)));
+    for (kind, id) in hardware {
+        seen.insert(id.get_ref(), (kind, id.span().start));
+    }
+    for v in virtuals {
+        if let Some((kind, offset)) = seen.get(v.id.get_ref().as_str()) {
+            return Err(src.error(
+                v.id.span(),
+                format!(
+                    "object id {:?} is already used by the {kind} on line {}; ids must be unique across all objects",
+                    v.id.get_ref(),
+                    src.line(*offset)
+                ),
+            ));
+        }
+        seen.insert(v.id.get_ref(), ("virtual", v.id.span().start));
+    }
+    Ok(())
 }

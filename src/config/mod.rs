@@ -46,6 +46,8 @@ pub struct Config {
     pub relays: Vec<RelayConfig>,
     /// The inputs wired to this Pi (`[[input]]` tables), in file order.
     pub inputs: Vec<InputConfig>,
+    /// Software-only objects this instance can execute (`[[virtual]]` tables), in file order.
+    pub virtuals: Vec<VirtualConfig>,
 }
 
 /// The `[board]` table.
@@ -93,6 +95,22 @@ pub enum PowerOn {
     On,
     /// Return to the last state recorded in the store, so a restart is invisible.
     Restore,
+}
+
+/// One `[[virtual]]` table: a software-only object (a flag such as `vacation-mode`, a scene)
+/// with an ON/OFF state and no hardware. Any instance that lists it can execute its commands.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VirtualConfig {
+    /// Object id, unique across all objects of the file.
+    pub id: ObjectId,
+    /// Room the object belongs to; `unassigned` when not given.
+    pub room: String,
+    /// Human name; the id when not given.
+    pub name: String,
+    /// Position across the room, for floor plans.
+    pub x: f64,
+    /// Position along the room, for floor plans.
+    pub y: f64,
 }
 
 /// One `[[relay]]` table: an output pin driving a relay.

@@ -36,6 +36,25 @@ pub(super) struct RawConfig {
     /// Each `[[input]]` table, in file order.
     #[serde(default)]
     pub input: Vec<RawInput>,
+    /// Each `[[virtual]]` table, in file order.
+    #[serde(default, rename = "virtual")]
+    pub virtuals: Vec<RawVirtual>,
+}
+
+/// One `[[virtual]]` table: a software-only object.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawVirtual {
+    /// Object id; checked with the [`crate::model::ObjectId`] rules and for uniqueness.
+    pub id: Spanned<String>,
+    /// Room name; checked non-empty.
+    pub room: Option<Spanned<String>>,
+    /// Human name; checked non-empty.
+    pub name: Option<Spanned<String>>,
+    /// Position across the room; checked finite.
+    pub x: Option<Spanned<f64>>,
+    /// Position along the room; checked finite.
+    pub y: Option<Spanned<f64>>,
 }
 
 /// The `[board]` table.

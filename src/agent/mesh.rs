@@ -1,0 +1,535 @@
+//! The agent's side of the mesh: links to peer brokers, introductions, heartbeats, the live
+//! stream and syncs. The message formats are in `crate::mesh::proto`, liveness bookkeeping in
+//! `crate::mesh::peers`; this file does the I/O and feeds the replica.
+
+use super::{Agent, PeerLink};
+use crate::api;
+use crate::clock;
+use crate::mesh::peers::{Change, Identified};
+use crate::mesh::proto::{self, Batch, Beat, Hello, Kind, SyncPage, SyncReq};
+use crate::mqtt::{Link, LinkEvent, LinkOptions, Qos};
+use crate::replica::VersionVector;
+use rumqttc::LastWill;
+use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// A sync abandoned after this long without its next page is started again by the next
+/// heartbeat that shows the peer holding more.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A sync in progress with one peer.
+#[derive(Debug)]
+pub(super) struct SyncState {
+    /// The round number pages must carry.
+    round: u64,
+    /// Our version vector when the sync began: every page asks relative to it.
+    vv: VersionVector,
+    /// The responder's version vector read with the first page: what we hold once the last
+    /// page is applied.
+    first_vv: Option<VersionVector>,
+    /// The (origin, seq) of the last update received.
+    after: Option<(Uuid, u64)>,
+    /// When the last request went out.
+    sent: Instant,
+    /// Updates received so far, for the log.
+    received: usize,
+}
+
+/// A sync round we are answering: the delta and version vector taken when it began.
+#[derive(Debug)]
+pub(super) struct Serving {
+    /// The requester's round.
+    round: u64,
+    /// Our version vector when the round began.
+    vv: VersionVector,
+    /// The delta for the requester's version vector, in (origin, seq) order.
+    delta: Vec<crate::replica::Update>,
+    /// Last page served; a round idle longer than the sync timeout is dropped.
+    at: Instant,
+}
+
+impl Agent {
+    /// Opens a link to the broker at `addr` (`HOST:PORT`) unless we have one or it is ours.
+    pub(super) fn connect_peer(&mut self, addr: &str) {
+        let addr = addr.trim();
+        if !self.peers.want_link(addr) {
+            return;
+        }
+        let Some((host, port)) = split_addr(addr) else {
+            tracing::warn!(peer = %addr, "ignoring a peer address that is not HOST:PORT");
+            return;
+        };
+        let mut opts = LinkOptions::new(
+            host,
+            port,
+            format!("pimesh-peer-{}-{}", self.uuid.simple(), self.links.len()),
+        );
+        opts.credentials = self.credentials.clone();
+        opts.keep_alive = Duration::from_secs(2);
+        opts.last_will = Some(LastWill::new(
+            self.topics.status(self.uuid),
+            "offline",
+            Qos::AtLeastOnce,
+            true,
+        ));
+        let stop = CancellationToken::new();
+        let (link, mut rx) = Link::spawn(opts, stop.clone());
+        let tx = self.mesh_tx.clone();
+        let tag = addr.to_string();
+        let until = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let ev = tokio::select! {
+                    _ = until.cancelled() => return,
+                    ev = rx.recv() => ev,
+                };
+                let Some(ev) = ev else { return };
+                if tx.send((tag.clone(), ev)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        tracing::info!(peer = %addr, "linking to peer");
+        self.peers.add_link(addr);
+        self.links.insert(
+            addr.to_string(),
+            PeerLink {
+                link,
+                stop,
+                sync_on_suback: false,
+            },
+        );
+    }
+
+    /// Closes and forgets the link to `addr`.
+    fn drop_link(&mut self, addr: &str) {
+        if let Some(pl) = self.links.remove(addr) {
+            pl.stop.cancel();
+        }
+        self.peers.remove_link(addr);
+    }
+
+    /// Handles an event of a peer link.
+    pub(super) async fn on_peer_link(&mut self, addr: &str, ev: LinkEvent) {
+        let Some(pl) = self.links.get_mut(addr) else {
+            return;
+        };
+        match ev {
+            LinkEvent::Connected => {
+                self.peers.link_up(addr);
+                let link = pl.link.clone();
+                let filters = [self.topics.owner(), self.topics.hello_filter()];
+                if let Err(e) = link.subscribe_many(&filters, Qos::AtLeastOnce) {
+                    tracing::warn!(peer = %addr, error = %e, "cannot subscribe on peer");
+                }
+                let hello = serde_json::to_vec(&self.hello()).unwrap_or_default();
+                let topic = self.topics.hello(self.uuid);
+                let _ = link.publish(&topic, Qos::AtLeastOnce, true, hello).await;
+                let status = self.topics.status(self.uuid);
+                let _ = link.publish(&status, Qos::AtLeastOnce, true, "online").await;
+            }
+            LinkEvent::Subscribed => {
+                if std::mem::take(&mut pl.sync_on_suback) {
+                    if let Some(uuid) = self.peers.uuid_at(addr) {
+                        self.start_sync(uuid).await;
+                    }
+                }
+            }
+            LinkEvent::Disconnected(reason) => {
+                tracing::debug!(peer = %addr, %reason, "peer link down");
+                let changes = self.peers.link_down(addr);
+                self.on_changes(changes).await;
+            }
+            LinkEvent::Message { topic, payload, .. } => {
+                self.on_peer_message(addr, &topic, &payload).await
+            }
+        }
+    }
+
+    /// Handles a message from a peer's broker. A peer that speaks garbage gets a log line
+    /// naming it, never a crash.
+    async fn on_peer_message(&mut self, addr: &str, topic: &str, payload: &[u8]) {
+        let Some((uuid, kind)) = self.topics.classify(topic) else {
+            return;
+        };
+        let bad = |what: &str, e: serde_json::Error| {
+            tracing::warn!(peer = %addr, %topic, error = %e, "ignoring a malformed {what} from a peer");
+        };
+        match kind {
+            Kind::Owner => match serde_json::from_slice::<Hello>(payload) {
+                Ok(hello) => self.on_owner_hello(addr, hello).await,
+                Err(e) => bad("hello", e),
+            },
+            Kind::Hello if uuid != self.uuid => match serde_json::from_slice::<Hello>(payload) {
+                Ok(hello) => self.learn(&hello),
+                Err(e) => bad("hello", e),
+            },
+            Kind::Beat => match serde_json::from_slice::<Beat>(payload) {
+                Ok(beat) => {
+                    let changes = self.peers.heard(uuid, Some(&beat.name), Instant::now(), clock::now_ms());
+                    self.on_changes(changes).await;
+                    let ahead = beat.vv.iter().any(|(origin, seq)| {
+                        *seq > self.replica.version_vector().get(origin).copied().unwrap_or(0)
+                    });
+                    if ahead {
+                        self.start_sync(uuid).await;
+                    }
+                }
+                Err(e) => bad("heartbeat", e),
+            },
+            Kind::Updates => match serde_json::from_slice::<Batch>(payload) {
+                Ok(batch) => {
+                    let (own, forged): (Vec<_>, Vec<_>) =
+                        batch.updates.into_iter().partition(|u| u.stamp.origin == uuid);
+                    if !forged.is_empty() {
+                        tracing::warn!(peer = %addr, count = forged.len(), "dropping updates a peer sent for another origin");
+                    }
+                    let changes = self.peers.heard(uuid, None, Instant::now(), clock::now_ms());
+                    self.on_changes(changes).await;
+                    if !self.apply_remote(&own).is_empty() {
+                        self.start_sync(uuid).await;
+                    }
+                }
+                Err(e) => bad("update batch", e),
+            },
+            Kind::SyncPage(requester) if requester == self.uuid => {
+                match serde_json::from_slice::<SyncPage>(payload) {
+                    Ok(page) => self.on_sync_page(uuid, page).await,
+                    Err(e) => bad("sync page", e),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Messages peers left on our own broker: introductions (retained) and sync requests.
+    /// A sync request comes this way so that it reaches us as soon as the requester's link
+    /// to us is up, whatever the state of our link back to it.
+    pub(super) async fn on_own_mesh_message(&mut self, topic: &str, payload: &[u8]) {
+        let Some((uuid, kind)) = self.topics.classify(topic) else {
+            return;
+        };
+        if uuid == self.uuid || payload.is_empty() {
+            return;
+        }
+        match kind {
+            Kind::Hello => match serde_json::from_slice::<Hello>(payload) {
+                Ok(hello) => self.learn(&hello),
+                Err(e) => tracing::warn!(%topic, error = %e, "ignoring a malformed introduction"),
+            },
+            Kind::SyncReq => match serde_json::from_slice::<SyncReq>(payload) {
+                Ok(req) if req.to == self.uuid => self.answer_sync(uuid, req).await,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%topic, error = %e, "ignoring a malformed sync request"),
+            },
+            _ => {}
+        }
+    }
+
+    /// The broker at `addr` told us whose it is.
+    async fn on_owner_hello(&mut self, addr: &str, hello: Hello) {
+        if self.peers.uuid_at(addr) == Some(hello.uuid) {
+            // Already identified: a newer hello only tells us of more peers.
+            self.learn(&hello);
+            self.publish_owner_hello().await;
+            return;
+        }
+        match self.peers.identify(addr, &hello) {
+            Identified::Myself => {
+                tracing::debug!(peer = %addr, "that address is our own broker");
+                self.drop_link(addr);
+            }
+            Identified::Duplicate => {
+                tracing::debug!(peer = %addr, uuid = %hello.uuid, "already linked to that instance");
+                self.drop_link(addr);
+            }
+            Identified::Peer(uuid) => {
+                if hello.name == self.name {
+                    tracing::error!(peer = %addr, other = %uuid, "name conflict: instance {uuid} at {addr} is also called {:?}; give one of them another name", self.name);
+                }
+                if let Some(pl) = self.links.get_mut(addr) {
+                    let filters = [
+                        self.topics.beat(uuid),
+                        self.topics.updates(uuid),
+                        self.topics.sync_page(uuid, self.uuid),
+                    ];
+                    pl.sync_on_suback = true;
+                    if let Err(e) = pl.link.subscribe_many(&filters, Qos::AtLeastOnce) {
+                        tracing::warn!(peer = %addr, error = %e, "cannot subscribe on peer");
+                    }
+                }
+                tracing::info!(peer = %addr, name = %hello.name, %uuid, "peer identified");
+                // Its broker answered with its retained hello: its process is alive.
+                let changes = self.peers.heard(uuid, None, Instant::now(), clock::now_ms());
+                self.on_changes(changes).await;
+                self.learn(&hello);
+                self.publish_owner_hello().await;
+            }
+        }
+    }
+
+    /// Links to every broker a hello mentions (peer exchange).
+    fn learn(&mut self, hello: &Hello) {
+        let addrs: Vec<String> = hello
+            .addrs
+            .iter()
+            .cloned()
+            .chain(hello.peers.iter().map(|p| p.addr.clone()))
+            .collect();
+        for addr in addrs {
+            self.connect_peer(&addr);
+        }
+    }
+
+    /// Our hello: who we are, where our broker is, whom we know.
+    fn hello(&self) -> Hello {
+        Hello {
+            uuid: self.uuid,
+            name: self.name.clone(),
+            addrs: self.my_addrs(),
+            peers: self.peers.known(),
+        }
+    }
+
+    /// Publishes our hello, retained, on our own broker, when it says something new.
+    pub(super) async fn publish_owner_hello(&mut self) {
+        let hello = self.hello();
+        if self.last_hello.as_ref() == Some(&hello) {
+            return;
+        }
+        let payload = serde_json::to_vec(&hello).unwrap_or_default();
+        self.last_hello = Some(hello);
+        let topic = self.topics.owner();
+        if let Err(e) = self.link.publish(&topic, Qos::AtLeastOnce, true, payload).await {
+            tracing::warn!(error = %e, "cannot publish our hello");
+        }
+    }
+
+    /// `HOST:PORT` addresses our broker is reachable at: the bound address, or for each peer
+    /// host the local address the kernel would use to reach it.
+    pub(super) fn my_addrs(&self) -> Vec<String> {
+        if !self.bind.is_unspecified() {
+            return vec![format!("{}:{}", fmt_ip(self.bind), self.port)];
+        }
+        let mut addrs: Vec<String> = Vec::new();
+        for addr in self.links.keys() {
+            if let Some(ip) = split_addr(addr).and_then(|(h, p)| local_ip_towards(&h, p)) {
+                let mine = format!("{}:{}", fmt_ip(ip), self.port);
+                if !addrs.contains(&mine) {
+                    addrs.push(mine);
+                }
+            }
+        }
+        addrs
+    }
+
+    /// Asks `peer` for everything we lack, unless a sync with it is already running.
+    pub(super) async fn start_sync(&mut self, peer: Uuid) {
+        if self
+            .syncs
+            .get(&peer)
+            .is_some_and(|s| s.sent.elapsed() < SYNC_TIMEOUT)
+        {
+            return;
+        }
+        self.rounds += 1;
+        self.syncs.insert(
+            peer,
+            SyncState {
+                round: self.rounds,
+                vv: self.replica.version_vector().clone(),
+                first_vv: None,
+                after: None,
+                sent: Instant::now(),
+                received: 0,
+            },
+        );
+        self.send_sync_req(peer).await;
+    }
+
+    /// Sends the next request of the sync with `peer`.
+    async fn send_sync_req(&mut self, peer: Uuid) {
+        let Some(st) = self.syncs.get_mut(&peer) else {
+            return;
+        };
+        st.sent = Instant::now();
+        let req = SyncReq {
+            to: peer,
+            round: st.round,
+            vv: st.vv.clone(),
+            after: st.after,
+        };
+        let payload = serde_json::to_vec(&req).unwrap_or_default();
+        let topic = self.topics.sync_req(self.uuid);
+        let Some(link) = self
+            .peers
+            .addr_of(peer)
+            .and_then(|a| self.links.get(a))
+            .map(|pl| pl.link.clone())
+        else {
+            return;
+        };
+        if let Err(e) = link.publish(&topic, Qos::AtLeastOnce, false, payload).await {
+            tracing::warn!(error = %e, "cannot send a sync request");
+        }
+    }
+
+    /// Answers one page of a sync request from `requester`, on our own broker. The delta and
+    /// our version vector are taken once per round and served page by page, so every page of
+    /// a round comes from one consistent moment and the delta is computed once.
+    async fn answer_sync(&mut self, requester: Uuid, req: SyncReq) {
+        let fresh = self
+            .serving
+            .get(&requester)
+            .is_none_or(|s| s.round != req.round);
+        if fresh {
+            self.serving.insert(
+                requester,
+                Serving {
+                    round: req.round,
+                    vv: self.replica.version_vector().clone(),
+                    delta: self.replica.delta_since(&req.vv),
+                    at: Instant::now(),
+                },
+            );
+        }
+        let Some(serving) = self.serving.get_mut(&requester) else {
+            return;
+        };
+        serving.at = Instant::now();
+        let (updates, more) = proto::page(&serving.delta, req.after);
+        let page = SyncPage {
+            round: req.round,
+            updates,
+            more,
+            vv: serving.vv.clone(),
+        };
+        if !more {
+            self.serving.remove(&requester);
+        }
+        let payload = serde_json::to_vec(&page).unwrap_or_default();
+        let topic = self.topics.sync_page(self.uuid, requester);
+        if let Err(e) = self.link.publish(&topic, Qos::AtLeastOnce, false, payload).await {
+            tracing::warn!(error = %e, "cannot answer a sync request");
+        }
+    }
+
+    /// Applies one page of our sync with `peer` and asks for the next, or finishes.
+    async fn on_sync_page(&mut self, peer: Uuid, page: SyncPage) {
+        let Some(st) = self.syncs.get_mut(&peer) else {
+            return;
+        };
+        if page.round != st.round {
+            return;
+        }
+        if st.first_vv.is_none() {
+            st.first_vv = Some(page.vv.clone());
+        }
+        st.received += page.updates.len();
+        if let Some(last) = page.updates.last() {
+            st.after = Some((last.stamp.origin, last.seq));
+        }
+        self.apply_remote(&page.updates);
+        if page.more {
+            self.send_sync_req(peer).await;
+            return;
+        }
+        if let Some(st) = self.syncs.remove(&peer) {
+            if let Some(vv) = st.first_vv {
+                self.replica.merge_version_vector(&vv);
+            }
+            if st.received > 0 {
+                let name = self.peers.name_of(peer).unwrap_or("?").to_string();
+                tracing::info!(peer = %name, updates = st.received, objects = self.replica.len(), "synced from peer");
+            }
+        }
+    }
+
+    /// Every heartbeat: tell peers we are alive and what we hold; notice silent peers.
+    pub(super) async fn on_beat(&mut self) {
+        let beat = Beat {
+            name: self.name.clone(),
+            vv: self.replica.version_vector().clone(),
+        };
+        let payload = serde_json::to_vec(&beat).unwrap_or_default();
+        let topic = self.topics.beat(self.uuid);
+        let _ = self.link.publish(&topic, Qos::AtMostOnce, false, payload).await;
+        let changes = self.peers.expire(Instant::now());
+        self.on_changes(changes).await;
+        self.syncs.retain(|_, s| s.sent.elapsed() < SYNC_TIMEOUT);
+        self.serving.retain(|_, s| s.at.elapsed() < SYNC_TIMEOUT);
+        if !self.unsaved.is_empty() {
+            self.flush_store();
+        }
+    }
+
+    /// Acts on peers coming and going: their status and their objects' availability.
+    pub(super) async fn on_changes(&mut self, changes: Vec<Change>) {
+        for change in changes {
+            let (uuid, online) = match change {
+                Change::Online(u) => (u, true),
+                Change::Offline(u) => (u, false),
+            };
+            let name = self.peers.name_of(uuid).unwrap_or("?").to_string();
+            if online {
+                tracing::info!(peer = %name, %uuid, "peer online");
+            } else {
+                tracing::warn!(peer = %name, %uuid, "peer offline");
+                self.syncs.remove(&uuid);
+            }
+            let topic = api::status_topic(&self.base, uuid);
+            let word = if online { "online" } else { "offline" };
+            let _ = self.link.publish(&topic, Qos::AtLeastOnce, true, word).await;
+            let held: Vec<_> = self
+                .replica
+                .objects()
+                .filter(|(_, o)| super::state::claimants(o).contains(&uuid))
+                .map(|(id, _)| id.clone())
+                .collect();
+            self.dirty.extend(held);
+        }
+    }
+
+    /// On a clean stop: tell every peer broker we are offline and close the links.
+    pub(super) async fn leave_mesh(&mut self) {
+        let topic = self.topics.status(self.uuid);
+        for pl in self.links.values() {
+            let _ = pl.link.publish(&topic, Qos::AtLeastOnce, true, "offline").await;
+            pl.link.disconnect().await;
+        }
+        for (_, pl) in self.links.drain() {
+            pl.stop.cancel();
+        }
+    }
+}
+
+/// Splits `HOST:PORT` (IPv6 hosts in brackets).
+fn split_addr(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| (host.to_string(), port))
+}
+
+/// The local address the kernel would use to reach `host` (no packet is sent).
+fn local_ip_towards(host: &str, port: u16) -> Option<IpAddr> {
+    let target = (host, port).to_socket_addrs().ok()?.next()?;
+    let any: std::net::SocketAddr = if target.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = UdpSocket::bind(any).ok()?;
+    sock.connect(target).ok()?;
+    sock.local_addr().ok().map(|a| a.ip())
+}
+
+/// An IP as it appears in `HOST:PORT` (IPv6 in brackets).
+fn fmt_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}

@@ -1,0 +1,252 @@
+//! The agent's side of the replica: recording local changes, applying remote ones, and
+//! publishing what changed — public state on our broker, our own updates on the live stream.
+//!
+//! Holding is recorded per instance: each instance whose config binds an object to its
+//! hardware writes its own `claim.<uuid>` property. Claims of different instances never
+//! overwrite each other, so two instances configuring the same object id both see the
+//! conflict instead of one silently winning.
+
+use super::{Agent, Update};
+use crate::api;
+use crate::clock;
+use crate::config::Config;
+use crate::mesh::proto::{Batch, BATCH};
+use crate::model::{self, ObjectId, Value};
+use crate::mqtt::Qos;
+use crate::replica::Object;
+use std::collections::BTreeSet;
+use uuid::Uuid;
+
+/// The claim property of instance `uuid`.
+pub fn claim_prop(uuid: Uuid) -> String {
+    format!("{}{uuid}", model::CLAIM_PREFIX)
+}
+
+/// Instances currently claiming `obj` as their hardware.
+pub fn claimants(obj: &Object) -> Vec<Uuid> {
+    obj.props
+        .iter()
+        .filter(|(_, r)| r.value == Value::Bool(true))
+        .filter_map(|(p, _)| p.strip_prefix(model::CLAIM_PREFIX))
+        .filter_map(|u| Uuid::parse_str(u).ok())
+        .collect()
+}
+
+impl Agent {
+    /// Makes the store agree with the config about which objects this instance holds:
+    /// configured objects exist and carry our claim (room and position only on creation — a
+    /// later move wins over the file); objects we claimed that left the config lose our claim
+    /// and, when nobody else claims them, are deleted.
+    pub(super) fn reconcile_objects(&mut self, config: &Config) {
+        let mut configured = Vec::new();
+        let objects = config
+            .relays
+            .iter()
+            .map(|r| (&r.id, "relay", &r.name, &r.room, r.x, r.y))
+            .chain(
+                config
+                    .inputs
+                    .iter()
+                    .map(|i| (&i.id, "input", &i.name, &i.room, i.x, i.y)),
+            );
+        for (id, kind, name, room, x, y) in objects {
+            configured.push(id.clone());
+            let mut props: Vec<(String, Value)> = vec![
+                (model::KIND.into(), kind.into()),
+                (claim_prop(self.uuid), true.into()),
+                (model::NAME.into(), name.as_str().into()),
+                (model::DELETED.into(), false.into()),
+            ];
+            let exists = self.replica.get(id).is_some_and(|o| !o.is_deleted());
+            if !exists {
+                props.push((model::ROOM.into(), room.as_str().into()));
+                props.push((model::X.into(), x.into()));
+                props.push((model::Y.into(), y.into()));
+            }
+            self.record(id, props);
+        }
+        for v in &config.virtuals {
+            let mut props: Vec<(String, Value)> = vec![
+                (model::KIND.into(), "virtual".into()),
+                (model::NAME.into(), v.name.as_str().into()),
+                (model::DELETED.into(), false.into()),
+            ];
+            if !self.replica.get(&v.id).is_some_and(|o| !o.is_deleted()) {
+                props.push((model::ROOM.into(), v.room.as_str().into()));
+                props.push((model::X.into(), v.x.into()));
+                props.push((model::Y.into(), v.y.into()));
+                props.push((model::STATE.into(), model::OFF.into()));
+            }
+            self.record(&v.id, props);
+        }
+        let gone: Vec<(ObjectId, bool)> = self
+            .replica
+            .objects()
+            .filter(|(id, o)| claimants(o).contains(&self.uuid) && !configured.contains(id))
+            .map(|(id, o)| (id.clone(), claimants(o).len() == 1))
+            .collect();
+        for (id, last_claim) in gone {
+            tracing::info!(object = %id, "object no longer in the config: releasing it");
+            let mut props = vec![(claim_prop(self.uuid), false.into())];
+            if last_claim {
+                props.push((model::DELETED.into(), true.into()));
+            }
+            self.record(&id, props);
+        }
+    }
+
+    /// Records local changes of one object: persist first, then apply. Returns whether
+    /// anything changed. A failed disk write keeps the updates queued in the store (retried
+    /// on the next write) and the change still takes effect, since the hardware already
+    /// moved; only sending them to peers waits for the disk.
+    pub(super) fn record(&mut self, id: &ObjectId, props: Vec<(String, Value)>) -> bool {
+        let now = clock::now_ms();
+        let updates = self.replica.prepare(id, props, now);
+        if updates.is_empty() {
+            return false;
+        }
+        let saved = match self.store.append(&updates) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, queued = self.store.pending(), "state not saved yet; will retry");
+                false
+            }
+        };
+        for u in &updates {
+            self.replica.apply(u, now);
+        }
+        self.dirty.insert(id.clone());
+        self.unsaved.extend(updates);
+        if saved {
+            self.outbox.append(&mut self.unsaved);
+        }
+        self.maybe_compact();
+        true
+    }
+
+    /// Applies updates from a peer (live stream or sync page): persist, apply, mark what
+    /// changed. Returns the origins with gaps in their sequence, for the mesh to repair.
+    pub(super) fn apply_remote(&mut self, updates: &[Update]) -> BTreeSet<Uuid> {
+        let mut gaps = BTreeSet::new();
+        if updates.is_empty() {
+            return gaps;
+        }
+        if let Err(e) = self.store.append(updates) {
+            tracing::error!(error = %e, queued = self.store.pending(), "replicated state not saved yet; will retry");
+        }
+        let now = clock::now_ms();
+        for u in updates {
+            let applied = self.replica.apply(u, now);
+            if applied.changed {
+                self.dirty.insert(u.object.clone());
+                self.check_claim(u);
+            }
+            if let Some(gap) = applied.gap {
+                gaps.insert(gap.origin);
+            }
+        }
+        self.maybe_compact();
+        gaps
+    }
+
+    /// Reports another instance claiming an object whose hardware is ours.
+    fn check_claim(&self, u: &Update) {
+        let Some(other) = u.prop.strip_prefix(model::CLAIM_PREFIX) else {
+            return;
+        };
+        let ours = self.relays.contains_key(&u.object)
+            || self.inputs.iter().any(|(id, _)| *id == u.object);
+        if ours && u.value == Value::Bool(true) && other != self.uuid.to_string() {
+            let name = Uuid::parse_str(other)
+                .ok()
+                .and_then(|o| self.peers.name_of(o))
+                .unwrap_or(other)
+                .to_string();
+            tracing::error!(object = %u.object, other = %name, "object id conflict: {} is configured on this instance ({}) and on {name}; commands for it are refused until one config drops it", u.object, self.name);
+        }
+    }
+
+    /// Compacts the store's log when it has grown well past the live state.
+    fn maybe_compact(&mut self) {
+        if self.store.should_compact(&self.replica) {
+            if let Err(e) = self.store.compact(&self.replica) {
+                tracing::error!(error = %e, "store compaction failed; the log keeps growing until it succeeds");
+            }
+        }
+    }
+
+    /// Retries queued store writes; once they are on disk, our updates may go to peers.
+    pub(super) fn flush_store(&mut self) {
+        match self.store.flush() {
+            Ok(()) => self.outbox.append(&mut self.unsaved),
+            Err(e) => {
+                tracing::error!(error = %e, queued = self.store.pending(), "state not saved")
+            }
+        }
+    }
+
+    /// Sends what the last event produced: our updates on the live stream, then the retained
+    /// public state of every object that changed.
+    pub(super) async fn publish_pending(&mut self) {
+        if !self.outbox.is_empty() {
+            let topic = self.topics.updates(self.uuid);
+            let outbox = std::mem::take(&mut self.outbox);
+            for chunk in outbox.chunks(BATCH) {
+                let batch = Batch {
+                    updates: chunk.to_vec(),
+                };
+                let payload = serde_json::to_vec(&batch).unwrap_or_default();
+                if let Err(e) = self.link.publish(&topic, Qos::AtLeastOnce, false, payload).await {
+                    tracing::warn!(error = %e, "could not send updates to the mesh; anti-entropy will");
+                }
+            }
+        }
+        for id in std::mem::take(&mut self.dirty) {
+            self.publish_state(&id).await;
+        }
+    }
+
+    /// Publishes the retained public state of one object (an empty retained message clears
+    /// a deleted object's topic).
+    pub(super) async fn publish_state(&self, id: &ObjectId) {
+        let topic = api::state_topic(&self.base, id);
+        let payload = match self.replica.get(id) {
+            Some(obj) if !obj.is_deleted() => self.state_json(id).to_string().into_bytes(),
+            _ => Vec::new(),
+        };
+        if let Err(e) = self.link.publish(&topic, Qos::AtLeastOnce, true, payload).await {
+            tracing::warn!(%topic, error = %e, "could not publish state");
+        }
+    }
+
+    /// The public JSON of one object, with who holds it, whether that instance is alive, and
+    /// any claim conflict.
+    pub(super) fn state_json(&self, id: &ObjectId) -> serde_json::Value {
+        let Some(obj) = self.replica.get(id) else {
+            return serde_json::Value::Null;
+        };
+        let mut json = api::state_json(id, obj);
+        let holders = claimants(obj);
+        if let serde_json::Value::Object(map) = &mut json {
+            match holders.as_slice() {
+                [] => {}
+                [one] => {
+                    map.insert("holder".into(), one.to_string().into());
+                    if let Some(name) = self.peers.name_of(*one) {
+                        map.insert("holder-name".into(), name.into());
+                    }
+                    map.insert("available".into(), self.peers.is_alive(*one).into());
+                }
+                many => {
+                    let names: Vec<String> = many
+                        .iter()
+                        .map(|u| self.peers.name_of(*u).map(str::to_string).unwrap_or(u.to_string()))
+                        .collect();
+                    map.insert("conflict".into(), names.into());
+                    map.insert("available".into(), false.into());
+                }
+            }
+        }
+        json
+    }
+}

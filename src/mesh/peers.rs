@@ -1,0 +1,357 @@
+//! Who is in the mesh and who is alive, without I/O: the agent reports link events, hellos and
+//! heartbeats with the time they happened, and asks who went offline.
+//!
+//! A peer is *online* while our link to its broker is up and its heartbeats keep coming. A
+//! killed process drops the link at once (its socket is reset); a pulled cable or a hung
+//! process stops the heartbeats, and [`OFFLINE_AFTER`] later it is offline.
+
+use super::proto::{Hello, PeerAddr};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Interval between heartbeats.
+pub const BEAT_MS: u64 = 1000;
+/// Silence after which a peer counts as offline (the bound is 5 s).
+pub const OFFLINE_AFTER: Duration = Duration::from_millis(3 * BEAT_MS);
+
+/// One link we keep to a broker address.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkState {
+    /// The instance owning that broker, once its hello arrived.
+    pub uuid: Option<Uuid>,
+    /// The link is connected.
+    pub connected: bool,
+}
+
+/// One instance we know of.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    /// Its human name.
+    pub name: String,
+    /// The broker address we link to it at.
+    pub addr: String,
+    /// When we last heard from it (heartbeat or any mesh message).
+    pub last_seen: Option<Instant>,
+    /// Wall-clock time of `last_seen`, for people.
+    pub last_seen_ms: u64,
+    /// Whether it counts as alive.
+    pub online: bool,
+}
+
+/// What a broker owner's hello told us about a link.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Identified {
+    /// The address is our own broker: drop the link.
+    Myself,
+    /// Another link already reaches that instance: drop this one.
+    Duplicate,
+    /// A peer: subscribe to its topics.
+    Peer(Uuid),
+}
+
+/// A change of liveness the agent must act on (republish availability, rotate work).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// The instance is alive again.
+    Online(Uuid),
+    /// The instance stopped answering.
+    Offline(Uuid),
+}
+
+/// The mesh as this instance sees it.
+#[derive(Debug)]
+pub struct Peers {
+    /// This instance.
+    me: Uuid,
+    /// Our own name, for conflict detection.
+    my_name: String,
+    /// Links by broker address.
+    links: BTreeMap<String, LinkState>,
+    /// Addresses that turned out to be our own broker (never linked again).
+    own_addrs: Vec<String>,
+    /// Instances by UUID.
+    instances: BTreeMap<Uuid, Instance>,
+}
+
+/// A row of `pimesh peers`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PeerRow {
+    /// Instance name.
+    pub name: String,
+    /// Instance UUID (none for an address not reached yet).
+    pub uuid: Option<Uuid>,
+    /// Broker address.
+    pub addr: String,
+    /// `self`, `online`, `offline` or `connecting`.
+    pub status: String,
+    /// Milliseconds since the Unix epoch of the last message heard, 0 if never.
+    pub last_seen_ms: u64,
+    /// Another instance uses the same name.
+    pub name_conflict: bool,
+}
+
+impl Peers {
+    /// An empty view for instance `me` called `my_name`.
+    pub fn new(me: Uuid, my_name: &str) -> Self {
+        Peers {
+            me,
+            my_name: my_name.to_string(),
+            links: BTreeMap::new(),
+            own_addrs: Vec::new(),
+            instances: BTreeMap::new(),
+        }
+    }
+
+    /// Whether a link to `addr` should be opened: not ours, not already linked.
+    pub fn want_link(&self, addr: &str) -> bool {
+        !self.links.contains_key(addr) && !self.own_addrs.iter().any(|a| a == addr)
+    }
+
+    /// Records that a link to `addr` is being opened.
+    pub fn add_link(&mut self, addr: &str) {
+        self.links.insert(
+            addr.to_string(),
+            LinkState {
+                uuid: None,
+                connected: false,
+            },
+        );
+    }
+
+    /// Forgets a link (dropped as our own or a duplicate).
+    pub fn remove_link(&mut self, addr: &str) {
+        self.links.remove(addr);
+    }
+
+    /// The link to `addr` connected.
+    pub fn link_up(&mut self, addr: &str) {
+        if let Some(l) = self.links.get_mut(addr) {
+            l.connected = true;
+        }
+    }
+
+    /// The link to `addr` dropped: its instance is offline at once.
+    pub fn link_down(&mut self, addr: &str) -> Vec<Change> {
+        let Some(link) = self.links.get_mut(addr) else {
+            return Vec::new();
+        };
+        link.connected = false;
+        match link.uuid.and_then(|u| self.instances.get_mut(&u).map(|i| (u, i))) {
+            Some((uuid, inst)) if inst.online => {
+                inst.online = false;
+                vec![Change::Offline(uuid)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The broker at `addr` says it belongs to `hello.uuid`.
+    pub fn identify(&mut self, addr: &str, hello: &Hello) -> Identified {
+        if hello.uuid == self.me {
+            self.links.remove(addr);
+            self.own_addrs.push(addr.to_string());
+            return Identified::Myself;
+        }
+        let taken = self
+            .links
+            .iter()
+            .any(|(a, l)| a != addr && l.uuid == Some(hello.uuid));
+        if taken {
+            self.links.remove(addr);
+            return Identified::Duplicate;
+        }
+        if let Some(l) = self.links.get_mut(addr) {
+            l.uuid = Some(hello.uuid);
+        }
+        let inst = self.instances.entry(hello.uuid).or_insert(Instance {
+            name: hello.name.clone(),
+            addr: addr.to_string(),
+            last_seen: None,
+            last_seen_ms: 0,
+            online: false,
+        });
+        inst.name = hello.name.clone();
+        inst.addr = addr.to_string();
+        Identified::Peer(hello.uuid)
+    }
+
+    /// Heard from `uuid` (a heartbeat or any message on its broker) at `now`.
+    pub fn heard(&mut self, uuid: Uuid, name: Option<&str>, now: Instant, wall_ms: u64) -> Vec<Change> {
+        let linked = self
+            .links
+            .values()
+            .any(|l| l.uuid == Some(uuid) && l.connected);
+        let Some(inst) = self.instances.get_mut(&uuid) else {
+            return Vec::new();
+        };
+        if let Some(n) = name {
+            inst.name = n.to_string();
+        }
+        inst.last_seen = Some(now);
+        inst.last_seen_ms = wall_ms;
+        if linked && !inst.online {
+            inst.online = true;
+            return vec![Change::Online(uuid)];
+        }
+        Vec::new()
+    }
+
+    /// Marks offline every instance silent for longer than [`OFFLINE_AFTER`].
+    pub fn expire(&mut self, now: Instant) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for (uuid, inst) in self.instances.iter_mut() {
+            let silent = inst
+                .last_seen
+                .is_none_or(|t| now.saturating_duration_since(t) > OFFLINE_AFTER);
+            if inst.online && silent {
+                inst.online = false;
+                changes.push(Change::Offline(*uuid));
+            }
+        }
+        changes
+    }
+
+    /// Whether `uuid` is this instance or an online peer.
+    pub fn is_alive(&self, uuid: Uuid) -> bool {
+        uuid == self.me || self.instances.get(&uuid).is_some_and(|i| i.online)
+    }
+
+    /// The name of `uuid`, if known.
+    pub fn name_of(&self, uuid: Uuid) -> Option<&str> {
+        if uuid == self.me {
+            return Some(&self.my_name);
+        }
+        self.instances.get(&uuid).map(|i| i.name.as_str())
+    }
+
+    /// The UUIDs of online peers, in UUID order.
+    pub fn online(&self) -> Vec<Uuid> {
+        self.instances
+            .iter()
+            .filter(|(_, i)| i.online)
+            .map(|(u, _)| *u)
+            .collect()
+    }
+
+    /// The instance owning the broker at `addr`, once known.
+    pub fn uuid_at(&self, addr: &str) -> Option<Uuid> {
+        self.links.get(addr).and_then(|l| l.uuid)
+    }
+
+    /// The link address of peer `uuid`.
+    pub fn addr_of(&self, uuid: Uuid) -> Option<&str> {
+        self.instances.get(&uuid).map(|i| i.addr.as_str())
+    }
+
+    /// Peers whose name is also ours.
+    pub fn name_conflicts(&self) -> Vec<Uuid> {
+        self.instances
+            .iter()
+            .filter(|(_, i)| i.name == self.my_name)
+            .map(|(u, _)| *u)
+            .collect()
+    }
+
+    /// Every address we link to, with the UUID where known, for our hello.
+    pub fn known(&self) -> Vec<PeerAddr> {
+        self.links
+            .iter()
+            .map(|(addr, l)| PeerAddr {
+                uuid: l.uuid,
+                addr: addr.clone(),
+            })
+            .collect()
+    }
+
+    /// The table of `pimesh peers`, this instance first.
+    pub fn rows(&self, my_addrs: &[String], now_ms: u64) -> Vec<PeerRow> {
+        let mut rows = vec![PeerRow {
+            name: self.my_name.clone(),
+            uuid: Some(self.me),
+            addr: my_addrs.first().cloned().unwrap_or_default(),
+            status: "self".into(),
+            last_seen_ms: now_ms,
+            name_conflict: !self.name_conflicts().is_empty(),
+        }];
+        for (addr, link) in &self.links {
+            let inst = link.uuid.and_then(|u| self.instances.get(&u));
+            rows.push(PeerRow {
+                name: inst.map(|i| i.name.clone()).unwrap_or_default(),
+                uuid: link.uuid,
+                addr: addr.clone(),
+                status: match inst {
+                    Some(i) if i.online => "online",
+                    Some(_) => "offline",
+                    None => "connecting",
+                }
+                .into(),
+                last_seen_ms: inst.map(|i| i.last_seen_ms).unwrap_or(0),
+                name_conflict: inst.is_some_and(|i| i.name == self.my_name),
+            });
+        }
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(uuid: Uuid, name: &str) -> Hello {
+        Hello {
+            uuid,
+            name: name.into(),
+            addrs: vec![],
+            peers: vec![],
+        }
+    }
+
+    #[test]
+    fn a_peer_is_online_while_linked_and_beating() {
+        let me = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        let mut p = Peers::new(me, "a");
+        let t0 = Instant::now();
+        assert!(p.want_link("h:1"));
+        p.add_link("h:1");
+        assert!(!p.want_link("h:1"));
+        p.link_up("h:1");
+        assert_eq!(p.identify("h:1", &hello(b, "b")), Identified::Peer(b));
+        assert_eq!(p.heard(b, None, t0, 1), vec![Change::Online(b)]);
+        assert!(p.is_alive(b));
+        assert_eq!(p.expire(t0 + OFFLINE_AFTER), vec![]);
+        assert_eq!(p.expire(t0 + OFFLINE_AFTER + Duration::from_millis(1)), vec![Change::Offline(b)]);
+        assert_eq!(p.heard(b, None, t0 + Duration::from_secs(5), 2), vec![Change::Online(b)]);
+        assert_eq!(p.link_down("h:1"), vec![Change::Offline(b)]);
+        assert_eq!(p.heard(b, None, t0 + Duration::from_secs(6), 3), vec![], "no link, not online");
+    }
+
+    #[test]
+    fn own_and_duplicate_brokers_are_dropped() {
+        let me = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        let mut p = Peers::new(me, "a");
+        p.add_link("self:1");
+        assert_eq!(p.identify("self:1", &hello(me, "a")), Identified::Myself);
+        assert!(!p.want_link("self:1"), "never link to ourselves again");
+        p.add_link("h:1");
+        p.add_link("10.0.0.2:1");
+        assert_eq!(p.identify("h:1", &hello(b, "b")), Identified::Peer(b));
+        assert_eq!(p.identify("10.0.0.2:1", &hello(b, "b")), Identified::Duplicate);
+        assert_eq!(p.known().len(), 1);
+    }
+
+    #[test]
+    fn same_name_is_a_conflict() {
+        let mut p = Peers::new(Uuid::new_v4(), "kitchen");
+        p.add_link("h:1");
+        let other = Uuid::new_v4();
+        p.identify("h:1", &hello(other, "kitchen"));
+        assert_eq!(p.name_conflicts(), vec![other]);
+        let rows = p.rows(&[], 0);
+        assert!(rows.iter().all(|r| r.name_conflict));
+    }
+}

@@ -1,0 +1,239 @@
+//! The mesh's messages and topics. JSON, so a person can watch them with `mosquitto_sub`.
+
+use crate::model::ObjectId;
+use crate::replica::{Update, VersionVector};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Updates per sync page: small enough that a page never crowds rumqttd's per-topic segments
+/// (a subscriber that falls behind loses messages), large enough that 10,000 objects take a
+/// few dozen round trips.
+pub const PAGE: usize = 2000;
+
+/// Updates per live-stream message.
+pub const BATCH: usize = 500;
+
+/// An instance introducing itself: retained on its own broker (`<base>/mesh/owner`) and on
+/// every broker it links to (`<base>/mesh/<uuid>/hello`), which is how an instance that only
+/// knows one peer learns all the others.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Hello {
+    /// The instance's UUID.
+    pub uuid: Uuid,
+    /// Its human name.
+    pub name: String,
+    /// `HOST:PORT` its broker is reachable at, as seen from the peers it linked to.
+    pub addrs: Vec<String>,
+    /// Every peer it knows, so that knowing one live peer is enough.
+    pub peers: Vec<PeerAddr>,
+}
+
+/// A known peer, as passed along in a [`Hello`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PeerAddr {
+    /// The peer's UUID, once known.
+    pub uuid: Option<Uuid>,
+    /// `HOST:PORT` of its broker.
+    pub addr: String,
+}
+
+/// The heartbeat, every [`BEAT_MS`](crate::mesh::peers::BEAT_MS): liveness plus the version
+/// vector, which drives anti-entropy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Beat {
+    /// The sender's name (names can change across restarts).
+    pub name: String,
+    /// What the sender holds, per origin.
+    pub vv: VersionVector,
+}
+
+/// A batch of updates the sender originated, on the live stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Updates, all with `stamp.origin` = the sender.
+    pub updates: Vec<Update>,
+}
+
+/// "Send me what I lack": left by the requester on the answering peer's broker, on a topic
+/// scoped by the requester's UUID.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SyncReq {
+    /// The peer that should answer.
+    pub to: Uuid,
+    /// Identifies this sync, so stale pages of an abandoned one are ignored.
+    pub round: u64,
+    /// The requester's version vector when the sync began.
+    pub vv: VersionVector,
+    /// Continue after this (origin, seq); none for the first page.
+    pub after: Option<(Uuid, u64)>,
+}
+
+/// One page of a sync answer, on the responder's `<base>/mesh/<uuid>/sync/<requester>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SyncPage {
+    /// The round this answers.
+    pub round: u64,
+    /// Up to [`PAGE`] updates of the delta, in (origin, seq) order.
+    pub updates: Vec<Update>,
+    /// More pages follow.
+    pub more: bool,
+    /// The responder's version vector, read with this page's delta.
+    pub vv: VersionVector,
+}
+
+/// One page of `delta` (sorted by (origin, seq)) after `after`, and whether more follow.
+pub fn page(delta: &[Update], after: Option<(Uuid, u64)>) -> (Vec<Update>, bool) {
+    let start = match after {
+        Some(a) => delta.partition_point(|u| (u.stamp.origin, u.seq) <= a),
+        None => 0,
+    };
+    let end = (start + PAGE).min(delta.len());
+    (delta[start..end].to_vec(), end < delta.len())
+}
+
+/// The mesh topics of one base topic.
+#[derive(Clone, Debug)]
+pub struct Topics {
+    /// The base topic, e.g. `pimesh`.
+    pub base: String,
+}
+
+impl Topics {
+    /// `<base>/mesh/owner`: the broker owner's retained hello.
+    pub fn owner(&self) -> String {
+        format!("{}/mesh/owner", self.base)
+    }
+    /// `<base>/mesh/<uuid>/hello`: an introduction, retained on a peer's broker.
+    pub fn hello(&self, uuid: Uuid) -> String {
+        format!("{}/mesh/{uuid}/hello", self.base)
+    }
+    /// `<base>/mesh/+/hello`: every introduction.
+    pub fn hello_filter(&self) -> String {
+        format!("{}/mesh/+/hello", self.base)
+    }
+    /// `<base>/mesh/<uuid>/status`: `online`/`offline`; the last will of a peer link.
+    pub fn status(&self, uuid: Uuid) -> String {
+        format!("{}/mesh/{uuid}/status", self.base)
+    }
+    /// `<base>/mesh/+/status`.
+    pub fn status_filter(&self) -> String {
+        format!("{}/mesh/+/status", self.base)
+    }
+    /// `<base>/mesh/<uuid>/beat`.
+    pub fn beat(&self, uuid: Uuid) -> String {
+        format!("{}/mesh/{uuid}/beat", self.base)
+    }
+    /// `<base>/mesh/<uuid>/updates`.
+    pub fn updates(&self, uuid: Uuid) -> String {
+        format!("{}/mesh/{uuid}/updates", self.base)
+    }
+    /// `<base>/mesh/<uuid>/sync-req`.
+    pub fn sync_req(&self, uuid: Uuid) -> String {
+        format!("{}/mesh/{uuid}/sync-req", self.base)
+    }
+    /// `<base>/mesh/+/sync-req`: sync requests peers leave on our broker.
+    pub fn sync_req_filter(&self) -> String {
+        format!("{}/mesh/+/sync-req", self.base)
+    }
+    /// `<base>/mesh/<responder>/sync/<requester>`.
+    pub fn sync_page(&self, responder: Uuid, requester: Uuid) -> String {
+        format!("{}/mesh/{responder}/sync/{requester}", self.base)
+    }
+
+    /// What a mesh topic is, with the UUID it is scoped by.
+    pub fn classify(&self, topic: &str) -> Option<(Uuid, Kind)> {
+        let rest = topic.strip_prefix(&self.base)?.strip_prefix("/mesh/")?;
+        if rest == "owner" {
+            return Some((Uuid::nil(), Kind::Owner));
+        }
+        let (uuid, what) = rest.split_once('/')?;
+        let uuid = Uuid::parse_str(uuid).ok()?;
+        let kind = match what {
+            "hello" => Kind::Hello,
+            "status" => Kind::Status,
+            "beat" => Kind::Beat,
+            "updates" => Kind::Updates,
+            "sync-req" => Kind::SyncReq,
+            other => Kind::SyncPage(Uuid::parse_str(other.strip_prefix("sync/")?).ok()?),
+        };
+        Some((uuid, kind))
+    }
+}
+
+/// The kinds of mesh topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The broker owner's hello.
+    Owner,
+    /// An introduction.
+    Hello,
+    /// A status / last will.
+    Status,
+    /// A heartbeat.
+    Beat,
+    /// The live stream.
+    Updates,
+    /// A sync request.
+    SyncReq,
+    /// A sync page for the given requester.
+    SyncPage(Uuid),
+}
+
+/// Objects an update batch touches, deduplicated, in order of first appearance.
+pub fn touched(updates: &[Update]) -> Vec<ObjectId> {
+    let mut ids: Vec<ObjectId> = Vec::new();
+    for u in updates {
+        if !ids.contains(&u.object) {
+            ids.push(u.object.clone());
+        }
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Stamp;
+    use crate::model::Value;
+
+    fn update(origin: Uuid, seq: u64) -> Update {
+        Update {
+            object: ObjectId::new("o").unwrap(),
+            prop: format!("p{seq}"),
+            value: Value::Bool(true),
+            stamp: Stamp { wall_ms: seq, counter: 0, origin },
+            seq,
+        }
+    }
+
+    #[test]
+    fn pages_follow_the_cursor_and_say_when_more_follow() {
+        let o = Uuid::new_v4();
+        let delta: Vec<Update> = (1..=(PAGE as u64 + 5)).map(|s| update(o, s)).collect();
+        let (first, more) = page(&delta, None);
+        assert_eq!((first.len(), more), (PAGE, true));
+        let last = first.last().map(|u| (u.stamp.origin, u.seq));
+        let (second, more) = page(&delta, last);
+        assert_eq!((second.len(), more), (5, false));
+        assert_eq!(second[0].seq, PAGE as u64 + 1);
+    }
+
+    #[test]
+    fn topics_round_trip_through_classify() {
+        let t = Topics { base: "pimesh".into() };
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(t.classify(&t.owner()), Some((Uuid::nil(), Kind::Owner)));
+        assert_eq!(t.classify(&t.hello(a)), Some((a, Kind::Hello)));
+        assert_eq!(t.classify(&t.beat(a)), Some((a, Kind::Beat)));
+        assert_eq!(t.classify(&t.updates(a)), Some((a, Kind::Updates)));
+        assert_eq!(t.classify(&t.sync_req(a)), Some((a, Kind::SyncReq)));
+        assert_eq!(t.classify(&t.sync_page(a, b)), Some((a, Kind::SyncPage(b))));
+        assert_eq!(t.classify("pimesh/mesh/not-a-uuid/beat"), None);
+        assert_eq!(t.classify("pimesh/relay-1"), None);
+    }
+}
