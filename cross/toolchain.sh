@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a Docker-free cross build of pimesh needs for one target, and nothing that is
 # already there: the Rust standard library for the target (rustup) and Debian's cross linker
-# (apt, as root or through sudo). The linkers are named in .cargo/config.toml.
+# and its C library (apt, as root or through sudo). The linkers are named in .cargo/config.toml.
 #
 #   cross/toolchain.sh aarch64-unknown-linux-musl
 set -euo pipefail
@@ -10,9 +10,9 @@ target="${1:?usage: cross/toolchain.sh TARGET (e.g. aarch64-unknown-linux-musl)}
 
 case "$target" in
   aarch64-unknown-linux-gnu | aarch64-unknown-linux-musl)
-    linker=aarch64-linux-gnu-gcc package=gcc-aarch64-linux-gnu ;;
+    linker=aarch64-linux-gnu-gcc packages="gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;;
   armv7-unknown-linux-gnueabihf)
-    linker=arm-linux-gnueabihf-gcc package=gcc-arm-linux-gnueabihf ;;
+    linker=arm-linux-gnueabihf-gcc packages="gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" ;;
   *)
     echo "cross/toolchain.sh: no Docker-free recipe for $target." >&2
     echo "  Supported: aarch64-unknown-linux-musl, aarch64-unknown-linux-gnu, armv7-unknown-linux-gnueabihf." >&2
@@ -30,16 +30,26 @@ if ! rustc --print target-libdir --target "$target" 2>/dev/null | xargs -r test 
   rustup target add "$target"
 fi
 
-if ! command -v "$linker" >/dev/null 2>&1; then
+# The cross gcc links; its C library (only a Recommends of gcc) holds the gnu targets' crt files.
+missing=""
+for package in $packages; do
+  if command -v dpkg-query >/dev/null 2>&1; then
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $package"
+  elif ! command -v "$linker" >/dev/null 2>&1; then
+    missing="$missing $package"
+  fi
+done
+if [ -n "$missing" ]; then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null 2>&1 || {
-      echo "cross/toolchain.sh: $linker is missing; as root run: apt-get install $package" >&2
+      echo "cross/toolchain.sh: missing$missing; as root run: apt-get install$missing" >&2
       exit 1
     }
     sudo=sudo
   fi
-  echo "cross/toolchain.sh: apt-get install $package (for $linker)"
+  echo "cross/toolchain.sh: apt-get install$missing (for $linker)"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$package"
+  # shellcheck disable=SC2086 # one word per package
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
 fi
