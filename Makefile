@@ -34,3 +34,39 @@ lint:
 
 release:
 	$(CARGO) build --release
+
+# --- Raspberry Pi: cross builds, deploy, package (files in cross/, see cross/README.md) ---
+#
+#   make pi [TARGET=…]                       build the release binary for a Pi
+#   make deploy PI=pi@kitchen.local [TARGET=…] [CONFIG=pimesh.toml] [DRY_RUN=1]
+#   make deb [TARGET=…]                      build the .deb (arm64 or armhf from TARGET)
+#   make ship-test                           cross builds under qemu, unit, .deb, deploy dry run
+
+TARGET ?= aarch64-unknown-linux-musl
+CROSS_CONFIG ?= cross/Cross.toml
+export CROSS_CONFIG
+
+.PHONY: pi deploy deb ship-test
+
+# cross (in Docker) when a Docker engine answers, else rustup's target and Debian's cross linker.
+pi:
+	@if command -v cross >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	  echo "make pi: cross build --release --target $(TARGET) (Docker, $(CROSS_CONFIG))"; \
+	  cross build --release --target $(TARGET); \
+	else \
+	  echo "make pi: no cross or no Docker engine: building with the local toolchain"; \
+	  bash cross/toolchain.sh $(TARGET) && $(CARGO) build --release --target $(TARGET); \
+	fi
+
+deploy:
+	@test -n "$(PI)" || { echo "make deploy: name the Pi, e.g. make deploy PI=pi@kitchen.local"; exit 2; }
+	$(if $(DRY_RUN),,$(MAKE) pi TARGET=$(TARGET))
+	bash cross/deploy.sh --target $(TARGET) $(if $(CONFIG),--config $(CONFIG)) $(if $(DRY_RUN),--dry-run) $(PI)
+
+# cargo-deb picks the Debian architecture from the target (arm64, armhf).
+deb: pi
+	@command -v cargo-deb >/dev/null 2>&1 || $(CARGO) install cargo-deb --locked
+	$(CARGO) deb --no-build --target $(TARGET)
+
+ship-test:
+	bash tests/ship.sh
