@@ -25,8 +25,10 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
 	fi
 
+# The whole suite: unit and end-to-end tests, then the Pi builds under qemu, the unit and the .deb.
 test: deps
 	$(CARGO) test --all-targets
+	bash tests/ship.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -21,9 +21,9 @@ pub const PORT_SEARCH_SPAN: u16 = 100;
 pub const MAX_CONNECTIONS: usize = 256;
 /// Largest MQTT payload accepted (a full-house `get` reply or snapshot chunk must fit).
 pub const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
-/// Per-topic log segment size in bytes.
-pub const SEGMENT_SIZE: usize = 256 * 1024;
-/// Per-topic number of segments kept.
+/// Per-topic log segment size in bytes (default of `[broker] segment-bytes`).
+pub const SEGMENT_SIZE: usize = 1024 * 1024;
+/// Per-topic number of segments kept (default of `[broker] segment-count`).
 pub const SEGMENT_COUNT: usize = 2;
 /// Unacknowledged QoS1 packets per connection.
 pub const MAX_INFLIGHT: usize = 256;
@@ -74,9 +74,13 @@ pub struct Broker {
 
 /// Starts rumqttd on `bind` and the chosen port, and returns once it accepts connections
 /// with TCP_NODELAY on.
-pub fn start(bind: IpAddr, choice: PortChoice) -> Result<Broker, BrokerError> {
+pub fn start(
+    bind: IpAddr,
+    choice: PortChoice,
+    segments: (usize, usize),
+) -> Result<Broker, BrokerError> {
     let port = choose_port(bind, choice)?;
-    let mut broker = rumqttd::Broker::new(config(bind, port));
+    let mut broker = rumqttd::Broker::new(config(bind, port, segments));
     let (died_tx, died) = tokio::sync::oneshot::channel();
     let (ended_tx, ended_rx) = mpsc::channel::<()>();
     std::thread::Builder::new()
@@ -127,8 +131,9 @@ fn choose_port(bind: IpAddr, choice: PortChoice) -> Result<u16, BrokerError> {
     }
 }
 
-/// The rumqttd configuration: one MQTT 3.1.1 listener and explicit limits.
-fn config(bind: IpAddr, port: u16) -> rumqttd::Config {
+/// The rumqttd configuration: one MQTT 3.1.1 listener and explicit limits; `segments` is
+/// (bytes per segment, segments per topic).
+fn config(bind: IpAddr, port: u16, segments: (usize, usize)) -> rumqttd::Config {
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 5000,
         max_payload_size: MAX_PAYLOAD,
@@ -149,8 +154,8 @@ fn config(bind: IpAddr, port: u16) -> rumqttd::Config {
         router: rumqttd::RouterConfig {
             max_connections: MAX_CONNECTIONS,
             max_outgoing_packet_count: MAX_OUTGOING,
-            max_segment_size: SEGMENT_SIZE,
-            max_segment_count: SEGMENT_COUNT,
+            max_segment_size: segments.0,
+            max_segment_count: segments.1,
             custom_segment: None,
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),

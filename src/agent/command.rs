@@ -86,14 +86,18 @@ impl Agent {
                         object,
                         cmd,
                         Outcome::Unavailable,
-                        Some(format!("{id} is a virtual object this instance does not run")),
+                        Some(format!(
+                            "{id} is a virtual object this instance does not run"
+                        )),
                     );
                 }
                 other => {
                     let kind = other.unwrap_or("object").to_string();
                     return rejected(
                         self,
-                        format!("{id} is an {kind}; its state comes from its pin and cannot be set"),
+                        format!(
+                            "{id} is an {kind}; its state comes from its pin and cannot be set"
+                        ),
                     );
                 }
             }
@@ -121,7 +125,12 @@ impl Agent {
             let Some(relay) = self.relays.get_mut(&id) else {
                 let holder = holders
                     .first()
-                    .map(|u| self.peers.name_of(*u).map(str::to_string).unwrap_or(u.to_string()))
+                    .map(|u| {
+                        self.peers
+                            .name_of(*u)
+                            .map(str::to_string)
+                            .unwrap_or(u.to_string())
+                    })
                     .unwrap_or_else(|| "no instance".into());
                 return self.reply(
                     object,
@@ -233,7 +242,11 @@ impl Agent {
         }
         let rows = self.peers.rows(&self.my_addrs(), crate::clock::now_ms());
         let payload = serde_json::to_vec(&rows).unwrap_or_default();
-        if let Err(e) = self.link.publish(&req.reply_to, Qos::AtLeastOnce, false, payload).await {
+        if let Err(e) = self
+            .link
+            .publish(&req.reply_to, Qos::AtLeastOnce, false, payload)
+            .await
+        {
             tracing::warn!(error = %e, "could not answer a peers request");
         }
     }

@@ -128,7 +128,9 @@ impl Agent {
                 let topic = self.topics.hello(self.uuid);
                 let _ = link.publish(&topic, Qos::AtLeastOnce, true, hello).await;
                 let status = self.topics.status(self.uuid);
-                let _ = link.publish(&status, Qos::AtLeastOnce, true, "online").await;
+                let _ = link
+                    .publish(&status, Qos::AtLeastOnce, true, "online")
+                    .await;
             }
             LinkEvent::Subscribed => {
                 if std::mem::take(&mut pl.sync_on_suback) {
@@ -168,10 +170,17 @@ impl Agent {
             },
             Kind::Beat => match serde_json::from_slice::<Beat>(payload) {
                 Ok(beat) => {
-                    let changes = self.peers.heard(uuid, Some(&beat.name), Instant::now(), clock::now_ms());
+                    let changes =
+                        self.peers
+                            .heard(uuid, Some(&beat.name), Instant::now(), clock::now_ms());
                     self.on_changes(changes).await;
                     let ahead = beat.vv.iter().any(|(origin, seq)| {
-                        *seq > self.replica.version_vector().get(origin).copied().unwrap_or(0)
+                        *seq > self
+                            .replica
+                            .version_vector()
+                            .get(origin)
+                            .copied()
+                            .unwrap_or(0)
                     });
                     if ahead {
                         self.start_sync(uuid).await;
@@ -181,14 +190,19 @@ impl Agent {
             },
             Kind::Updates => match serde_json::from_slice::<Batch>(payload) {
                 Ok(batch) => {
-                    let (own, forged): (Vec<_>, Vec<_>) =
-                        batch.updates.into_iter().partition(|u| u.stamp.origin == uuid);
+                    let (own, forged): (Vec<_>, Vec<_>) = batch
+                        .updates
+                        .into_iter()
+                        .partition(|u| u.stamp.origin == uuid);
                     if !forged.is_empty() {
                         tracing::warn!(peer = %addr, count = forged.len(), "dropping updates a peer sent for another origin");
                     }
-                    let changes = self.peers.heard(uuid, None, Instant::now(), clock::now_ms());
+                    let changes = self
+                        .peers
+                        .heard(uuid, None, Instant::now(), clock::now_ms());
                     self.on_changes(changes).await;
-                    if !self.apply_remote(&own).is_empty() {
+                    if !self.apply_remote(&own).is_empty() && !self.syncs.contains_key(&uuid) {
+                        tracing::info!(peer = %addr, "gap in the live stream (messages lost); syncing");
                         self.start_sync(uuid).await;
                     }
                 }
@@ -262,7 +276,9 @@ impl Agent {
                 }
                 tracing::info!(peer = %addr, name = %hello.name, %uuid, "peer identified");
                 // Its broker answered with its retained hello: its process is alive.
-                let changes = self.peers.heard(uuid, None, Instant::now(), clock::now_ms());
+                let changes = self
+                    .peers
+                    .heard(uuid, None, Instant::now(), clock::now_ms());
                 self.on_changes(changes).await;
                 self.learn(&hello);
                 self.publish_owner_hello().await;
@@ -302,7 +318,11 @@ impl Agent {
         let payload = serde_json::to_vec(&hello).unwrap_or_default();
         self.last_hello = Some(hello);
         let topic = self.topics.owner();
-        if let Err(e) = self.link.publish(&topic, Qos::AtLeastOnce, true, payload).await {
+        if let Err(e) = self
+            .link
+            .publish(&topic, Qos::AtLeastOnce, true, payload)
+            .await
+        {
             tracing::warn!(error = %e, "cannot publish our hello");
         }
     }
@@ -411,7 +431,11 @@ impl Agent {
         }
         let payload = serde_json::to_vec(&page).unwrap_or_default();
         let topic = self.topics.sync_page(self.uuid, requester);
-        if let Err(e) = self.link.publish(&topic, Qos::AtLeastOnce, false, payload).await {
+        if let Err(e) = self
+            .link
+            .publish(&topic, Qos::AtLeastOnce, false, payload)
+            .await
+        {
             tracing::warn!(error = %e, "cannot answer a sync request");
         }
     }
@@ -455,7 +479,10 @@ impl Agent {
         };
         let payload = serde_json::to_vec(&beat).unwrap_or_default();
         let topic = self.topics.beat(self.uuid);
-        let _ = self.link.publish(&topic, Qos::AtMostOnce, false, payload).await;
+        let _ = self
+            .link
+            .publish(&topic, Qos::AtMostOnce, false, payload)
+            .await;
         let changes = self.peers.expire(Instant::now());
         self.on_changes(changes).await;
         self.syncs.retain(|_, s| s.sent.elapsed() < SYNC_TIMEOUT);
@@ -481,7 +508,10 @@ impl Agent {
             }
             let topic = api::status_topic(&self.base, uuid);
             let word = if online { "online" } else { "offline" };
-            let _ = self.link.publish(&topic, Qos::AtLeastOnce, true, word).await;
+            let _ = self
+                .link
+                .publish(&topic, Qos::AtLeastOnce, true, word)
+                .await;
             let held: Vec<_> = self
                 .replica
                 .objects()
@@ -496,7 +526,10 @@ impl Agent {
     pub(super) async fn leave_mesh(&mut self) {
         let topic = self.topics.status(self.uuid);
         for pl in self.links.values() {
-            let _ = pl.link.publish(&topic, Qos::AtLeastOnce, true, "offline").await;
+            let _ = pl
+                .link
+                .publish(&topic, Qos::AtLeastOnce, true, "offline")
+                .await;
             pl.link.disconnect().await;
         }
         for (_, pl) in self.links.drain() {

@@ -60,7 +60,9 @@ pub enum AgentError {
     Broker(#[from] broker::BrokerError),
     #[error("{0}")]
     Hardware(#[from] hal::HalError),
-    #[error("the embedded broker stopped unexpectedly; exiting so the service manager restarts pimesh")]
+    #[error(
+        "the embedded broker stopped unexpectedly; exiting so the service manager restarts pimesh"
+    )]
     BrokerDied,
 }
 
@@ -151,7 +153,11 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     let (store, replica) = Store::open(&data_dir.join("store"), uuid)?;
     let base = settings.config.base_topic.clone();
 
-    let mut broker = broker::start(settings.bind, settings.port)?;
+    let segments = (
+        settings.config.broker.segment_bytes,
+        settings.config.broker.segment_count,
+    );
+    let mut broker = broker::start(settings.bind, settings.port, segments)?;
     let mut gpio = hal::open(settings.config.board.backend, &data_dir)?;
 
     // The link outlives `cancel` so that `offline` can still be published on the way out.
@@ -174,7 +180,12 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         replica,
         store,
         relays: BTreeMap::new(),
-        virtuals: settings.config.virtuals.iter().map(|v| v.id.clone()).collect(),
+        virtuals: settings
+            .config
+            .virtuals
+            .iter()
+            .map(|v| v.id.clone())
+            .collect(),
         inputs: Vec::new(),
         link,
         internal,
@@ -316,8 +327,7 @@ impl Agent {
                 }
                 self.last_hello = None;
                 self.publish_owner_hello().await;
-                let ids: Vec<ObjectId> =
-                    self.replica.objects().map(|(id, _)| id.clone()).collect();
+                let ids: Vec<ObjectId> = self.replica.objects().map(|(id, _)| id.clone()).collect();
                 self.dirty.extend(ids);
             }
             LinkEvent::Subscribed => {}

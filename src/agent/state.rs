@@ -71,7 +71,7 @@ impl Agent {
                 (model::NAME.into(), v.name.as_str().into()),
                 (model::DELETED.into(), false.into()),
             ];
-            if !self.replica.get(&v.id).is_some_and(|o| !o.is_deleted()) {
+            if self.replica.get(&v.id).is_none_or(|o| o.is_deleted()) {
                 props.push((model::ROOM.into(), v.room.as_str().into()));
                 props.push((model::X.into(), v.x.into()));
                 props.push((model::Y.into(), v.y.into()));
@@ -196,7 +196,11 @@ impl Agent {
                     updates: chunk.to_vec(),
                 };
                 let payload = serde_json::to_vec(&batch).unwrap_or_default();
-                if let Err(e) = self.link.publish(&topic, Qos::AtLeastOnce, false, payload).await {
+                if let Err(e) = self
+                    .link
+                    .publish(&topic, Qos::AtLeastOnce, false, payload)
+                    .await
+                {
                     tracing::warn!(error = %e, "could not send updates to the mesh; anti-entropy will");
                 }
             }
@@ -214,7 +218,11 @@ impl Agent {
             Some(obj) if !obj.is_deleted() => self.state_json(id).to_string().into_bytes(),
             _ => Vec::new(),
         };
-        if let Err(e) = self.link.publish(&topic, Qos::AtLeastOnce, true, payload).await {
+        if let Err(e) = self
+            .link
+            .publish(&topic, Qos::AtLeastOnce, true, payload)
+            .await
+        {
             tracing::warn!(%topic, error = %e, "could not publish state");
         }
     }
@@ -240,7 +248,12 @@ impl Agent {
                 many => {
                     let names: Vec<String> = many
                         .iter()
-                        .map(|u| self.peers.name_of(*u).map(str::to_string).unwrap_or(u.to_string()))
+                        .map(|u| {
+                            self.peers
+                                .name_of(*u)
+                                .map(str::to_string)
+                                .unwrap_or(u.to_string())
+                        })
                         .collect();
                     map.insert("conflict".into(), names.into());
                     map.insert("available".into(), false.into());

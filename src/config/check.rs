@@ -126,6 +126,10 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             base_port: nonzero_port(&src, "base-port", raw.broker.base_port)?
                 .unwrap_or(DEFAULT_BASE_PORT),
             bind: bind_address(&src, raw.broker.bind)?,
+            segment_bytes: at_least(&src, "segment-bytes", raw.broker.segment_bytes, 1024)?
+                .unwrap_or(crate::broker::SEGMENT_SIZE),
+            segment_count: at_least(&src, "segment-count", raw.broker.segment_count, 1)?
+                .unwrap_or(crate::broker::SEGMENT_COUNT),
         },
         mesh,
         relays,
@@ -172,6 +176,22 @@ fn base_topic(src: &Source, topic: Spanned<String>) -> Result<String, ConfigErro
     match problem {
         Some(p) => Err(src.error(topic.span(), format!("base-topic {t:?} {p}"))),
         None => Ok(topic.into_inner()),
+    }
+}
+
+/// A broker limit with a floor below which rumqttd cannot work (it panics on segments under
+/// 1 KiB or a count of 0).
+fn at_least(
+    src: &Source,
+    key: &str,
+    value: Option<Spanned<usize>>,
+    min: usize,
+) -> Result<Option<usize>, ConfigError> {
+    match value {
+        Some(v) if *v.get_ref() < min => {
+            Err(src.error(v.span(), format!("broker {key} must be at least {min}")))
+        }
+        other => Ok(other.map(Spanned::into_inner)),
     }
 }
 

@@ -71,6 +71,11 @@ pub struct BrokerConfig {
     pub base_port: u16,
     /// Address to listen on; `0.0.0.0` serves the whole LAN, `127.0.0.1` only this host.
     pub bind: IpAddr,
+    /// Bytes per topic log segment: with `segment_count`, how far a slow subscriber may fall
+    /// behind on one topic before the broker drops messages for it (the mesh repairs that).
+    pub segment_bytes: usize,
+    /// Segments kept per topic.
+    pub segment_count: usize,
 }
 
 /// The `[mesh]` table.

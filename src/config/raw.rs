@@ -77,6 +77,10 @@ pub(super) struct RawBroker {
     pub base_port: Option<Spanned<u16>>,
     /// Address to listen on; checked to be an IP address.
     pub bind: Option<Spanned<String>>,
+    /// Bytes per topic log segment in the broker; checked against a minimum.
+    pub segment_bytes: Option<Spanned<usize>>,
+    /// Segments kept per topic; checked against a minimum.
+    pub segment_count: Option<Spanned<usize>>,
 }
 
 /// The `[mesh]` table.

@@ -61,7 +61,9 @@ fn an_empty_file_gives_every_default() {
             broker: BrokerConfig {
                 port: None,
                 base_port: 1883,
-                bind: "0.0.0.0".parse().unwrap()
+                bind: "0.0.0.0".parse().unwrap(),
+                segment_bytes: crate::broker::SEGMENT_SIZE,
+                segment_count: crate::broker::SEGMENT_COUNT,
             },
             mesh: MeshConfig {
                 peers: vec![],
@@ -70,6 +72,7 @@ fn an_empty_file_gives_every_default() {
             },
             relays: vec![],
             inputs: vec![],
+            virtuals: vec![],
         }
     );
 }
@@ -165,7 +168,9 @@ fn every_key_is_read() {
         BrokerConfig {
             port: Some(1884),
             base_port: 2000,
-            bind: "127.0.0.1".parse().unwrap()
+            bind: "127.0.0.1".parse().unwrap(),
+            segment_bytes: crate::broker::SEGMENT_SIZE,
+            segment_count: crate::broker::SEGMENT_COUNT,
         }
     );
     assert_eq!(
@@ -239,7 +244,7 @@ fn an_unknown_key_lists_the_allowed_ones() {
     );
     assert_eq!(
         refusal(&["[broker]", "ports = 1883"]),
-        "house.toml:2: unknown field `ports`, expected one of `port`, `base-port`, `bind`"
+        "house.toml:2: unknown field `ports`, expected one of `port`, `base-port`, `bind`, `segment-bytes`, `segment-count`"
     );
 }
 
@@ -439,5 +444,37 @@ fn object_settings_are_checked() {
     assert_eq!(
         refusal(&["[[relay]]", "id = \"r\"", "pin = 17", "room = \"\""]),
         "house.toml:4: relay \"r\": room is empty; leave the key out for \"unassigned\""
+    );
+}
+
+#[test]
+fn broker_segments_below_what_rumqttd_accepts_are_refused() {
+    assert_eq!(
+        refusal(&["[broker]", "segment-bytes = 512"]),
+        "house.toml:2: broker segment-bytes must be at least 1024"
+    );
+    assert_eq!(
+        refusal(&["[broker]", "segment-count = 0"]),
+        "house.toml:2: broker segment-count must be at least 1"
+    );
+}
+
+#[test]
+fn virtual_objects_share_the_id_space() {
+    let config = accepted(&["[[virtual]]", "id = \"vacation-mode\"", "room = \"house\""]);
+    assert_eq!(config.virtuals[0].id.as_str(), "vacation-mode");
+    assert_eq!(config.virtuals[0].room, "house");
+    let err = refusal(&[
+        "[board]",
+        "backend = \"sim\"",
+        "[[relay]]",
+        "id = \"x\"",
+        "pin = 17",
+        "[[virtual]]",
+        "id = \"x\"",
+    ]);
+    assert_eq!(
+        err,
+        "house.toml:7: object id \"x\" is already used by the relay on line 4; ids must be unique across all objects"
     );
 }

@@ -139,7 +139,10 @@ impl Peers {
             return Vec::new();
         };
         link.connected = false;
-        match link.uuid.and_then(|u| self.instances.get_mut(&u).map(|i| (u, i))) {
+        match link
+            .uuid
+            .and_then(|u| self.instances.get_mut(&u).map(|i| (u, i)))
+        {
             Some((uuid, inst)) if inst.online => {
                 inst.online = false;
                 vec![Change::Offline(uuid)]
@@ -179,7 +182,13 @@ impl Peers {
     }
 
     /// Heard from `uuid` (a heartbeat or any message on its broker) at `now`.
-    pub fn heard(&mut self, uuid: Uuid, name: Option<&str>, now: Instant, wall_ms: u64) -> Vec<Change> {
+    pub fn heard(
+        &mut self,
+        uuid: Uuid,
+        name: Option<&str>,
+        now: Instant,
+        wall_ms: u64,
+    ) -> Vec<Change> {
         let linked = self
             .links
             .values()
@@ -323,10 +332,20 @@ mod tests {
         assert_eq!(p.heard(b, None, t0, 1), vec![Change::Online(b)]);
         assert!(p.is_alive(b));
         assert_eq!(p.expire(t0 + OFFLINE_AFTER), vec![]);
-        assert_eq!(p.expire(t0 + OFFLINE_AFTER + Duration::from_millis(1)), vec![Change::Offline(b)]);
-        assert_eq!(p.heard(b, None, t0 + Duration::from_secs(5), 2), vec![Change::Online(b)]);
+        assert_eq!(
+            p.expire(t0 + OFFLINE_AFTER + Duration::from_millis(1)),
+            vec![Change::Offline(b)]
+        );
+        assert_eq!(
+            p.heard(b, None, t0 + Duration::from_secs(5), 2),
+            vec![Change::Online(b)]
+        );
         assert_eq!(p.link_down("h:1"), vec![Change::Offline(b)]);
-        assert_eq!(p.heard(b, None, t0 + Duration::from_secs(6), 3), vec![], "no link, not online");
+        assert_eq!(
+            p.heard(b, None, t0 + Duration::from_secs(6), 3),
+            vec![],
+            "no link, not online"
+        );
     }
 
     #[test]
@@ -340,7 +359,10 @@ mod tests {
         p.add_link("h:1");
         p.add_link("10.0.0.2:1");
         assert_eq!(p.identify("h:1", &hello(b, "b")), Identified::Peer(b));
-        assert_eq!(p.identify("10.0.0.2:1", &hello(b, "b")), Identified::Duplicate);
+        assert_eq!(
+            p.identify("10.0.0.2:1", &hello(b, "b")),
+            Identified::Duplicate
+        );
         assert_eq!(p.known().len(), 1);
     }
 

@@ -206,7 +206,11 @@ mod tests {
             object: ObjectId::new("o").unwrap(),
             prop: format!("p{seq}"),
             value: Value::Bool(true),
-            stamp: Stamp { wall_ms: seq, counter: 0, origin },
+            stamp: Stamp {
+                wall_ms: seq,
+                counter: 0,
+                origin,
+            },
             seq,
         }
     }
@@ -225,7 +229,9 @@ mod tests {
 
     #[test]
     fn topics_round_trip_through_classify() {
-        let t = Topics { base: "pimesh".into() };
+        let t = Topics {
+            base: "pimesh".into(),
+        };
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         assert_eq!(t.classify(&t.owner()), Some((Uuid::nil(), Kind::Owner)));
         assert_eq!(t.classify(&t.hello(a)), Some((a, Kind::Hello)));

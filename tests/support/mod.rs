@@ -42,6 +42,8 @@ pub struct Agent {
     pub port: u16,
     /// Extra arguments it was started with (for restarts).
     args: Vec<String>,
+    /// Network namespace it runs in, if not the test's own.
+    pub netns: Option<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -59,12 +61,29 @@ impl Agent {
     /// Starts `pimesh run` with a given data dir and port.
     pub fn start_in(dir: &Path, port: u16, extra: &[&str]) -> Agent {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = spawn(dir, port, &args);
+        let child = spawn(dir, port, &args, None);
         let mut agent = Agent {
             child,
             dir: dir.to_path_buf(),
             port,
             args,
+            netns: None,
+            _tmp: None,
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    /// Starts `pimesh run` inside network namespace `netns`.
+    pub fn start_in_netns(netns: &str, dir: &Path, port: u16, extra: &[&str]) -> Agent {
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let child = spawn(dir, port, &args, Some(netns));
+        let mut agent = Agent {
+            child,
+            dir: dir.to_path_buf(),
+            port,
+            args,
+            netns: Some(netns.to_string()),
             _tmp: None,
         };
         agent.wait_ready();
@@ -76,6 +95,7 @@ impl Agent {
         let pid = self.child.id();
         let info = self.dir.join("agent.json");
         let port = self.port;
+        let netns = self.netns.clone();
         let child = &mut self.child;
         wait_until("agent to start", || {
             if let Ok(Some(status)) = child.try_wait() {
@@ -84,7 +104,7 @@ impl Agent {
             let ok = std::fs::read_to_string(&info)
                 .map(|t| t.contains(&format!("\"pid\": {pid}")))
                 .unwrap_or(false);
-            ok && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            ok && (netns.is_some() || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
         });
     }
 
@@ -112,7 +132,7 @@ impl Agent {
 
     /// Starts the same agent again (same data dir, port and args).
     pub fn restart(&mut self) {
-        self.child = spawn(&self.dir, self.port, &self.args);
+        self.child = spawn(&self.dir, self.port, &self.args, self.netns.as_deref());
         self.wait_ready();
     }
 
@@ -140,7 +160,15 @@ impl Agent {
         let mut all: Vec<&str> = args.to_vec();
         let dir = self.dir.to_string_lossy().to_string();
         all.extend(["--data-dir", &dir]);
-        cli(&all)
+        match &self.netns {
+            None => cli(&all),
+            Some(ns) => Command::new("ip")
+                .args(["netns", "exec", ns, bin()])
+                .args(&all)
+                .env("RUST_LOG", "warn")
+                .output()
+                .expect("run pimesh in netns"),
+        }
     }
 
     /// `pimesh get OBJECT --json` as parsed JSON.
@@ -167,8 +195,16 @@ impl Drop for Agent {
     }
 }
 
-fn spawn(dir: &Path, port: u16, args: &[String]) -> Child {
-    let mut cmd = Command::new(bin());
+fn spawn(dir: &Path, port: u16, args: &[String], netns: Option<&str>) -> Child {
+    let mut cmd = match netns {
+        None => Command::new(bin()),
+        Some(ns) => {
+            // `ip netns exec` execs the program, so the child's pid is the agent's.
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, bin()]);
+            c
+        }
+    };
     cmd.arg("run")
         .arg("--data-dir")
         .arg(dir)
@@ -188,6 +224,167 @@ fn spawn(dir: &Path, port: u16, args: &[String]) -> Child {
             .unwrap_or(Stdio::null()),
     );
     cmd.spawn().expect("start pimesh")
+}
+
+/// A config for a sim board holding `<p>-light` (GPIO 17), `<p>-fan` (GPIO 27) and
+/// `<p>-button` (GPIO 5, pull-up, active low), so instances of one mesh have distinct objects.
+pub fn node_config(p: &str) -> String {
+    format!(
+        "[board]\nbackend = \"sim\"\n\
+         [[relay]]\nid = \"{p}-light\"\npin = 17\nroom = \"room-{p}\"\n\
+         [[relay]]\nid = \"{p}-fan\"\npin = 27\nroom = \"room-{p}\"\n\
+         [[input]]\nid = \"{p}-button\"\npin = 5\npull = \"up\"\nactive-low = true\n"
+    )
+}
+
+/// Starts an agent named `name` with `config` (written into its data dir) and extra args.
+pub fn start_node(name: &str, config: &str, extra: &[&str]) -> Agent {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = tmp.path().join("pimesh.toml");
+    std::fs::write(&cfg, config).expect("write config");
+    let mut args: Vec<String> = vec![
+        "--name".into(),
+        name.into(),
+        "--config".into(),
+        cfg.to_string_lossy().into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let dir = tmp.path().join("data");
+    let mut a = Agent::start_in(&dir, free_port(), &args);
+    a._tmp = Some(tmp);
+    a
+}
+
+/// A network namespace joined to the test's own by a veth pair: a second host for partition
+/// tests. Removed on drop.
+pub struct Netns {
+    /// Namespace name.
+    pub name: String,
+    /// The veth end in the test's namespace; bringing it down cuts the namespace off.
+    host_if: String,
+    /// Address of the test's end, reachable from inside.
+    pub host_ip: String,
+    /// Address of the inside end, reachable from the test.
+    pub inner_ip: String,
+}
+
+impl Netns {
+    /// Creates the namespace and its link (needs root, as CI has).
+    pub fn create() -> Netns {
+        let id = std::process::id() % 10_000;
+        let net = 1 + std::process::id() % 250;
+        let ns = Netns {
+            name: format!("pimesh-test-{id}"),
+            host_if: format!("pmh{id}"),
+            host_ip: format!("10.213.{net}.1"),
+            inner_ip: format!("10.213.{net}.2"),
+        };
+        let inner_if = format!("pmi{id}");
+        let _ = Command::new("ip").args(["netns", "del", &ns.name]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &ns.host_if])
+            .status();
+        ns.ip(&["netns", "add", &ns.name]);
+        ns.ip(&[
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &inner_if,
+        ]);
+        ns.ip(&["link", "set", &inner_if, "netns", &ns.name]);
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", ns.host_ip),
+            "dev",
+            &ns.host_if,
+        ]);
+        ns.ip(&["link", "set", &ns.host_if, "up"]);
+        let inner_cidr = format!("{}/24", ns.inner_ip);
+        let inside: [&[&str]; 3] = [
+            &["addr", "add", &inner_cidr, "dev", &inner_if],
+            &["link", "set", &inner_if, "up"],
+            &["link", "set", "lo", "up"],
+        ];
+        for args in inside {
+            let mut all: Vec<&str> = vec!["netns", "exec", &ns.name, "ip"];
+            all.extend_from_slice(args);
+            ns.ip(&all);
+        }
+        ns
+    }
+
+    /// Pulls the cable: nothing crosses until [`heal`](Self::heal).
+    pub fn cut(&self) {
+        self.ip(&["link", "set", &self.host_if, "down"]);
+    }
+
+    /// Plugs the cable back in.
+    pub fn heal(&self) {
+        self.ip(&["link", "set", &self.host_if, "up"]);
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let st = Command::new("ip")
+            .args(args)
+            .status()
+            .expect("ip (iproute2) must be installed");
+        assert!(
+            st.success(),
+            "ip {} failed (network namespace tests need root)",
+            args.join(" ")
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+impl Agent {
+    /// `127.0.0.1:<port>`, for `--peer` and `--via`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Every object as `pimesh get --json` returns it, by id.
+    pub fn all(&self) -> std::collections::BTreeMap<String, serde_json::Value> {
+        let out = self.cli(&["get", "--json", "--timeout", "10"]);
+        if !out.status.success() {
+            return Default::default();
+        }
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        list.into_iter()
+            .filter_map(|o| Some((o["id"].as_str()?.to_string(), o)))
+            .collect()
+    }
+
+    /// `pimesh peers --json`.
+    pub fn peers(&self) -> Vec<serde_json::Value> {
+        let out = self.cli(&["peers", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_default()
+    }
+
+    /// Status of the peer called `name` in this agent's view (`online`, `offline`, …).
+    pub fn peer_status(&self, name: &str) -> String {
+        self.peers()
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["status"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
 }
 
 /// Runs the CLI with `args`.
