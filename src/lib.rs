@@ -18,4 +18,5 @@ pub mod model;
 pub mod mqtt;
 pub mod plugins;
 pub mod replica;
+pub mod router;
 pub mod runtime;

@@ -1,13 +1,17 @@
-//! Commands arriving on the public topics: `…/set` for one object, `agent/get` for all.
+//! Commands arriving on the public topics (`…/set`, `agent/get`, `agent/peers`), and running
+//! a command wherever the router says.
 //!
-//! Every `set` gets exactly one answer when the sender gave a `reply-to` topic, and a log
-//! line either way. Bad input is answered `rejected` and changes nothing.
+//! Every command gets exactly one answer: on the sender's `reply-to` topic for clients, as a
+//! forwarded reply for peers. Bad input is answered `rejected` and changes nothing. Command
+//! ids make execution at-most-once: an executor answers a repeated id from memory.
 
+use super::forward::Origin;
 use super::state::claimants;
 use super::{on_off, Agent};
 use crate::api::{self, Outcome, Reply, Route, SetRequest, Switch};
 use crate::model::{self, ObjectId, Value};
 use crate::mqtt::Qos;
+use crate::router::{self, Target};
 
 impl Agent {
     /// Dispatches a message from our own broker.
@@ -22,9 +26,9 @@ impl Agent {
         }
     }
 
-    /// Handles `<base>/<object>/set`.
+    /// Handles `<base>/<object>/set` from a client.
     async fn on_set(&mut self, object: &str, payload: &[u8]) {
-        let req = match api::parse_set(payload) {
+        let mut req = match api::parse_set(payload) {
             Ok(req) => req,
             Err(e) => {
                 tracing::warn!(%object, error = %e, "rejected command");
@@ -35,112 +39,153 @@ impl Agent {
             }
         };
         if let Some(id) = &req.id {
-            if let Some((_, earlier)) = self.recent.iter().find(|(seen, _)| seen == id) {
+            if self.pending.contains_key(id) {
+                tracing::info!(%object, command = %id, "duplicate of a command in progress: ignored");
+                return;
+            }
+            if let Some(earlier) = self.remembered(id) {
                 tracing::info!(%object, command = %id, "duplicate command: answering again, not executing again");
-                let earlier = earlier.clone();
                 self.answer(req.reply_to.as_deref(), earlier).await;
                 return;
             }
         }
-        let reply = self.execute(object, &req).await;
-        if reply.result == Outcome::Ok {
-            tracing::info!(%object, command = ?req.id, "command executed");
-        } else {
-            tracing::warn!(%object, result = ?reply.result, error = ?reply.error, "command not executed");
-        }
-        if let Some(id) = &req.id {
-            if self.recent.is_full() {
-                self.recent.pop_front();
-            }
-            let _ = self.recent.push_back((id.clone(), reply.clone()));
-        }
-        self.answer(req.reply_to.as_deref(), reply).await;
+        // Forwarded commands need an id for the executor's duplicate check.
+        let id = req
+            .id
+            .get_or_insert_with(|| uuid::Uuid::new_v4().to_string())
+            .clone();
+        let origin = Origin::Client {
+            reply_to: req.reply_to.take(),
+            tried: Vec::new(),
+        };
+        self.dispatch(object, id, req, origin, false).await;
     }
 
-    /// Executes a checked request against one object and builds its answer.
-    async fn execute(&mut self, object: &str, req: &SetRequest) -> Reply {
-        let cmd = req.id.clone();
-        let rejected = |this: &Self, why: String| {
-            this.reply(object, cmd.clone(), Outcome::Rejected, Some(why))
+    /// Runs a command here or sends it to the instance that must run it, and answers
+    /// `origin` when done (now, or when the executor answers).
+    pub(super) async fn dispatch(
+        &mut self,
+        object: &str,
+        id: String,
+        mut req: SetRequest,
+        origin: Origin,
+        onward: bool,
+    ) {
+        let reject = |this: &Self, why: String| {
+            this.reply(object, Some(id.clone()), Outcome::Rejected, Some(why))
         };
-        let Ok(id) = ObjectId::new(object) else {
-            return rejected(self, format!("unknown object {object:?}"));
+        let Some(oid) = ObjectId::new(object)
+            .ok()
+            .filter(|oid| self.replica.get(oid).is_some_and(|o| !o.is_deleted()))
+        else {
+            let reply = reject(self, format!("unknown object {object:?}"));
+            return self.respond(origin, reply).await;
         };
-        let Some(obj) = self.replica.get(&id).filter(|o| !o.is_deleted()) else {
-            return rejected(self, format!("unknown object {object:?}"));
-        };
-        let mut props: Vec<(String, Value)> = Vec::new();
-        if let Some(switch) = req.state {
-            match obj.text(model::KIND) {
-                Some("relay") => {}
-                Some("virtual") if self.virtuals.contains(&id) => {
-                    let on = match switch {
-                        Switch::On => true,
-                        Switch::Off => false,
-                        Switch::Toggle => obj.text(model::STATE) != Some(model::ON),
-                    };
-                    props.push((model::STATE.into(), on_off(on).into()));
-                }
-                Some("virtual") => {
-                    return self.reply(
-                        object,
-                        cmd,
-                        Outcome::Unavailable,
-                        Some(format!(
-                            "{id} is a virtual object this instance does not run"
-                        )),
-                    );
-                }
-                other => {
-                    let kind = other.unwrap_or("object").to_string();
-                    return rejected(
-                        self,
-                        format!(
-                            "{id} is an {kind}; its state comes from its pin and cannot be set"
-                        ),
-                    );
-                }
+        if req.state.is_none() {
+            // A move is replicated state: any instance records it.
+            let reply = self.execute_local(&oid, &req, &id);
+            return self.respond(origin, reply).await;
+        }
+        let obj = self.replica.get(&oid).cloned().unwrap_or_default();
+        let kind = obj.text(model::KIND).unwrap_or("object").to_string();
+        if kind == "virtual" && req.state == Some(Switch::Toggle) {
+            // Resolved once, here: a retry on another executor then sets the same value.
+            let on = obj.text(model::STATE) != Some(model::ON);
+            req.state = Some(if on { Switch::On } else { Switch::Off });
+        }
+        let skip = origin.tried();
+        let route = self.route_for(&oid, &kind, &obj, &skip);
+        match route {
+            router::Route::Local => {
+                let reply = self.execute_local(&oid, &req, &id);
+                self.respond(origin, reply).await
+            }
+            router::Route::Forward(executor) => {
+                self.forward(executor, object, id, req, origin, onward)
+                    .await
+            }
+            router::Route::Unavailable(why) => {
+                let reply = self.reply(object, Some(id), Outcome::Unavailable, Some(why));
+                self.respond(origin, reply).await
+            }
+            router::Route::Rejected(why) => {
+                let reply = reject(self, why);
+                self.respond(origin, reply).await
             }
         }
-        if let (Some(switch), Some("relay")) = (req.state, obj.text(model::KIND)) {
+    }
+
+    /// Asks the router where a state command for `oid` runs.
+    pub(super) fn route_for(
+        &mut self,
+        oid: &ObjectId,
+        kind: &str,
+        obj: &crate::replica::Object,
+        skip: &[uuid::Uuid],
+    ) -> router::Route {
+        let target = Target {
+            id: oid.as_str(),
+            kind,
+            claimants: claimants(obj),
+        };
+        let peers = &self.peers;
+        router::route(
+            self.uuid,
+            &target,
+            |u| peers.is_alive(u),
+            skip,
+            &mut self.rr,
+            |u| {
+                peers
+                    .name_of(u)
+                    .map(str::to_string)
+                    .unwrap_or(u.to_string())
+            },
+        )
+    }
+
+    /// Executes a request for an object on this instance and builds its answer. Hardware is
+    /// only ever touched when this instance holds it, whatever routed the command here.
+    pub(super) fn execute_local(&mut self, id: &ObjectId, req: &SetRequest, cmd: &str) -> Reply {
+        let object = id.as_str();
+        let Some(obj) = self.replica.get(id).filter(|o| !o.is_deleted()) else {
+            return self.reply(
+                object,
+                Some(cmd.into()),
+                Outcome::Rejected,
+                Some(format!("unknown object {object:?}")),
+            );
+        };
+        let mine = claimants(obj).contains(&self.uuid);
+        let kind = obj.text(model::KIND).unwrap_or("object").to_string();
+        let current_on = obj.text(model::STATE) == Some(model::ON);
+        let mut props: Vec<(String, Value)> = Vec::new();
+        if let Some(switch) = req.state {
+            if !mine {
+                let why = format!("{object} is not held or run by this instance");
+                return self.reply(object, Some(cmd.into()), Outcome::Unavailable, Some(why));
+            }
             let on = match switch {
                 Switch::On => true,
                 Switch::Off => false,
-                Switch::Toggle => obj.text(model::STATE) != Some(model::ON),
+                Switch::Toggle => !current_on,
             };
-            let holders = claimants(obj);
-            if holders.len() > 1 {
-                let names: Vec<&str> = holders
-                    .iter()
-                    .map(|u| self.peers.name_of(*u).unwrap_or("?"))
-                    .collect();
-                return rejected(
-                    self,
-                    format!(
-                        "{id} is claimed by more than one instance ({}); remove it from all configs but one",
-                        names.join(", ")
-                    ),
-                );
-            }
-            let Some(relay) = self.relays.get_mut(&id) else {
-                let holder = holders
-                    .first()
-                    .map(|u| {
-                        self.peers
-                            .name_of(*u)
-                            .map(str::to_string)
-                            .unwrap_or(u.to_string())
-                    })
-                    .unwrap_or_else(|| "no instance".into());
-                return self.reply(
-                    object,
-                    cmd,
-                    Outcome::Unavailable,
-                    Some(format!("{id} is held by {holder}, which is not reachable")),
-                );
-            };
-            if let Err(e) = relay.switch(on) {
-                return self.reply(object, cmd, Outcome::Failed, Some(e.to_string()));
+            match (kind.as_str(), self.relays.get_mut(id)) {
+                ("relay", Some(relay)) => {
+                    if let Err(e) = relay.switch(on) {
+                        return self.reply(
+                            object,
+                            Some(cmd.into()),
+                            Outcome::Failed,
+                            Some(e.to_string()),
+                        );
+                    }
+                }
+                ("virtual", _) => {}
+                _ => {
+                    let why = format!("{object} is an {kind}; its state cannot be set");
+                    return self.reply(object, Some(cmd.into()), Outcome::Rejected, Some(why));
+                }
             }
             props.push((model::STATE.into(), on_off(on).into()));
         }
@@ -153,14 +198,15 @@ impl Agent {
         if let Some(y) = req.y {
             props.push((model::Y.into(), y.into()));
         }
-        self.record(&id, props);
-        let mut reply = self.reply(object, cmd, Outcome::Ok, None);
-        reply.state = Some(self.state_json(&id));
+        self.record(id, props);
+        tracing::info!(object = %id, command = %cmd, "command executed");
+        let mut reply = self.reply(object, Some(cmd.into()), Outcome::Ok, None);
+        reply.state = Some(self.state_json(id));
         reply
     }
 
     /// An answer from this instance.
-    fn reply(
+    pub(super) fn reply(
         &self,
         object: &str,
         id: Option<String>,
@@ -178,8 +224,24 @@ impl Agent {
         }
     }
 
-    /// Publishes an answer where the sender asked for it.
-    async fn answer(&self, reply_to: Option<&str>, reply: Reply) {
+    /// The answer already given to command `id`, if it is recent.
+    pub(super) fn remembered(&self, id: &str) -> Option<Reply> {
+        self.recent
+            .iter()
+            .find(|(seen, _)| seen == id)
+            .map(|(_, r)| r.clone())
+    }
+
+    /// Remembers the answer to command `id`, forgetting the oldest when full.
+    pub(super) fn remember(&mut self, id: &str, reply: &Reply) {
+        if self.recent.is_full() {
+            self.recent.pop_front();
+        }
+        let _ = self.recent.push_back((id.to_string(), reply.clone()));
+    }
+
+    /// Publishes an answer where a client asked for it.
+    pub(super) async fn answer(&self, reply_to: Option<&str>, reply: Reply) {
         let Some(topic) = reply_to else { return };
         if !valid_reply_topic(topic) {
             tracing::warn!(%topic, "not answering on an invalid reply-to topic");
@@ -197,17 +259,10 @@ impl Agent {
 
     /// Handles `<base>/agent/get`: answers with every live object.
     async fn on_get(&mut self, payload: &[u8]) {
-        let req: api::GetRequest = match serde_json::from_slice(payload) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "ignoring a get request without a valid reply-to");
-                return;
-            }
-        };
-        if !valid_reply_topic(&req.reply_to) {
-            tracing::warn!(topic = %req.reply_to, "ignoring a get request with an invalid reply-to");
+        let Some(reply_to) = request_reply_to(payload) else {
+            tracing::warn!("ignoring a get request without a valid reply-to");
             return;
-        }
+        };
         let objects = self
             .replica
             .objects()
@@ -222,34 +277,35 @@ impl Agent {
         let payload = serde_json::to_vec(&reply).unwrap_or_default();
         if let Err(e) = self
             .link
-            .publish(&req.reply_to, Qos::AtLeastOnce, false, payload)
+            .publish(&reply_to, Qos::AtLeastOnce, false, payload)
             .await
         {
             tracing::warn!(error = %e, "could not answer a get request");
         }
     }
-}
 
-impl Agent {
     /// Handles `<base>/agent/peers`: answers with the mesh as this instance sees it.
     async fn on_peers(&mut self, payload: &[u8]) {
-        let Ok(req) = serde_json::from_slice::<api::GetRequest>(payload) else {
+        let Some(reply_to) = request_reply_to(payload) else {
             tracing::warn!("ignoring a peers request without a valid reply-to");
             return;
         };
-        if !valid_reply_topic(&req.reply_to) {
-            return;
-        }
         let rows = self.peers.rows(&self.my_addrs(), crate::clock::now_ms());
         let payload = serde_json::to_vec(&rows).unwrap_or_default();
         if let Err(e) = self
             .link
-            .publish(&req.reply_to, Qos::AtLeastOnce, false, payload)
+            .publish(&reply_to, Qos::AtLeastOnce, false, payload)
             .await
         {
             tracing::warn!(error = %e, "could not answer a peers request");
         }
     }
+}
+
+/// The `reply-to` of a get/peers request, if present and usable.
+fn request_reply_to(payload: &[u8]) -> Option<String> {
+    let req: api::GetRequest = serde_json::from_slice(payload).ok()?;
+    valid_reply_topic(&req.reply_to).then_some(req.reply_to)
 }
 
 /// A topic we may publish an answer on: non-empty, no wildcards, not a `$` system topic.

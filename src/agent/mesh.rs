@@ -208,6 +208,12 @@ impl Agent {
                 }
                 Err(e) => bad("update batch", e),
             },
+            Kind::Answer(to) if to == self.uuid => {
+                match serde_json::from_slice::<crate::mesh::proto::ForwardReply>(payload) {
+                    Ok(answer) => self.on_forward_reply(answer.reply).await,
+                    Err(e) => bad("answer", e),
+                }
+            }
             Kind::SyncPage(requester) if requester == self.uuid => {
                 match serde_json::from_slice::<SyncPage>(payload) {
                     Ok(page) => self.on_sync_page(uuid, page).await,
@@ -237,6 +243,12 @@ impl Agent {
                 Ok(req) if req.to == self.uuid => self.answer_sync(uuid, req).await,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(%topic, error = %e, "ignoring a malformed sync request"),
+            },
+            Kind::Cmd => match serde_json::from_slice::<crate::mesh::proto::Forward>(payload) {
+                Ok(fwd) => self.on_forward(uuid, fwd).await,
+                Err(e) => {
+                    tracing::warn!(%topic, error = %e, "ignoring a malformed forwarded command")
+                }
             },
             _ => {}
         }
@@ -268,6 +280,7 @@ impl Agent {
                         self.topics.beat(uuid),
                         self.topics.updates(uuid),
                         self.topics.sync_page(uuid, self.uuid),
+                        self.topics.answer(uuid, self.uuid),
                     ];
                     pl.sync_on_suback = true;
                     if let Err(e) = pl.link.subscribe_many(&filters, Qos::AtLeastOnce) {
@@ -487,6 +500,7 @@ impl Agent {
         self.on_changes(changes).await;
         self.syncs.retain(|_, s| s.sent.elapsed() < SYNC_TIMEOUT);
         self.serving.retain(|_, s| s.at.elapsed() < SYNC_TIMEOUT);
+        self.expire_pending().await;
         if !self.unsaved.is_empty() {
             self.flush_store();
         }
@@ -505,6 +519,7 @@ impl Agent {
             } else {
                 tracing::warn!(peer = %name, %uuid, "peer offline");
                 self.syncs.remove(&uuid);
+                self.executor_gone(uuid).await;
             }
             let topic = api::status_topic(&self.base, uuid);
             let word = if online { "online" } else { "offline" };

@@ -7,7 +7,9 @@
 //! peer links, input edges and the heartbeat one at a time, so no state is shared between
 //! tasks.
 
+mod automation;
 mod command;
+mod forward;
 mod mesh;
 mod state;
 
@@ -95,8 +97,6 @@ struct Agent {
     store: Store,
     /// Relays this instance holds, by object id.
     relays: BTreeMap<ObjectId, Relay>,
-    /// Virtual objects this instance runs (executes commands for).
-    virtuals: BTreeSet<ObjectId>,
     /// Inputs this instance holds; the index is what edge callbacks report.
     inputs: Vec<(ObjectId, Input)>,
     /// Link to our own embedded broker.
@@ -129,6 +129,16 @@ struct Agent {
     credentials: Option<(String, String)>,
     /// The hello last published on our broker, so it is only republished when it changes.
     last_hello: Option<crate::mesh::proto::Hello>,
+    /// Commands sent to other instances, by command id, until they answer.
+    pending: HashMap<String, forward::Pending>,
+    /// Rotation over the runners of virtual objects.
+    rr: crate::router::RoundRobin,
+    /// Rotation of automation jobs over live instances.
+    rr_jobs: crate::router::RoundRobin,
+    /// Automation jobs triggered by the current event, dispatched after it.
+    jobs: Vec<automation::Job>,
+    /// Start-up is over: changes from now on may trigger automations.
+    running: bool,
 }
 
 /// One link to a peer's broker.
@@ -180,12 +190,6 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         replica,
         store,
         relays: BTreeMap::new(),
-        virtuals: settings
-            .config
-            .virtuals
-            .iter()
-            .map(|v| v.id.clone())
-            .collect(),
         inputs: Vec::new(),
         link,
         internal,
@@ -201,6 +205,11 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         rounds: 0,
         credentials,
         last_hello: None,
+        pending: HashMap::new(),
+        rr: Default::default(),
+        rr_jobs: Default::default(),
+        jobs: Vec::new(),
+        running: false,
     };
     agent.reconcile_objects(&settings.config);
     for cfg in &settings.config.relays {
@@ -213,6 +222,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     for peer in &settings.config.mesh.peers {
         agent.connect_peer(peer);
     }
+    agent.running = true;
 
     let info = RuntimeInfo {
         pid: std::process::id(),
@@ -235,6 +245,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
             Some(ev) = internal_rx.recv() => agent.on_internal(ev).await,
             _ = beat.tick() => agent.on_beat().await,
         }
+        agent.run_jobs().await;
         agent.publish_pending().await;
     };
     agent.shut_down(&mut link_rx).await;
@@ -311,6 +322,7 @@ impl Agent {
                     api::peers_topic(&self.base),
                     self.topics.hello_filter(),
                     self.topics.sync_req_filter(),
+                    self.topics.cmd_filter(),
                 ];
                 for filter in filters {
                     if let Err(e) = self.link.subscribe(&filter, Qos::AtLeastOnce) {

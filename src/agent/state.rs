@@ -66,8 +66,10 @@ impl Agent {
             self.record(id, props);
         }
         for v in &config.virtuals {
+            configured.push(v.id.clone());
             let mut props: Vec<(String, Value)> = vec![
                 (model::KIND.into(), "virtual".into()),
+                (claim_prop(self.uuid), true.into()),
                 (model::NAME.into(), v.name.as_str().into()),
                 (model::DELETED.into(), false.into()),
             ];
@@ -78,6 +80,9 @@ impl Agent {
                 props.push((model::STATE.into(), model::OFF.into()));
             }
             self.record(&v.id, props);
+        }
+        for a in &config.automations {
+            self.record(&a.id, super::automation::rule_props(a));
         }
         let gone: Vec<(ObjectId, bool)> = self
             .replica
@@ -116,6 +121,9 @@ impl Agent {
             self.replica.apply(u, now);
         }
         self.dirty.insert(id.clone());
+        if self.running {
+            self.trigger(&updates);
+        }
         self.unsaved.extend(updates);
         if saved {
             self.outbox.append(&mut self.unsaved);
@@ -238,12 +246,19 @@ impl Agent {
         if let serde_json::Value::Object(map) = &mut json {
             match holders.as_slice() {
                 [] => {}
-                [one] => {
+                [one] if obj.text(model::KIND) == Some("virtual") => {
+                    map.insert("available".into(), self.peers.is_alive(*one).into());
+                }
+                [one] if obj.text(model::KIND) != Some("virtual") => {
                     map.insert("holder".into(), one.to_string().into());
                     if let Some(name) = self.peers.name_of(*one) {
                         map.insert("holder-name".into(), name.into());
                     }
                     map.insert("available".into(), self.peers.is_alive(*one).into());
+                }
+                many if obj.text(model::KIND) == Some("virtual") => {
+                    let alive = many.iter().any(|u| self.peers.is_alive(*u));
+                    map.insert("available".into(), alive.into());
                 }
                 many => {
                     let names: Vec<String> = many

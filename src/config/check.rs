@@ -5,10 +5,10 @@
 //! object per pin) walk relays and inputs together in file order, so the error lands on the
 //! later of the two lines and names the earlier one.
 
-use super::raw::{RawConfig, RawInput, RawRelay, RawVirtual};
+use super::raw::{RawAutomation, RawConfig, RawInput, RawRelay, RawVirtual};
 use super::{
-    BoardConfig, BrokerConfig, Config, ConfigError, InputConfig, MeshConfig, RelayConfig,
-    VirtualConfig,
+    Action, AutomationConfig, BoardConfig, BrokerConfig, Config, ConfigError, InputConfig,
+    MeshConfig, RelayConfig, VirtualConfig,
 };
 use crate::boards::{self, Board};
 use crate::hal::Backend;
@@ -112,6 +112,11 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         .map(|v| virtual_object(&src, v))
         .collect::<Result<_, _>>()?;
     unique_virtual_ids(&src, &raw.relay, &raw.input, &raw.virtuals)?;
+    let automations = raw
+        .automations
+        .iter()
+        .map(|a| automation(&src, a))
+        .collect::<Result<_, _>>()?;
 
     Ok(Config {
         name,
@@ -135,6 +140,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         relays,
         inputs,
         virtuals,
+        automations,
     })
 }
 
@@ -588,4 +594,40 @@ fn unique_virtual_ids(
         seen.insert(v.id.get_ref(), ("virtual", v.id.span().start));
     }
     Ok(())
+}
+
+/// Checks one automation rule.
+fn automation(src: &Source, raw: &RawAutomation) -> Result<AutomationConfig, ConfigError> {
+    let id = object_id(src, "automation", &raw.id)?;
+    let when = object_id(src, "automation", &raw.when)?;
+    let then = object_id(src, "automation", &raw.then)?;
+    let room = match (&raw.action, &raw.room) {
+        (Action::Move, None) => {
+            return Err(src.error(
+                raw.id.span(),
+                format!("automation {:?}: action \"move\" needs a room", id.as_str()),
+            ))
+        }
+        (Action::Move, Some(r)) if r.get_ref().trim().is_empty() => {
+            return Err(src.error(
+                r.span(),
+                format!("automation {:?}: room is empty", id.as_str()),
+            ))
+        }
+        (_, room) => room.as_ref().map(|r| r.get_ref().trim().to_string()),
+    };
+    Ok(AutomationConfig {
+        id,
+        when,
+        property: raw
+            .property
+            .clone()
+            .unwrap_or_else(|| crate::model::STATE.to_string()),
+        to: raw.to.clone(),
+        then,
+        action: raw.action,
+        room,
+        x: raw.x.filter(|x| x.is_finite()),
+        y: raw.y.filter(|y| y.is_finite()),
+    })
 }

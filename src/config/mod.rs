@@ -48,6 +48,46 @@ pub struct Config {
     pub inputs: Vec<InputConfig>,
     /// Software-only objects this instance can execute (`[[virtual]]` tables), in file order.
     pub virtuals: Vec<VirtualConfig>,
+    /// Rules (`[[automation]]` tables); they replicate to and run on every instance.
+    pub automations: Vec<AutomationConfig>,
+}
+
+/// What an automation does to its target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Switch on.
+    On,
+    /// Switch off.
+    Off,
+    /// Switch over.
+    Toggle,
+    /// Move to `room` (and `x`, `y`).
+    Move,
+}
+
+/// One `[[automation]]` table: when `when`'s `property` changes (to `to`, if given), do
+/// `action` to `then`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AutomationConfig {
+    /// Rule id; the rule is an object of kind `automation` in the house.
+    pub id: ObjectId,
+    /// The object whose change triggers the rule (on any instance).
+    pub when: ObjectId,
+    /// The property watched.
+    pub property: String,
+    /// Only a change to this value triggers (e.g. `ON`: a press, not the release).
+    pub to: Option<String>,
+    /// The object the command is for (on any instance).
+    pub then: ObjectId,
+    /// What to do.
+    pub action: Action,
+    /// Room for a move.
+    pub room: Option<String>,
+    /// x for a move.
+    pub x: Option<f64>,
+    /// y for a move.
+    pub y: Option<f64>,
 }
 
 /// The `[board]` table.

@@ -39,6 +39,33 @@ pub(super) struct RawConfig {
     /// Each `[[virtual]]` table, in file order.
     #[serde(default, rename = "virtual")]
     pub virtuals: Vec<RawVirtual>,
+    /// Each `[[automation]]` table, in file order.
+    #[serde(default, rename = "automation")]
+    pub automations: Vec<RawAutomation>,
+}
+
+/// One `[[automation]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawAutomation {
+    /// Rule id; an object id.
+    pub id: Spanned<String>,
+    /// The object whose change triggers the rule.
+    pub when: Spanned<String>,
+    /// The property watched; `state` when not given.
+    pub property: Option<String>,
+    /// Only a change to this value triggers; any change when not given.
+    pub to: Option<String>,
+    /// The object the command is for.
+    pub then: Spanned<String>,
+    /// What to do to it.
+    pub action: super::Action,
+    /// Room, for `action = "move"`.
+    pub room: Option<Spanned<String>>,
+    /// Position, for `action = "move"`.
+    pub x: Option<f64>,
+    /// Position, for `action = "move"`.
+    pub y: Option<f64>,
 }
 
 /// One `[[virtual]]` table: a software-only object.

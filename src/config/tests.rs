@@ -73,6 +73,7 @@ fn an_empty_file_gives_every_default() {
             relays: vec![],
             inputs: vec![],
             virtuals: vec![],
+            automations: vec![],
         }
     );
 }
@@ -476,5 +477,40 @@ fn virtual_objects_share_the_id_space() {
     assert_eq!(
         err,
         "house.toml:7: object id \"x\" is already used by the relay on line 4; ids must be unique across all objects"
+    );
+}
+
+#[test]
+fn automations_name_a_trigger_and_a_command() {
+    let config = accepted(&[
+        "[[automation]]",
+        "id = \"hall-press\"",
+        "when = \"button-1\"",
+        "to = \"ON\"",
+        "then = \"b-light\"",
+        "action = \"toggle\"",
+    ]);
+    let rule = &config.automations[0];
+    assert_eq!(
+        (
+            rule.when.as_str(),
+            rule.property.as_str(),
+            rule.to.as_deref()
+        ),
+        ("button-1", "state", Some("ON"))
+    );
+    assert_eq!(
+        (rule.then.as_str(), rule.action),
+        ("b-light", Action::Toggle)
+    );
+    assert_eq!(
+        refusal(&[
+            "[[automation]]",
+            "id = \"m\"",
+            "when = \"a\"",
+            "then = \"b\"",
+            "action = \"move\"",
+        ]),
+        "house.toml:2: automation \"m\": action \"move\" needs a room"
     );
 }

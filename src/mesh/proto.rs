@@ -86,6 +86,30 @@ pub struct SyncPage {
     pub vv: VersionVector,
 }
 
+/// A command sent to the instance that should run it: left on that instance's broker at
+/// `<base>/mesh/<sender>/cmd`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Forward {
+    /// The command id; executors remember it and never run one id twice.
+    pub id: String,
+    /// The object.
+    pub object: String,
+    /// What to do, with toggles of virtual objects already resolved by the sender.
+    pub request: crate::api::SetRequest,
+    /// An automation job: the receiver runs the rule's command wherever it must go (its
+    /// holder may be a third instance). Plain commands are never forwarded twice.
+    #[serde(default)]
+    pub onward: bool,
+}
+
+/// The answer to a [`Forward`], on the executor's `<base>/mesh/<executor>/answer/<sender>`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ForwardReply {
+    /// The answer, with its command id.
+    pub reply: crate::api::Reply,
+}
+
 /// One page of `delta` (sorted by (origin, seq)) after `after`, and whether more follow.
 pub fn page(delta: &[Update], after: Option<(Uuid, u64)>) -> (Vec<Update>, bool) {
     let start = match after {
@@ -140,6 +164,18 @@ impl Topics {
     pub fn sync_req_filter(&self) -> String {
         format!("{}/mesh/+/sync-req", self.base)
     }
+    /// `<base>/mesh/<sender>/cmd`: a command left on the executor's broker.
+    pub fn cmd(&self, sender: Uuid) -> String {
+        format!("{}/mesh/{sender}/cmd", self.base)
+    }
+    /// `<base>/mesh/+/cmd`.
+    pub fn cmd_filter(&self) -> String {
+        format!("{}/mesh/+/cmd", self.base)
+    }
+    /// `<base>/mesh/<executor>/answer/<sender>`.
+    pub fn answer(&self, executor: Uuid, sender: Uuid) -> String {
+        format!("{}/mesh/{executor}/answer/{sender}", self.base)
+    }
     /// `<base>/mesh/<responder>/sync/<requester>`.
     pub fn sync_page(&self, responder: Uuid, requester: Uuid) -> String {
         format!("{}/mesh/{responder}/sync/{requester}", self.base)
@@ -159,7 +195,12 @@ impl Topics {
             "beat" => Kind::Beat,
             "updates" => Kind::Updates,
             "sync-req" => Kind::SyncReq,
-            other => Kind::SyncPage(Uuid::parse_str(other.strip_prefix("sync/")?).ok()?),
+            "cmd" => Kind::Cmd,
+            other => match other.split_once('/')? {
+                ("sync", to) => Kind::SyncPage(Uuid::parse_str(to).ok()?),
+                ("answer", to) => Kind::Answer(Uuid::parse_str(to).ok()?),
+                _ => return None,
+            },
         };
         Some((uuid, kind))
     }
@@ -182,6 +223,10 @@ pub enum Kind {
     SyncReq,
     /// A sync page for the given requester.
     SyncPage(Uuid),
+    /// A command for the broker's owner.
+    Cmd,
+    /// An answer for the given sender.
+    Answer(Uuid),
 }
 
 /// Objects an update batch touches, deduplicated, in order of first appearance.
@@ -239,6 +284,9 @@ mod tests {
         assert_eq!(t.classify(&t.updates(a)), Some((a, Kind::Updates)));
         assert_eq!(t.classify(&t.sync_req(a)), Some((a, Kind::SyncReq)));
         assert_eq!(t.classify(&t.sync_page(a, b)), Some((a, Kind::SyncPage(b))));
+        assert_eq!(t.classify(&t.cmd(a)), Some((a, Kind::Cmd)));
+        assert_eq!(t.classify(&t.answer(a, b)), Some((a, Kind::Answer(b))));
+        assert_eq!(t.classify(&format!("pimesh/mesh/{a}/other/{b}")), None);
         assert_eq!(t.classify("pimesh/mesh/not-a-uuid/beat"), None);
         assert_eq!(t.classify("pimesh/relay-1"), None);
     }

@@ -1,0 +1,267 @@
+//! Commands that run on another instance: sending them, answering them, and what happens
+//! when the executor dies or stays silent.
+//!
+//! A command is left on the executor's broker (`<base>/mesh/<me>/cmd`); the executor answers
+//! on its own broker (`<base>/mesh/<executor>/answer/<me>`). Until then the command is
+//! pending here. If the executor goes offline, a relay command is answered `unavailable` at
+//! once (only its holder may touch the relay), while virtual commands and automation jobs
+//! move on to the next live instance with the same command id, so they still run at most once.
+
+use super::Agent;
+use crate::api::{Outcome, Reply, SetRequest};
+use crate::mesh::proto::{Forward, ForwardReply};
+use crate::model::{self, ObjectId};
+use crate::mqtt::Qos;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// How long a forwarded command may stay unanswered before it is answered `timeout`;
+/// shorter than the CLI's default wait, so the client hears why.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Who is waiting for a command's answer.
+#[derive(Clone, Debug)]
+pub(super) enum Origin {
+    /// An MQTT client or the CLI, answered on its `reply-to` (if any).
+    Client {
+        /// Where to answer.
+        reply_to: Option<String>,
+        /// Executors already tried (they died before answering).
+        tried: Vec<Uuid>,
+    },
+    /// Another instance that forwarded the command to us.
+    Peer {
+        /// The instance to answer.
+        sender: Uuid,
+    },
+    /// An automation this instance dispatched for an event it originated.
+    Automation {
+        /// The rule.
+        rule: String,
+        /// Executors already tried.
+        tried: Vec<Uuid>,
+    },
+}
+
+impl Origin {
+    /// Executors already tried for this command.
+    pub(super) fn tried(&self) -> Vec<Uuid> {
+        match self {
+            Origin::Client { tried, .. } | Origin::Automation { tried, .. } => tried.clone(),
+            Origin::Peer { .. } => Vec::new(),
+        }
+    }
+
+    /// The same origin with `executor` added to the tried list.
+    fn after_trying(mut self, executor: Uuid) -> Origin {
+        if let Origin::Client { tried, .. } | Origin::Automation { tried, .. } = &mut self {
+            tried.push(executor);
+        }
+        self
+    }
+}
+
+/// A command sent to another instance, waiting for its answer.
+#[derive(Debug)]
+pub(super) struct Pending {
+    /// The object.
+    object: String,
+    /// The request as sent.
+    req: SetRequest,
+    /// Who waits for the answer.
+    origin: Origin,
+    /// The instance running it.
+    executor: Uuid,
+    /// An automation job (the executor routes it on) rather than a plain command.
+    onward: bool,
+    /// When it was sent.
+    sent: Instant,
+}
+
+impl Agent {
+    /// Sends a command to `executor` and keeps it pending until it answers.
+    pub(super) async fn forward(
+        &mut self,
+        executor: Uuid,
+        object: &str,
+        id: String,
+        req: SetRequest,
+        origin: Origin,
+        onward: bool,
+    ) {
+        let link = self
+            .peers
+            .addr_of(executor)
+            .and_then(|a| self.links.get(a))
+            .map(|pl| pl.link.clone());
+        let Some(link) = link else {
+            let reply = self.reply(
+                object,
+                Some(id),
+                Outcome::Unavailable,
+                Some("no link to the instance that runs it".into()),
+            );
+            return self.respond(origin, reply).await;
+        };
+        let msg = Forward {
+            id: id.clone(),
+            object: object.to_string(),
+            request: req.clone(),
+            onward,
+        };
+        let payload = serde_json::to_vec(&msg).unwrap_or_default();
+        self.pending.insert(
+            id.clone(),
+            Pending {
+                object: object.to_string(),
+                req,
+                origin,
+                executor,
+                onward,
+                sent: Instant::now(),
+            },
+        );
+        if let Err(e) = link
+            .publish(
+                &self.topics.cmd(self.uuid),
+                Qos::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await
+        {
+            tracing::warn!(command = %id, error = %e, "could not forward a command");
+        }
+    }
+
+    /// Answers whoever waits for a command, once our own updates are on their way, so the
+    /// new state reaches the mesh before the answer does.
+    pub(super) async fn respond(&mut self, origin: Origin, reply: Reply) {
+        self.publish_pending().await;
+        if let Some(id) = &reply.id {
+            if reply.result != Outcome::Unavailable {
+                self.remember(id, &reply);
+            }
+        }
+        match origin {
+            Origin::Client { reply_to, .. } => {
+                if reply.result != Outcome::Ok {
+                    tracing::warn!(object = %reply.object, result = ?reply.result, error = ?reply.error, "command not executed");
+                }
+                self.answer(reply_to.as_deref(), reply).await
+            }
+            Origin::Peer { sender } => {
+                let payload = serde_json::to_vec(&ForwardReply { reply }).unwrap_or_default();
+                let topic = self.topics.answer(self.uuid, sender);
+                if let Err(e) = self
+                    .link
+                    .publish(&topic, Qos::AtLeastOnce, false, payload)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not answer a forwarded command");
+                }
+            }
+            Origin::Automation { rule, .. } => match reply.result {
+                Outcome::Ok => {
+                    tracing::info!(%rule, object = %reply.object, by = ?reply.executed_by, "automation ran")
+                }
+                other => {
+                    tracing::warn!(%rule, object = %reply.object, result = ?other, error = ?reply.error, "automation did not run")
+                }
+            },
+        }
+    }
+
+    /// A command another instance left on our broker.
+    pub(super) async fn on_forward(&mut self, sender: Uuid, fwd: Forward) {
+        if self.pending.contains_key(&fwd.id) {
+            return;
+        }
+        if let Some(earlier) = self.remembered(&fwd.id) {
+            tracing::info!(command = %fwd.id, "duplicate forwarded command: answering again, not executing again");
+            return self.respond(Origin::Peer { sender }, earlier).await;
+        }
+        let origin = Origin::Peer { sender };
+        if fwd.onward {
+            return self
+                .dispatch(&fwd.object, fwd.id, fwd.request, origin, false)
+                .await;
+        }
+        let reply = match ObjectId::new(&fwd.object) {
+            Ok(oid) => self.execute_local(&oid, &fwd.request, &fwd.id),
+            Err(e) => self.reply(
+                &fwd.object,
+                Some(fwd.id.clone()),
+                Outcome::Rejected,
+                Some(e.to_string()),
+            ),
+        };
+        self.respond(origin, reply).await;
+    }
+
+    /// The answer to a command we forwarded.
+    pub(super) async fn on_forward_reply(&mut self, reply: Reply) {
+        let Some(id) = reply.id.clone() else { return };
+        if let Some(p) = self.pending.remove(&id) {
+            self.respond(p.origin, reply).await;
+        }
+    }
+
+    /// An executor went offline: move its pending commands on, or answer them.
+    pub(super) async fn executor_gone(&mut self, executor: Uuid) {
+        let ids: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.executor == executor)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ids {
+            let Some(p) = self.pending.remove(&id) else {
+                continue;
+            };
+            let origin = p.origin.after_trying(executor);
+            if p.onward {
+                if let Origin::Automation { rule, tried } = origin {
+                    tracing::info!(%rule, command = %id, "automation executor went offline; trying the next instance");
+                    self.run_job(rule, p.object, id, p.req, tried).await;
+                }
+                continue;
+            }
+            let kind = ObjectId::new(&p.object)
+                .ok()
+                .and_then(|o| self.replica.get(&o))
+                .and_then(|o| o.text(model::KIND).map(str::to_string));
+            if kind.as_deref() == Some("virtual") {
+                tracing::info!(command = %id, "executor went offline before answering; trying the next instance");
+                self.dispatch(&p.object, id, p.req, origin, false).await;
+            } else {
+                let name = self
+                    .peers
+                    .name_of(executor)
+                    .unwrap_or("its holder")
+                    .to_string();
+                let why = format!("{name} went offline before answering");
+                let reply = self.reply(&p.object, Some(id), Outcome::Unavailable, Some(why));
+                self.respond(origin, reply).await;
+            }
+        }
+    }
+
+    /// Answers `timeout` for commands unanswered for too long.
+    pub(super) async fn expire_pending(&mut self) {
+        let late: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.sent.elapsed() > FORWARD_TIMEOUT)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in late {
+            if let Some(p) = self.pending.remove(&id) {
+                let name = self.peers.name_of(p.executor).unwrap_or("?").to_string();
+                let why = format!("no answer from {name} within {FORWARD_TIMEOUT:?}");
+                let reply = self.reply(&p.object, Some(id), Outcome::Timeout, Some(why));
+                self.respond(p.origin, reply).await;
+            }
+        }
+    }
+}
