@@ -138,8 +138,13 @@ impl Agent {
         live.push(self.uuid);
         live.retain(|u| !tried.contains(u));
         live.sort();
+        let pick = self.rr_jobs.pick(&live);
+        if let Some(u) = pick {
+            let runner = self.peers.name_of(u).unwrap_or("?");
+            tracing::info!(%rule, command = %id, %runner, "automation job handed out");
+        }
         let origin = Origin::Automation { rule, tried };
-        match self.rr_jobs.pick(&live) {
+        match pick {
             Some(u) if u == self.uuid => self.dispatch(&target, id, req, origin, false).await,
             Some(u) => self.forward(u, &target, id, req, origin, true).await,
             None => tracing::error!(command = %id, "no live instance left to run an automation"),
