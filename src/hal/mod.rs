@@ -31,13 +31,13 @@ pub enum Backend {
     /// `/proc/device-tree/model` and `/proc/cpuinfo` (see [`detect::choose`]).
     #[default]
     Auto,
-    /// Pin files under `<data-dir>/sim/`: development, tests, machines without GPIO.
-    Sim,
     /// The Raspberry Pi's GPIO through the rppal crate (Pi 1 to 5). rppal is in
     /// maintenance-only mode since July 2025; prefer `cdev` for anything new.
     Rppal,
     /// The Linux GPIO character device through gpiocdev: any board, lines found by name.
     Cdev,
+    /// Pin files under `<data-dir>/sim/`: development, tests, machines without GPIO.
+    Sim,
 }
 
 /// The input's internal bias resistor; config: `pull = "up" | "down" | "none"`.

@@ -6,6 +6,8 @@
 
 pub mod input;
 pub mod relay;
+mod relay_action;
+pub mod relay_bank;
 
 pub use input::Input;
 pub use relay::Relay;
