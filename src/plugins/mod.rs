@@ -5,6 +5,7 @@
 //! to switch and records what happened.
 
 pub mod input;
+pub mod press;
 pub mod relay;
 mod relay_action;
 pub mod relay_bank;
