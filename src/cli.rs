@@ -61,6 +61,8 @@ pub enum Command {
     Check(CheckArgs),
     /// List the board and HAT definitions, or show one.
     Boards(BoardsArgs),
+    /// Show the detected model, the GPIO backend, GPIO chips, permission problems and serial ports.
+    Doctor(DoctorArgs),
 }
 
 /// `pimesh run`.
@@ -162,6 +164,14 @@ pub struct BoardsArgs {
     pub name: Option<String>,
 }
 
+/// `pimesh doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Read /proc, /dev and /etc under this directory instead of / (for tests).
+    #[arg(long, hide = true)]
+    pub root: Option<PathBuf>,
+}
+
 /// Runs a parsed command line and returns the exit code.
 pub fn run(cli: Cli) -> Exit {
     match cli.command {
@@ -208,6 +218,7 @@ pub fn run(cli: Cli) -> Exit {
                 Exit::Usage
             }
         },
+        Command::Doctor(args) => crate::doctor::run(args.root.as_deref()),
         Command::Boards(args) => match args.name {
             None => {
                 print!("{}", boards::list());

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod doctor;
 pub mod hal;
 pub mod identity;
 pub mod mesh;

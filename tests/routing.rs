@@ -149,7 +149,7 @@ fn virtual_commands_rotate_and_survive_a_dead_runner() {
     let b = start_node("beta", &with_scene("b"), &["--peer", &a.addr()]);
     let mut c = start_node("gamma", &with_scene("c"), &["--peer", &a.addr()]);
     mesh_of(&[(&a, "alpha"), (&b, "beta"), (&c, "gamma")]);
-    let mut order = vec![uuid_of(&a), uuid_of(&b), uuid_of(&c)];
+    let mut order = [uuid_of(&a), uuid_of(&b), uuid_of(&c)];
     order.sort();
     let mut executors = Vec::new();
     for _ in 0..9 {

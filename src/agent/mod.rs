@@ -139,6 +139,8 @@ struct Agent {
     jobs: Vec<automation::Job>,
     /// Start-up is over: changes from now on may trigger automations.
     running: bool,
+    /// The runtime file to write once our broker link is subscribed (and where).
+    advertise: Option<(PathBuf, RuntimeInfo)>,
 }
 
 /// One link to a peer's broker.
@@ -210,6 +212,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         rr_jobs: Default::default(),
         jobs: Vec::new(),
         running: false,
+        advertise: None,
     };
     agent.reconcile_objects(&settings.config);
     for cfg in &settings.config.relays {
@@ -231,8 +234,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         port: broker.port,
         base_topic: agent.base.clone(),
     };
-    info.write(&data_dir)?;
-    tracing::info!(name = %agent.name, %uuid, port = broker.port, objects = agent.replica.len(), "pimesh agent running");
+    agent.advertise = Some((data_dir.clone(), info));
 
     let mut beat = tokio::time::interval(Duration::from_millis(BEAT_MS));
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -324,10 +326,8 @@ impl Agent {
                     self.topics.sync_req_filter(),
                     self.topics.cmd_filter(),
                 ];
-                for filter in filters {
-                    if let Err(e) = self.link.subscribe(&filter, Qos::AtLeastOnce) {
-                        tracing::error!(%filter, error = %e, "cannot subscribe");
-                    }
+                if let Err(e) = self.link.subscribe_many(&filters, Qos::AtLeastOnce) {
+                    tracing::error!(error = %e, "cannot subscribe to our own broker");
                 }
                 let status = api::status_topic(&self.base, self.uuid);
                 if let Err(e) = self
@@ -342,7 +342,15 @@ impl Agent {
                 let ids: Vec<ObjectId> = self.replica.objects().map(|(id, _)| id.clone()).collect();
                 self.dirty.extend(ids);
             }
-            LinkEvent::Subscribed => {}
+            LinkEvent::Subscribed => {
+                // Only now can a command be heard: tell local tools where we are.
+                if let Some((dir, info)) = self.advertise.take() {
+                    if let Err(e) = info.write(&dir) {
+                        tracing::error!(error = %e, "cannot write the runtime file; local tools will not find this agent");
+                    }
+                    tracing::info!(name = %self.name, uuid = %self.uuid, port = self.port, objects = self.replica.len(), "pimesh agent running");
+                }
+            }
             LinkEvent::Disconnected(reason) => {
                 tracing::warn!(%reason, "link to the embedded broker lost; reconnecting")
             }

@@ -7,12 +7,22 @@
 //!
 //! Parsing happens in two steps: serde reads the text into the private structs of `raw.rs`,
 //! which keep the position of every value a check may reject, and `check.rs` validates them
-//! and builds the public types below, which carry no positions.
+//! and builds the public types below, which carry no positions. `objects.rs` checks relays
+//! and inputs, `pins.rs` the wiring rules between them (board, HAT, UART), and `serial.rs`
+//! the serial devices.
 
 mod check;
+#[cfg(test)]
+mod hw_tests;
+mod objects;
+mod pins;
 mod raw;
+mod serial;
+mod software;
 #[cfg(test)]
 mod tests;
+
+pub use serial::{DataBits, Parity, Protocol, SerialChannel, SerialConfig, StopBits};
 
 use crate::hal::{Backend, Pull};
 use crate::model::ObjectId;
@@ -46,6 +56,8 @@ pub struct Config {
     pub relays: Vec<RelayConfig>,
     /// The inputs wired to this Pi (`[[input]]` tables), in file order.
     pub inputs: Vec<InputConfig>,
+    /// The serial devices attached to this Pi (`[[serial]]` tables), in file order.
+    pub serials: Vec<SerialConfig>,
     /// Software-only objects this instance can execute (`[[virtual]]` tables), in file order.
     pub virtuals: Vec<VirtualConfig>,
     /// Rules (`[[automation]]` tables); they replicate to and run on every instance.
@@ -95,9 +107,15 @@ pub struct AutomationConfig {
 pub struct BoardConfig {
     /// Known board id (see [`crate::boards::boards`]); decides which pins exist.
     pub model: String,
-    /// Real pins or the simulator; defaults to real pins, because a config written on a Pi is
-    /// meant to drive it.
+    /// Real pins or the simulator; defaults to `auto` (real pins, rppal on a Pi and cdev
+    /// elsewhere), because a config written on a board is meant to drive it.
     pub backend: Backend,
+    /// The relay HAT on the header, if any (see `pimesh boards`); relays may then name a
+    /// `channel` instead of a pin.
+    pub hat: Option<String>,
+    /// Prefix that makes a cdev line name from a BCM number (`GPIO` + `17`); other boards
+    /// name their lines differently.
+    pub line_prefix: String,
 }
 
 /// The `[broker]` table.
@@ -158,17 +176,42 @@ pub struct VirtualConfig {
     pub y: f64,
 }
 
+/// What a relay does when the agent stops cleanly (SIGTERM, systemd stop).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStop {
+    /// Keep the state it has: an upgrade or restart is invisible to the house.
+    #[default]
+    Leave,
+    /// Switch off: loads that must not run unattended.
+    Off,
+    /// Switch on: loads that must run when nothing controls them (a fail-safe pump).
+    On,
+}
+
 /// One `[[relay]]` table: an output pin driving a relay.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RelayConfig {
-    /// Object id, unique across relays and inputs; names the object in topics and commands.
+    /// Object id, unique across all objects; names the object in topics and commands.
     pub id: ObjectId,
-    /// BCM GPIO number driving the relay.
+    /// BCM GPIO number driving the relay (from the HAT when `channel` is given).
     pub pin: u8,
+    /// The HAT channel the pin came from, for messages and `pimesh doctor`.
+    pub channel: Option<u8>,
     /// True when the relay closes on a low pin, as on most opto-isolated relay boards.
     pub active_low: bool,
     /// State to set when the agent starts.
     pub power_on: PowerOn,
+    /// State to leave the relay in when the agent stops cleanly.
+    pub on_stop: OnStop,
+    /// Every switch-on ends by itself after this many ms (garage door, door bell).
+    pub pulse_ms: Option<u64>,
+    /// Interlock group: relays sharing it are never on together (motor up/down).
+    pub interlock: Option<String>,
+    /// Pause between one relay of the group going off and another going on, in ms.
+    pub interlock_dead_ms: u64,
+    /// Watchdog: a relay on for this many seconds is switched off, with an event saying why.
+    pub max_on_s: Option<u64>,
     /// Room the relay is in; `unassigned` when not given.
     pub room: String,
     /// Human name; the id when not given.
@@ -182,7 +225,7 @@ pub struct RelayConfig {
 /// One `[[input]]` table: an input pin read as a button or contact.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InputConfig {
-    /// Object id, unique across relays and inputs; names the object in topics and commands.
+    /// Object id, unique across all objects; names the object in topics and commands.
     pub id: ObjectId,
     /// BCM GPIO number read.
     pub pin: u8,
@@ -192,6 +235,11 @@ pub struct InputConfig {
     pub debounce_ms: u64,
     /// True when a low pin means ON, as for a switch to ground with a pull-up.
     pub active_low: bool,
+    /// Longest gap between two presses that makes a double press; 0 reports every press as
+    /// single at once.
+    pub double_ms: u64,
+    /// Shortest hold that makes a long press; 0 turns long presses off.
+    pub long_ms: u64,
     /// Room the input is in; `unassigned` when not given.
     pub room: String,
     /// Human name; the id when not given.

@@ -4,7 +4,8 @@
 //! reject is wrapped in [`Spanned`], so the error can name the line it came from; the checks
 //! in `check.rs` then turn these into the clean public types of [`super`].
 
-use super::PowerOn;
+use super::serial::RawSerial;
+use super::{OnStop, PowerOn};
 use crate::hal::{Backend, Pull};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -36,6 +37,9 @@ pub(super) struct RawConfig {
     /// Each `[[input]]` table, in file order.
     #[serde(default)]
     pub input: Vec<RawInput>,
+    /// Each `[[serial]]` table, in file order.
+    #[serde(default)]
+    pub serial: Vec<RawSerial>,
     /// Each `[[virtual]]` table, in file order.
     #[serde(default, rename = "virtual")]
     pub virtuals: Vec<RawVirtual>,
@@ -90,8 +94,14 @@ pub(super) struct RawVirtual {
 pub(super) struct RawBoard {
     /// Board id; checked against the known boards.
     pub model: Option<Spanned<String>>,
-    /// GPIO backend; serde rejects anything but `sim` and `rppal`.
+    /// GPIO backend; serde rejects anything but `auto`, `rppal`, `cdev` and `sim`.
     pub backend: Option<Backend>,
+    /// Relay HAT id; checked against the known HATs.
+    pub hat: Option<Spanned<String>>,
+    /// cdev line-name prefix; checked non-empty.
+    pub line_prefix: Option<Spanned<String>>,
+    /// Default `on-stop` of every relay.
+    pub on_stop: Option<OnStop>,
 }
 
 /// The `[broker]` table.
@@ -129,14 +139,24 @@ pub(super) struct RawMesh {
 pub(super) struct RawRelay {
     /// Object id; checked with the [`crate::model::ObjectId`] rules and for uniqueness.
     pub id: Spanned<String>,
-    /// BCM GPIO number; checked against the board and for reuse.
-    pub pin: Spanned<u8>,
-    /// Whether the relay closes when the pin is driven low.
-    #[serde(default)]
-    pub active_low: bool,
-    /// What the relay does when the agent starts.
-    #[serde(default)]
-    pub power_on: PowerOn,
+    /// BCM GPIO number; checked against the board and for reuse; exclusive with `channel`.
+    pub pin: Option<Spanned<u8>>,
+    /// Relay number on the `[board]` HAT; checked against the HAT.
+    pub channel: Option<Spanned<u8>>,
+    /// Whether the relay closes when the pin is driven low; refused with `channel`.
+    pub active_low: Option<Spanned<bool>>,
+    /// What the relay does when the agent starts; checked against `pulse-ms` and interlocks.
+    pub power_on: Option<Spanned<PowerOn>>,
+    /// What the relay does when the agent stops cleanly; defaults to `[board] on-stop`.
+    pub on_stop: Option<Spanned<OnStop>>,
+    /// Pulse length; checked against its bounds.
+    pub pulse_ms: Option<Spanned<u64>>,
+    /// Interlock group name; checked for its characters and for a second member.
+    pub interlock: Option<Spanned<String>>,
+    /// Dead time of the interlock group; needs `interlock`; checked against its bound.
+    pub interlock_dead_ms: Option<Spanned<u64>>,
+    /// Watchdog time; checked against its bounds.
+    pub max_on_s: Option<Spanned<u64>>,
     /// Room name; checked non-empty.
     pub room: Option<Spanned<String>>,
     /// Human name; checked non-empty.
@@ -160,6 +180,10 @@ pub(super) struct RawInput {
     pub pull: Pull,
     /// Debounce time; checked against the upper bound.
     pub debounce_ms: Option<Spanned<u64>>,
+    /// Longest gap between the presses of a double press; checked against its bound.
+    pub double_ms: Option<Spanned<u64>>,
+    /// Shortest hold that counts as a long press; checked against its bound.
+    pub long_ms: Option<Spanned<u64>>,
     /// Whether a low pin level means ON.
     #[serde(default)]
     pub active_low: bool,

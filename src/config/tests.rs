@@ -56,7 +56,9 @@ fn an_empty_file_gives_every_default() {
             base_topic: "pimesh".into(),
             board: BoardConfig {
                 model: "pi4b".into(),
-                backend: Backend::Rppal
+                backend: Backend::Auto,
+                hat: None,
+                line_prefix: "GPIO".into(),
             },
             broker: BrokerConfig {
                 port: None,
@@ -74,6 +76,7 @@ fn an_empty_file_gives_every_default() {
             inputs: vec![],
             virtuals: vec![],
             automations: vec![],
+            serials: vec![],
         }
     );
 }
@@ -93,8 +96,14 @@ fn objects_with_only_id_and_pin_get_defaults() {
         [RelayConfig {
             id: ObjectId::new("r").unwrap(),
             pin: 17,
+            channel: None,
             active_low: false,
             power_on: PowerOn::Off,
+            on_stop: OnStop::Leave,
+            pulse_ms: None,
+            interlock: None,
+            interlock_dead_ms: 0,
+            max_on_s: None,
             room: "unassigned".into(),
             name: "r".into(),
             x: 0.0,
@@ -109,6 +118,8 @@ fn objects_with_only_id_and_pin_get_defaults() {
             pull: Pull::None,
             debounce_ms: 20,
             active_low: false,
+            double_ms: 400,
+            long_ms: 800,
             room: "unassigned".into(),
             name: "b".into(),
             x: 0.0,
@@ -161,7 +172,9 @@ fn every_key_is_read() {
         config.board,
         BoardConfig {
             model: "pizero2w".into(),
-            backend: Backend::Sim
+            backend: Backend::Sim,
+            hat: None,
+            line_prefix: "GPIO".into(),
         }
     );
     assert_eq!(
@@ -240,8 +253,9 @@ fn a_syntax_error_names_its_line() {
 fn an_unknown_key_lists_the_allowed_ones() {
     assert_eq!(
         refusal(&["[[relay]]", "id = \"r\"", "pin = 17", "colour = \"red\""]),
-        "house.toml:4: unknown field `colour`, expected one of `id`, `pin`, `active-low`, \
-         `power-on`, `room`, `name`, `x`, `y`"
+        "house.toml:4: unknown field `colour`, expected one of `id`, `pin`, `channel`, \
+         `active-low`, `power-on`, `on-stop`, `pulse-ms`, `interlock`, `interlock-dead-ms`, \
+         `max-on-s`, `room`, `name`, `x`, `y`"
     );
     assert_eq!(
         refusal(&["[broker]", "ports = 1883"]),
@@ -262,7 +276,7 @@ fn a_bad_value_is_reported_with_what_was_expected() {
     );
     assert_eq!(
         refusal(&["[board]", "backend = \"gpio\""]),
-        "house.toml:2: unknown variant `gpio`, expected `sim` or `rppal`"
+        "house.toml:2: unknown variant `gpio`, expected one of `auto`, `rppal`, `cdev`, `sim`"
     );
     assert_eq!(
         refusal(&["[[input]]", "id = \"b\"", "pin = \"5\""]),
@@ -300,7 +314,7 @@ fn a_duplicate_id_names_both_lines() {
     assert_eq!(
         refusal(&lines),
         "house.toml:5: object id \"hall\" is already used by the input on line 2; ids must be \
-         unique across relays and inputs"
+         unique across all objects"
     );
 }
 
@@ -316,8 +330,8 @@ fn a_pin_used_twice_names_its_holder() {
     ];
     assert_eq!(
         refusal(&lines),
-        "house.toml:6: input \"button\": GPIO 17 is already used by relay \"light\" on line 3; give \
-         each object its own pin"
+        "house.toml:6: input \"button\": GPIO 17 is already an output for relay \"light\" on line \
+         3; a pin cannot be both an input and an output, so move one of them to a free pin"
     );
 }
 

@@ -5,25 +5,39 @@
 //! [`Gpio`] (a second claim is [`HalError::PinUsed`]), and inputs report every level change
 //! through a callback from a backend thread, so plugins never poll.
 //!
-//! Two backends, chosen by `backend` in the `[board]` table of the config:
+//! Three backends, chosen by `backend` in the `[board]` table of the config:
 //! - `rppal` (`rpi.rs`): the Raspberry Pi's GPIO registers; outputs keep their level across an
-//!   agent restart.
+//!   agent restart. rppal has been in maintenance-only mode since July 2025, so it is kept
+//!   for what only register access gives (that restart behaviour) and `cdev` is the
+//!   long-term path.
+//! - `cdev` (`cdev.rs`): the Linux GPIO character device, on any board; lines found by name.
 //! - `sim` (`sim.rs`): one small file per pin under the data dir, so a person or a test can
 //!   watch the relays and press the buttons from outside the process.
+//!
+//! `auto`, the default, picks rppal on a Raspberry Pi and cdev elsewhere (`detect.rs`).
 
+pub mod cdev;
+pub mod detect;
 mod rpi;
 mod sim;
 
 use std::path::{Path, PathBuf};
 
-/// Which implementation drives the pins; config: `backend = "sim" | "rppal"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+/// Which implementation drives the pins; config: `backend = "auto" | "rppal" | "cdev" | "sim"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// rppal on a Raspberry Pi, cdev on anything else; decided at open from
+    /// `/proc/device-tree/model` and `/proc/cpuinfo` (see [`detect::choose`]).
+    #[default]
+    Auto,
+    /// The Raspberry Pi's GPIO through the rppal crate (Pi 1 to 5). rppal is in
+    /// maintenance-only mode since July 2025; prefer `cdev` for anything new.
+    Rppal,
+    /// The Linux GPIO character device through gpiocdev: any board, lines found by name.
+    Cdev,
     /// Pin files under `<data-dir>/sim/`: development, tests, machines without GPIO.
     Sim,
-    /// The Raspberry Pi's GPIO through the rppal crate (Pi 1 to 5).
-    Rppal,
 }
 
 /// The input's internal bias resistor; config: `pull = "up" | "down" | "none"`.
@@ -83,11 +97,28 @@ pub trait Gpio: Send {
     ) -> Result<Box<dyn InputPin>, HalError>;
 }
 
-/// Opens the backend. `data_dir` is the agent's data dir (the sim keeps its pin files under it).
+/// Opens the backend with the default cdev line prefix (`GPIO`). `data_dir` is the agent's
+/// data dir (the sim keeps its pin files under it).
 pub fn open(backend: Backend, data_dir: &Path) -> Result<Box<dyn Gpio>, HalError> {
+    open_with(backend, data_dir, cdev::DEFAULT_LINE_PREFIX)
+}
+
+/// Opens the backend; `line_prefix` (config `[board] line-prefix`) turns a BCM number into a
+/// cdev line name. `auto` is resolved here, and the choice and its reason are logged.
+pub fn open_with(
+    backend: Backend,
+    data_dir: &Path,
+    line_prefix: &str,
+) -> Result<Box<dyn Gpio>, HalError> {
     match backend {
+        Backend::Auto => {
+            let choice = detect::choose(&detect::read_machine(Path::new("/")));
+            tracing::info!(reason = %choice.reason, "backend \"auto\" resolved");
+            open_with(choice.backend, data_dir, line_prefix)
+        }
         Backend::Sim => Ok(Box::new(sim::SimGpio::open(data_dir))),
         Backend::Rppal => Ok(Box::new(rpi::RppalGpio::open()?)),
+        Backend::Cdev => Ok(Box::new(cdev::CdevGpio::open(line_prefix)?)),
     }
 }
 
@@ -153,6 +184,66 @@ pub enum HalError {
         /// The BCM GPIO number asked for.
         pin: u8,
     },
+    /// No GPIO character device can be opened: not a board with GPIO, or a container.
+    #[error(
+        "no GPIO character device (/dev/gpiochip*) is usable on this machine ({reason}); \
+         to run without GPIO hardware set backend = \"sim\" in the [board] table of the config"
+    )]
+    NoGpioChips {
+        /// What was (not) found.
+        reason: String,
+    },
+    /// No chip has a line with the name the pin maps to.
+    #[error(
+        "GPIO{pin}: no GPIO line named {name:?} on any chip ({chips}); `pimesh doctor` lists \
+         the line names; set line-prefix in the [board] table if this board names them differently"
+    )]
+    LineNotFound {
+        /// The BCM GPIO number asked for.
+        pin: u8,
+        /// The line name looked for, e.g. `GPIO17`.
+        name: String,
+        /// The chips searched.
+        chips: String,
+    },
+    /// Two lines carry the name the pin maps to; guessing could switch the wrong load.
+    #[error(
+        "GPIO{pin}: the line name {name:?} is on both {first} and {second}; pimesh will not \
+         guess which one is wired; set line-prefix in the [board] table to a unique naming"
+    )]
+    LineAmbiguous {
+        /// The BCM GPIO number asked for.
+        pin: u8,
+        /// The line name.
+        name: String,
+        /// The first line with the name (chip and offset).
+        first: String,
+        /// The second line with the name.
+        second: String,
+    },
+    /// Another program (or a kernel driver) holds the line.
+    #[error(
+        "GPIO{pin} ({name} on {chip}) is held by another program or driver; find it with \
+         `gpioinfo` and stop it, or choose another pin"
+    )]
+    LineBusy {
+        /// The BCM GPIO number.
+        pin: u8,
+        /// The line name.
+        name: String,
+        /// The chip's device file.
+        chip: String,
+    },
+    /// Any other error the GPIO character device reports on a line.
+    #[error("GPIO{pin} ({line}): {source}")]
+    Cdev {
+        /// The BCM GPIO number.
+        pin: u8,
+        /// Chip and offset.
+        line: String,
+        /// gpiocdev's error.
+        source: gpiocdev::Error,
+    },
     /// A sim output's pin file has no write bit: the simulated hardware refuses to switch.
     #[error(
         "cannot drive GPIO{pin}: pin file {} is read-only (a simulated hardware fault); \
@@ -177,9 +268,9 @@ pub enum HalError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The sim's input watcher thread could not be started.
-    #[error("cannot start the sim input watcher thread: {0}")]
-    SimThread(std::io::Error),
+    /// An input watcher thread (sim files or cdev edges) could not be started.
+    #[error("cannot start a GPIO input watcher thread: {0}")]
+    WatcherThread(std::io::Error),
     /// Any other error rppal reports on a pin.
     #[error("GPIO{pin}: {source}")]
     Rppal {
@@ -194,13 +285,16 @@ impl HalError {
     /// The coarse category of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            HalError::NotRaspberryPi { .. } => ErrorKind::NoHardware,
+            HalError::NotRaspberryPi { .. } | HalError::NoGpioChips { .. } => ErrorKind::NoHardware,
             HalError::PermissionDenied { .. } => ErrorKind::PermissionDenied,
-            HalError::PinUsed { .. } => ErrorKind::PinUsed,
-            HalError::PinNotAvailable { .. } => ErrorKind::PinNotAvailable,
-            HalError::ReadOnly { .. }
+            HalError::PinUsed { .. } | HalError::LineBusy { .. } => ErrorKind::PinUsed,
+            HalError::PinNotAvailable { .. }
+            | HalError::LineNotFound { .. }
+            | HalError::LineAmbiguous { .. } => ErrorKind::PinNotAvailable,
+            HalError::Cdev { .. }
+            | HalError::ReadOnly { .. }
             | HalError::SimIo { .. }
-            | HalError::SimThread(_)
+            | HalError::WatcherThread(_)
             | HalError::Rppal { .. } => ErrorKind::Fault,
         }
     }

@@ -120,7 +120,7 @@ impl SimGpio {
                 watch_inputs(&weak);
                 flag.store(false, Ordering::SeqCst);
             })
-            .map_err(HalError::SimThread)?;
+            .map_err(HalError::WatcherThread)?;
         self.watcher = Some(running);
         Ok(())
     }
