@@ -3,11 +3,12 @@
 #   make run     run the agent on its embedded default (simulated board)
 #   make test    install what the tests need (once) and run the whole test suite
 #   make lint    rustfmt and clippy, as CI expects them
+#   make bench   a 3-instance mesh and Mosquitto on loopback: latencies, throughput, memory
 
 CARGO ?= cargo
 APT_PACKAGES := mosquitto mosquitto-clients socat iproute2
 
-.PHONY: run test deps lint release
+.PHONY: run test deps lint release bench
 
 run:
 	$(CARGO) run -- run
@@ -36,6 +37,10 @@ lint:
 
 release:
 	$(CARGO) build --release
+
+# Release build of the agent and the benchmark (tests/bench/), then one run; prints figures.
+bench: deps
+	$(CARGO) test --release --test bench
 
 # --- Raspberry Pi: cross builds, deploy, package (files in cross/, see cross/README.md) ---
 #

@@ -1,0 +1,470 @@
+//! `make bench`: a 3-instance pimesh mesh and a Mosquitto broker on loopback, measured in one
+//! run — the Mosquitto QoS 1 request/reply baseline, local and cross-instance command round
+//! trips, state fan-out, sustained commands per second with none lost, and memory.
+//!
+//! Not a timed test: it prints figures and fails (non-zero exit) only when a command is lost,
+//! an answer is not `ok`, or something does not arrive within its deadline.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod client;
+mod mosquitto;
+mod report;
+
+use anyhow::{bail, Context, Result};
+use client::{Client, WAIT};
+use report::{mib, rss_kib, us, Latency};
+use std::collections::{BTreeMap, HashSet};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+use support::{node_config, start_node, wait_until, Agent};
+use tokio::time::Instant;
+
+/// Round trips run and discarded before each latency is measured.
+const WARMUP: usize = 100;
+/// Round trips measured for each latency.
+const SAMPLES: usize = 1000;
+/// Commands sent in the throughput run.
+const PIPELINE: usize = 2000;
+/// Commands in flight at once in the throughput run.
+const WINDOW: usize = 32;
+/// The whole run must finish within this; the watchdog then kills everything it started.
+const BUDGET: Duration = Duration::from_secs(115);
+
+/// Processes the watchdog kills if the run overstays its budget.
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn main() -> ExitCode {
+    watchdog();
+    match run() {
+        Ok(failures) if failures.is_empty() => ExitCode::SUCCESS,
+        Ok(failures) => {
+            for f in failures {
+                eprintln!("bench: FAILED: {f}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("bench: FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ends the process (and the agents and broker it started) if the run takes longer than
+/// [`BUDGET`], so a stuck run can never hang `make bench`.
+fn watchdog() {
+    std::thread::spawn(|| {
+        std::thread::sleep(BUDGET);
+        eprintln!("bench: FAILED: still running after {BUDGET:?}");
+        let pids = CHILDREN.lock().map(|p| p.clone()).unwrap_or_default();
+        for pid in pids {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+        std::process::exit(3);
+    });
+}
+
+fn remember(pid: u32) {
+    if let Ok(mut p) = CHILDREN.lock() {
+        p.push(pid);
+    }
+}
+
+/// A node's config: the support harness's sim board plus the shared virtual object `scene`.
+fn config(p: &str) -> String {
+    format!("{}[[virtual]]\nid = \"scene\"\n", node_config(p))
+}
+
+/// Runs everything and returns what went wrong (empty when nothing did).
+fn run() -> Result<Vec<String>> {
+    println!("pimesh benchmark — 3 instances and Mosquitto on loopback, one run");
+    for line in report::machine() {
+        println!("  {line}");
+    }
+
+    println!(
+        "  baseline {}, set_tcp_nodelay true; every client sets TCP_NODELAY",
+        mosquitto::Mosquitto::version()
+    );
+    let broker = mosquitto::Mosquitto::start()?;
+    remember(broker.pid());
+    let a = start_node("alpha", &config("a"), &[]);
+    remember(a.child.id());
+    let b = start_node("beta", &config("b"), &["--peer", &a.addr()]);
+    remember(b.child.id());
+    let c = start_node("gamma", &config("c"), &["--peer", &a.addr()]);
+    remember(c.child.id());
+    let agents = [("alpha", &a), ("beta", &b), ("gamma", &c)];
+    wait_until(
+        "the three instances to see each other and every object",
+        || {
+            agents.iter().all(|(me, agent)| {
+                let all = agent.all();
+                ["a-light", "a-fan", "b-light", "c-light", "scene"]
+                    .iter()
+                    .all(|o| all.contains_key(*o))
+                    && agents
+                        .iter()
+                        .filter(|(other, _)| other != me)
+                        .all(|(other, _)| agent.peer_status(other) == "online")
+            })
+        },
+    );
+    let rss_before: Vec<Option<u64>> = agents.iter().map(|(_, g)| rss_kib(g.child.id())).collect();
+    let broker_before = rss_kib(broker.pid());
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the benchmark's runtime")?;
+    let mut failures = Vec::new();
+    let figures = rt.block_on(measure(broker.port, &a, &b, &c, &mut failures))?;
+
+    let rss_after: Vec<Option<u64>> = agents.iter().map(|(_, g)| rss_kib(g.child.id())).collect();
+    let broker_after = rss_kib(broker.pid());
+    figures.print();
+    println!();
+    println!("Memory (VmRSS)                     before      after");
+    for (i, (name, _)) in agents.iter().enumerate() {
+        println!(
+            "  pimesh {name:<26}{:>10} {:>10}",
+            mib(rss_before[i]),
+            mib(rss_after[i])
+        );
+    }
+    println!(
+        "  {:<33}{:>10} {:>10}",
+        "mosquitto",
+        mib(broker_before),
+        mib(broker_after)
+    );
+    figures.targets();
+    if figures.lost > 0 {
+        failures.push(format!("{} of {PIPELINE} commands lost", figures.lost));
+    }
+    Ok(failures)
+}
+
+/// Everything measured, for printing.
+struct Figures {
+    mosquitto: Latency,
+    /// The same request/reply through A's embedded broker, no agent involved: separates the
+    /// broker's share of a command round trip from the agent's.
+    embedded: Latency,
+    local: Latency,
+    cross: Latency,
+    fanout: Latency,
+    per_second: f64,
+    answered: usize,
+    lost: usize,
+    executors: BTreeMap<String, usize>,
+}
+
+impl Figures {
+    fn print(&self) {
+        println!();
+        println!(
+            "Latency: p50 is the median of n samples, after {WARMUP} discarded warm-up round trips"
+        );
+        let base = Some(&self.mosquitto);
+        println!(
+            "{}",
+            self.mosquitto.line("mosquitto QoS1 publish->reply", None)
+        );
+        println!(
+            "{}",
+            self.embedded
+                .line("embedded broker QoS1 (A, no agent)", base)
+        );
+        println!(
+            "{}",
+            self.local.line("local command (client@A, A holds)", base)
+        );
+        println!("{}", self.cross.line("cross command (client@B -> A)", base));
+        println!(
+            "{}",
+            self.fanout.line("state fan-out (A -> max(B,C))", base)
+        );
+        println!(
+            "cross minus local                  p50 {:>9}  (the forward hop B -> A -> B)",
+            us(self.cross.p50.saturating_sub(self.local.p50))
+        );
+        println!();
+        let by: Vec<String> = self
+            .executors
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        println!(
+            "Throughput: {PIPELINE} commands to virtual `scene` via B, {WINDOW} in flight: \
+             {:.0} commands/s, {} answered, {} lost (executed by: {})",
+            self.per_second,
+            self.answered,
+            self.lost,
+            by.join(", ")
+        );
+    }
+
+    fn targets(&self) {
+        let ratio = report::ratio(self.cross.p50, self.mosquitto.p50);
+        let mark = |ok: bool| if ok { "met" } else { "NOT met" };
+        println!();
+        println!("Targets (issue 4)");
+        println!(
+            "  cross-instance p50 within 4x mosquitto: {ratio:.2}x — {}",
+            mark(ratio <= 4.0)
+        );
+        println!(
+            "  cross-instance p99 under 2 ms: {} — {}",
+            us(self.cross.p99),
+            mark(self.cross.p99 < Duration::from_millis(2))
+        );
+        println!(
+            "  no command lost: {} lost — {}",
+            self.lost,
+            mark(self.lost == 0)
+        );
+    }
+}
+
+async fn measure(
+    mosquitto_port: u16,
+    a: &Agent,
+    b: &Agent,
+    c: &Agent,
+    failures: &mut Vec<String>,
+) -> Result<Figures> {
+    let mosquitto = baseline(mosquitto_port, "mosquitto").await?;
+    let embedded = baseline(a.port, "embedded").await?;
+    let mut at_a = Client::connect("bench-at-a", a.port).await?;
+    at_a.subscribe("bench/answer/local/#").await?;
+    let local = commands(&mut at_a, "local", "a-light", "alpha", failures).await?;
+    let mut at_b = Client::connect("bench-at-b", b.port).await?;
+    at_b.subscribe("bench/answer/cross/#").await?;
+    let cross = commands(&mut at_b, "cross", "a-light", "alpha", failures).await?;
+    let fanout = fanout(&mut at_a, b, c, failures).await?;
+    let tp = throughput(b, failures).await?;
+    Ok(Figures {
+        mosquitto,
+        embedded,
+        local,
+        cross,
+        fanout,
+        per_second: tp.per_second,
+        answered: tp.answered,
+        lost: tp.lost,
+        executors: tp.executors,
+    })
+}
+
+/// QoS 1 request/reply through the broker on `port`: requester publishes, responder answers,
+/// requester waits.
+async fn baseline(port: u16, broker: &str) -> Result<Latency> {
+    let mut req = Client::connect(&format!("bench-requester-{broker}"), port).await?;
+    req.subscribe("bench/rep").await?;
+    let mut rsp = Client::connect(&format!("bench-responder-{broker}"), port).await?;
+    rsp.subscribe("bench/req").await?;
+    let responder = tokio::spawn(async move {
+        while let Ok(p) = rsp.next_publish_by(Instant::now() + BUDGET).await {
+            if rsp.publish("bench/rep", p.payload.to_vec()).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for i in 0..WARMUP + SAMPLES {
+        let t = Instant::now();
+        let body = (i as u32).to_be_bytes();
+        req.publish("bench/req", body.to_vec()).await?;
+        let p = req
+            .next_publish()
+            .await
+            .with_context(|| format!("{broker} reply"))?;
+        if p.payload.as_ref() != body {
+            bail!("{broker} reply {i} carries another request's payload");
+        }
+        if i >= WARMUP {
+            samples.push(t.elapsed());
+        }
+    }
+    responder.abort();
+    Ok(Latency::of(samples))
+}
+
+/// Toggle commands with a reply-to, one at a time; each answer must be `ok` from `executor`.
+async fn commands(
+    client: &mut Client,
+    phase: &str,
+    object: &str,
+    executor: &str,
+    failures: &mut Vec<String>,
+) -> Result<Latency> {
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for i in 0..WARMUP + SAMPLES {
+        let t = Instant::now();
+        let reply_to = format!("bench/answer/{phase}/{i}");
+        let id = format!("{phase}-{}-{i}", std::process::id());
+        send(client, object, &id, &reply_to).await?;
+        let answer = answer(client, &reply_to).await?;
+        check(&answer, &id, Some(executor), failures);
+        if i >= WARMUP {
+            samples.push(t.elapsed());
+        }
+    }
+    Ok(Latency::of(samples))
+}
+
+async fn send(client: &Client, object: &str, id: &str, reply_to: &str) -> Result<()> {
+    let body = serde_json::json!({"state": "TOGGLE", "id": id, "reply-to": reply_to});
+    client
+        .publish(&format!("pimesh/{object}/set"), body.to_string())
+        .await
+}
+
+/// The next message on `topic`, as JSON.
+async fn answer(client: &mut Client, topic: &str) -> Result<serde_json::Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let p = client
+            .next_publish_by(deadline)
+            .await
+            .with_context(|| format!("answer on {topic}"))?;
+        if p.topic == topic {
+            return serde_json::from_slice(&p.payload)
+                .with_context(|| format!("answer on {topic} is not JSON"));
+        }
+    }
+}
+
+/// Records a failure unless `answer` is an `ok` for `id` (executed by `executor`, if given).
+fn check(answer: &serde_json::Value, id: &str, executor: Option<&str>, failures: &mut Vec<String>) {
+    let ok = answer["id"] == id
+        && answer["result"] == "ok"
+        && executor.is_none_or(|e| answer["executed-by"] == e);
+    if !ok {
+        failures.push(format!("command {id}: unexpected answer {answer}"));
+    }
+}
+
+/// A toggle of `a-fan` on A; the time until both B's and C's public topic show the new state.
+async fn fanout(
+    at_a: &mut Client,
+    b: &Agent,
+    c: &Agent,
+    failures: &mut Vec<String>,
+) -> Result<Latency> {
+    at_a.subscribe("bench/answer/fan/#").await?;
+    let mut watchers = Vec::new();
+    for (name, agent) in [("bench-watch-b", b), ("bench-watch-c", c)] {
+        let mut w = Client::connect(name, agent.port).await?;
+        w.subscribe("pimesh/a-fan").await?;
+        watchers.push(w);
+    }
+    let [mut wb, mut wc] =
+        <[Client; 2]>::try_from(watchers).map_err(|_| anyhow::anyhow!("two watchers expected"))?;
+    // The retained state says where the toggles start.
+    let first = state_of(&wb.next_publish().await.context("retained a-fan on B")?);
+    let mut on = first == "ON";
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for i in 0..WARMUP + SAMPLES {
+        on = !on;
+        let want = if on { "ON" } else { "OFF" };
+        let t = Instant::now();
+        let reply_to = format!("bench/answer/fan/{i}");
+        let id = format!("fan-{}-{i}", std::process::id());
+        send(at_a, "a-fan", &id, &reply_to).await?;
+        let (ans, tb, tc) = tokio::join!(
+            answer(at_a, &reply_to),
+            sees(&mut wb, want, t),
+            sees(&mut wc, want, t)
+        );
+        check(&ans?, &id, Some("alpha"), failures);
+        let worst = tb.context("a-fan on B")?.max(tc.context("a-fan on C")?);
+        if i >= WARMUP {
+            samples.push(worst);
+        }
+    }
+    Ok(Latency::of(samples))
+}
+
+/// The `state` of a state message.
+fn state_of(p: &rumqttc::Publish) -> String {
+    serde_json::from_slice::<serde_json::Value>(&p.payload)
+        .ok()
+        .and_then(|v| v["state"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Time from `since` until `watcher` receives `a-fan` in state `want`.
+async fn sees(watcher: &mut Client, want: &str, since: Instant) -> Result<Duration> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let p = watcher.next_publish_by(deadline).await?;
+        if state_of(&p) == want {
+            return Ok(since.elapsed());
+        }
+    }
+}
+
+/// The throughput run's outcome.
+struct Throughput {
+    per_second: f64,
+    answered: usize,
+    lost: usize,
+    executors: BTreeMap<String, usize>,
+}
+
+/// [`PIPELINE`] toggles of the virtual `scene` through B with [`WINDOW`] in flight.
+async fn throughput(b: &Agent, failures: &mut Vec<String>) -> Result<Throughput> {
+    let mut cl = Client::connect("bench-pipeline", b.port).await?;
+    cl.subscribe("bench/answer/tp/#").await?;
+    let pid = std::process::id();
+    let mut open: HashSet<String> = HashSet::new();
+    let mut executors = BTreeMap::new();
+    let (mut sent, mut answered, mut duplicates) = (0usize, 0usize, 0usize);
+    let t = Instant::now();
+    loop {
+        while open.len() < WINDOW && sent < PIPELINE {
+            let id = format!("tp-{pid}-{sent}");
+            send(&cl, "scene", &id, &format!("bench/answer/tp/{sent}")).await?;
+            open.insert(id);
+            sent += 1;
+        }
+        if open.is_empty() {
+            break;
+        }
+        let Ok(p) = cl.next_publish().await else {
+            break; // nothing for WAIT: the open commands are lost
+        };
+        let Ok(ans) = serde_json::from_slice::<serde_json::Value>(&p.payload) else {
+            failures.push(format!("throughput: answer on {} is not JSON", p.topic));
+            continue;
+        };
+        let id = ans["id"].as_str().unwrap_or_default().to_string();
+        if !open.remove(&id) {
+            duplicates += 1;
+            continue;
+        }
+        answered += 1;
+        check(&ans, &id, None, failures);
+        let by = ans["executed-by"].as_str().unwrap_or("?").to_string();
+        *executors.entry(by).or_insert(0) += 1;
+    }
+    let elapsed = t.elapsed();
+    if duplicates > 0 {
+        failures.push(format!(
+            "throughput: {duplicates} answers for commands not open"
+        ));
+    }
+    Ok(Throughput {
+        per_second: answered as f64 / elapsed.as_secs_f64(),
+        answered,
+        lost: PIPELINE - answered,
+        executors,
+    })
+}
