@@ -501,7 +501,7 @@ impl Agent {
         self.syncs.retain(|_, s| s.sent.elapsed() < SYNC_TIMEOUT);
         self.serving.retain(|_, s| s.at.elapsed() < SYNC_TIMEOUT);
         self.expire_pending().await;
-        if !self.unsaved.is_empty() {
+        if !self.unsaved.is_empty() || self.store.pending() > 0 {
             self.flush_store();
         }
     }

@@ -139,8 +139,10 @@ impl Agent {
         if updates.is_empty() {
             return gaps;
         }
-        if let Err(e) = self.store.append(updates) {
-            tracing::error!(error = %e, queued = self.store.pending(), "replicated state not saved yet; will retry");
+        // Written with the next local change or heartbeat: the origin holds these durably,
+        // and a sync after a crash fetches whatever was not written yet.
+        if let Err(e) = self.store.queue(updates) {
+            tracing::error!(error = %e, "a replicated update cannot be stored; it stays in memory only");
         }
         let now = clock::now_ms();
         for u in updates {

@@ -306,6 +306,14 @@ impl Store {
     /// accepted, only not yet durable. An `EncodeUpdate` error is the exception: nothing of
     /// that call was queued.
     pub fn append(&mut self, updates: &[Update]) -> Result<(), StoreError> {
+        self.queue(updates)?;
+        self.flush()
+    }
+
+    /// Queues updates without writing them: they go to disk with the next `append` or
+    /// `flush`. For updates replicated from peers, whose origin already holds them durably
+    /// and which a sync fetches again after a crash, so they need not cost an fsync each.
+    pub fn queue(&mut self, updates: &[Update]) -> Result<(), StoreError> {
         let mut encoded = Vec::new();
         for u in updates {
             record::encode(u, &mut encoded).map_err(|source| StoreError::EncodeUpdate {
@@ -316,7 +324,7 @@ impl Store {
         }
         self.pending.extend_from_slice(&encoded);
         self.pending_count += updates.len();
-        self.flush()
+        Ok(())
     }
 
     /// Writes and syncs the queued updates, if any; what `append` does after queueing.

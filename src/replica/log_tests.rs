@@ -392,3 +392,23 @@ fn a_leftover_temporary_snapshot_is_ignored_and_removed() {
     assert!(replica.is_empty());
     assert!(!dir.path().join(SNAPSHOT_TMP).exists());
 }
+
+#[test]
+fn queued_remote_updates_are_written_with_the_next_flush_and_only_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = reopen(dir.path());
+    let remote =
+        Replica::new(node(2)).prepare(&oid("door"), vec![(STATE.into(), "OPEN".into())], T0);
+    store.queue(&remote).unwrap();
+    assert_eq!(store.pending(), 1);
+    let (_, before) = Store::open(dir.path(), node(3)).expect("open a second view");
+    assert!(before.is_empty(), "queued means not on disk yet");
+    store.flush().unwrap();
+    assert_eq!(store.pending(), 0);
+    drop(store);
+    let (_, after) = reopen(dir.path());
+    assert_eq!(
+        after.get(&oid("door")).and_then(|o| o.text(STATE)),
+        Some("OPEN")
+    );
+}
