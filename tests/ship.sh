@@ -24,7 +24,11 @@ max_size=6000000
 
 work="$(mktemp -d)"
 agent_pid=""
+mesh_pids=""
 cleanup() {
+  # shellcheck disable=SC2086
+  [ -n "$mesh_pids" ] && kill -KILL $mesh_pids 2>/dev/null
+
   if [ -n "$agent_pid" ] && kill -0 "$agent_pid" 2>/dev/null; then
     kill -KILL "$agent_pid" 2>/dev/null || true
   fi
@@ -107,10 +111,7 @@ for arch in a64 v7; do
 done
 
 step "1b. an aarch64 agent switched by the armv7 CLI (both under qemu)"
-# TODO(mesh): the issue's full scenario has two emulated agents on loopback form a mesh and one
-# switch a sim relay on the other through the CLI. The mesh is not built yet; when it is, start
-# a second aarch64 agent with --peer 127.0.0.1:$port, run `set relay-1 on` against the second
-# agent, and check that the first agent's sim pin moves. Until then, one agent and a CLI.
+# One emulated agent and the other architecture's CLI; step 1c then forms a mesh.
 data="$work/agent"
 port="$(free_port)"
 # qemu-user runs the guest in its own process, so $! is the agent's pid as agent.json has it.
@@ -161,6 +162,36 @@ if wait_for 30 agent_ready; then
 else
   fail "aarch64 agent wrote no agent.json with port $port within 30 s; log: $(tail -n 20 "$work/agent.log")"
 fi
+
+step "1c. two emulated agents form a mesh; a command at one switches the other's relay"
+mesh_cfg() {
+  printf '[board]\nbackend = "sim"\n[[relay]]\nid = "%s-light"\npin = 17\n' "$1" >"$work/$1.toml"
+}
+mesh_cfg a64; mesh_cfg v7
+port_a="$(free_port)"; port_b="$(free_port)"
+qemu-aarch64 "$bin_a64" run --config "$work/a64.toml" --data-dir "$work/mesh-a" --port "$port_a" --name qemu-a64 >"$work/mesh-a.log" 2>&1 &
+mesh_pids="$!"
+run_v7 run --config "$work/v7.toml" --data-dir "$work/mesh-b" --port "$port_b" --name qemu-v7 --peer "127.0.0.1:$port_a" >"$work/mesh-b.log" 2>&1 &
+mesh_pids="$mesh_pids $!"
+peers_online() { run_v7 peers --via "127.0.0.1:$port_b" --timeout 10 2>/dev/null | grep -q "qemu-a64 .*online"; }
+if wait_for 60 peers_online; then
+  pass "the armv7 agent sees the aarch64 agent online"
+  if out="$(qemu-aarch64 "$bin_a64" set a64-light on --via "127.0.0.1:$port_b" --timeout 10 2>&1)" \
+    && grep -q "executed by qemu-a64" <<<"$out"; then
+    pass "set a64-light on at the armv7 agent was executed by the aarch64 agent"
+  else
+    fail "set a64-light on --via the armv7 agent: $out"
+  fi
+  a_high() { [ "$(cat "$work/mesh-a/sim/gpio17" 2>/dev/null)" = 1 ]; }
+  wait_for 10 a_high && pass "the aarch64 agent's sim pin 17 reads 1" \
+    || fail "the aarch64 agent's pin 17 reads '$(cat "$work/mesh-a/sim/gpio17" 2>/dev/null)'"
+  [ "$(cat "$work/mesh-b/sim/gpio17" 2>/dev/null)" = 0 ] && pass "the armv7 agent's own pin 17 is untouched" \
+    || fail "the armv7 agent's pin 17 moved"
+else
+  fail "no mesh between the emulated agents within 60 s; logs: $(tail -n 5 "$work/mesh-a.log") $(tail -n 5 "$work/mesh-b.log")"
+fi
+kill -TERM $mesh_pids 2>/dev/null || true
+mesh_pids=""
 
 # --- 2. size --------------------------------------------------------------------------------
 step "2. binary size"
