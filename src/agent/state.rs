@@ -110,8 +110,15 @@ impl Agent {
         if updates.is_empty() {
             return false;
         }
-        let saved = match self.store.append(&updates) {
-            Ok(()) => true,
+        // During start-up nothing is acknowledged yet: queue, and flush once at the end (a
+        // config with thousands of objects would otherwise cost thousands of fsyncs).
+        let result = if self.running {
+            self.store.append(&updates)
+        } else {
+            self.store.queue(&updates)
+        };
+        let saved = match result {
+            Ok(()) => self.running,
             Err(e) => {
                 tracing::error!(error = %e, queued = self.store.pending(), "state not saved yet; will retry");
                 false
