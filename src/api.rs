@@ -150,6 +150,12 @@ pub fn state_topic(base: &str, id: &ObjectId) -> String {
     format!("{base}/{id}")
 }
 
+/// `<base>/<object>/event`: events of an object (a press pattern, a relay switched by its
+/// rules), not retained.
+pub fn event_topic(base: &str, id: &ObjectId) -> String {
+    format!("{base}/{id}/event")
+}
+
 /// `<base>/+/set`: every command topic.
 pub fn set_filter(base: &str) -> String {
     format!("{base}/+/set")

@@ -1,0 +1,190 @@
+//! The hardware rules wired into the real agent, end to end: the binary on the sim backend,
+//! commanded through its CLI and observed through the sim pin files and its public state —
+//! pulse, interlock with dead time, the max-on watchdog, on-stop, and press events.
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::*;
+
+const RELAYS: &str = r#"
+[board]
+backend = "sim"
+[[relay]]
+id = "up"
+pin = 5
+interlock = "blind"
+interlock-dead-ms = 150
+[[relay]]
+id = "down"
+pin = 6
+interlock = "blind"
+[[relay]]
+id = "door"
+pin = 13
+pulse-ms = 300
+[[relay]]
+id = "heater"
+pin = 19
+max-on-s = 1
+[[relay]]
+id = "pump"
+pin = 20
+on-stop = "off"
+[[relay]]
+id = "lamp"
+pin = 21
+"#;
+
+/// Pin levels seen by the sampler, each with the moment it first saw them.
+type Samples = Vec<(Instant, Vec<bool>)>;
+
+/// Reads sim pin files as fast as it can on a thread, recording every change it sees.
+struct Sampler {
+    seen: Arc<Mutex<Samples>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(files: Vec<PathBuf>) -> Sampler {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, flag) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::SeqCst) {
+                let now: Vec<bool> = files
+                    .iter()
+                    .map(|f| std::fs::read_to_string(f).is_ok_and(|t| t.trim() == "1"))
+                    .collect();
+                let mut log = log.lock().unwrap();
+                if log.last().is_none_or(|(_, last)| *last != now) {
+                    log.push((Instant::now(), now));
+                }
+            }
+        });
+        Sampler {
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until the latest sample is `state`.
+    fn wait_for(&self, state: &[bool]) {
+        wait_until(&format!("pins {state:?}"), || {
+            self.seen.lock().unwrap().last().map(|(_, s)| s.as_slice()) == Some(state)
+        });
+    }
+
+    /// Stops sampling and returns every change seen.
+    fn finish(mut self) -> Samples {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        let seen = self.seen.lock().unwrap().clone();
+        seen
+    }
+}
+
+/// `pimesh set OBJECT STATE` must succeed.
+fn set(a: &Agent, object: &str, state: &str) {
+    let out = a.cli(&["set", object, state]);
+    assert!(
+        out.status.success(),
+        "set {object} {state}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_pulse_relay_goes_back_off_by_itself_after_pulse_ms() {
+    let a = start_node("garage", RELAYS, &[]);
+    let sampler = Sampler::start(vec![a.pin_path(13)]);
+    set(&a, "door", "on");
+    sampler.wait_for(&[false]);
+    let seen = sampler.finish();
+    let rise = seen.iter().find(|(_, p)| p[0]).map(|(t, _)| *t);
+    let fall = seen.iter().rev().find(|(_, p)| !p[0]).map(|(t, _)| *t);
+    let (Some(rise), Some(fall)) = (rise, fall) else {
+        panic!("the pulse was not seen: {seen:?}");
+    };
+    // The sampler sees each edge a moment after it happens; only a lag at the rise could
+    // shorten the pulse as seen, and it is a few ms at most.
+    let length = fall.saturating_duration_since(rise);
+    assert!(length >= Duration::from_millis(290), "pulse {length:?}");
+    wait_until("door OFF with its reason", || {
+        let door = a.get("door");
+        door["state"] == "OFF" && door["reason"] == "pulse-ms elapsed"
+    });
+}
+
+#[test]
+fn interlocked_relays_are_never_on_together_and_a_delayed_command_is_answered() {
+    let a = start_node("blinds", RELAYS, &[]);
+    set(&a, "up", "on");
+    assert_eq!(a.pin(5).as_deref(), Some("1"));
+    let sampler = Sampler::start(vec![a.pin_path(5), a.pin_path(6)]);
+    let sent = Instant::now();
+    // Answered only after the dead time, once `down` is really on.
+    set(&a, "down", "on");
+    assert!(sent.elapsed() >= Duration::from_millis(150));
+    assert_eq!(a.pin(6).as_deref(), Some("1"));
+    sampler.wait_for(&[false, true]);
+    set(&a, "up", "on");
+    sampler.wait_for(&[true, false]);
+    let seen = sampler.finish();
+    assert!(
+        seen.iter().all(|(_, pins)| !(pins[0] && pins[1])),
+        "two pins high at once: {seen:?}"
+    );
+    assert!(seen.iter().any(|(_, p)| p == &[false, false]), "{seen:?}");
+    let down = a.get("down");
+    assert_eq!(down["state"], "OFF");
+    assert_eq!(down["reason"], "interlock: up switched on");
+    let up = a.get("up");
+    assert_eq!(
+        (up["state"].as_str(), up["reason"].as_str()),
+        (Some("ON"), Some("command"))
+    );
+}
+
+#[test]
+fn the_watchdog_switches_a_relay_off_after_max_on_s_and_says_why() {
+    let a = start_node("boiler", RELAYS, &[]);
+    let events = std::thread::spawn({
+        let port = a.port;
+        move || mosquitto_sub(port, "pimesh/heater/event", 1)
+    });
+    let sent = Instant::now();
+    set(&a, "heater", "on");
+    assert_eq!(a.pin(19).as_deref(), Some("1"));
+    wait_until("the watchdog switched the heater off", || {
+        a.pin(19).as_deref() == Some("0")
+    });
+    assert!(sent.elapsed() >= Duration::from_secs(1));
+    let heater = a.get("heater");
+    assert_eq!(heater["state"], "OFF");
+    assert_eq!(heater["reason"], "max-on-s exceeded");
+    let events = events.join().unwrap();
+    assert_eq!(
+        events,
+        [r#"pimesh/heater/event {"reason":"max-on-s exceeded","state":"OFF"}"#]
+    );
+}
+
+#[test]
+fn a_clean_stop_applies_on_stop_and_leaves_the_others() {
+    let mut a = start_node("cellar", RELAYS, &[]);
+    set(&a, "pump", "on");
+    set(&a, "lamp", "on");
+    assert_eq!(a.pin(20).as_deref(), Some("1"));
+    assert!(a.stop().success());
+    assert_eq!(a.pin(20).as_deref(), Some("0"), "on-stop = off");
+    assert_eq!(a.pin(21).as_deref(), Some("1"), "on-stop left as is");
+}
