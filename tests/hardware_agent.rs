@@ -107,7 +107,12 @@ fn a_pulse_relay_goes_back_off_by_itself_after_pulse_ms() {
     let a = start_node("garage", RELAYS, &[]);
     let sampler = Sampler::start(vec![a.pin_path(13)]);
     set(&a, "door", "on");
-    sampler.wait_for(&[false]);
+    wait_until("the pin files to show the pulse rise and fall", || {
+        let seen = sampler.seen.lock().unwrap();
+        seen.iter()
+            .position(|(_, p)| p[0])
+            .is_some_and(|rise| seen[rise..].iter().any(|(_, p)| !p[0]))
+    });
     let seen = sampler.finish();
     let rise = seen.iter().find(|(_, p)| p[0]).map(|(t, _)| *t);
     let fall = seen.iter().rev().find(|(_, p)| !p[0]).map(|(t, _)| *t);
@@ -187,4 +192,89 @@ fn a_clean_stop_applies_on_stop_and_leaves_the_others() {
     assert!(a.stop().success());
     assert_eq!(a.pin(20).as_deref(), Some("0"), "on-stop = off");
     assert_eq!(a.pin(21).as_deref(), Some("1"), "on-stop left as is");
+}
+
+const BUTTON: &str = r#"
+[board]
+backend = "sim"
+[[input]]
+id = "button"
+pin = 5
+pull = "up"
+active-low = true
+debounce-ms = 10
+double-ms = 300
+long-ms = 700
+[[relay]]
+id = "lamp"
+pin = 21
+[[automation]]
+id = "double-toggles"
+when = "button"
+property = "event"
+to = "double"
+then = "lamp"
+action = "toggle"
+"#;
+
+/// Presses the sim button (active low) for `ms`, then releases it.
+fn press(a: &Agent, ms: u64) {
+    a.set_pin(5, false);
+    std::thread::sleep(Duration::from_millis(ms));
+    a.set_pin(5, true);
+}
+
+/// Two short presses well within `double-ms`.
+fn double_press(a: &Agent) {
+    press(a, 60);
+    std::thread::sleep(Duration::from_millis(80));
+    press(a, 60);
+}
+
+#[test]
+fn presses_become_events_that_automations_trigger_on_every_time() {
+    let a = start_node("hall", BUTTON, &[]);
+    a.set_pin(5, true);
+    let events = std::thread::spawn({
+        let port = a.port;
+        move || mosquitto_sub(port, "pimesh/button/event", 4)
+    });
+    // Let mosquitto_sub subscribe before the first event.
+    wait_until("the event subscriber", || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &format!("mosquitto_sub -h 127.0.0.1 -p {}", a.port)])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    double_press(&a);
+    wait_until("the first double press toggled the lamp on", || {
+        a.pin(21).as_deref() == Some("1")
+    });
+    assert_eq!(a.get("button")["event"], "double");
+    // The same event again is still an event: the rule runs again.
+    std::thread::sleep(Duration::from_millis(400));
+    double_press(&a);
+    wait_until("the second double press toggled the lamp off", || {
+        a.pin(21).as_deref() == Some("0")
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    press(&a, 60);
+    wait_until("a single press", || a.get("button")["event"] == "single");
+    press(&a, 1000);
+    wait_until("a long press", || a.get("button")["event"] == "long");
+    let events = events.join().unwrap();
+    assert_eq!(
+        events,
+        [
+            "pimesh/button/event double",
+            "pimesh/button/event double",
+            "pimesh/button/event single",
+            "pimesh/button/event long",
+        ]
+    );
+    assert_eq!(
+        a.pin(21).as_deref(),
+        Some("0"),
+        "single and long toggle nothing"
+    );
 }
