@@ -278,3 +278,110 @@ fn presses_become_events_that_automations_trigger_on_every_time() {
         "single and long toggle nothing"
     );
 }
+
+/// A socat process joining two pseudo-terminals, linked as `<dir>/dev` and `<dir>/fake`.
+struct Socat {
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl Socat {
+    fn start(dir: &std::path::Path) -> Socat {
+        let link = |name: &str| format!("pty,raw,echo=0,link={}", dir.join(name).display());
+        let child = std::process::Command::new("socat")
+            .args([&link("dev"), &link("fake")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("socat is installed (apt package socat)");
+        wait_until("socat's pty links", || {
+            dir.join("dev").exists() && dir.join("fake").exists()
+        });
+        Socat {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Kills socat (the device "unplugged") and removes the links it leaves behind.
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for name in ["dev", "fake"] {
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
+    }
+}
+
+impl Drop for Socat {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A fake Arduino on the `fake` end: answers `R1=x` with `OK R1=x` and records every line.
+fn fake_device(path: &std::path::Path) -> Arc<Mutex<Vec<String>>> {
+    use std::io::{BufRead, Write};
+    let port = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (reader, mut writer, log) = (port.try_clone().unwrap(), port, seen.clone());
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(reader).lines() {
+            let Ok(line) = line else { return };
+            let answer = match line.as_str() {
+                "R1=1" => "OK R1=1\r\n",
+                "R1=0" => "OK R1=0\r\n",
+                _ => "ERR unknown\n",
+            };
+            log.lock().unwrap().push(line);
+            let _ = writer.write_all(answer.as_bytes());
+        }
+    });
+    seen
+}
+
+#[test]
+fn a_serial_channel_is_switched_through_its_device_and_goes_unavailable_when_unplugged() {
+    let tty = tempfile::tempdir().unwrap();
+    let mut socat = Socat::start(tty.path());
+    let seen = fake_device(&tty.path().join("fake"));
+    let config = format!(
+        "[board]\nbackend = \"sim\"\n\
+         [[serial]]\nid = \"arduino\"\npath = \"{}\"\nbaud = 115200\ntimeout-ms = 500\nfail-prefix = \"ERR\"\n\
+         [[serial.channel]]\nid = \"arduino-r1\"\non = \"R1=1\\n\"\noff = \"R1=0\\n\"\n\
+         on-reply = \"OK R1=1\"\noff-reply = \"OK R1=0\"\n",
+        tty.path().join("dev").display()
+    );
+    let a = start_node("workshop", &config, &[]);
+    wait_until("the channel online", || {
+        a.get("arduino-r1")["online"] == true
+    });
+    set(&a, "arduino-r1", "on");
+    assert_eq!(seen.lock().unwrap().as_slice(), ["R1=1"]);
+    let r1 = a.get("arduino-r1");
+    assert_eq!(
+        (r1["state"].as_str(), r1["kind"].as_str()),
+        (Some("ON"), Some("serial-channel"))
+    );
+    assert_eq!(r1["available"], true);
+
+    socat.stop();
+    wait_until("the channel unavailable", || {
+        a.get("arduino-r1")["available"] == false
+    });
+    let out = a.cli(&["set", "arduino-r1", "off"]);
+    assert!(
+        !out.status.success(),
+        "a command to an unplugged device fails"
+    );
+    assert!(
+        text(&out.stdout).contains("unavailable") || text(&out.stderr).contains("unavailable"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}

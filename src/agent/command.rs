@@ -20,6 +20,7 @@ impl Agent {
             Some(Route::Set(object)) => self.on_set(&object, payload).await,
             Some(Route::Get) => self.on_get(payload).await,
             Some(Route::Peers) => self.on_peers(payload).await,
+            Some(Route::Send(device)) => self.on_send(&device, payload),
             None => {
                 tracing::debug!(%topic, "ignoring message on a topic the agent does not handle")
             }

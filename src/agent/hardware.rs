@@ -51,8 +51,10 @@ impl Agent {
         if ours && req.state.is_some() && self.relays.contains_key(id) {
             return self.command_relay(id, req, cmd, origin).await;
         }
-        let reply = self.execute_local(id, req, cmd);
-        self.respond(origin, reply).await;
+        if let Some(origin) = self.command_serial(id, req, cmd, origin) {
+            let reply = self.execute_local(id, req, cmd);
+            self.respond(origin, reply).await;
+        }
     }
 
     /// Hands a relay's state command to the bank, queued for the bank's answer.

@@ -12,6 +12,7 @@ mod command;
 mod forward;
 mod hardware;
 mod mesh;
+mod serial;
 mod state;
 
 use crate::api;
@@ -82,6 +83,8 @@ enum Internal {
     RelayTimer(Timer),
     /// A press detector timer of input number N is due.
     PressTimer(usize, PressTimer),
+    /// A serial channel command got its device's answer.
+    SerialDone(Box<serial::SerialDone>),
 }
 
 /// The agent task's state: the one owner of the store, the hardware and the mesh view.
@@ -112,6 +115,10 @@ struct Agent {
     inputs: Vec<(ObjectId, Input)>,
     /// The press detector of each input, by the same index.
     presses: Vec<PressDetector>,
+    /// Our serial devices' tasks, by device id.
+    serials: BTreeMap<ObjectId, crate::plugins::serial::SerialHandle>,
+    /// The device of each line channel we hold, by channel id.
+    channels: BTreeMap<ObjectId, ObjectId>,
     /// Link to our own embedded broker.
     link: Link,
     /// Sender for edges and debounce timers.
@@ -209,6 +216,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         queued: HashMap::new(),
         inputs: Vec::new(),
         presses: Vec::new(),
+        serials: BTreeMap::new(),
+        channels: BTreeMap::new(),
         link,
         internal,
         recent: heapless::Deque::new(),
@@ -241,6 +250,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     for cfg in &settings.config.inputs {
         agent.claim_input(gpio.as_mut(), cfg.clone())?;
     }
+    let (serial_tx, mut serial_rx) = mpsc::unbounded_channel();
+    agent.start_serials(&settings.config.serials, &serial_tx, &cancel);
     agent.flush_store();
     for peer in &settings.config.mesh.peers {
         agent.connect_peer(peer);
@@ -265,6 +276,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
             Some(ev) = link_rx.recv() => agent.on_link(ev).await,
             Some((addr, ev)) = mesh_rx.recv() => agent.on_peer_link(&addr, ev).await,
             Some(ev) = internal_rx.recv() => agent.on_internal(ev).await,
+            Some(ev) = serial_rx.recv() => agent.on_serial(ev).await,
             _ = beat.tick() => agent.on_beat().await,
         }
         agent.run_jobs().await;
@@ -341,6 +353,7 @@ impl Agent {
             LinkEvent::Connected => {
                 let filters = [
                     api::set_filter(&self.base),
+                    api::send_filter(&self.base),
                     api::get_topic(&self.base),
                     api::peers_topic(&self.base),
                     self.topics.hello_filter(),
@@ -430,6 +443,7 @@ impl Agent {
                 let actions = detector.timer(timer);
                 self.perform_press(i, actions).await;
             }
+            Internal::SerialDone(done) => self.serial_done(*done).await,
         }
     }
 

@@ -49,7 +49,11 @@ impl Agent {
                     .iter()
                     .map(|i| (&i.id, "input", &i.name, &i.room, i.x, i.y)),
             );
-        for (id, kind, name, room, x, y) in objects {
+        let channels = config.serials.iter().flat_map(|s| &s.channels).map(|c| {
+            let kind = super::serial::CHANNEL_KIND;
+            (&c.id, kind, &c.name, &c.room, c.x, c.y)
+        });
+        for (id, kind, name, room, x, y) in objects.chain(channels) {
             configured.push(id.clone());
             let mut props: Vec<(String, Value)> = vec![
                 (model::KIND.into(), kind.into()),
@@ -273,6 +277,10 @@ impl Agent {
                     map.insert("conflict".into(), names.into());
                     map.insert("available".into(), false.into());
                 }
+            }
+            if obj.value(super::serial::ONLINE) == Some(&Value::Bool(false)) {
+                // The holder is alive but the device behind the object is not.
+                map.insert("available".into(), false.into());
             }
         }
         json
