@@ -217,6 +217,18 @@ then = "lamp"
 action = "toggle"
 "#;
 
+/// Waits until a `mosquitto_sub` on `port` runs, so it subscribes before what it waits for.
+fn wait_subscriber(port: u16) {
+    wait_until("the mosquitto_sub subscriber", || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &format!("mosquitto_sub -h 127.0.0.1 -p {port}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    // pgrep sees the process a moment before its SUBSCRIBE is through.
+    std::thread::sleep(Duration::from_millis(200));
+}
+
 /// Presses the sim button (active low) for `ms`, then releases it.
 fn press(a: &Agent, ms: u64) {
     a.set_pin(5, false);
@@ -239,13 +251,7 @@ fn presses_become_events_that_automations_trigger_on_every_time() {
         let port = a.port;
         move || mosquitto_sub(port, "pimesh/button/event", 4)
     });
-    // Let mosquitto_sub subscribe before the first event.
-    wait_until("the event subscriber", || {
-        std::process::Command::new("pgrep")
-            .args(["-f", &format!("mosquitto_sub -h 127.0.0.1 -p {}", a.port)])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
+    wait_subscriber(a.port);
     double_press(&a);
     wait_until("the first double press toggled the lamp on", || {
         a.pin(21).as_deref() == Some("1")
@@ -335,6 +341,7 @@ fn fake_device(path: &std::path::Path) -> Arc<Mutex<Vec<String>>> {
             let answer = match line.as_str() {
                 "R1=1" => "OK R1=1\r\n",
                 "R1=0" => "OK R1=0\r\n",
+                "ping" => "pong\n",
                 _ => "ERR unknown\n",
             };
             log.lock().unwrap().push(line);
@@ -384,4 +391,40 @@ fn a_serial_channel_is_switched_through_its_device_and_goes_unavailable_when_unp
         text(&out.stdout),
         text(&out.stderr)
     );
+
+    // Plugged back in: available again, and commands reach the device.
+    let _socat = Socat::start(tty.path());
+    let seen = fake_device(&tty.path().join("fake"));
+    wait_until("the channel available again", || {
+        a.get("arduino-r1")["available"] == true
+    });
+    set(&a, "arduino-r1", "off");
+    assert_eq!(seen.lock().unwrap().as_slice(), ["R1=0"]);
+    assert_eq!(a.state("arduino-r1"), "OFF");
+}
+
+#[test]
+fn a_raw_serial_device_is_a_byte_bridge() {
+    let tty = tempfile::tempdir().unwrap();
+    let _socat = Socat::start(tty.path());
+    let seen = fake_device(&tty.path().join("fake"));
+    let config = format!(
+        "[board]\nbackend = \"sim\"\n\
+         [[serial]]\nid = \"modem\"\npath = \"{}\"\nprotocol = \"raw\"\n",
+        tty.path().join("dev").display()
+    );
+    let a = start_node("attic", &config, &[]);
+    let out = std::thread::spawn({
+        let port = a.port;
+        move || mosquitto_sub(port, "pimesh/modem", 1)
+    });
+    wait_subscriber(a.port);
+    wait_until("the device hears ping", || {
+        mosquitto_pub(a.port, "pimesh/modem/send", "ping\n");
+        std::thread::sleep(Duration::from_millis(100));
+        !seen.lock().unwrap().is_empty()
+    });
+    assert_eq!(seen.lock().unwrap()[0], "ping");
+    let out = out.join().unwrap();
+    assert_eq!(out.first().map(String::as_str), Some("pimesh/modem pong"));
 }

@@ -167,6 +167,7 @@ impl Agent {
             return;
         };
         let ours = self.relays.contains_key(&u.object)
+            || self.channels.contains_key(&u.object)
             || self.inputs.iter().any(|(id, _)| *id == u.object);
         if ours && u.value == Value::Bool(true) && other != self.uuid.to_string() {
             let name = Uuid::parse_str(other)
