@@ -90,9 +90,10 @@ impl Agent {
         }
     }
 
-    /// True while a relay command with this id waits for the bank.
+    /// True while a relay command with this id waits for the bank, or a channel command for
+    /// its device: a retry of it must not run it twice.
     pub(super) fn is_queued(&self, cmd: &str) -> bool {
-        self.queued.values().flatten().any(|q| q.cmd == cmd)
+        self.in_flight.contains(cmd) || self.queued.values().flatten().any(|q| q.cmd == cmd)
     }
 
     /// The oldest command queued on relay `id`.

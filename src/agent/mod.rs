@@ -119,6 +119,8 @@ struct Agent {
     serials: BTreeMap<ObjectId, crate::plugins::serial::SerialHandle>,
     /// The device of each line channel we hold, by channel id.
     channels: BTreeMap<ObjectId, ObjectId>,
+    /// Ids of channel commands waiting for their device's answer.
+    in_flight: BTreeSet<String>,
     /// Link to our own embedded broker.
     link: Link,
     /// Sender for edges and debounce timers.
@@ -218,6 +220,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         presses: Vec::new(),
         serials: BTreeMap::new(),
         channels: BTreeMap::new(),
+        in_flight: BTreeSet::new(),
         link,
         internal,
         recent: heapless::Deque::new(),

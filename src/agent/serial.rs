@@ -84,6 +84,7 @@ impl Agent {
         if !moves.is_empty() {
             self.record(id, moves);
         }
+        self.in_flight.insert(cmd.to_string());
         let tx = self.internal.clone();
         let (channel, cmd) = (id.clone(), cmd.to_string());
         tokio::spawn(async move {
@@ -111,6 +112,7 @@ impl Agent {
             origin,
             result,
         } = done;
+        self.in_flight.remove(&cmd);
         let reply = match result {
             Ok(on) => {
                 self.record(&channel, vec![(model::STATE.into(), on_off(on).into())]);
