@@ -130,6 +130,8 @@ pub enum Route {
     Get,
     /// `<base>/agent/peers`.
     Peers,
+    /// `<base>/<device>/send`: bytes for a raw serial device.
+    Send(String),
 }
 
 /// Classifies `topic`, or None for topics the agent does not handle.
@@ -142,12 +144,30 @@ pub fn route(base: &str, topic: &str) -> Option<Route> {
         return Some(Route::Peers);
     }
     let (object, verb) = rest.split_once('/')?;
-    (verb == "set" && !object.is_empty()).then(|| Route::Set(object.to_string()))
+    if object.is_empty() {
+        return None;
+    }
+    match verb {
+        "set" => Some(Route::Set(object.to_string())),
+        "send" => Some(Route::Send(object.to_string())),
+        _ => None,
+    }
 }
 
 /// `<base>/<object>`: the retained state topic.
 pub fn state_topic(base: &str, id: &ObjectId) -> String {
     format!("{base}/{id}")
+}
+
+/// `<base>/<object>/event`: events of an object (a press pattern, a relay switched by its
+/// rules), not retained.
+pub fn event_topic(base: &str, id: &ObjectId) -> String {
+    format!("{base}/{id}/event")
+}
+
+/// `<base>/+/send`: bytes for raw serial devices.
+pub fn send_filter(base: &str) -> String {
+    format!("{base}/+/send")
 }
 
 /// `<base>/+/set`: every command topic.
@@ -310,5 +330,10 @@ mod tests {
         assert_eq!(route("pimesh", "pimesh/relay-1"), None);
         assert_eq!(route("pimesh", "other/relay-1/set"), None);
         assert_eq!(route("pimesh", "pimesh//set"), None);
+        assert_eq!(
+            route("pimesh", "pimesh/arduino/send"),
+            Some(Route::Send("arduino".into()))
+        );
+        assert_eq!(route("pimesh", "pimesh/arduino/event"), None);
     }
 }

@@ -1,6 +1,6 @@
 //! Where a command runs, decided without I/O from the receiving instance's view of the mesh.
 //!
-//! - Hardware objects (relays) run on their one holder; if the holder is offline the answer
+//! - Hardware objects (relays, serial channels) run on their one holder; if the holder is offline the answer
 //!   is `unavailable` at once, from the mesh view, not after a timeout.
 //! - Virtual objects run round-robin over the live instances that run them, in UUID order
 //!   (the mesh's agreed order): the first command on the first, the next on the second, …
@@ -64,7 +64,7 @@ pub fn route(
     name: impl Fn(Uuid) -> String,
 ) -> Route {
     match target.kind {
-        "relay" => match target.claimants.as_slice() {
+        "relay" | "serial-channel" => match target.claimants.as_slice() {
             [] => Route::Unavailable(format!("no instance holds {}", target.id)),
             [holder] if *holder == me => Route::Local,
             [holder] if alive(*holder) && !skip.contains(holder) => Route::Forward(*holder),
@@ -165,6 +165,33 @@ mod tests {
         };
         assert!(matches!(
             route(me, &input, |_| true, &[], &mut rr, name),
+            Route::Rejected(_)
+        ));
+    }
+
+    #[test]
+    fn serial_channels_run_on_their_holder_like_relays() {
+        let [me, a] = ids(2)[..] else { unreachable!() };
+        let mut rr = RoundRobin::default();
+        let target = |claimants| Target {
+            id: "arduino-r1",
+            kind: "serial-channel",
+            claimants,
+        };
+        assert_eq!(
+            route(me, &target(vec![me]), |_| true, &[], &mut rr, name),
+            Route::Local
+        );
+        assert_eq!(
+            route(me, &target(vec![a]), |_| true, &[], &mut rr, name),
+            Route::Forward(a)
+        );
+        assert!(matches!(
+            route(me, &target(vec![a]), |u| u == me, &[], &mut rr, name),
+            Route::Unavailable(_)
+        ));
+        assert!(matches!(
+            route(me, &target(vec![me, a]), |_| true, &[], &mut rr, name),
             Route::Rejected(_)
         ));
     }

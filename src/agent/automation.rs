@@ -82,6 +82,10 @@ impl Agent {
     pub(super) fn trigger(&mut self, updates: &[Update]) {
         for u in updates.iter().filter(|u| u.stamp.origin == self.uuid) {
             let value = text_of(&u.value);
+            if u.prop == super::hardware::EVENT && value.is_empty() {
+                // The reset between two identical press events is not an event.
+                continue;
+            }
             for (rule_id, rule) in self.replica.objects() {
                 let matches = !rule.is_deleted()
                     && rule.text(model::KIND) == Some("automation")

@@ -20,6 +20,7 @@ impl Agent {
             Some(Route::Set(object)) => self.on_set(&object, payload).await,
             Some(Route::Get) => self.on_get(payload).await,
             Some(Route::Peers) => self.on_peers(payload).await,
+            Some(Route::Send(device)) => self.on_send(&device, payload),
             None => {
                 tracing::debug!(%topic, "ignoring message on a topic the agent does not handle")
             }
@@ -39,7 +40,7 @@ impl Agent {
             }
         };
         if let Some(id) = &req.id {
-            if self.pending.contains_key(id) {
+            if self.pending.contains_key(id) || self.is_queued(id) {
                 tracing::info!(%object, command = %id, "duplicate of a command in progress: ignored");
                 return;
             }
@@ -96,10 +97,7 @@ impl Agent {
         let skip = origin.tried();
         let route = self.route_for(&oid, &kind, &obj, &skip);
         match route {
-            router::Route::Local => {
-                let reply = self.execute_local(&oid, &req, &id);
-                self.respond(origin, reply).await
-            }
+            router::Route::Local => self.run_local(&oid, &req, &id, origin).await,
             router::Route::Forward(executor) => {
                 self.forward(executor, object, id, req, origin, onward)
                     .await
@@ -170,18 +168,13 @@ impl Agent {
                 Switch::Off => false,
                 Switch::Toggle => !current_on,
             };
-            match (kind.as_str(), self.relays.get_mut(id)) {
-                ("relay", Some(relay)) => {
-                    if let Err(e) = relay.switch(on) {
-                        return self.reply(
-                            object,
-                            Some(cmd.into()),
-                            Outcome::Failed,
-                            Some(e.to_string()),
-                        );
-                    }
+            match kind.as_str() {
+                "virtual" => {}
+                "relay" => {
+                    // Relays we hold go through the relay bank (`run_local`), never here.
+                    let why = format!("{object} is not held by this instance");
+                    return self.reply(object, Some(cmd.into()), Outcome::Unavailable, Some(why));
                 }
-                ("virtual", _) => {}
                 _ => {
                     let why = format!("{object} is an {kind}; its state cannot be set");
                     return self.reply(object, Some(cmd.into()), Outcome::Rejected, Some(why));
@@ -189,15 +182,7 @@ impl Agent {
             }
             props.push((model::STATE.into(), on_off(on).into()));
         }
-        if let Some(room) = &req.room {
-            props.push((model::ROOM.into(), room.trim().into()));
-        }
-        if let Some(x) = req.x {
-            props.push((model::X.into(), x.into()));
-        }
-        if let Some(y) = req.y {
-            props.push((model::Y.into(), y.into()));
-        }
+        props.extend(super::hardware::move_props(req));
         self.record(id, props);
         tracing::info!(object = %id, command = %cmd, "command executed");
         let mut reply = self.reply(object, Some(cmd.into()), Outcome::Ok, None);

@@ -174,7 +174,7 @@ impl Agent {
 
     /// A command another instance left on our broker.
     pub(super) async fn on_forward(&mut self, sender: Uuid, fwd: Forward) {
-        if self.pending.contains_key(&fwd.id) {
+        if self.pending.contains_key(&fwd.id) || self.is_queued(&fwd.id) {
             return;
         }
         if let Some(earlier) = self.remembered(&fwd.id) {
@@ -187,16 +187,18 @@ impl Agent {
                 .dispatch(&fwd.object, fwd.id, fwd.request, origin, false)
                 .await;
         }
-        let reply = match ObjectId::new(&fwd.object) {
-            Ok(oid) => self.execute_local(&oid, &fwd.request, &fwd.id),
-            Err(e) => self.reply(
-                &fwd.object,
-                Some(fwd.id.clone()),
-                Outcome::Rejected,
-                Some(e.to_string()),
-            ),
-        };
-        self.respond(origin, reply).await;
+        match ObjectId::new(&fwd.object) {
+            Ok(oid) => self.run_local(&oid, &fwd.request, &fwd.id, origin).await,
+            Err(e) => {
+                let reply = self.reply(
+                    &fwd.object,
+                    Some(fwd.id.clone()),
+                    Outcome::Rejected,
+                    Some(e.to_string()),
+                );
+                self.respond(origin, reply).await
+            }
+        }
     }
 
     /// The answer to a command we forwarded.

@@ -10,7 +10,9 @@
 mod automation;
 mod command;
 mod forward;
+mod hardware;
 mod mesh;
+mod serial;
 mod state;
 
 use crate::api;
@@ -22,6 +24,8 @@ use crate::mesh::peers::{Peers, BEAT_MS};
 use crate::mesh::proto::Topics;
 use crate::model::{self, ObjectId};
 use crate::mqtt::{Link, LinkEvent, LinkOptions, Qos};
+use crate::plugins::press::{PressDetector, PressTimer};
+use crate::plugins::relay_bank::{RelayBank, RelaySpec, Timer};
 use crate::plugins::{relay, Input, Relay};
 use crate::replica::{Replica, Store, Update};
 use crate::runtime::{self, RuntimeInfo};
@@ -75,6 +79,12 @@ enum Internal {
     Edge(usize),
     /// Input number N's debounce time has passed: read it now.
     Debounced(usize),
+    /// A relay bank timer (pulse end, watchdog, dead time) is due.
+    RelayTimer(Timer),
+    /// A press detector timer of input number N is due.
+    PressTimer(usize, PressTimer),
+    /// A serial channel command got its device's answer.
+    SerialDone(Box<serial::SerialDone>),
 }
 
 /// The agent task's state: the one owner of the store, the hardware and the mesh view.
@@ -97,8 +107,20 @@ struct Agent {
     store: Store,
     /// Relays this instance holds, by object id.
     relays: BTreeMap<ObjectId, Relay>,
+    /// The switching rules of our relays (pulse, interlock, watchdog, on-stop).
+    bank: RelayBank,
+    /// Relay commands waiting for the bank's answer, oldest first, by relay.
+    queued: HashMap<ObjectId, std::collections::VecDeque<hardware::Queued>>,
     /// Inputs this instance holds; the index is what edge callbacks report.
     inputs: Vec<(ObjectId, Input)>,
+    /// The press detector of each input, by the same index.
+    presses: Vec<PressDetector>,
+    /// Our serial devices' tasks, by device id.
+    serials: BTreeMap<ObjectId, crate::plugins::serial::SerialHandle>,
+    /// The device of each line channel we hold, by channel id.
+    channels: BTreeMap<ObjectId, ObjectId>,
+    /// Ids of channel commands waiting for their device's answer.
+    in_flight: BTreeSet<String>,
     /// Link to our own embedded broker.
     link: Link,
     /// Sender for edges and debounce timers.
@@ -192,7 +214,13 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         replica,
         store,
         relays: BTreeMap::new(),
+        bank: RelayBank::new(settings.config.relays.iter().map(RelaySpec::from).collect()),
+        queued: HashMap::new(),
         inputs: Vec::new(),
+        presses: Vec::new(),
+        serials: BTreeMap::new(),
+        channels: BTreeMap::new(),
+        in_flight: BTreeSet::new(),
         link,
         internal,
         recent: heapless::Deque::new(),
@@ -215,12 +243,18 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         advertise: None,
     };
     agent.reconcile_objects(&settings.config);
+    let mut claimed = Vec::new();
     for cfg in &settings.config.relays {
-        agent.claim_relay(gpio.as_mut(), cfg.clone())?;
+        let on = agent.claim_relay(gpio.as_mut(), cfg.clone())?;
+        claimed.push((cfg.id.clone(), on));
     }
+    let start = agent.bank.start(&claimed, std::time::Instant::now());
+    agent.perform(start).await;
     for cfg in &settings.config.inputs {
         agent.claim_input(gpio.as_mut(), cfg.clone())?;
     }
+    let (serial_tx, mut serial_rx) = mpsc::unbounded_channel();
+    agent.start_serials(&settings.config.serials, &serial_tx, &cancel);
     agent.flush_store();
     for peer in &settings.config.mesh.peers {
         agent.connect_peer(peer);
@@ -245,6 +279,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
             Some(ev) = link_rx.recv() => agent.on_link(ev).await,
             Some((addr, ev)) = mesh_rx.recv() => agent.on_peer_link(&addr, ev).await,
             Some(ev) = internal_rx.recv() => agent.on_internal(ev).await,
+            Some(ev) = serial_rx.recv() => agent.on_serial(ev).await,
             _ = beat.tick() => agent.on_beat().await,
         }
         agent.run_jobs().await;
@@ -270,12 +305,12 @@ fn own_link_options(base: &str, uuid: Uuid, port: u16) -> LinkOptions {
 }
 
 impl Agent {
-    /// Claims a relay's pin and applies its power-on policy.
+    /// Claims a relay's pin and applies its power-on policy; returns the state it is in.
     fn claim_relay(
         &mut self,
         gpio: &mut dyn hal::Gpio,
         cfg: RelayConfig,
-    ) -> Result<(), hal::HalError> {
+    ) -> Result<bool, hal::HalError> {
         let recorded = self
             .replica
             .get(&cfg.id)
@@ -289,7 +324,7 @@ impl Agent {
         let relay = Relay::claim(gpio, cfg, on)?;
         self.relays.insert(id.clone(), relay);
         self.record(&id, vec![(model::STATE.into(), on_off(on).into())]);
-        Ok(())
+        Ok(on)
     }
 
     /// Claims an input's pin, records its current state and starts watching its edges.
@@ -309,6 +344,7 @@ impl Agent {
             }),
         )?;
         let on = input.is_on()?;
+        self.presses.push(PressDetector::for_input(&input.config));
         self.inputs.push((id.clone(), input));
         self.record(&id, vec![(model::STATE.into(), on_off(on).into())]);
         Ok(())
@@ -320,6 +356,7 @@ impl Agent {
             LinkEvent::Connected => {
                 let filters = [
                     api::set_filter(&self.base),
+                    api::send_filter(&self.base),
                     api::get_topic(&self.base),
                     api::peers_topic(&self.base),
                     self.topics.hello_filter(),
@@ -393,15 +430,30 @@ impl Agent {
                         if self.record(&id, vec![(model::STATE.into(), on_off(on).into())]) {
                             tracing::info!(object = %id, state = on_off(on), "input changed");
                         }
+                        self.press_level(i, on).await;
                     }
                     Err(e) => tracing::warn!(object = %id, error = %e, "cannot read input"),
                 }
             }
+            Internal::RelayTimer(timer) => {
+                let actions = self.bank.timer(&timer, std::time::Instant::now());
+                self.perform(actions).await;
+            }
+            Internal::PressTimer(i, timer) => {
+                let Some(detector) = self.presses.get_mut(i) else {
+                    return;
+                };
+                let actions = detector.timer(timer);
+                self.perform_press(i, actions).await;
+            }
+            Internal::SerialDone(done) => self.serial_done(*done).await,
         }
     }
 
-    /// Publishes `offline`, disconnects cleanly and flushes the store.
+    /// Takes relays to their `on-stop` state, publishes `offline`, disconnects cleanly and
+    /// flushes the store.
     async fn shut_down(&mut self, link_rx: &mut mpsc::Receiver<LinkEvent>) {
+        self.stop_relays().await;
         let status = api::status_topic(&self.base, self.uuid);
         let _ = self
             .link

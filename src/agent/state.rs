@@ -49,7 +49,11 @@ impl Agent {
                     .iter()
                     .map(|i| (&i.id, "input", &i.name, &i.room, i.x, i.y)),
             );
-        for (id, kind, name, room, x, y) in objects {
+        let channels = config.serials.iter().flat_map(|s| &s.channels).map(|c| {
+            let kind = super::serial::CHANNEL_KIND;
+            (&c.id, kind, &c.name, &c.room, c.x, c.y)
+        });
+        for (id, kind, name, room, x, y) in objects.chain(channels) {
             configured.push(id.clone());
             let mut props: Vec<(String, Value)> = vec![
                 (model::KIND.into(), kind.into()),
@@ -172,6 +176,7 @@ impl Agent {
             return;
         };
         let ours = self.relays.contains_key(&u.object)
+            || self.channels.contains_key(&u.object)
             || self.inputs.iter().any(|(id, _)| *id == u.object);
         if ours && u.value == Value::Bool(true) && other != self.uuid.to_string() {
             let name = Uuid::parse_str(other)
@@ -282,6 +287,10 @@ impl Agent {
                     map.insert("conflict".into(), names.into());
                     map.insert("available".into(), false.into());
                 }
+            }
+            if obj.value(super::serial::ONLINE) == Some(&Value::Bool(false)) {
+                // The holder is alive but the device behind the object is not.
+                map.insert("available".into(), false.into());
             }
         }
         json

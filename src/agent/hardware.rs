@@ -1,0 +1,265 @@
+//! The agent's side of the hardware cores: performing the relay bank's actions (drive a pin,
+//! start a timer, record a change, answer a command), keeping relay commands queued until the
+//! bank answers them, and turning an input's press patterns into events.
+//!
+//! The bank decides; this file only does what it says, in order. A relay command is queued on
+//! its relay before the bank sees it, and every `Reply`/`Fail` answers the oldest queued
+//! command of that relay — at once, or after an interlock dead time.
+
+use super::forward::Origin;
+use super::state::claimants;
+use super::{on_off, Agent, Internal};
+use crate::api::{self, Outcome, SetRequest, Switch};
+use crate::model::{self, ObjectId, Value};
+use crate::mqtt::Qos;
+use crate::plugins::press::PressAction;
+use crate::plugins::relay_bank::{Reason, RelayAction};
+use std::collections::VecDeque;
+use std::time::Instant;
+
+/// Property saying why a relay last changed state (`command`, `pulse-ms elapsed`,
+/// `max-on-s exceeded`, `interlock: <id> switched on`, `on-stop`, `start rules`).
+pub const REASON: &str = "reason";
+/// Property holding an input's last press pattern (`single`, `double`, `long`).
+pub const EVENT: &str = "event";
+
+/// A relay command waiting for the bank's answer.
+#[derive(Debug)]
+pub(super) struct Queued {
+    /// The command id.
+    cmd: String,
+    /// Who waits for the answer.
+    origin: Origin,
+}
+
+impl Agent {
+    /// Runs a command on this instance: a state command for a relay we hold goes through the
+    /// relay bank (answered now or when its dead time is over); anything else is executed and
+    /// answered at once.
+    pub(super) async fn run_local(
+        &mut self,
+        id: &ObjectId,
+        req: &SetRequest,
+        cmd: &str,
+        origin: Origin,
+    ) {
+        let ours = self.replica.get(id).is_some_and(|o| {
+            !o.is_deleted()
+                && o.text(model::KIND) == Some("relay")
+                && claimants(o).contains(&self.uuid)
+        });
+        if ours && req.state.is_some() && self.relays.contains_key(id) {
+            return self.command_relay(id, req, cmd, origin).await;
+        }
+        if let Some(origin) = self.command_serial(id, req, cmd, origin) {
+            let reply = self.execute_local(id, req, cmd);
+            self.respond(origin, reply).await;
+        }
+    }
+
+    /// Hands a relay's state command to the bank, queued for the bank's answer.
+    async fn command_relay(&mut self, id: &ObjectId, req: &SetRequest, cmd: &str, origin: Origin) {
+        let on = match req.state {
+            Some(Switch::On) => true,
+            Some(Switch::Off) => false,
+            Some(Switch::Toggle) => !self.bank.is_on(id).unwrap_or(false),
+            None => return,
+        };
+        let moves = move_props(req);
+        if !moves.is_empty() {
+            self.record(id, moves);
+        }
+        let queued = Queued {
+            cmd: cmd.to_string(),
+            origin,
+        };
+        self.queued.entry(id.clone()).or_default().push_back(queued);
+        match self.bank.command(id, on, Instant::now()) {
+            Ok(actions) => self.perform(actions).await,
+            Err(e) => {
+                if let Some(q) = self.pop_queued(id) {
+                    let reply = self.reply(
+                        id.as_str(),
+                        Some(q.cmd),
+                        Outcome::Failed,
+                        Some(e.to_string()),
+                    );
+                    self.respond(q.origin, reply).await;
+                }
+            }
+        }
+    }
+
+    /// True while a relay command with this id waits for the bank, or a channel command for
+    /// its device: a retry of it must not run it twice.
+    pub(super) fn is_queued(&self, cmd: &str) -> bool {
+        self.in_flight.contains(cmd) || self.queued.values().flatten().any(|q| q.cmd == cmd)
+    }
+
+    /// The oldest command queued on relay `id`.
+    fn pop_queued(&mut self, id: &ObjectId) -> Option<Queued> {
+        let queue = self.queued.get_mut(id)?;
+        let q = queue.pop_front();
+        if queue.is_empty() {
+            self.queued.remove(id);
+        }
+        q
+    }
+
+    /// Performs the bank's actions in order; a failed drive replaces the rest with what the
+    /// bank says instead.
+    pub(super) async fn perform(&mut self, actions: Vec<RelayAction>) {
+        let mut todo: VecDeque<RelayAction> = actions.into();
+        let mut failure: Option<String> = None;
+        while let Some(action) = todo.pop_front() {
+            match action {
+                RelayAction::Drive { id, on } => {
+                    let result = match self.relays.get_mut(&id) {
+                        Some(relay) => relay.switch(on).map_err(|e| e.to_string()),
+                        None => Err("it is not claimed by this instance".to_string()),
+                    };
+                    if let Err(why) = result {
+                        tracing::error!(object = %id, state = on_off(on), error = %why, "cannot switch relay");
+                        let rest: Vec<RelayAction> = todo.drain(..).collect();
+                        todo.extend(self.bank.drive_failed(&id, on, &rest));
+                        failure = Some(format!("cannot switch {id} {}: {why}", on_off(on)));
+                    }
+                }
+                RelayAction::StartTimer { timer, after } => {
+                    let tx = self.internal.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = tx.send(Internal::RelayTimer(timer));
+                    });
+                }
+                RelayAction::Report { id, on, reason } => self.report(&id, on, &reason).await,
+                RelayAction::Reply { id, .. } => {
+                    let Some(q) = self.pop_queued(&id) else {
+                        continue;
+                    };
+                    tracing::info!(object = %id, command = %q.cmd, "command executed");
+                    let mut reply = self.reply(id.as_str(), Some(q.cmd), Outcome::Ok, None);
+                    reply.state = Some(self.state_json(&id));
+                    self.respond(q.origin, reply).await;
+                }
+                RelayAction::Fail { id } => {
+                    let Some(q) = self.pop_queued(&id) else {
+                        continue;
+                    };
+                    let why = failure.clone().unwrap_or_else(|| {
+                        format!("a relay {id} depends on could not be switched")
+                    });
+                    let reply = self.reply(id.as_str(), Some(q.cmd), Outcome::Failed, Some(why));
+                    self.respond(q.origin, reply).await;
+                }
+            }
+        }
+    }
+
+    /// Records a relay's change with its reason; a change no command asked for (pulse end,
+    /// watchdog, interlock, stop) is also published as an event saying why.
+    async fn report(&mut self, id: &ObjectId, on: bool, reason: &Reason) {
+        let why = reason.to_string();
+        self.record(
+            id,
+            vec![
+                (model::STATE.into(), on_off(on).into()),
+                (REASON.into(), why.as_str().into()),
+            ],
+        );
+        if *reason == Reason::Command {
+            return;
+        }
+        tracing::info!(object = %id, state = on_off(on), reason = %why, "relay switched by its rules");
+        let payload = serde_json::json!({ "state": on_off(on), "reason": why }).to_string();
+        self.publish_event(id, payload).await;
+    }
+
+    /// Publishes an event of object `id` on `<base>/<id>/event` (not retained).
+    pub(super) async fn publish_event(&self, id: &ObjectId, payload: String) {
+        let topic = api::event_topic(&self.base, id);
+        if let Err(e) = self
+            .link
+            .publish(&topic, Qos::AtLeastOnce, false, payload)
+            .await
+        {
+            tracing::warn!(%topic, error = %e, "could not publish an event");
+        }
+    }
+
+    /// On a clean stop: relays go to their `on-stop` state, and commands still waiting for a
+    /// dead time are answered `unavailable`.
+    pub(super) async fn stop_relays(&mut self) {
+        let actions = self.bank.stop_actions();
+        self.perform(actions).await;
+        let ids: Vec<ObjectId> = self.queued.keys().cloned().collect();
+        for id in ids {
+            while let Some(q) = self.pop_queued(&id) {
+                let why = "the agent is stopping".to_string();
+                let reply = self.reply(id.as_str(), Some(q.cmd), Outcome::Unavailable, Some(why));
+                self.respond(q.origin, reply).await;
+            }
+        }
+        self.publish_pending().await;
+    }
+
+    /// Feeds input `i`'s debounced level to its press detector.
+    pub(super) async fn press_level(&mut self, i: usize, on: bool) {
+        let Some(detector) = self.presses.get_mut(i) else {
+            return;
+        };
+        let actions = detector.level(on, Instant::now());
+        self.perform_press(i, actions).await;
+    }
+
+    /// Performs a press detector's actions for input `i`.
+    pub(super) async fn perform_press(&mut self, i: usize, actions: Vec<PressAction>) {
+        for action in actions {
+            match action {
+                PressAction::StartTimer { timer, after } => {
+                    let tx = self.internal.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(after).await;
+                        let _ = tx.send(Internal::PressTimer(i, timer));
+                    });
+                }
+                PressAction::Event(press) => {
+                    let Some(id) = self.inputs.get(i).map(|(id, _)| id.clone()) else {
+                        continue;
+                    };
+                    let word = press.as_str();
+                    tracing::info!(object = %id, press = word, "button pressed");
+                    let repeated = self
+                        .replica
+                        .get(&id)
+                        .and_then(|o| o.text(EVENT))
+                        .is_some_and(|last| last == word);
+                    // The same press twice must still be a change, so automations see it: the
+                    // property passes through "" (which never triggers) first.
+                    let mut props: Vec<(String, Value)> = Vec::new();
+                    if repeated {
+                        props.push((EVENT.into(), "".into()));
+                    }
+                    props.push((EVENT.into(), word.into()));
+                    self.record(&id, props);
+                    self.publish_event(&id, word.to_string()).await;
+                }
+            }
+        }
+    }
+}
+
+/// The room and position changes a request carries.
+pub(super) fn move_props(req: &SetRequest) -> Vec<(String, Value)> {
+    let mut props: Vec<(String, Value)> = Vec::new();
+    if let Some(room) = &req.room {
+        props.push((model::ROOM.into(), room.trim().into()));
+    }
+    if let Some(x) = req.x {
+        props.push((model::X.into(), x.into()));
+    }
+    if let Some(y) = req.y {
+        props.push((model::Y.into(), y.into()));
+    }
+    props
+}
