@@ -137,6 +137,10 @@ impl Agent {
     /// Answers whoever waits for a command, once our own updates are on their way, so the
     /// new state reaches the mesh before the answer does.
     pub(super) async fn respond(&mut self, origin: Origin, reply: Reply) {
+        let updates = match origin {
+            Origin::Peer { .. } => self.outbox.clone(),
+            _ => Vec::new(),
+        };
         self.publish_pending().await;
         if let Some(id) = &reply.id {
             if reply.result != Outcome::Unavailable {
@@ -151,7 +155,8 @@ impl Agent {
                 self.answer(reply_to.as_deref(), reply).await
             }
             Origin::Peer { sender } => {
-                let payload = serde_json::to_vec(&ForwardReply { reply }).unwrap_or_default();
+                let payload =
+                    serde_json::to_vec(&ForwardReply { reply, updates }).unwrap_or_default();
                 let topic = self.topics.answer(self.uuid, sender);
                 if let Err(e) = self
                     .link

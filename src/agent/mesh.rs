@@ -210,7 +210,17 @@ impl Agent {
             },
             Kind::Answer(to) if to == self.uuid => {
                 match serde_json::from_slice::<crate::mesh::proto::ForwardReply>(payload) {
-                    Ok(answer) => self.on_forward_reply(answer.reply).await,
+                    Ok(answer) => {
+                        // Only the executor's own updates; a gap they open is filled by its
+                        // live stream, which carries them too.
+                        let own: Vec<_> = answer
+                            .updates
+                            .into_iter()
+                            .filter(|u| u.stamp.origin == uuid)
+                            .collect();
+                        self.apply_remote(&own);
+                        self.on_forward_reply(answer.reply).await
+                    }
                     Err(e) => bad("answer", e),
                 }
             }

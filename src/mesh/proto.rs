@@ -108,6 +108,11 @@ pub struct Forward {
 pub struct ForwardReply {
     /// The answer, with its command id.
     pub reply: crate::api::Reply,
+    /// The executor's own updates made by the command: the sender applies them before it
+    /// answers, so its next command for the object (a toggle resolved there) already sees
+    /// the result, whatever order the broker delivers the stream and the answer in.
+    #[serde(default)]
+    pub updates: Vec<Update>,
 }
 
 /// One page of `delta` (sorted by (origin, seq)) after `after`, and whether more follow.
