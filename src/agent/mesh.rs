@@ -6,49 +6,12 @@ use super::{Agent, PeerLink};
 use crate::api;
 use crate::clock;
 use crate::mesh::peers::{Change, Identified};
-use crate::mesh::proto::{self, Batch, Beat, Hello, Kind, SyncPage, SyncReq};
+use crate::mesh::proto::{Batch, Beat, Hello, Kind, SyncPage, SyncReq};
 use crate::mqtt::{Link, LinkEvent, LinkOptions, Qos};
-use crate::replica::VersionVector;
 use rumqttc::LastWill;
 use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
-
-/// A sync abandoned after this long without its next page is started again by the next
-/// heartbeat that shows the peer holding more.
-const SYNC_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// A sync in progress with one peer.
-#[derive(Debug)]
-pub(super) struct SyncState {
-    /// The round number pages must carry.
-    round: u64,
-    /// Our version vector when the sync began: every page asks relative to it.
-    vv: VersionVector,
-    /// The responder's version vector read with the first page: what we hold once the last
-    /// page is applied.
-    first_vv: Option<VersionVector>,
-    /// The (origin, seq) of the last update received.
-    after: Option<(Uuid, u64)>,
-    /// When the last request went out.
-    sent: Instant,
-    /// Updates received so far, for the log.
-    received: usize,
-}
-
-/// A sync round we are answering: the delta and version vector taken when it began.
-#[derive(Debug)]
-pub(super) struct Serving {
-    /// The requester's round.
-    round: u64,
-    /// Our version vector when the round began.
-    vv: VersionVector,
-    /// The delta for the requester's version vector, in (origin, seq) order.
-    delta: Vec<crate::replica::Update>,
-    /// Last page served; a round idle longer than the sync timeout is dropped.
-    at: Instant,
-}
 
 impl Agent {
     /// Opens a link to the broker at `addr` (`HOST:PORT`) unless we have one or it is ours.
@@ -368,132 +331,6 @@ impl Agent {
         addrs
     }
 
-    /// Asks `peer` for everything we lack, unless a sync with it is already running.
-    pub(super) async fn start_sync(&mut self, peer: Uuid) {
-        if self
-            .syncs
-            .get(&peer)
-            .is_some_and(|s| s.sent.elapsed() < SYNC_TIMEOUT)
-        {
-            return;
-        }
-        self.rounds += 1;
-        self.syncs.insert(
-            peer,
-            SyncState {
-                round: self.rounds,
-                vv: self.replica.version_vector().clone(),
-                first_vv: None,
-                after: None,
-                sent: Instant::now(),
-                received: 0,
-            },
-        );
-        self.send_sync_req(peer).await;
-    }
-
-    /// Sends the next request of the sync with `peer`.
-    async fn send_sync_req(&mut self, peer: Uuid) {
-        let Some(st) = self.syncs.get_mut(&peer) else {
-            return;
-        };
-        st.sent = Instant::now();
-        let req = SyncReq {
-            to: peer,
-            round: st.round,
-            vv: st.vv.clone(),
-            after: st.after,
-        };
-        let payload = serde_json::to_vec(&req).unwrap_or_default();
-        let topic = self.topics.sync_req(self.uuid);
-        let Some(link) = self
-            .peers
-            .addr_of(peer)
-            .and_then(|a| self.links.get(a))
-            .map(|pl| pl.link.clone())
-        else {
-            return;
-        };
-        if let Err(e) = link.publish(&topic, Qos::AtLeastOnce, false, payload).await {
-            tracing::warn!(error = %e, "cannot send a sync request");
-        }
-    }
-
-    /// Answers one page of a sync request from `requester`, on our own broker. The delta and
-    /// our version vector are taken once per round and served page by page, so every page of
-    /// a round comes from one consistent moment and the delta is computed once.
-    async fn answer_sync(&mut self, requester: Uuid, req: SyncReq) {
-        let fresh = self
-            .serving
-            .get(&requester)
-            .is_none_or(|s| s.round != req.round);
-        if fresh {
-            self.serving.insert(
-                requester,
-                Serving {
-                    round: req.round,
-                    vv: self.replica.version_vector().clone(),
-                    delta: self.replica.delta_since(&req.vv),
-                    at: Instant::now(),
-                },
-            );
-        }
-        let Some(serving) = self.serving.get_mut(&requester) else {
-            return;
-        };
-        serving.at = Instant::now();
-        let (updates, more) = proto::page(&serving.delta, req.after);
-        let page = SyncPage {
-            round: req.round,
-            updates,
-            more,
-            vv: serving.vv.clone(),
-        };
-        if !more {
-            self.serving.remove(&requester);
-        }
-        let payload = serde_json::to_vec(&page).unwrap_or_default();
-        let topic = self.topics.sync_page(self.uuid, requester);
-        if let Err(e) = self
-            .link
-            .publish(&topic, Qos::AtLeastOnce, false, payload)
-            .await
-        {
-            tracing::warn!(error = %e, "cannot answer a sync request");
-        }
-    }
-
-    /// Applies one page of our sync with `peer` and asks for the next, or finishes.
-    async fn on_sync_page(&mut self, peer: Uuid, page: SyncPage) {
-        let Some(st) = self.syncs.get_mut(&peer) else {
-            return;
-        };
-        if page.round != st.round {
-            return;
-        }
-        if st.first_vv.is_none() {
-            st.first_vv = Some(page.vv.clone());
-        }
-        st.received += page.updates.len();
-        if let Some(last) = page.updates.last() {
-            st.after = Some((last.stamp.origin, last.seq));
-        }
-        self.apply_remote(&page.updates);
-        if page.more {
-            self.send_sync_req(peer).await;
-            return;
-        }
-        if let Some(st) = self.syncs.remove(&peer) {
-            if let Some(vv) = st.first_vv {
-                self.replica.merge_version_vector(&vv);
-            }
-            if st.received > 0 {
-                let name = self.peers.name_of(peer).unwrap_or("?").to_string();
-                tracing::info!(peer = %name, updates = st.received, objects = self.replica.len(), "synced from peer");
-            }
-        }
-    }
-
     /// Every heartbeat: tell peers we are alive and what we hold; notice silent peers.
     pub(super) async fn on_beat(&mut self) {
         let beat = Beat {
@@ -508,8 +345,7 @@ impl Agent {
             .await;
         let changes = self.peers.expire(Instant::now());
         self.on_changes(changes).await;
-        self.syncs.retain(|_, s| s.sent.elapsed() < SYNC_TIMEOUT);
-        self.serving.retain(|_, s| s.at.elapsed() < SYNC_TIMEOUT);
+        self.expire_syncs();
         self.expire_pending().await;
         if !self.unsaved.is_empty() || self.store.pending() > 0 {
             self.flush_store();

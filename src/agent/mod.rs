@@ -14,6 +14,7 @@ mod hardware;
 mod mesh;
 mod serial;
 mod state;
+mod sync;
 
 use crate::api;
 use crate::broker::{self, PortChoice};
@@ -142,9 +143,9 @@ struct Agent {
     /// Sender the peer links' forwarders use.
     mesh_tx: mpsc::Sender<(String, LinkEvent)>,
     /// Syncs in progress, by the peer answering them.
-    syncs: HashMap<Uuid, mesh::SyncState>,
+    syncs: HashMap<Uuid, sync::SyncState>,
     /// Sync rounds we are answering, by requester.
-    serving: HashMap<Uuid, mesh::Serving>,
+    serving: HashMap<Uuid, sync::Serving>,
     /// Counter giving every sync its own round number.
     rounds: u64,
     /// Credentials for links to peer brokers.
