@@ -162,10 +162,7 @@ fn interlocked_relays_are_never_on_together_and_a_delayed_command_is_answered() 
 #[test]
 fn the_watchdog_switches_a_relay_off_after_max_on_s_and_says_why() {
     let a = start_node("boiler", RELAYS, &[]);
-    let events = std::thread::spawn({
-        let port = a.port;
-        move || mosquitto_sub(port, "pimesh/heater/event", 1)
-    });
+    let events = Subscriber::new(a.port, "pimesh/heater/event");
     let sent = Instant::now();
     set(&a, "heater", "on");
     assert_eq!(a.pin(19).as_deref(), Some("1"));
@@ -176,7 +173,7 @@ fn the_watchdog_switches_a_relay_off_after_max_on_s_and_says_why() {
     let heater = a.get("heater");
     assert_eq!(heater["state"], "OFF");
     assert_eq!(heater["reason"], "max-on-s exceeded");
-    let events = events.join().unwrap();
+    let events = events.take(1);
     assert_eq!(
         events,
         [r#"pimesh/heater/event {"reason":"max-on-s exceeded","state":"OFF"}"#]
@@ -217,18 +214,6 @@ then = "lamp"
 action = "toggle"
 "#;
 
-/// Waits until a `mosquitto_sub` on `port` runs, so it subscribes before what it waits for.
-fn wait_subscriber(port: u16) {
-    wait_until("the mosquitto_sub subscriber", || {
-        std::process::Command::new("pgrep")
-            .args(["-f", &format!("mosquitto_sub -h 127.0.0.1 -p {port}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    // pgrep sees the process a moment before its SUBSCRIBE is through.
-    std::thread::sleep(Duration::from_millis(200));
-}
-
 /// Presses the sim button (active low) for `ms`, then releases it.
 fn press(a: &Agent, ms: u64) {
     a.set_pin(5, false);
@@ -247,11 +232,7 @@ fn double_press(a: &Agent) {
 fn presses_become_events_that_automations_trigger_on_every_time() {
     let a = start_node("hall", BUTTON, &[]);
     a.set_pin(5, true);
-    let events = std::thread::spawn({
-        let port = a.port;
-        move || mosquitto_sub(port, "pimesh/button/event", 4)
-    });
-    wait_subscriber(a.port);
+    let events = Subscriber::new(a.port, "pimesh/button/event");
     double_press(&a);
     wait_until("the first double press toggled the lamp on", || {
         a.pin(21).as_deref() == Some("1")
@@ -268,7 +249,7 @@ fn presses_become_events_that_automations_trigger_on_every_time() {
     wait_until("a single press", || a.get("button")["event"] == "single");
     press(&a, 1000);
     wait_until("a long press", || a.get("button")["event"] == "long");
-    let events = events.join().unwrap();
+    let events = events.take(4);
     assert_eq!(
         events,
         [
@@ -283,46 +264,6 @@ fn presses_become_events_that_automations_trigger_on_every_time() {
         Some("0"),
         "single and long toggle nothing"
     );
-}
-
-/// A socat process joining two pseudo-terminals, linked as `<dir>/dev` and `<dir>/fake`.
-struct Socat {
-    child: std::process::Child,
-    dir: PathBuf,
-}
-
-impl Socat {
-    fn start(dir: &std::path::Path) -> Socat {
-        let link = |name: &str| format!("pty,raw,echo=0,link={}", dir.join(name).display());
-        let child = std::process::Command::new("socat")
-            .args([&link("dev"), &link("fake")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("socat is installed (apt package socat)");
-        wait_until("socat's pty links", || {
-            dir.join("dev").exists() && dir.join("fake").exists()
-        });
-        Socat {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Kills socat (the device "unplugged") and removes the links it leaves behind.
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for name in ["dev", "fake"] {
-            let _ = std::fs::remove_file(self.dir.join(name));
-        }
-    }
-}
-
-impl Drop for Socat {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// A fake Arduino on the `fake` end: answers `R1=x` with `OK R1=x` and records every line.
@@ -414,17 +355,13 @@ fn a_raw_serial_device_is_a_byte_bridge() {
         tty.path().join("dev").display()
     );
     let a = start_node("attic", &config, &[]);
-    let out = std::thread::spawn({
-        let port = a.port;
-        move || mosquitto_sub(port, "pimesh/modem", 1)
-    });
-    wait_subscriber(a.port);
+    let out = Subscriber::new(a.port, "pimesh/modem");
     wait_until("the device hears ping", || {
         mosquitto_pub(a.port, "pimesh/modem/send", "ping\n");
         std::thread::sleep(Duration::from_millis(100));
         !seen.lock().unwrap().is_empty()
     });
     assert_eq!(seen.lock().unwrap()[0], "ping");
-    let out = out.join().unwrap();
+    let out = out.take(1);
     assert_eq!(out.first().map(String::as_str), Some("pimesh/modem pong"));
 }

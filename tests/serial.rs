@@ -2,12 +2,15 @@
 //! reach the device, replies and unsolicited reports come back, and a device that goes away
 //! is reported unavailable and then available again once it returns.
 
+mod support;
+
 use pimesh::config::{self, SerialConfig};
 use pimesh::model::ObjectId;
 use pimesh::plugins::serial::{SerialError, SerialEvent, SerialEventKind, SerialHandle};
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use support::Socat;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -17,48 +20,6 @@ const DEADLINE: Duration = Duration::from_secs(10);
 
 fn id(s: &str) -> ObjectId {
     ObjectId::new(s).unwrap()
-}
-
-/// A socat process joining two pseudo-terminals, linked as `<dir>/dev` and `<dir>/fake`.
-struct Socat {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Socat {
-    fn start(dir: &Path) -> Socat {
-        let link = |name: &str| format!("pty,raw,echo=0,link={}", dir.join(name).display());
-        let child = Command::new("socat")
-            .args(["-d", "-d", &link("dev"), &link("fake")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("socat is installed (apt package socat)");
-        let deadline = Instant::now() + DEADLINE;
-        while !(dir.join("dev").exists() && dir.join("fake").exists()) {
-            assert!(Instant::now() < deadline, "socat made no pty links");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Socat {
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Kills socat (the device "unplugged") and removes the links it leaves behind.
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for name in ["dev", "fake"] {
-            let _ = std::fs::remove_file(self.dir.join(name));
-        }
-    }
-}
-
-impl Drop for Socat {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 /// A fake Arduino on the `fake` end: answers `R1=x` with `OK R1=x`, `R2=1` with an error,

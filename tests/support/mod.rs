@@ -450,3 +450,108 @@ pub fn mosquitto_sub(port: u16, topic: &str, count: usize) -> Vec<String> {
         .expect("mosquitto_sub (apt install mosquitto-clients) must be installed");
     text(&out.stdout).lines().map(str::to_string).collect()
 }
+
+/// An MQTT subscriber that is subscribed (SubAck received) when `new` returns, so nothing
+/// published afterwards can be missed. Collects `topic payload` lines like `mosquitto_sub -v`.
+pub struct Subscriber {
+    /// Received lines.
+    rx: std::sync::mpsc::Receiver<String>,
+}
+
+impl Subscriber {
+    /// Connects to the broker on `port` and subscribes to `topic`.
+    pub fn new(port: u16, topic: &str) -> Subscriber {
+        use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+        let mut opts = MqttOptions::new(format!("test-sub-{}", free_port()), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(30));
+        let (client, mut connection) = Client::new(opts, 100);
+        client
+            .subscribe(topic, QoS::AtLeastOnce)
+            .expect("subscribe");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _client = client;
+            for event in connection.iter() {
+                match event {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let text = String::from_utf8_lossy(&p.payload);
+                        let line = format!("{} {}", p.topic, text.trim_end_matches('\n'));
+                        if tx.send(line).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(DEADLINE)
+            .expect("no SubAck from the broker in time");
+        Subscriber { rx }
+    }
+
+    /// The first `count` lines received, waiting up to the deadline for them.
+    pub fn take(&self, count: usize) -> Vec<String> {
+        let end = Instant::now() + DEADLINE;
+        let mut lines = Vec::new();
+        while lines.len() < count {
+            match self
+                .rx
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => lines.push(line),
+                Err(_) => break,
+            }
+        }
+        lines
+    }
+}
+
+/// A socat process joining two pseudo-terminals, linked as `<dir>/dev` and `<dir>/fake`:
+/// a serial device (`dev`) whose other end a test plays (`fake`).
+pub struct Socat {
+    /// The socat process.
+    child: Child,
+    /// Where the links are.
+    dir: PathBuf,
+}
+
+impl Socat {
+    /// Starts socat and waits until both links exist.
+    pub fn start(dir: &Path) -> Socat {
+        let link = |name: &str| format!("pty,raw,echo=0,link={}", dir.join(name).display());
+        let child = Command::new("socat")
+            .args([&link("dev"), &link("fake")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat is installed (apt package socat)");
+        wait_until("socat's pty links", || {
+            dir.join("dev").exists() && dir.join("fake").exists()
+        });
+        Socat {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Kills socat (the device "unplugged") and removes the links it leaves behind.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for name in ["dev", "fake"] {
+            let _ = std::fs::remove_file(self.dir.join(name));
+        }
+    }
+}
+
+impl Drop for Socat {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
