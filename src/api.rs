@@ -49,6 +49,15 @@ pub enum Switch {
 }
 
 impl Switch {
+    /// The state to switch to, given whether the object is on now.
+    pub fn target(self, now_on: bool) -> bool {
+        match self {
+            Switch::On => true,
+            Switch::Off => false,
+            Switch::Toggle => !now_on,
+        }
+    }
+
     /// Parses `on`, `off` or `toggle` in any case.
     pub fn parse(text: &str) -> Option<Switch> {
         match text.trim().to_ascii_uppercase().as_str() {

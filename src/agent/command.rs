@@ -87,15 +87,21 @@ impl Agent {
             let reply = self.execute_local(&oid, &req, &id);
             return self.respond(origin, reply).await;
         }
-        let obj = self.replica.get(&oid).cloned().unwrap_or_default();
-        let kind = obj.text(model::KIND).unwrap_or("object").to_string();
-        if kind == "virtual" && req.state == Some(Switch::Toggle) {
+        let (kind, holders, now_on) = match self.replica.get(&oid) {
+            Some(obj) => (
+                obj.text(model::KIND).unwrap_or("object").to_string(),
+                claimants(obj),
+                obj.text(model::STATE) == Some(model::ON),
+            ),
+            None => ("object".to_string(), Vec::new(), false),
+        };
+        if let (Some(Switch::Toggle), "virtual") = (req.state, kind.as_str()) {
             // Resolved once, here: a retry on another executor then sets the same value.
-            let on = obj.text(model::STATE) != Some(model::ON);
+            let on = Switch::Toggle.target(now_on);
             req.state = Some(if on { Switch::On } else { Switch::Off });
         }
         let skip = origin.tried();
-        let route = self.route_for(&oid, &kind, &obj, &skip);
+        let route = self.route_for(&oid, &kind, holders, &skip);
         match route {
             router::Route::Local => self.run_local(&oid, &req, &id, origin).await,
             router::Route::Forward(executor) => {
@@ -118,13 +124,13 @@ impl Agent {
         &mut self,
         oid: &ObjectId,
         kind: &str,
-        obj: &crate::replica::Object,
+        claimants: Vec<uuid::Uuid>,
         skip: &[uuid::Uuid],
     ) -> router::Route {
         let target = Target {
             id: oid.as_str(),
             kind,
-            claimants: claimants(obj),
+            claimants,
         };
         let peers = &self.peers;
         router::route(
@@ -163,11 +169,7 @@ impl Agent {
                 let why = format!("{object} is not held or run by this instance");
                 return self.reply(object, Some(cmd.into()), Outcome::Unavailable, Some(why));
             }
-            let on = match switch {
-                Switch::On => true,
-                Switch::Off => false,
-                Switch::Toggle => !current_on,
-            };
+            let on = switch.target(current_on);
             match kind.as_str() {
                 "virtual" => {}
                 "relay" => {

@@ -9,7 +9,7 @@
 use super::forward::Origin;
 use super::state::claimants;
 use super::{on_off, Agent, Internal};
-use crate::api::{Outcome, SetRequest, Switch};
+use crate::api::{Outcome, SetRequest};
 use crate::config::SerialConfig;
 use crate::model::{self, ObjectId};
 use crate::mqtt::Qos;
@@ -74,11 +74,7 @@ impl Agent {
         if obj.text(model::KIND) != Some(CHANNEL_KIND) || !claimants(obj).contains(&self.uuid) {
             return Some(origin);
         }
-        let on = match switch {
-            Switch::On => true,
-            Switch::Off => false,
-            Switch::Toggle => obj.text(model::STATE) != Some(model::ON),
-        };
+        let on = switch.target(obj.text(model::STATE) == Some(model::ON));
         let answer = handle.send(id, on);
         let moves = super::hardware::move_props(req);
         if !moves.is_empty() {
