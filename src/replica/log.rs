@@ -8,9 +8,12 @@
 //! supply it again.
 //!
 //! Appends are durable when they return: one write and one fsync per call, however many
-//! updates it carries. When the disk refuses (full, read-only), the encoded records stay queued
-//! in memory and go out, in order, ahead of the next append, so nothing is lost while the
-//! process lives.
+//! updates it carries. [`Store::write`] is the other half of group commit: it hands records
+//! to the kernel at once (they survive the process being killed) and [`Store::flush`] makes
+//! everything written so far durable with one fsync. When the disk refuses (full, read-only,
+//! or an fsync that fails and may have dropped the written pages), the encoded records stay in
+//! memory and are written again, in order, ahead of the next write, so nothing is lost while
+//! the process lives.
 
 use super::record;
 use super::snapshot;
@@ -170,6 +173,7 @@ impl fmt::Debug for Store {
         f.debug_struct("Store")
             .field("dir", &self.dir)
             .field("durable_len", &self.durable_len)
+            .field("written_len", &self.written_len)
             .field("records", &self.records)
             .field("pending", &self.pending_count)
             .finish_non_exhaustive()
@@ -186,12 +190,19 @@ pub struct Store {
     snapshot_path: PathBuf,
     /// The open log.
     file: Box<dyn LogFile>,
-    /// Bytes of the log holding whole records; the next write starts here, overwriting
-    /// whatever a failed write may have left.
+    /// Bytes of the log known to be on disk (synced).
     durable_len: u64,
+    /// Bytes of the log handed to the kernel, whole records only; the next write starts here,
+    /// overwriting whatever a failed write may have left.
+    written_len: u64,
+    /// The records between `durable_len` and `written_len`, kept until an fsync succeeds:
+    /// if it fails, the kernel may have dropped them, so they are written again.
+    unsynced: Vec<u8>,
+    /// How many updates `unsynced` holds.
+    unsynced_count: usize,
     /// Records in the log, to tell when a compaction pays.
     records: usize,
-    /// Encoded records not yet durable, in order.
+    /// Encoded records not yet written, in order.
     pending: Vec<u8>,
     /// How many updates `pending` holds.
     pending_count: usize,
@@ -292,6 +303,9 @@ impl Store {
             snapshot_path,
             file: wrap(file),
             durable_len: valid_len,
+            written_len: valid_len,
+            unsynced: Vec::new(),
+            unsynced_count: 0,
             records: scan.updates.len() + scan.damaged.len() + scan.unreadable.len(),
             pending: Vec::new(),
             pending_count: 0,
@@ -327,27 +341,67 @@ impl Store {
         Ok(())
     }
 
-    /// Writes and syncs the queued updates, if any; what `append` does after queueing.
-    pub fn flush(&mut self) -> Result<(), StoreError> {
+    /// Queues updates and hands them to the kernel now, without waiting for the disk: they
+    /// survive the process being killed, and the next [`Store::flush`] makes them durable.
+    /// On a write error they stay queued, as with [`Store::append`].
+    pub fn write(&mut self, updates: &[Update]) -> Result<(), StoreError> {
+        self.queue(updates)?;
+        self.write_pending()
+    }
+
+    /// Writes the queued updates after what is already written, without syncing.
+    fn write_pending(&mut self) -> Result<(), StoreError> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let written = self
-            .file
-            .write_at(self.durable_len, &self.pending)
-            .and_then(|()| self.file.sync());
-        match written {
+        match self.file.write_at(self.written_len, &self.pending) {
             Ok(()) => {
-                self.durable_len += u64::try_from(self.pending.len()).unwrap_or(u64::MAX);
+                self.written_len += u64::try_from(self.pending.len()).unwrap_or(u64::MAX);
                 self.records += self.pending_count;
-                self.pending.clear();
+                self.unsynced.append(&mut self.pending);
+                self.unsynced_count += self.pending_count;
                 self.pending_count = 0;
                 Ok(())
             }
             Err(source) => {
                 // Best effort: leave the file ending on a whole record in case the process dies
                 // before the retry. If this fails too, the retry still writes from
-                // `durable_len`, and a reopen cuts the torn tail.
+                // `written_len`, and a reopen cuts the torn tail.
+                let _ = self.file.set_len(self.written_len);
+                Err(StoreError::WriteLog {
+                    path: self.log_path.clone(),
+                    pending: self.pending_count + self.unsynced_count,
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Writes the queued updates and syncs everything written, if anything is not yet
+    /// durable; what `append` does after queueing.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.write_pending()?;
+        if self.written_len == self.durable_len {
+            return Ok(());
+        }
+        match self.file.sync() {
+            Ok(()) => {
+                self.durable_len = self.written_len;
+                self.unsynced.clear();
+                self.unsynced_count = 0;
+                Ok(())
+            }
+            Err(source) => {
+                // A failed fsync may have dropped the written pages: write them again next
+                // time, from the last durable byte, ahead of anything queued since.
+                let count = self.unsynced_count;
+                let mut again = std::mem::take(&mut self.unsynced);
+                again.append(&mut self.pending);
+                self.pending = again;
+                self.pending_count += count;
+                self.records = self.records.saturating_sub(count);
+                self.unsynced_count = 0;
+                self.written_len = self.durable_len;
                 let _ = self.file.set_len(self.durable_len);
                 Err(StoreError::WriteLog {
                     path: self.log_path.clone(),
@@ -358,9 +412,9 @@ impl Store {
         }
     }
 
-    /// How many updates wait in memory for the disk.
+    /// How many updates are not yet durable.
     pub fn pending(&self) -> usize {
-        self.pending_count
+        self.pending_count + self.unsynced_count
     }
 
     /// True when the log holds many more records than the replica has registers.
@@ -387,7 +441,11 @@ impl Store {
             source,
         };
         self.file.set_len(0).map_err(&truncate_failed)?;
+        // The snapshot holds every update written so far: none needs writing again.
         self.durable_len = 0;
+        self.written_len = 0;
+        self.unsynced.clear();
+        self.unsynced_count = 0;
         self.records = 0;
         self.file.sync().map_err(&truncate_failed)?;
         self.flush()

@@ -1,5 +1,5 @@
 //! Tests of the store against a log file that fails on demand: the queue that survives a full
-//! disk, and the one-fsync-per-append promise.
+//! disk or a failed fsync, the one-fsync-per-append promise, and group commit.
 
 use super::tests::{log_path, persist, reopen};
 use super::*;
@@ -16,6 +16,7 @@ const T0: u64 = 1_700_000_000_000;
 struct Flaky {
     file: File,
     fail: Arc<AtomicBool>,
+    fail_sync: Arc<AtomicBool>,
     syncs: Arc<AtomicUsize>,
 }
 
@@ -30,6 +31,9 @@ impl LogFile for Flaky {
 
     fn sync(&mut self) -> io::Result<()> {
         self.syncs.fetch_add(1, Ordering::SeqCst);
+        if self.fail_sync.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(5)); // EIO
+        }
         LogFile::sync(&mut self.file)
     }
 
@@ -39,18 +43,35 @@ impl LogFile for Flaky {
 }
 
 fn open_flaky(dir: &Path) -> (Store, Replica, Arc<AtomicBool>, Arc<AtomicUsize>) {
+    let (store, replica, fail, _, syncs) = open_faulty(dir);
+    (store, replica, fail, syncs)
+}
+
+/// Like [`open_flaky`], with a second switch that makes fsync fail.
+#[allow(clippy::type_complexity)]
+fn open_faulty(
+    dir: &Path,
+) -> (
+    Store,
+    Replica,
+    Arc<AtomicBool>,
+    Arc<AtomicBool>,
+    Arc<AtomicUsize>,
+) {
     let fail = Arc::new(AtomicBool::new(false));
+    let fail_sync = Arc::new(AtomicBool::new(false));
     let syncs = Arc::new(AtomicUsize::new(0));
-    let (f, s) = (fail.clone(), syncs.clone());
+    let (f, fs, s) = (fail.clone(), fail_sync.clone(), syncs.clone());
     let (store, replica) = Store::open_with(dir, node(1), move |file| {
         Box::new(Flaky {
             file,
             fail: f,
+            fail_sync: fs,
             syncs: s,
         })
     })
     .expect("open");
-    (store, replica, fail, syncs)
+    (store, replica, fail, fail_sync, syncs)
 }
 
 #[test]
@@ -143,4 +164,80 @@ fn ten_thousand_updates_in_one_append_cost_one_fsync() {
     assert_eq!(updates.len(), 10_000);
     store.append(&updates).unwrap();
     assert_eq!(syncs.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn writes_reach_the_file_at_once_and_one_flush_syncs_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut replica, _, syncs) = open_flaky(dir.path());
+    for i in 0..5 {
+        let updates = replica.prepare(
+            &oid("lamp"),
+            vec![(ROOM.into(), format!("r{i}").into())],
+            T0 + i,
+        );
+        store.write(&updates).unwrap();
+        for u in &updates {
+            replica.apply(u, T0 + i);
+        }
+    }
+    assert_eq!(
+        syncs.load(Ordering::SeqCst),
+        0,
+        "write never waits for the disk"
+    );
+    assert_eq!(store.pending(), 5, "written but not yet durable");
+    // Already in the file: a killed process loses none of them.
+    let scan = record::scan(&fs::read(log_path(dir.path())).unwrap());
+    assert_eq!(scan.updates.len(), 5);
+    store.flush().unwrap();
+    store.flush().unwrap();
+    assert_eq!(
+        syncs.load(Ordering::SeqCst),
+        1,
+        "one fsync for the group, none when clean"
+    );
+    assert_eq!(store.pending(), 0);
+}
+
+#[test]
+fn a_failed_fsync_writes_the_unsynced_records_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut replica, _, fail_sync, _) = open_faulty(dir.path());
+    persist(
+        &mut store,
+        &mut replica,
+        "lamp",
+        &[(STATE, "ON".into())],
+        T0,
+    );
+    let updates = replica.prepare(&oid("door"), vec![(STATE.into(), "OFF".into())], T0 + 1);
+    store.write(&updates).unwrap();
+    for u in &updates {
+        replica.apply(u, T0 + 1);
+    }
+    fail_sync.store(true, Ordering::SeqCst);
+    let err = store.flush().unwrap_err();
+    assert!(
+        matches!(err, StoreError::WriteLog { pending: 1, .. }),
+        "{err}"
+    );
+    // The kernel may have dropped the pages: the file is cut back to what is durable.
+    let scan = record::scan(&fs::read(log_path(dir.path())).unwrap());
+    assert_eq!(scan.updates.len(), 1);
+    assert_eq!(store.pending(), 1);
+
+    fail_sync.store(false, Ordering::SeqCst);
+    store.flush().unwrap();
+    assert_eq!(store.pending(), 0);
+    drop(store);
+    let bytes = fs::read(log_path(dir.path())).unwrap();
+    let scan = record::scan(&bytes);
+    assert_eq!(
+        scan.updates.iter().map(|u| u.seq).collect::<Vec<_>>(),
+        [1, 2],
+        "the unsynced record is written again, once, in order"
+    );
+    let (_store, again) = reopen(dir.path());
+    assert_eq!(state(&again), state(&replica));
 }
