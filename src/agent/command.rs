@@ -9,17 +9,23 @@ use super::forward::Origin;
 use super::state::claimants;
 use super::{on_off, Agent};
 use crate::api::{self, Outcome, Reply, Route, SetRequest, Switch};
+use crate::broker::local::{PublishProperties, ResponseTo};
 use crate::model::{self, ObjectId, Value};
-use crate::mqtt::Qos;
 use crate::router::{self, Target};
 
 impl Agent {
-    /// Dispatches a message from our own broker.
-    pub(super) async fn on_message(&mut self, topic: &str, payload: &[u8]) {
+    /// Dispatches a message from our own broker. `response` is where an MQTT 5 client asked
+    /// for the answer; it takes precedence over a `reply-to` in the payload.
+    pub(super) async fn on_message(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        response: Option<ResponseTo>,
+    ) {
         match api::route(&self.base, topic) {
-            Some(Route::Set(object)) => self.on_set(&object, payload).await,
-            Some(Route::Get) => self.on_get(payload).await,
-            Some(Route::Peers) => self.on_peers(payload).await,
+            Some(Route::Set(object)) => self.on_set(&object, payload, response).await,
+            Some(Route::Get) => self.on_get(payload, response).await,
+            Some(Route::Peers) => self.on_peers(payload, response).await,
             Some(Route::Send(device)) => self.on_send(&device, payload),
             None => {
                 tracing::debug!(%topic, "ignoring message on a topic the agent does not handle")
@@ -28,17 +34,19 @@ impl Agent {
     }
 
     /// Handles `<base>/<object>/set` from a client.
-    async fn on_set(&mut self, object: &str, payload: &[u8]) {
+    async fn on_set(&mut self, object: &str, payload: &[u8], response: Option<ResponseTo>) {
         let mut req = match api::parse_set(payload) {
             Ok(req) => req,
             Err(e) => {
                 tracing::warn!(%object, error = %e, "rejected command");
                 let (id, reply_to) = salvage_reply_address(payload);
                 let reply = self.reply(object, id, Outcome::Rejected, Some(e.to_string()));
-                self.answer(reply_to.as_deref(), reply).await;
+                let to = response.or(reply_to.map(ResponseTo::topic));
+                self.answer(to.as_ref(), reply).await;
                 return;
             }
         };
+        let reply_to = response.or(req.reply_to.take().map(ResponseTo::topic));
         if let Some(id) = &req.id {
             if self.pending.contains_key(id) || self.is_queued(id) {
                 tracing::info!(%object, command = %id, "duplicate of a command in progress: ignored");
@@ -46,7 +54,7 @@ impl Agent {
             }
             if let Some(earlier) = self.remembered(id) {
                 tracing::info!(%object, command = %id, "duplicate command: answering again, not executing again");
-                self.answer(req.reply_to.as_deref(), earlier).await;
+                self.answer(reply_to.as_ref(), earlier).await;
                 return;
             }
         }
@@ -56,7 +64,7 @@ impl Agent {
             .get_or_insert_with(|| uuid::Uuid::new_v4().to_string())
             .clone();
         let origin = Origin::Client {
-            reply_to: req.reply_to.take(),
+            reply_to,
             tried: Vec::new(),
         };
         self.dispatch(object, id, req, origin, false).await;
@@ -185,7 +193,7 @@ impl Agent {
             props.push((model::STATE.into(), on_off(on).into()));
         }
         props.extend(super::hardware::move_props(req));
-        self.record(id, props);
+        self.record_command(id, props);
         tracing::info!(object = %id, command = %cmd, "command executed");
         let mut reply = self.reply(object, Some(cmd.into()), Outcome::Ok, None);
         reply.state = Some(self.state_json(id));
@@ -227,26 +235,33 @@ impl Agent {
         let _ = self.recent.push_back((id.to_string(), reply.clone()));
     }
 
-    /// Publishes an answer where a client asked for it.
-    pub(super) async fn answer(&self, reply_to: Option<&str>, reply: Reply) {
-        let Some(topic) = reply_to else { return };
+    /// Publishes an answer where a client asked for it, with its correlation data.
+    pub(super) async fn answer(&self, reply_to: Option<&ResponseTo>, reply: Reply) {
+        let Some(to) = reply_to else { return };
+        let payload = serde_json::to_vec(&reply).unwrap_or_default();
+        self.publish_answer(to, payload);
+    }
+
+    /// Publishes `payload` on a client's reply topic; MQTT 5 clients get their correlation
+    /// data back as a property.
+    fn publish_answer(&self, to: &ResponseTo, payload: Vec<u8>) {
+        let topic = to.topic.as_str();
         if !valid_reply_topic(topic) {
-            tracing::warn!(%topic, "not answering on an invalid reply-to topic");
+            tracing::warn!(%topic, "not answering on an invalid reply topic");
             return;
         }
-        let payload = serde_json::to_vec(&reply).unwrap_or_default();
-        if let Err(e) = self
-            .link
-            .publish(topic, Qos::AtLeastOnce, false, payload)
-            .await
-        {
+        let properties = to.correlation.clone().map(|data| PublishProperties {
+            correlation_data: Some(data),
+            ..Default::default()
+        });
+        if let Err(e) = self.link.publish_with(topic, false, payload, properties) {
             tracing::warn!(%topic, error = %e, "could not publish the answer");
         }
     }
 
     /// Handles `<base>/agent/get`: answers with every live object.
-    async fn on_get(&mut self, payload: &[u8]) {
-        let Some(reply_to) = request_reply_to(payload) else {
+    async fn on_get(&mut self, payload: &[u8], response: Option<ResponseTo>) {
+        let Some(reply_to) = response.or_else(|| request_reply_to(payload)) else {
             tracing::warn!("ignoring a get request without a valid reply-to");
             return;
         };
@@ -261,38 +276,24 @@ impl Agent {
             uuid: self.uuid,
             objects,
         };
-        let payload = serde_json::to_vec(&reply).unwrap_or_default();
-        if let Err(e) = self
-            .link
-            .publish(&reply_to, Qos::AtLeastOnce, false, payload)
-            .await
-        {
-            tracing::warn!(error = %e, "could not answer a get request");
-        }
+        self.publish_answer(&reply_to, serde_json::to_vec(&reply).unwrap_or_default());
     }
 
     /// Handles `<base>/agent/peers`: answers with the mesh as this instance sees it.
-    async fn on_peers(&mut self, payload: &[u8]) {
-        let Some(reply_to) = request_reply_to(payload) else {
+    async fn on_peers(&mut self, payload: &[u8], response: Option<ResponseTo>) {
+        let Some(reply_to) = response.or_else(|| request_reply_to(payload)) else {
             tracing::warn!("ignoring a peers request without a valid reply-to");
             return;
         };
         let rows = self.peers.rows(&self.my_addrs(), crate::clock::now_ms());
-        let payload = serde_json::to_vec(&rows).unwrap_or_default();
-        if let Err(e) = self
-            .link
-            .publish(&reply_to, Qos::AtLeastOnce, false, payload)
-            .await
-        {
-            tracing::warn!(error = %e, "could not answer a peers request");
-        }
+        self.publish_answer(&reply_to, serde_json::to_vec(&rows).unwrap_or_default());
     }
 }
 
-/// The `reply-to` of a get/peers request, if present and usable.
-fn request_reply_to(payload: &[u8]) -> Option<String> {
+/// The `reply-to` of a get/peers request, if present.
+fn request_reply_to(payload: &[u8]) -> Option<ResponseTo> {
     let req: api::GetRequest = serde_json::from_slice(payload).ok()?;
-    valid_reply_topic(&req.reply_to).then_some(req.reply_to)
+    Some(ResponseTo::topic(req.reply_to))
 }
 
 /// A topic we may publish an answer on: non-empty, no wildcards, not a `$` system topic.

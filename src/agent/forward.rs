@@ -9,6 +9,7 @@
 
 use super::Agent;
 use crate::api::{Outcome, Reply, SetRequest};
+use crate::broker::local::ResponseTo;
 use crate::mesh::proto::{Forward, ForwardReply};
 use crate::model::{self, ObjectId};
 use crate::mqtt::Qos;
@@ -25,7 +26,7 @@ pub(super) enum Origin {
     /// An MQTT client or the CLI, answered on its `reply-to` (if any).
     Client {
         /// Where to answer.
-        reply_to: Option<String>,
+        reply_to: Option<ResponseTo>,
         /// Executors already tried (they died before answering).
         tried: Vec<Uuid>,
     },
@@ -108,6 +109,7 @@ impl Agent {
             object: object.to_string(),
             request: req.clone(),
             onward,
+            clock: Some(self.replica.clock()),
         };
         let payload = serde_json::to_vec(&msg).unwrap_or_default();
         self.pending.insert(
@@ -134,14 +136,14 @@ impl Agent {
         }
     }
 
-    /// Answers whoever waits for a command, once our own updates are on their way, so the
-    /// new state reaches the mesh before the answer does.
+    /// Answers whoever waits for a command. The retained state of what changed is
+    /// published first, so a client that reads it after the answer sees the new state. The
+    /// answer does not wait for the disk (the hardware has moved; the event's fsync follows
+    /// right after), except a forwarded answer about a virtual object: the instance that
+    /// received the command resolves the next toggle from its own replica, so that answer
+    /// carries our updates, and updates only leave once durable.
     pub(super) async fn respond(&mut self, origin: Origin, reply: Reply) {
-        let updates = match origin {
-            Origin::Peer { .. } => self.outbox.clone(),
-            _ => Vec::new(),
-        };
-        self.publish_pending().await;
+        self.publish_dirty().await;
         if let Some(id) = &reply.id {
             if reply.result != Outcome::Unavailable {
                 self.remember(id, &reply);
@@ -152,18 +154,13 @@ impl Agent {
                 if reply.result != Outcome::Ok {
                     tracing::warn!(object = %reply.object, result = ?reply.result, error = ?reply.error, "command not executed");
                 }
-                self.answer(reply_to.as_deref(), reply).await
+                self.answer(reply_to.as_ref(), reply).await
             }
             Origin::Peer { sender } => {
-                let payload =
-                    serde_json::to_vec(&ForwardReply { reply, updates }).unwrap_or_default();
-                let topic = self.topics.answer(self.uuid, sender);
-                if let Err(e) = self
-                    .link
-                    .publish(&topic, Qos::AtLeastOnce, false, payload)
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not answer a forwarded command");
+                if !self.unsaved.is_empty() && self.resolved_by_receiver(&reply.object) {
+                    self.deferred.push((sender, reply));
+                } else {
+                    self.send_forward_reply(sender, reply).await;
                 }
             }
             Origin::Automation { rule, .. } => match reply.result {
@@ -177,8 +174,34 @@ impl Agent {
         }
     }
 
+    /// True for objects whose toggles the receiving instance resolves (virtual ones).
+    fn resolved_by_receiver(&self, object: &str) -> bool {
+        ObjectId::new(object)
+            .ok()
+            .and_then(|o| self.replica.get(&o))
+            .and_then(|o| o.text(model::KIND))
+            == Some("virtual")
+    }
+
+    /// Sends the answer to a forwarded command, with our durable updates not yet streamed.
+    pub(super) async fn send_forward_reply(&mut self, sender: Uuid, reply: Reply) {
+        let updates = self.outbox.clone();
+        let payload = serde_json::to_vec(&ForwardReply { reply, updates }).unwrap_or_default();
+        let topic = self.topics.answer(self.uuid, sender);
+        if let Err(e) = self
+            .link
+            .publish(&topic, Qos::AtLeastOnce, false, payload)
+            .await
+        {
+            tracing::warn!(error = %e, "could not answer a forwarded command");
+        }
+    }
+
     /// A command another instance left on our broker.
     pub(super) async fn on_forward(&mut self, sender: Uuid, fwd: Forward) {
+        if let Some(stamp) = &fwd.clock {
+            self.replica.observe(stamp, crate::clock::now_ms());
+        }
         if self.pending.contains_key(&fwd.id) || self.is_queued(&fwd.id) {
             return;
         }

@@ -17,6 +17,7 @@ mod state;
 mod sync;
 
 use crate::api;
+use crate::broker::local::{LocalEvent, LocalLink};
 use crate::broker::{self, PortChoice};
 use crate::config::{Config, InputConfig, PowerOn, RelayConfig};
 use crate::hal;
@@ -24,13 +25,12 @@ use crate::identity;
 use crate::mesh::peers::{Peers, BEAT_MS};
 use crate::mesh::proto::Topics;
 use crate::model::{self, ObjectId};
-use crate::mqtt::{Link, LinkEvent, LinkOptions, Qos};
+use crate::mqtt::{Link, LinkEvent, Qos};
 use crate::plugins::press::{PressDetector, PressTimer};
 use crate::plugins::relay_bank::{RelayBank, RelaySpec, Timer};
 use crate::plugins::{relay, Input, Relay};
 use crate::replica::{Replica, Store, Update};
 use crate::runtime::{self, RuntimeInfo};
-use rumqttc::LastWill;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -122,8 +122,8 @@ struct Agent {
     channels: BTreeMap<ObjectId, ObjectId>,
     /// Ids of channel commands waiting for their device's answer.
     in_flight: BTreeSet<String>,
-    /// Link to our own embedded broker.
-    link: Link,
+    /// Link to our own embedded broker, in process.
+    link: LocalLink,
     /// Sender for edges and debounce timers.
     internal: mpsc::UnboundedSender<Internal>,
     /// Answers to recently executed commands by command id, so a retried command is
@@ -136,6 +136,8 @@ struct Agent {
     /// Our own updates the disk has not taken yet: they go out once it has, so a crash can
     /// never make us reuse a seq a peer already holds.
     unsaved: Vec<Update>,
+    /// Forwarded answers waiting for this event's fsync to carry its updates, by sender.
+    deferred: Vec<(Uuid, api::Reply)>,
     /// Who is in the mesh and alive.
     peers: Peers,
     /// Our links to peer brokers, by address, with the token that closes each.
@@ -192,15 +194,16 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         settings.config.broker.segment_bytes,
         settings.config.broker.segment_count,
     );
-    let mut broker = broker::start(settings.bind, settings.port, segments)?;
+    let mut broker = broker::start(
+        settings.bind,
+        settings.port,
+        segments,
+        &format!("pimesh-agent-{uuid}"),
+    )?;
     let mut gpio = hal::open(settings.config.board.backend, &data_dir)?;
-
-    // The link outlives `cancel` so that `offline` can still be published on the way out.
-    let link_stop = CancellationToken::new();
-    let (link, mut link_rx) = Link::spawn(
-        own_link_options(&base, uuid, broker.port),
-        link_stop.clone(),
-    );
+    let Some((link, mut link_rx)) = broker.local.take() else {
+        return Err(AgentError::BrokerDied);
+    };
     let (internal, mut internal_rx) = mpsc::unbounded_channel();
     let (mesh_tx, mut mesh_rx) = mpsc::channel(1024);
     let mesh_cfg = &settings.config.mesh;
@@ -228,6 +231,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         dirty: BTreeSet::new(),
         outbox: Vec::new(),
         unsaved: Vec::new(),
+        deferred: Vec::new(),
         peers: Peers::new(uuid, &settings.name),
         links: HashMap::new(),
         mesh_tx,
@@ -270,6 +274,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         base_topic: agent.base.clone(),
     };
     agent.advertise = Some((data_dir.clone(), info));
+    agent.on_link_up().await;
 
     let mut beat = tokio::time::interval(Duration::from_millis(BEAT_MS));
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -277,32 +282,24 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
             _ = &mut broker.died => break Err(AgentError::BrokerDied),
-            Some(ev) = link_rx.recv() => agent.on_link(ev).await,
+            ev = link_rx.recv() => {
+                if !agent.on_link(ev).await {
+                    break Err(AgentError::BrokerDied);
+                }
+            }
             Some((addr, ev)) = mesh_rx.recv() => agent.on_peer_link(&addr, ev).await,
             Some(ev) = internal_rx.recv() => agent.on_internal(ev).await,
             Some(ev) = serial_rx.recv() => agent.on_serial(ev).await,
             _ = beat.tick() => agent.on_beat().await,
         }
         agent.run_jobs().await;
+        agent.commit().await;
         agent.publish_pending().await;
     };
-    agent.shut_down(&mut link_rx).await;
-    link_stop.cancel();
+    agent.shut_down().await;
     RuntimeInfo::remove(&data_dir);
     drop(gpio);
     result
-}
-
-/// The agent's own link: a will that marks the instance offline if the link dies.
-fn own_link_options(base: &str, uuid: Uuid, port: u16) -> LinkOptions {
-    let mut opts = LinkOptions::new("127.0.0.1", port, format!("pimesh-agent-{uuid}"));
-    opts.last_will = Some(LastWill::new(
-        api::status_topic(base, uuid),
-        "offline",
-        Qos::AtLeastOnce,
-        true,
-    ));
-    opts
 }
 
 impl Agent {
@@ -351,36 +348,39 @@ impl Agent {
         Ok(())
     }
 
-    /// Handles an event of the link to our own broker.
-    async fn on_link(&mut self, ev: LinkEvent) {
+    /// Our link to our own broker is up: subscribe to what the agent handles and say we are
+    /// online. Commands are heard once the subscription is acknowledged.
+    async fn on_link_up(&mut self) {
+        let filters = [
+            api::set_filter(&self.base),
+            api::send_filter(&self.base),
+            api::get_topic(&self.base),
+            api::peers_topic(&self.base),
+            self.topics.hello_filter(),
+            self.topics.sync_req_filter(),
+            self.topics.cmd_filter(),
+        ];
+        if let Err(e) = self.link.subscribe_many(&filters) {
+            tracing::error!(error = %e, "cannot subscribe to our own broker");
+        }
+        let status = api::status_topic(&self.base, self.uuid);
+        if let Err(e) = self
+            .link
+            .publish(&status, Qos::AtLeastOnce, true, "online")
+            .await
+        {
+            tracing::warn!(error = %e, "cannot publish status");
+        }
+        self.last_hello = None;
+        self.publish_owner_hello().await;
+        let ids: Vec<ObjectId> = self.replica.objects().map(|(id, _)| id.clone()).collect();
+        self.dirty.extend(ids);
+    }
+
+    /// Handles an event of the link to our own broker; false when the link is gone.
+    async fn on_link(&mut self, ev: LocalEvent) -> bool {
         match ev {
-            LinkEvent::Connected => {
-                let filters = [
-                    api::set_filter(&self.base),
-                    api::send_filter(&self.base),
-                    api::get_topic(&self.base),
-                    api::peers_topic(&self.base),
-                    self.topics.hello_filter(),
-                    self.topics.sync_req_filter(),
-                    self.topics.cmd_filter(),
-                ];
-                if let Err(e) = self.link.subscribe_many(&filters, Qos::AtLeastOnce) {
-                    tracing::error!(error = %e, "cannot subscribe to our own broker");
-                }
-                let status = api::status_topic(&self.base, self.uuid);
-                if let Err(e) = self
-                    .link
-                    .publish(&status, Qos::AtLeastOnce, true, "online")
-                    .await
-                {
-                    tracing::warn!(error = %e, "cannot publish status");
-                }
-                self.last_hello = None;
-                self.publish_owner_hello().await;
-                let ids: Vec<ObjectId> = self.replica.objects().map(|(id, _)| id.clone()).collect();
-                self.dirty.extend(ids);
-            }
-            LinkEvent::Subscribed => {
+            LocalEvent::Subscribed => {
                 // Only now can a command be heard: tell local tools where we are.
                 if let Some((dir, info)) = self.advertise.take() {
                     if let Err(e) = info.write(&dir) {
@@ -389,17 +389,23 @@ impl Agent {
                     tracing::info!(name = %self.name, uuid = %self.uuid, port = self.port, objects = self.replica.len(), "pimesh agent running");
                 }
             }
-            LinkEvent::Disconnected(reason) => {
-                tracing::warn!(%reason, "link to the embedded broker lost; reconnecting")
-            }
-            LinkEvent::Message { topic, payload, .. } => {
+            LocalEvent::Message {
+                topic,
+                payload,
+                response,
+            } => {
                 if self.topics.classify(&topic).is_some() {
                     self.on_own_mesh_message(&topic, &payload).await;
                 } else {
-                    self.on_message(&topic, &payload).await
+                    self.on_message(&topic, &payload, response).await
                 }
             }
+            LocalEvent::Closed => {
+                tracing::error!("the embedded broker dropped the agent's own link");
+                return false;
+            }
         }
+        true
     }
 
     /// Handles an edge or a debounce timer.
@@ -453,7 +459,7 @@ impl Agent {
 
     /// Takes relays to their `on-stop` state, publishes `offline`, disconnects cleanly and
     /// flushes the store.
-    async fn shut_down(&mut self, link_rx: &mut mpsc::Receiver<LinkEvent>) {
+    async fn shut_down(&mut self) {
         self.stop_relays().await;
         let status = api::status_topic(&self.base, self.uuid);
         let _ = self
@@ -461,16 +467,6 @@ impl Agent {
             .publish(&status, Qos::AtLeastOnce, true, "offline")
             .await;
         self.leave_mesh().await;
-        self.link.disconnect().await;
-        // The link reports the closed connection once DISCONNECT is out; don't wait forever.
-        let closed = async {
-            while let Some(ev) = link_rx.recv().await {
-                if matches!(ev, LinkEvent::Disconnected(_)) {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
         self.flush_store();
         tracing::info!("pimesh agent stopped");
     }

@@ -104,43 +104,84 @@ impl Agent {
         }
     }
 
-    /// Records local changes of one object: persist first, then apply. Returns whether
-    /// anything changed. A failed disk write keeps the updates queued in the store (retried
-    /// on the next write) and the change still takes effect, since the hardware already
-    /// moved; only sending them to peers waits for the disk.
+    /// Records local changes of one object: hand them to the disk, then apply. Returns
+    /// whether anything changed. The fsync comes once per event, in [`Agent::commit`]: the
+    /// records are in the kernel at once (a killed process loses none), and our updates only
+    /// leave for peers once they are durable, so a power cut can never make us reuse a
+    /// sequence number a peer already holds. A failed disk write keeps the updates queued in
+    /// the store (retried on the next write) and the change still takes effect, since the
+    /// hardware already moved.
     pub(super) fn record(&mut self, id: &ObjectId, props: Vec<(String, Value)>) -> bool {
+        self.record_with(id, props, false)
+    }
+
+    /// Records the result of a command: like [`Agent::record`], but unchanged values are
+    /// written again with a fresh stamp. The instance that sent the command gets them with the
+    /// answer, so it is current even if it missed the change that set this value before (its
+    /// executor may have died right after); automations still fire only on real changes.
+    pub(super) fn record_command(&mut self, id: &ObjectId, props: Vec<(String, Value)>) {
+        self.record_with(id, props, true);
+    }
+
+    fn record_with(&mut self, id: &ObjectId, props: Vec<(String, Value)>, touch: bool) -> bool {
         let now = clock::now_ms();
-        let updates = self.replica.prepare(id, props, now);
+        let updates = if touch {
+            self.replica.prepare_touching(id, props, now)
+        } else {
+            self.replica.prepare(id, props, now)
+        };
         if updates.is_empty() {
             return false;
         }
+        // What automations see: the updates that change a value (touched ones may not), each
+        // compared with the one before it, which may be earlier in this same call.
+        let current = self.replica.get(id);
+        let changed: Vec<Update> = updates
+            .iter()
+            .enumerate()
+            .filter(|(i, u)| {
+                let before = updates[..*i]
+                    .iter()
+                    .rev()
+                    .find(|p| p.prop == u.prop)
+                    .map(|p| &p.value)
+                    .or_else(|| current.and_then(|o| o.value(&u.prop)));
+                before != Some(&u.value)
+            })
+            .map(|(_, u)| u.clone())
+            .collect();
         // During start-up nothing is acknowledged yet: queue, and flush once at the end (a
-        // config with thousands of objects would otherwise cost thousands of fsyncs).
+        // config with thousands of objects would otherwise cost thousands of writes).
         let result = if self.running {
-            self.store.append(&updates)
+            self.store.write(&updates)
         } else {
             self.store.queue(&updates)
         };
-        let saved = match result {
-            Ok(()) => self.running,
-            Err(e) => {
-                tracing::error!(error = %e, queued = self.store.pending(), "state not saved yet; will retry");
-                false
-            }
-        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, queued = self.store.pending(), "state not saved yet; will retry");
+        }
         for u in &updates {
             self.replica.apply(u, now);
         }
         self.dirty.insert(id.clone());
         if self.running {
-            self.trigger(&updates);
+            self.trigger(&changed);
         }
         self.unsaved.extend(updates);
-        if saved {
-            self.outbox.append(&mut self.unsaved);
-        }
         self.maybe_compact();
         true
+    }
+
+    /// Group commit, once per event: one fsync makes every change the event recorded
+    /// durable; then those updates may go to peers, with the forwarded answers that waited
+    /// to carry them.
+    pub(super) async fn commit(&mut self) {
+        if !self.unsaved.is_empty() {
+            self.flush_store();
+        }
+        for (sender, reply) in std::mem::take(&mut self.deferred) {
+            self.send_forward_reply(sender, reply).await;
+        }
     }
 
     /// Applies updates from a peer (live stream or sync page): persist, apply, mark what
@@ -210,6 +251,12 @@ impl Agent {
     /// Sends what the last event produced: our updates on the live stream, then the retained
     /// public state of every object that changed.
     pub(super) async fn publish_pending(&mut self) {
+        self.publish_updates().await;
+        self.publish_dirty().await;
+    }
+
+    /// Sends our durable updates on the live stream.
+    pub(super) async fn publish_updates(&mut self) {
         if !self.outbox.is_empty() {
             let topic = self.topics.updates(self.uuid);
             let outbox = std::mem::take(&mut self.outbox);
@@ -227,6 +274,10 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Publishes the retained public state of every object that changed.
+    pub(super) async fn publish_dirty(&mut self) {
         for id in std::mem::take(&mut self.dirty) {
             self.publish_state(&id).await;
         }

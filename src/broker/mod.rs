@@ -7,6 +7,8 @@
 //! on Linux an accepted socket inherits TCP_NODELAY from its listener, so we set it on the
 //! listener we found, before anyone is told the port.
 
+pub mod local;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::BorrowedFd;
@@ -58,6 +60,8 @@ pub enum BrokerError {
         port: u16,
         waited: Duration,
     },
+    #[error("cannot join the embedded broker's router: {0}")]
+    Link(String),
     #[error("cannot start the embedded broker thread: {0}")]
     Thread(std::io::Error),
 }
@@ -70,17 +74,21 @@ pub struct Broker {
     /// Receives one message if the broker's thread ever ends (it should not): the agent
     /// treats that as fatal rather than run on without a broker.
     pub died: tokio::sync::oneshot::Receiver<()>,
+    /// The agent's in-process link to the router (taken by the agent).
+    pub local: Option<(local::LocalLink, local::LocalRx)>,
 }
 
-/// Starts rumqttd on `bind` and the chosen port, and returns once it accepts connections
-/// with TCP_NODELAY on.
+/// Starts rumqttd on `bind` and the chosen port, with `client_id` joined to its router in
+/// process (see [`local`]), and returns once it accepts connections with TCP_NODELAY on.
 pub fn start(
     bind: IpAddr,
     choice: PortChoice,
     segments: (usize, usize),
+    client_id: &str,
 ) -> Result<Broker, BrokerError> {
     let port = choose_port(bind, choice)?;
     let mut broker = rumqttd::Broker::new(config(bind, port, segments));
+    let own = local::connect(&broker, client_id).map_err(BrokerError::Link)?;
     let (died_tx, died) = tokio::sync::oneshot::channel();
     let (ended_tx, ended_rx) = mpsc::channel::<()>();
     std::thread::Builder::new()
@@ -98,7 +106,11 @@ pub fn start(
     loop {
         if set_nodelay_on_listener(port) {
             tracing::info!(%bind, port, "embedded broker listening");
-            return Ok(Broker { port, died });
+            return Ok(Broker {
+                port,
+                died,
+                local: Some(own),
+            });
         }
         // rumqttd logs a bind failure and ends its server thread; that is our signal.
         if ended_rx.try_recv().is_ok() {

@@ -301,8 +301,7 @@ fn run_agent(args: RunArgs) -> Exit {
         name,
         port,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -101,6 +101,12 @@ pub struct Forward {
     /// holder may be a third instance). Plain commands are never forwarded twice.
     #[serde(default)]
     pub onward: bool,
+    /// The sender's clock when it sent the command. The executor observes it first, so its
+    /// changes are stamped after everything the sender had seen — also a change the sender
+    /// made itself a moment ago whose update has not reached the executor yet — and
+    /// last-writer-wins puts them after the state the command was resolved from.
+    #[serde(default)]
+    pub clock: Option<crate::clock::Stamp>,
 }
 
 /// The answer to a [`Forward`], on the executor's `<base>/mesh/<executor>/answer/<sender>`.

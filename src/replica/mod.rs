@@ -195,6 +195,28 @@ impl Replica {
         props: Vec<(String, Value)>,
         wall_ms: u64,
     ) -> Vec<Update> {
+        self.prepare_with(object, props, wall_ms, false)
+    }
+
+    /// [`Replica::prepare`] that writes every property even when its value is unchanged: a
+    /// command's result then carries a fresh stamp, so an instance that missed an earlier
+    /// change of the same value still learns the current state from it.
+    pub fn prepare_touching(
+        &self,
+        object: &ObjectId,
+        props: Vec<(String, Value)>,
+        wall_ms: u64,
+    ) -> Vec<Update> {
+        self.prepare_with(object, props, wall_ms, true)
+    }
+
+    fn prepare_with(
+        &self,
+        object: &ObjectId,
+        props: Vec<(String, Value)>,
+        wall_ms: u64,
+        touch: bool,
+    ) -> Vec<Update> {
         let mut clock = self.clock.clone();
         let mut seq = self.seqs.highest(&self.origin);
         let current = self.objects.get(object);
@@ -206,7 +228,7 @@ impl Replica {
                 .find(|u| u.prop == prop)
                 .map(|u| &u.value)
                 .or_else(|| current.and_then(|o| o.value(&prop)));
-            if now == Some(&value) {
+            if now == Some(&value) && !touch {
                 continue;
             }
             seq = seq.saturating_add(1);
@@ -258,6 +280,17 @@ impl Replica {
     }
 
     /// The object `id`, tombstoned or not.
+    /// The newest stamp this replica has issued or seen: what a message it sends carries,
+    /// so the receiver's next changes are ordered after it.
+    pub fn clock(&self) -> Stamp {
+        self.clock.last()
+    }
+
+    /// Moves the clock past `stamp`, received with a message, without applying anything.
+    pub fn observe(&mut self, stamp: &Stamp, wall_ms: u64) {
+        self.clock.observe(stamp, wall_ms);
+    }
+
     pub fn get(&self, id: &ObjectId) -> Option<&Object> {
         self.objects.get(id)
     }

@@ -460,3 +460,43 @@ fn object_accessors_read_typed_values() {
     assert!(!lamp.is_deleted());
     assert_eq!((r.len(), r.register_count()), (1, 2));
 }
+
+#[test]
+fn a_write_made_after_observing_a_senders_clock_wins_over_the_senders_last_write() {
+    // Node 9 (the higher id, so it wins ties) switched the scene three times within one
+    // millisecond; node 1 runs the next command before those updates reach it.
+    let mut sender = Replica::new(node(9));
+    for v in ["ON", "OFF", "ON"] {
+        write(&mut sender, "scene", &[(STATE, v.into())], T0);
+    }
+    let blind = Replica::new(node(1));
+    let unaware = blind.prepare(&oid("scene"), vec![(STATE.into(), "OFF".into())], T0);
+    let mut probe = sender.clone();
+    probe.apply(&unaware[0], T0);
+    assert_eq!(
+        probe.get(&oid("scene")).unwrap().text(STATE),
+        Some("ON"),
+        "without the sender's clock the later command loses: the bug this guards against"
+    );
+
+    let mut executor = Replica::new(node(1));
+    executor.observe(&sender.clock(), T0);
+    let later = write(&mut executor, "scene", &[(STATE, "OFF".into())], T0);
+    for u in &later {
+        sender.apply(u, T0);
+    }
+    assert_eq!(sender.get(&oid("scene")).unwrap().text(STATE), Some("OFF"));
+}
+
+#[test]
+fn prepare_touching_restamps_an_unchanged_value() {
+    let mut r = Replica::new(node(1));
+    let first = write(&mut r, "scene", &[(STATE, "ON".into())], T0);
+    let props = vec![(STATE.to_string(), Value::from("ON"))];
+    assert!(r.prepare(&oid("scene"), props.clone(), T0 + 1).is_empty());
+    let again = r.prepare_touching(&oid("scene"), props, T0 + 1);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].value, Value::from("ON"));
+    assert!(again[0].stamp > first[0].stamp);
+    assert_eq!(again[0].seq, first[0].seq + 1);
+}
