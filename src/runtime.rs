@@ -24,8 +24,11 @@ pub struct RuntimeInfo {
     pub uuid: Uuid,
     /// The instance name.
     pub name: String,
-    /// The TCP port the embedded broker listens on.
+    /// The TCP port the embedded broker serves MQTT 3.1.1 on.
     pub port: u16,
+    /// The TCP port it serves MQTT 5 on.
+    #[serde(default)]
+    pub mqtt5_port: Option<u16>,
     /// The base topic of the public interface.
     pub base_topic: String,
 }
@@ -144,6 +147,7 @@ mod tests {
             uuid: Uuid::new_v4(),
             name: "a".into(),
             port: 1883,
+            mqtt5_port: Some(1884),
             base_topic: "pimesh".into(),
         };
         info.write(dir.path()).unwrap();

@@ -1,5 +1,6 @@
-//! The public MQTT interface of one agent, driven by Debian's mosquitto clients and by a
-//! request/reply client measuring the round trip through the embedded broker.
+//! The public MQTT interface of one agent, driven by Debian's mosquitto clients, by an MQTT 5
+//! client using response topics, and by a request/reply client measuring the round trip
+//! through the embedded broker.
 
 mod support;
 
@@ -33,6 +34,71 @@ fn mosquitto_pub_switches_and_mosquitto_sub_sees_state() {
         lines[0].contains("\"room\":\"hall\"") && lines[0].contains("\"x\":3.0"),
         "{lines:?}"
     );
+}
+
+#[test]
+fn an_mqtt5_client_gets_its_answer_on_its_response_topic_with_its_correlation_data() {
+    let a = Agent::start(&[]);
+    let port5 = a.mqtt5_port();
+    assert_ne!(port5, a.port);
+    let answer = mqtt5_request(port5, "pimesh/relay-1/set", "ON", "ha/answers/1", b"req-1");
+    assert_eq!(answer.json["result"], "ok", "{:?}", answer.json);
+    assert_eq!(answer.json["state"]["state"], "ON");
+    assert_eq!(answer.correlation.as_deref(), Some(&b"req-1"[..]));
+    assert_eq!(a.pin(17).as_deref(), Some("1"));
+
+    // Bad input is answered there too, with the same correlation, and changes nothing.
+    let answer = mqtt5_request(
+        port5,
+        "pimesh/relay-1/set",
+        "BRIGHT",
+        "ha/answers/2",
+        b"req-2",
+    );
+    assert_eq!(answer.json["result"], "rejected", "{:?}", answer.json);
+    assert!(
+        answer.json["error"].as_str().unwrap().contains("BRIGHT"),
+        "{:?}",
+        answer.json
+    );
+    assert_eq!(answer.correlation.as_deref(), Some(&b"req-2"[..]));
+    let answer = mqtt5_request(port5, "pimesh/no-such/set", "ON", "ha/answers/3", b"req-3");
+    assert_eq!(answer.json["result"], "rejected");
+    assert_eq!(a.pin(17).as_deref(), Some("1"));
+
+    // A request on the agent's own topics too: `get` answers on the response topic.
+    let answer = mqtt5_request(port5, "pimesh/agent/get", "{}", "ha/answers/4", b"req-4");
+    assert!(answer.json["objects"].as_array().unwrap().len() >= 6);
+    assert_eq!(answer.correlation.as_deref(), Some(&b"req-4"[..]));
+
+    // MQTT 3.1.1 clients on the other port see the result in the state topic.
+    let lines = mosquitto_sub(a.port, "pimesh/relay-1", 1);
+    assert!(lines[0].contains("\"state\":\"ON\""), "{lines:?}");
+}
+
+#[test]
+fn mosquitto_rr_gets_the_answer_to_a_command() {
+    let a = Agent::start(&[]);
+    let out = std::process::Command::new("mosquitto_rr")
+        .args(["-V", "5", "-h", "127.0.0.1", "-p"])
+        .arg(a.mqtt5_port().to_string())
+        .args([
+            "-t",
+            "pimesh/relay-2/set",
+            "-e",
+            "rr/answer",
+            "-m",
+            "ON",
+            "-W",
+            "10",
+        ])
+        .output()
+        .expect("mosquitto_rr (Debian package mosquitto-clients)");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["result"], "ok", "{answer}");
+    assert_eq!(answer["object"], "relay-2");
+    assert_eq!(a.pin(27).as_deref(), Some("1"));
 }
 
 #[test]

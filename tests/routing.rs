@@ -62,6 +62,20 @@ fn a_command_anywhere_runs_on_the_holder_only() {
         b.all()["a-light"]["state"] == "OFF"
     });
 
+    // An MQTT 5 client at beta gets alpha's answer on its response topic, correlated.
+    let answer = mqtt5_request(
+        b.mqtt5_port(),
+        "pimesh/a-light/set",
+        "TOGGLE",
+        "client/answers",
+        b"corr-7",
+    );
+    assert_eq!(answer.json["result"], "ok", "{:?}", answer.json);
+    assert_eq!(answer.json["executed-by"], "alpha");
+    assert_eq!(answer.correlation.as_deref(), Some(&b"corr-7"[..]));
+    assert_eq!(a.pin(17).as_deref(), Some("1"));
+    assert_eq!(b.pin(17).as_deref(), Some("0"), "beta's own pin untouched");
+
     // The holder's hardware says no: `failed`, exit 1, through the forwarding instance.
     let pin = a.pin_path(27);
     let mut perms = std::fs::metadata(&pin).unwrap().permissions();

@@ -52,6 +52,8 @@ pub struct Settings {
     pub bind: IpAddr,
     /// The broker's port policy.
     pub port: PortChoice,
+    /// A fixed MQTT 5 port; default: the first free one after the broker's port.
+    pub mqtt5_port: Option<u16>,
 }
 
 /// Why the agent stopped with an error.
@@ -197,6 +199,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     let mut broker = broker::start(
         settings.bind,
         settings.port,
+        settings.mqtt5_port,
         segments,
         &format!("pimesh-agent-{uuid}"),
     )?;
@@ -271,6 +274,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         uuid,
         name: agent.name.clone(),
         port: broker.port,
+        mqtt5_port: Some(broker.port5),
         base_topic: agent.base.clone(),
     };
     agent.advertise = Some((data_dir.clone(), info));
@@ -386,7 +390,7 @@ impl Agent {
                     if let Err(e) = info.write(&dir) {
                         tracing::error!(error = %e, "cannot write the runtime file; local tools will not find this agent");
                     }
-                    tracing::info!(name = %self.name, uuid = %self.uuid, port = self.port, objects = self.replica.len(), "pimesh agent running");
+                    tracing::info!(name = %self.name, uuid = %self.uuid, port = self.port, mqtt5_port = ?info.mqtt5_port, objects = self.replica.len(), "pimesh agent running");
                 }
             }
             LocalEvent::Message {

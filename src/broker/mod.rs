@@ -46,6 +46,10 @@ pub enum PortChoice {
 pub enum BrokerError {
     #[error("broker port {port} on {bind} is already in use; stop what uses it, or choose another with --port (or [broker] port), or leave the port unset to take the first free one")]
     PortInUse { bind: IpAddr, port: u16 },
+    #[error("MQTT 5 port {port} on {bind} is already in use; choose another with --mqtt5-port (or [broker] mqtt5-port), or leave it unset to take the first free port after the MQTT 3.1.1 one")]
+    Mqtt5PortInUse { bind: IpAddr, port: u16 },
+    #[error("the MQTT 5 port and the MQTT 3.1.1 port are both {port}; each needs its own")]
+    SamePorts { port: u16 },
     #[error("no free broker port on {bind} from {base} to {last}; set one with --port")]
     NoFreePort { bind: IpAddr, base: u16, last: u16 },
     #[error("cannot listen on {bind}:{port}: {source}")]
@@ -69,8 +73,10 @@ pub enum BrokerError {
 /// A running embedded broker.
 #[derive(Debug)]
 pub struct Broker {
-    /// The port it listens on.
+    /// The port it serves MQTT 3.1.1 on.
     pub port: u16,
+    /// The port it serves MQTT 5 on.
+    pub port5: u16,
     /// Receives one message if the broker's thread ever ends (it should not): the agent
     /// treats that as fatal rather than run on without a broker.
     pub died: tokio::sync::oneshot::Receiver<()>,
@@ -78,16 +84,26 @@ pub struct Broker {
     pub local: Option<(local::LocalLink, local::LocalRx)>,
 }
 
-/// Starts rumqttd on `bind` and the chosen port, with `client_id` joined to its router in
-/// process (see [`local`]), and returns once it accepts connections with TCP_NODELAY on.
+/// Starts rumqttd on `bind`: MQTT 3.1.1 on the chosen port and MQTT 5 on `mqtt5` (or the
+/// first free port after the 3.1.1 one), with `client_id` joined to its router in process
+/// (see [`local`]). Returns once both listeners accept connections with TCP_NODELAY on.
 pub fn start(
     bind: IpAddr,
     choice: PortChoice,
+    mqtt5: Option<u16>,
     segments: (usize, usize),
     client_id: &str,
 ) -> Result<Broker, BrokerError> {
     let port = choose_port(bind, choice)?;
-    let mut broker = rumqttd::Broker::new(config(bind, port, segments));
+    let port5 = match mqtt5 {
+        Some(p) if p == port => return Err(BrokerError::SamePorts { port }),
+        Some(p) => choose_port(bind, PortChoice::Fixed(p)).map_err(|e| match e {
+            BrokerError::PortInUse { bind, port } => BrokerError::Mqtt5PortInUse { bind, port },
+            other => other,
+        })?,
+        None => choose_port(bind, PortChoice::FirstFree(port.saturating_add(1)))?,
+    };
+    let mut broker = rumqttd::Broker::new(config(bind, (port, port5), segments));
     let own = local::connect(&broker, client_id).map_err(BrokerError::Link)?;
     let (died_tx, died) = tokio::sync::oneshot::channel();
     let (ended_tx, ended_rx) = mpsc::channel::<()>();
@@ -103,11 +119,15 @@ pub fn start(
         .map_err(BrokerError::Thread)?;
     let waited = Duration::from_secs(5);
     let deadline = Instant::now() + waited;
+    let (mut ready, mut ready5) = (false, false);
     loop {
-        if set_nodelay_on_listener(port) {
-            tracing::info!(%bind, port, "embedded broker listening");
+        ready = ready || set_nodelay_on_listener(port);
+        ready5 = ready5 || set_nodelay_on_listener(port5);
+        if ready && ready5 {
+            tracing::info!(%bind, port, mqtt5_port = port5, "embedded broker listening");
             return Ok(Broker {
                 port,
+                port5,
                 died,
                 local: Some(own),
             });
@@ -117,6 +137,7 @@ pub fn start(
             return Err(BrokerError::PortInUse { bind, port });
         }
         if Instant::now() > deadline {
+            let port = if ready { port5 } else { port };
             return Err(BrokerError::NotListening { bind, port, waited });
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -143,9 +164,9 @@ fn choose_port(bind: IpAddr, choice: PortChoice) -> Result<u16, BrokerError> {
     }
 }
 
-/// The rumqttd configuration: one MQTT 3.1.1 listener and explicit limits; `segments` is
-/// (bytes per segment, segments per topic).
-fn config(bind: IpAddr, port: u16, segments: (usize, usize)) -> rumqttd::Config {
+/// The rumqttd configuration: an MQTT 3.1.1 and an MQTT 5 listener on `ports` (in that
+/// order) and explicit limits; `segments` is (bytes per segment, segments per topic).
+fn config(bind: IpAddr, ports: (u16, u16), segments: (usize, usize)) -> rumqttd::Config {
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 5000,
         max_payload_size: MAX_PAYLOAD,
@@ -154,12 +175,12 @@ fn config(bind: IpAddr, port: u16, segments: (usize, usize)) -> rumqttd::Config 
         external_auth: None,
         dynamic_filters: true,
     };
-    let server = rumqttd::ServerSettings {
-        name: "pimesh".into(),
+    let server = |name: &str, port: u16| rumqttd::ServerSettings {
+        name: name.into(),
         listen: SocketAddr::new(bind, port),
         tls: None,
         next_connection_delay_ms: 0,
-        connections,
+        connections: connections.clone(),
     };
     rumqttd::Config {
         id: 0,
@@ -172,7 +193,14 @@ fn config(bind: IpAddr, port: u16, segments: (usize, usize)) -> rumqttd::Config 
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
-        v4: Some(HashMap::from([("pimesh".to_string(), server)])),
+        v4: Some(HashMap::from([(
+            "pimesh".into(),
+            server("pimesh", ports.0),
+        )])),
+        v5: Some(HashMap::from([(
+            "pimesh-v5".into(),
+            server("pimesh-v5", ports.1),
+        )])),
         ..Default::default()
     }
 }

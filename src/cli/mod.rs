@@ -80,6 +80,9 @@ pub struct RunArgs {
     /// Fixed broker port (fail if taken). Default: first free from [broker] base-port.
     #[arg(long)]
     pub port: Option<u16>,
+    /// Fixed MQTT 5 port (fail if taken). Default: first free after the broker port.
+    #[arg(long)]
+    pub mqtt5_port: Option<u16>,
     /// A peer's broker, HOST:PORT (repeatable). Adds to [mesh] peers.
     #[arg(long = "peer")]
     pub peers: Vec<String>,
@@ -295,6 +298,7 @@ fn run_agent(args: RunArgs) -> Exit {
         tracing::info!("no --config given: running the embedded default (simulated board)");
     }
     let settings = Settings {
+        mqtt5_port: args.mqtt5_port.or(cfg.broker.mqtt5_port),
         bind: cfg.broker.bind,
         config: cfg,
         data_dir,

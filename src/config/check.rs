@@ -129,6 +129,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     pins::uart(&src, board, &claims, &raw.serial)?;
     objects::interlock_groups(&src, &raw.relay)?;
 
+    let mqtt5_port = mqtt5_port(&src, &raw.broker)?;
     Ok(Config {
         name,
         data_dir,
@@ -143,6 +144,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             port: nonzero_port(&src, "port", raw.broker.port)?,
             base_port: nonzero_port(&src, "base-port", raw.broker.base_port)?
                 .unwrap_or(DEFAULT_BASE_PORT),
+            mqtt5_port,
             bind: bind_address(&src, raw.broker.bind)?,
             segment_bytes: at_least(&src, "segment-bytes", raw.broker.segment_bytes, 1024)?
                 .unwrap_or(crate::broker::SEGMENT_SIZE),
@@ -224,9 +226,28 @@ fn nonzero_port(
     match port {
         Some(p) if *p.get_ref() == 0 => Err(src.error(
             p.span(),
-            format!("broker {key} must be from 1 to 65535; leave `port` out to take the first free port"),
+            format!(
+                "broker {key} must be from 1 to 65535; leave it out to take the first free port"
+            ),
         )),
         other => Ok(other.map(Spanned::into_inner)),
+    }
+}
+
+/// The fixed MQTT 5 port: not zero, and not the fixed MQTT 3.1.1 port.
+fn mqtt5_port(src: &Source, broker: &super::raw::RawBroker) -> Result<Option<u16>, ConfigError> {
+    let port = nonzero_port(src, "mqtt5-port", broker.mqtt5_port.clone())?;
+    match (
+        &broker.mqtt5_port,
+        broker.port.as_ref().map(|p| *p.get_ref()),
+    ) {
+        (Some(p5), Some(p)) if *p5.get_ref() == p => Err(src.error(
+            p5.span(),
+            format!(
+                "broker mqtt5-port {p} is also the broker port; MQTT 5 needs a port of its own"
+            ),
+        )),
+        _ => Ok(port),
     }
 }
 

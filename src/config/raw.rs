@@ -112,6 +112,8 @@ pub(super) struct RawBroker {
     pub port: Option<Spanned<u16>>,
     /// First port tried when no port is fixed.
     pub base_port: Option<Spanned<u16>>,
+    /// Fixed MQTT 5 port, if any.
+    pub mqtt5_port: Option<Spanned<u16>>,
     /// Address to listen on; checked to be an IP address.
     pub bind: Option<Spanned<String>>,
     /// Bytes per topic log segment in the broker; checked against a minimum.

@@ -63,6 +63,7 @@ fn an_empty_file_gives_every_default() {
             broker: BrokerConfig {
                 port: None,
                 base_port: 1883,
+                mqtt5_port: None,
                 bind: "0.0.0.0".parse().unwrap(),
                 segment_bytes: crate::broker::SEGMENT_SIZE,
                 segment_count: crate::broker::SEGMENT_COUNT,
@@ -140,6 +141,7 @@ fn every_key_is_read() {
         "[broker]",
         "port = 1884",
         "base-port = 2000",
+        "mqtt5-port = 1885",
         "bind = \"127.0.0.1\"",
         "[mesh]",
         "peers = [\"10.0.0.2:1883\", \"pi-hall.local:1884\", \"[fd00::2]:1883\"]",
@@ -182,6 +184,7 @@ fn every_key_is_read() {
         BrokerConfig {
             port: Some(1884),
             base_port: 2000,
+            mqtt5_port: Some(1885),
             bind: "127.0.0.1".parse().unwrap(),
             segment_bytes: crate::broker::SEGMENT_SIZE,
             segment_count: crate::broker::SEGMENT_COUNT,
@@ -259,7 +262,7 @@ fn an_unknown_key_lists_the_allowed_ones() {
     );
     assert_eq!(
         refusal(&["[broker]", "ports = 1883"]),
-        "house.toml:2: unknown field `ports`, expected one of `port`, `base-port`, `bind`, `segment-bytes`, `segment-count`"
+        "house.toml:2: unknown field `ports`, expected one of `port`, `base-port`, `mqtt5-port`, `bind`, `segment-bytes`, `segment-count`"
     );
 }
 
@@ -464,6 +467,14 @@ fn object_settings_are_checked() {
 
 #[test]
 fn broker_segments_below_what_rumqttd_accepts_are_refused() {
+    assert_eq!(
+        refusal(&["[broker]", "port = 1883", "mqtt5-port = 1883"]),
+        "house.toml:3: broker mqtt5-port 1883 is also the broker port; MQTT 5 needs a port of its own"
+    );
+    assert_eq!(
+        refusal(&["[broker]", "mqtt5-port = 0"]),
+        "house.toml:2: broker mqtt5-port must be from 1 to 65535; leave it out to take the first free port"
+    );
     assert_eq!(
         refusal(&["[broker]", "segment-bytes = 512"]),
         "house.toml:2: broker segment-bytes must be at least 1024"

@@ -555,3 +555,79 @@ impl Drop for Socat {
         self.stop();
     }
 }
+
+impl Agent {
+    /// The port the agent serves MQTT 5 on, as its runtime file advertises it.
+    pub fn mqtt5_port(&self) -> u16 {
+        let text = std::fs::read_to_string(self.dir.join("agent.json")).expect("agent.json");
+        let info: serde_json::Value = serde_json::from_str(&text).expect("agent.json is JSON");
+        info["mqtt5-port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .expect("agent.json names the MQTT 5 port")
+    }
+}
+
+/// What an MQTT 5 request got back on its response topic.
+#[derive(Debug)]
+pub struct V5Answer {
+    /// The answer's payload, as JSON.
+    pub json: serde_json::Value,
+    /// The correlation data property the answer carried.
+    pub correlation: Option<Vec<u8>>,
+}
+
+/// An MQTT 5 request as Home Assistant or any MQTT 5 client makes it: subscribe to
+/// `response_topic` (SubAck awaited), publish `payload` on `topic` with the response topic
+/// and `correlation` as properties, and return the first message on the response topic.
+pub fn mqtt5_request(
+    port: u16,
+    topic: &str,
+    payload: &str,
+    response_topic: &str,
+    correlation: &[u8],
+) -> V5Answer {
+    use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::{Client, Event, MqttOptions};
+    let mut opts = MqttOptions::new(format!("test-v5-{}", free_port()), "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    let (client, mut connection) = Client::new(opts, 100);
+    client
+        .subscribe(response_topic, QoS::AtLeastOnce)
+        .expect("subscribe");
+    let end = Instant::now() + DEADLINE;
+    let mut published = false;
+    for event in connection.iter() {
+        assert!(Instant::now() < end, "no MQTT 5 answer on {response_topic}");
+        match event.expect("MQTT 5 connection failed") {
+            Event::Incoming(Packet::SubAck(_)) if !published => {
+                let props = PublishProperties {
+                    response_topic: Some(response_topic.to_string()),
+                    correlation_data: Some(correlation.to_vec().into()),
+                    ..Default::default()
+                };
+                client
+                    .publish_with_properties(
+                        topic,
+                        QoS::AtLeastOnce,
+                        false,
+                        payload.to_string(),
+                        props,
+                    )
+                    .expect("publish");
+                published = true;
+            }
+            Event::Incoming(Packet::Publish(p)) => {
+                let json = serde_json::from_slice(&p.payload).expect("the answer is JSON");
+                let correlation = p
+                    .properties
+                    .and_then(|props| props.correlation_data)
+                    .map(|d| d.to_vec());
+                return V5Answer { json, correlation };
+            }
+            _ => {}
+        }
+    }
+    panic!("the MQTT 5 connection ended before an answer on {response_topic}");
+}
