@@ -199,9 +199,12 @@ pub fn peers_topic(base: &str) -> String {
     format!("{base}/agent/peers")
 }
 
-/// `<base>/client/<id>/reply`: where a CLI invocation waits for its answer.
-pub fn reply_topic(base: &str, client: Uuid) -> String {
-    format!("{base}/client/{client}/reply")
+/// `<base>/client/cli/reply`: where CLI invocations wait for their answers. One topic for
+/// all of them, told apart by request id: the broker keeps a message log per topic for as
+/// long as it runs, so a topic per invocation would grow the agent's memory with every
+/// command (a `get` of the whole house each time).
+pub fn reply_topic(base: &str) -> String {
+    format!("{base}/client/cli/reply")
 }
 
 /// The body of a `get` request.
@@ -210,12 +213,18 @@ pub fn reply_topic(base: &str, client: Uuid) -> String {
 pub struct GetRequest {
     /// Topic the answer is published on.
     pub reply_to: String,
+    /// Echoed in the answer, so clients sharing a reply topic tell their answers apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// The answer to a `get` request: every live object's public state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct GetReply {
+    /// The request's id, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// Name of the answering instance.
     pub instance: String,
     /// UUID of the answering instance.

@@ -63,16 +63,18 @@ pub fn resolve(via: Option<&str>, data_dir: &Path, base: &str) -> Result<Target,
 }
 
 /// Publishes the payload made by `build(reply_topic)` on `topic` and returns the first
-/// message on the reply topic. The subscription is acknowledged before the request goes
-/// out, so a fast answer cannot be missed.
+/// message on the reply topic that `ours` accepts (the topic is shared with other CLI
+/// invocations). The subscription is acknowledged before the request goes out, so a fast
+/// answer cannot be missed.
 pub async fn request(
     target: &Target,
     topic: &str,
     build: impl FnOnce(&str) -> Vec<u8>,
+    ours: impl Fn(&[u8]) -> bool,
     timeout: Duration,
 ) -> Result<Vec<u8>, ClientError> {
     let me = Uuid::new_v4();
-    let reply_topic = crate::api::reply_topic(&target.base, me);
+    let reply_topic = crate::api::reply_topic(&target.base);
     let stop = CancellationToken::new();
     let _stop_on_return = stop.clone().drop_guard();
     let mut opts = LinkOptions::new(target.host.clone(), target.port, format!("pimesh-cli-{me}"));
@@ -106,7 +108,7 @@ pub async fn request(
             }
             Some(LinkEvent::Message {
                 topic: t, payload, ..
-            }) if t == reply_topic => {
+            }) if t == reply_topic && ours(&payload) => {
                 link.disconnect().await;
                 return Ok(payload);
             }

@@ -70,6 +70,48 @@ fn cli_switches_toggles_and_moves() {
 }
 
 #[test]
+fn concurrent_cli_invocations_each_get_their_own_answer() {
+    // Every CLI invocation waits on one shared reply topic (a topic each would grow the
+    // broker's memory forever); answers are told apart by request id.
+    let a = Agent::start(&[]);
+    let runs: Vec<_> = (0..12)
+        .map(|i| {
+            let dir = a.dir.clone();
+            std::thread::spawn(move || {
+                let d = dir.to_str().unwrap().to_string();
+                let args: Vec<String> = match i % 3 {
+                    0 => vec!["set".into(), format!("relay-{}", i % 4 + 1), "on".into()],
+                    1 => vec!["get".into(), "button-1".into(), "--json".into()],
+                    _ => vec!["peers".into(), "--json".into()],
+                };
+                let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+                args.extend(["--data-dir", &d]);
+                (i, cli(&args))
+            })
+        })
+        .collect();
+    for run in runs {
+        let (i, out) = run.join().unwrap();
+        assert!(out.status.success(), "run {i}: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        match i % 3 {
+            0 => assert!(
+                stdout.contains(&format!("relay-{}: ON", i % 4 + 1)),
+                "{stdout}"
+            ),
+            1 => {
+                let reply: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+                assert_eq!(reply["id"], "button-1", "{stdout}");
+            }
+            _ => {
+                let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout).unwrap();
+                assert_eq!(rows[0]["status"], "self", "{stdout}");
+            }
+        }
+    }
+}
+
+#[test]
 fn cli_errors_map_to_exit_codes() {
     let a = Agent::start(&[]);
     let out = a.cli(&["set", "no-such-thing", "on"]);

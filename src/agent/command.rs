@@ -265,6 +265,9 @@ impl Agent {
             tracing::warn!("ignoring a get request without a valid reply-to");
             return;
         };
+        let id = serde_json::from_slice::<api::GetRequest>(payload)
+            .ok()
+            .and_then(|r| r.id);
         let objects = self
             .replica
             .objects()
@@ -272,6 +275,7 @@ impl Agent {
             .map(|(id, _)| self.state_json(id))
             .collect();
         let reply = api::GetReply {
+            id,
             instance: self.name.clone(),
             uuid: self.uuid,
             objects,

@@ -44,7 +44,8 @@ pub(super) fn send_set(object: &str, mut req: SetRequest, conn: &Conn) -> Exit {
         Ok(t) => t,
         Err(code) => return code,
     };
-    req.id = Some(uuid::Uuid::new_v4().to_string());
+    let id = uuid::Uuid::new_v4().to_string();
+    req.id = Some(id.clone());
     let topic = format!("{}/{object}/set", target.base);
     let answer = block_on(client::request(
         &target,
@@ -52,6 +53,9 @@ pub(super) fn send_set(object: &str, mut req: SetRequest, conn: &Conn) -> Exit {
         |reply_to| {
             req.reply_to = Some(reply_to.to_string());
             serde_json::to_vec(&req).unwrap_or_default()
+        },
+        |answer| {
+            serde_json::from_slice::<Reply>(answer).is_ok_and(|r| r.id.as_deref() == Some(&id))
         },
         timeout(conn),
     ));
@@ -110,7 +114,10 @@ fn summary(state: &serde_json::Value) -> String {
 
 /// `pimesh get`: asks the agent for every object and prints them.
 pub(super) fn get(args: GetArgs) -> Exit {
-    let bytes = match ask(&args.conn, |t| api::get_topic(&t.base)) {
+    let ours = |answer: &[u8], id: &str| {
+        serde_json::from_slice::<api::GetReply>(answer).is_ok_and(|r| r.id.as_deref() == Some(id))
+    };
+    let bytes = match ask(&args.conn, |t| api::get_topic(&t.base), ours) {
         Ok(b) => b,
         Err(code) => return code,
     };
@@ -178,19 +185,27 @@ pub(super) fn get(args: GetArgs) -> Exit {
     Exit::Ok
 }
 
-/// Sends a request with only a `reply-to` to `topic` and returns the answer's bytes.
-fn ask(conn: &Conn, topic: impl FnOnce(&Target) -> String) -> Result<Vec<u8>, Exit> {
+/// Sends a request with a `reply-to` and an id to `topic` and returns the first answer
+/// `ours` accepts (it is given the answer and the id).
+fn ask(
+    conn: &Conn,
+    topic: impl FnOnce(&Target) -> String,
+    ours: impl Fn(&[u8], &str) -> bool,
+) -> Result<Vec<u8>, Exit> {
     let target = target(conn)?;
     let topic = topic(&target);
+    let id = uuid::Uuid::new_v4().to_string();
     let answer = block_on(client::request(
         &target,
         &topic,
         |reply_to| {
             serde_json::to_vec(&api::GetRequest {
                 reply_to: reply_to.to_string(),
+                id: Some(id.clone()),
             })
             .unwrap_or_default()
         },
+        |answer| ours(answer, &id),
         timeout(conn),
     ))?;
     answer.map_err(|e| report(&e))
@@ -198,7 +213,12 @@ fn ask(conn: &Conn, topic: impl FnOnce(&Target) -> String) -> Result<Vec<u8>, Ex
 
 /// `pimesh peers`: the mesh as the agent sees it.
 pub(super) fn peers(args: PeersArgs) -> Exit {
-    let bytes = match ask(&args.conn, |t| api::peers_topic(&t.base)) {
+    // The peers answer carries no id; any one is the agent's current view, so a concurrent
+    // `pimesh peers` answer is as good as ours. Anything else on the topic is not.
+    let ours = |answer: &[u8], _: &str| {
+        serde_json::from_slice::<Vec<crate::mesh::peers::PeerRow>>(answer).is_ok()
+    };
+    let bytes = match ask(&args.conn, |t| api::peers_topic(&t.base), ours) {
         Ok(b) => b,
         Err(code) => return code,
     };
