@@ -242,10 +242,10 @@ async fn measure(
     let mosquitto = baseline(mosquitto_port, "mosquitto").await?;
     let embedded = baseline(a.port, "embedded").await?;
     let mut at_a = Client::connect("bench-at-a", a.port).await?;
-    at_a.subscribe("bench/answer/local/#").await?;
+    at_a.subscribe("bench/answer/local").await?;
     let local = commands(&mut at_a, "local", "a-light", "alpha", failures).await?;
     let mut at_b = Client::connect("bench-at-b", b.port).await?;
-    at_b.subscribe("bench/answer/cross/#").await?;
+    at_b.subscribe("bench/answer/cross").await?;
     let cross = commands(&mut at_b, "cross", "a-light", "alpha", failures).await?;
     let fanout = fanout(&mut at_a, b, c, failures).await?;
     let tp = throughput(b, failures).await?;
@@ -307,10 +307,10 @@ async fn commands(
     let mut samples = Vec::with_capacity(SAMPLES);
     for i in 0..WARMUP + SAMPLES {
         let t = Instant::now();
-        let reply_to = format!("bench/answer/{phase}/{i}");
+        let reply_to = format!("bench/answer/{phase}");
         let id = format!("{phase}-{}-{i}", std::process::id());
         send(client, object, &id, &reply_to).await?;
-        let answer = answer(client, &reply_to).await?;
+        let answer = answer(client, &reply_to, &id).await?;
         check(&answer, &id, Some(executor), failures);
         if i >= WARMUP {
             samples.push(t.elapsed());
@@ -326,17 +326,23 @@ async fn send(client: &Client, object: &str, id: &str, reply_to: &str) -> Result
         .await
 }
 
-/// The next message on `topic`, as JSON.
-async fn answer(client: &mut Client, topic: &str) -> Result<serde_json::Value> {
+/// The answer to command `id` on `topic`, as JSON. Like a well-behaved client, the bench
+/// reuses one reply topic and tells answers apart by id: the broker keeps a log per topic,
+/// so a topic per command would show up as agent memory.
+async fn answer(client: &mut Client, topic: &str, id: &str) -> Result<serde_json::Value> {
     let deadline = Instant::now() + WAIT;
     loop {
         let p = client
             .next_publish_by(deadline)
             .await
-            .with_context(|| format!("answer on {topic}"))?;
-        if p.topic == topic {
-            return serde_json::from_slice(&p.payload)
-                .with_context(|| format!("answer on {topic} is not JSON"));
+            .with_context(|| format!("answer to {id} on {topic}"))?;
+        if p.topic != topic {
+            continue;
+        }
+        let json: serde_json::Value = serde_json::from_slice(&p.payload)
+            .with_context(|| format!("answer on {topic} is not JSON"))?;
+        if json["id"] == id {
+            return Ok(json);
         }
     }
 }
@@ -358,7 +364,7 @@ async fn fanout(
     c: &Agent,
     failures: &mut Vec<String>,
 ) -> Result<Latency> {
-    at_a.subscribe("bench/answer/fan/#").await?;
+    at_a.subscribe("bench/answer/fan").await?;
     let mut watchers = Vec::new();
     for (name, agent) in [("bench-watch-b", b), ("bench-watch-c", c)] {
         let mut w = Client::connect(name, agent.port).await?;
@@ -375,11 +381,11 @@ async fn fanout(
         on = !on;
         let want = if on { "ON" } else { "OFF" };
         let t = Instant::now();
-        let reply_to = format!("bench/answer/fan/{i}");
+        let reply_to = "bench/answer/fan";
         let id = format!("fan-{}-{i}", std::process::id());
-        send(at_a, "a-fan", &id, &reply_to).await?;
+        send(at_a, "a-fan", &id, reply_to).await?;
         let (ans, tb, tc) = tokio::join!(
-            answer(at_a, &reply_to),
+            answer(at_a, reply_to, &id),
             sees(&mut wb, want, t),
             sees(&mut wc, want, t)
         );
@@ -422,7 +428,7 @@ struct Throughput {
 /// [`PIPELINE`] toggles of the virtual `scene` through B with [`WINDOW`] in flight.
 async fn throughput(b: &Agent, failures: &mut Vec<String>) -> Result<Throughput> {
     let mut cl = Client::connect("bench-pipeline", b.port).await?;
-    cl.subscribe("bench/answer/tp/#").await?;
+    cl.subscribe("bench/answer/tp").await?;
     let pid = std::process::id();
     let mut open: HashSet<String> = HashSet::new();
     let mut executors = BTreeMap::new();
@@ -431,7 +437,7 @@ async fn throughput(b: &Agent, failures: &mut Vec<String>) -> Result<Throughput>
     loop {
         while open.len() < WINDOW && sent < PIPELINE {
             let id = format!("tp-{pid}-{sent}");
-            send(&cl, "scene", &id, &format!("bench/answer/tp/{sent}")).await?;
+            send(&cl, "scene", &id, "bench/answer/tp").await?;
             open.insert(id);
             sent += 1;
         }
