@@ -52,7 +52,7 @@ pub struct Settings {
     pub bind: IpAddr,
     /// The broker's port policy.
     pub port: PortChoice,
-    /// A fixed MQTT 5 port; default: the first free one after the broker's port.
+    /// A fixed MQTT 5 port; default: the first free one from 1000 above the broker's port.
     pub mqtt5_port: Option<u16>,
 }
 

@@ -15,6 +15,9 @@ use std::os::fd::BorrowedFd;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// Where the MQTT 5 port search starts, above the MQTT 3.1.1 port (below it near 65535): 2883
+/// next to 1883, so instances sharing a host keep consecutive 3.1.1 ports.
+pub const MQTT5_OFFSET: u16 = 1000;
 /// How many ports past the base the first-free search tries.
 pub const PORT_SEARCH_SPAN: u16 = 100;
 
@@ -51,7 +54,7 @@ pub enum PortChoice {
 pub enum BrokerError {
     #[error("broker port {port} on {bind} is already in use; stop what uses it, or choose another with --port (or [broker] port), or leave the port unset to take the first free one")]
     PortInUse { bind: IpAddr, port: u16 },
-    #[error("MQTT 5 port {port} on {bind} is already in use; choose another with --mqtt5-port (or [broker] mqtt5-port), or leave it unset to take the first free port after the MQTT 3.1.1 one")]
+    #[error("MQTT 5 port {port} on {bind} is already in use; choose another with --mqtt5-port (or [broker] mqtt5-port), or leave it unset to take the first free port from 1000 above the MQTT 3.1.1 one")]
     Mqtt5PortInUse { bind: IpAddr, port: u16 },
     #[error("the MQTT 5 port and the MQTT 3.1.1 port are both {port}; each needs its own")]
     SamePorts { port: u16 },
@@ -90,7 +93,7 @@ pub struct Broker {
 }
 
 /// Starts rumqttd on `bind`: MQTT 3.1.1 on the chosen port and MQTT 5 on `mqtt5` (or the
-/// first free port after the 3.1.1 one), with `client_id` joined to its router in process
+/// first free port from [`MQTT5_OFFSET`] above the 3.1.1 one), with `client_id` joined to its router in process
 /// (see [`local`]). Returns once both listeners accept connections with TCP_NODELAY on.
 pub fn start(
     bind: IpAddr,
@@ -106,7 +109,12 @@ pub fn start(
             BrokerError::PortInUse { bind, port } => BrokerError::Mqtt5PortInUse { bind, port },
             other => other,
         })?,
-        None => choose_port(bind, PortChoice::FirstFree(port.saturating_add(1)))?,
+        None => {
+            let base = port
+                .checked_add(MQTT5_OFFSET)
+                .unwrap_or(port - MQTT5_OFFSET);
+            choose_port(bind, PortChoice::FirstFree(base))?
+        }
     };
     let mut broker = rumqttd::Broker::new(config(bind, (port, port5), segments));
     let own = local::connect(&broker, client_id).map_err(BrokerError::Link)?;

@@ -80,7 +80,7 @@ pub struct RunArgs {
     /// Fixed broker port (fail if taken). Default: first free from [broker] base-port.
     #[arg(long)]
     pub port: Option<u16>,
-    /// Fixed MQTT 5 port (fail if taken). Default: first free after the broker port.
+    /// Fixed MQTT 5 port (fail if taken). Default: first free from the broker port + 1000.
     #[arg(long)]
     pub mqtt5_port: Option<u16>,
     /// A peer's broker, HOST:PORT (repeatable). Adds to [mesh] peers.

@@ -127,8 +127,8 @@ pub struct BrokerConfig {
     /// With no fixed port, the first free port counting up from here is used, so several
     /// instances can share one host.
     pub base_port: u16,
-    /// A fixed port for MQTT 5 clients; without it, the first free port after the MQTT
-    /// 3.1.1 one.
+    /// A fixed port for MQTT 5 clients; without it, the first free port from 1000 above the
+    /// MQTT 3.1.1 one.
     pub mqtt5_port: Option<u16>,
     /// Address to listen on; `0.0.0.0` serves the whole LAN, `127.0.0.1` only this host.
     pub bind: IpAddr,
