@@ -181,6 +181,24 @@ fn the_watchdog_switches_a_relay_off_after_max_on_s_and_says_why() {
 }
 
 #[test]
+fn a_restart_does_not_give_the_watchdog_a_fresh_period() {
+    let config = "[board]\nbackend = \"sim\"\n[[relay]]\nid = \"heater\"\npin = 19\n\
+                  max-on-s = 2\npower-on = \"restore\"\n";
+    let mut a = start_node("boiler", config, &[]);
+    set(&a, "heater", "on");
+    let switched_on = Instant::now();
+    a.kill9();
+    // The heater has now been on longer than max-on-s: this waits for time itself to pass.
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(switched_on.elapsed()));
+    a.restart();
+    // Restored ON, but its period is used up: off before the agent even says it runs.
+    assert_eq!(a.pin(19).as_deref(), Some("0"));
+    let heater = a.get("heater");
+    assert_eq!(heater["state"], "OFF");
+    assert_eq!(heater["reason"], "max-on-s exceeded");
+}
+
+#[test]
 fn a_clean_stop_applies_on_stop_and_leaves_the_others() {
     let mut a = start_node("cellar", RELAYS, &[]);
     set(&a, "pump", "on");

@@ -254,7 +254,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     let mut claimed = Vec::new();
     for cfg in &settings.config.relays {
         let on = agent.claim_relay(gpio.as_mut(), cfg.clone())?;
-        claimed.push((cfg.id.clone(), on));
+        claimed.push((cfg.id.clone(), on, agent.on_for(&cfg.id)));
     }
     let start = agent.bank.start(&claimed, std::time::Instant::now());
     agent.perform(start).await;
@@ -327,6 +327,19 @@ impl Agent {
         self.relays.insert(id.clone(), relay);
         self.record(&id, vec![(model::STATE.into(), on_off(on).into())]);
         Ok(on)
+    }
+
+    /// How long relay `id` has been on, from the stamp of its recorded `ON` (zero when off, or
+    /// when the clock says the stamp is in the future — a Pi without a clock before NTP).
+    fn on_for(&self, id: &ObjectId) -> Duration {
+        let Some(register) = self.replica.get(id).and_then(|o| o.props.get(model::STATE)) else {
+            return Duration::ZERO;
+        };
+        if register.value.as_text() != Some(model::ON) {
+            return Duration::ZERO;
+        }
+        let now = crate::clock::now_ms();
+        Duration::from_millis(now.saturating_sub(register.stamp.wall_ms))
     }
 
     /// Claims an input's pin, records its current state and starts watching its edges.

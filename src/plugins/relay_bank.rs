@@ -126,14 +126,22 @@ impl RelayBank {
         }
     }
 
-    /// Takes the state each relay was claimed in (after its power-on policy) and returns what
+    /// Takes the state each relay was claimed in (after its power-on policy) and how long it
+    /// has been on already (across the restart, from the recorded state), and returns what
     /// the rules require on top: a pulse relay found on is switched off, only the first relay
-    /// of a group found on stays on, and a relay on under `max-on-s` gets a full watchdog
-    /// period from now.
-    pub fn start(&mut self, states: &[(ObjectId, bool)], now: Instant) -> Vec<RelayAction> {
-        for (id, on) in states {
+    /// of a group found on stays on, and a relay on under `max-on-s` gets what is left of its
+    /// watchdog period — or is switched off now if that is used up, so an agent that keeps
+    /// restarting cannot keep a heater on for ever.
+    pub fn start(
+        &mut self,
+        states: &[(ObjectId, bool, Duration)],
+        now: Instant,
+    ) -> Vec<RelayAction> {
+        let mut on_for = vec![Duration::ZERO; self.slots.len()];
+        for (id, on, already) in states {
             if let Some(&i) = self.index.get(id) {
                 self.slots[i].on = *on;
+                on_for[i] = *already;
             }
         }
         let mut actions = Vec::new();
@@ -153,9 +161,18 @@ impl RelayBank {
                 }
             }
         }
-        for i in 0..self.slots.len() {
-            if self.slots[i].on {
-                self.start_max_on(i, &mut actions);
+        for (i, already) in on_for.into_iter().enumerate() {
+            if !self.slots[i].on {
+                continue;
+            }
+            match self.slots[i].spec.max_on {
+                Some(max_on) if already >= max_on => {
+                    self.switch_off(i, Reason::MaxOn, now, &mut actions);
+                }
+                Some(max_on) => {
+                    self.start_timer(i, TimerKind::MaxOn, max_on - already, &mut actions)
+                }
+                None => {}
             }
         }
         actions

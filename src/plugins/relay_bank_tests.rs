@@ -363,9 +363,9 @@ fn start_applies_the_rules_to_the_power_on_states() {
     heater.max_on = Some(Duration::from_secs(30));
     specs.extend([door, heater]);
     let mut h = Harness::new(specs);
-    let states: Vec<(ObjectId, bool)> = ["up", "down", "door", "heater"]
+    let states: Vec<(ObjectId, bool, Duration)> = ["up", "down", "door", "heater"]
         .iter()
-        .map(|n| (id(n), true))
+        .map(|n| (id(n), true, Duration::ZERO))
         .collect();
     let actions = h.bank.start(&states, h.now);
     for (n, on) in [
@@ -385,6 +385,35 @@ fn start_applies_the_rules_to_the_power_on_states() {
     assert_eq!(h.reports[1].2, Reason::Interlock { by: id("up") });
     h.advance(Duration::from_secs(30));
     assert_eq!(h.take_drives(), [(30_000, "heater".into(), false)]);
+}
+
+#[test]
+fn the_watchdog_counts_the_time_a_relay_was_on_before_a_restart() {
+    let mut heater = spec("heater");
+    heater.max_on = Some(Duration::from_secs(30));
+    let mut pump = spec("pump");
+    pump.max_on = Some(Duration::from_secs(30));
+    let mut h = Harness::new(vec![heater, pump]);
+    let states = [
+        (id("heater"), true, Duration::from_secs(20)),
+        (id("pump"), true, Duration::from_secs(45)),
+    ];
+    let actions = h.bank.start(&states, h.now);
+    h.pins.insert(id("heater"), true);
+    h.pins.insert(id("pump"), true);
+    h.perform(&actions);
+    assert_eq!(
+        h.take_drives(),
+        [(0, "pump".into(), false)],
+        "on longer than max-on-s before the restart: off at once"
+    );
+    assert_eq!(h.reports[0].2, Reason::MaxOn);
+    h.advance(Duration::from_secs(10));
+    assert_eq!(
+        h.take_drives(),
+        [(10_000, "heater".into(), false)],
+        "only what was left of the period"
+    );
 }
 
 #[test]
