@@ -159,6 +159,66 @@ fn interlocked_relays_are_never_on_together_and_a_delayed_command_is_answered() 
     );
 }
 
+/// Makes a sim pin file read-only (or writable again): the next write to it fails, as a
+/// broken driver would.
+fn pin_writable(a: &Agent, pin: u8, writable: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = a.pin_path(pin);
+    let mode = if writable { 0o644 } else { 0o444 };
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_relay_that_cannot_switch_mid_sequence_fails_the_command_and_keeps_the_interlock() {
+    let a = start_node("blinds", RELAYS, &[]);
+    set(&a, "up", "on");
+
+    // The first step fails: `up` cannot go off, so `down` must not come on.
+    pin_writable(&a, 5, false);
+    let out = a.cli(&["set", "down", "on"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot switch up OFF"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        (a.pin(5).as_deref(), a.pin(6).as_deref()),
+        (Some("1"), Some("0"))
+    );
+    assert_eq!(
+        a.get("up")["state"],
+        "ON",
+        "the record follows the hardware"
+    );
+    assert_eq!(a.get("down")["state"], "OFF");
+
+    // The last step fails: `up` went off, the dead time passed, `down` cannot come on.
+    pin_writable(&a, 5, true);
+    pin_writable(&a, 6, false);
+    let out = a.cli(&["set", "down", "on"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot switch down ON"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        (a.pin(5).as_deref(), a.pin(6).as_deref()),
+        (Some("0"), Some("0"))
+    );
+    assert_eq!(a.get("up")["state"], "OFF");
+    assert_eq!(a.get("down")["state"], "OFF");
+
+    // Nothing is stuck: with the pin writable again, the same command works.
+    pin_writable(&a, 6, true);
+    set(&a, "down", "on");
+    assert_eq!(
+        (a.pin(5).as_deref(), a.pin(6).as_deref()),
+        (Some("0"), Some("1"))
+    );
+}
+
 #[test]
 fn the_watchdog_switches_a_relay_off_after_max_on_s_and_says_why() {
     let a = start_node("boiler", RELAYS, &[]);
