@@ -1,0 +1,52 @@
+//! A full disk under a running agent: its store is a small tmpfs that the test fills.
+//! Commands keep working (the hardware moves and the answer says so), the log says what is
+//! wrong and where, peers only get changes once they are on disk, and once there is room
+//! again nothing has been lost.
+
+mod support;
+
+use support::*;
+
+#[test]
+fn a_full_disk_loses_nothing_and_says_which_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let disk = Tmpfs::mount(&data.join("store"), "256k");
+    let cfg = tmp.path().join("a.toml");
+    std::fs::write(&cfg, node_config("a")).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let mut a = Agent::start_in(&data, free_port(), &["--name", "alpha", "--config", cfg]);
+    let b = start_node("beta", &node_config("b"), &["--peer", &a.addr()]);
+    wait_until("beta has alpha's objects", || {
+        b.all().get("a-fan").is_some_and(|o| o["room"] == "room-a")
+    });
+
+    let filler = disk.fill("filler");
+    let out = a.cli(&["set", "a-light", "on"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(a.pin(17).as_deref(), Some("1"), "the hardware moved");
+    let out = a.cli(&["move", "a-fan", "attic"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        a.get("a-fan")["room"],
+        "attic",
+        "the change is current here"
+    );
+    wait_until("the log names the file and the cause", || {
+        std::fs::read_to_string(data.join("test-agent.log"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("cannot write the replica log") && l.contains("updates.log"))
+    });
+    // Not on disk, so not sent: a crash now must not leave peers holding what we lost.
+    assert_eq!(b.all()["a-fan"]["room"], "room-a");
+
+    std::fs::remove_file(filler).unwrap();
+    wait_until("the changes reach beta once they are on disk", || {
+        let all = b.all();
+        all["a-fan"]["room"] == "attic" && all["a-light"]["state"] == "ON"
+    });
+    a.kill9();
+    a.restart();
+    assert_eq!(a.get("a-fan")["room"], "attic", "kept across a crash");
+}
