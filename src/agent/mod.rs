@@ -403,7 +403,8 @@ impl Agent {
                     if let Err(e) = info.write(&dir) {
                         tracing::error!(error = %e, "cannot write the runtime file; local tools will not find this agent");
                     }
-                    tracing::info!(name = %self.name, uuid = %self.uuid, port = self.port, mqtt5_port = ?info.mqtt5_port, objects = self.replica.len(), "pimesh agent running");
+                    let mqtt5 = info.mqtt5_port.unwrap_or_default();
+                    tracing::info!(name = %self.name, uuid = %self.uuid, port = self.port, mqtt5_port = mqtt5, objects = self.replica.len(), "pimesh agent running");
                 }
             }
             LocalEvent::Message {
