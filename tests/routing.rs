@@ -294,3 +294,58 @@ fn commands_from_one_client_apply_in_order() {
         "the last command (ON) was applied last"
     );
 }
+
+#[test]
+fn an_executor_that_stays_silent_is_answered_timeout() {
+    // A serial device that takes every line and never replies, with a reply timeout longer
+    // than the forwarding instance waits: its holder is alive, the answer just never comes.
+    let tty = tempfile::tempdir().unwrap();
+    let _socat = Socat::start(tty.path());
+    let fake = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(tty.path().join("fake"))
+        .unwrap();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut sink = [0u8; 256];
+        let mut fake = fake;
+        while fake.read(&mut sink).is_ok_and(|n| n > 0) {}
+    });
+    let config = format!(
+        "{}[[serial]]\nid = \"slow\"\npath = \"{}\"\ntimeout-ms = 9000\n\
+         [[serial.channel]]\nid = \"slow-r1\"\non = \"R1=1\\n\"\noff = \"R1=0\\n\"\n\
+         on-reply = \"OK R1=1\"\noff-reply = \"OK R1=0\"\n",
+        node_config("a"),
+        tty.path().join("dev").display()
+    );
+    let a = start_node("alpha", &config, &[]);
+    let b = start_node("beta", &node_config("b"), &["--peer", &a.addr()]);
+    mesh_of(&[(&a, "alpha"), (&b, "beta")]);
+    wait_until("beta sees the channel online", || {
+        b.all()
+            .get("slow-r1")
+            .is_some_and(|o| o["available"] == true)
+    });
+    let t = std::time::Instant::now();
+    let out = cli(&[
+        "set",
+        "slow-r1",
+        "on",
+        "--via",
+        &b.addr(),
+        "--timeout",
+        "20",
+    ]);
+    let took = t.elapsed();
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no answer from alpha within"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        took >= std::time::Duration::from_secs(4) && took < std::time::Duration::from_secs(9),
+        "answered timeout after {took:?}: the forwarder's wait, not the client's or the device's"
+    );
+}
