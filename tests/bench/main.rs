@@ -214,7 +214,7 @@ impl Figures {
         let ratio = report::ratio(self.cross.p50, self.mosquitto.p50);
         let mark = |ok: bool| if ok { "met" } else { "NOT met" };
         println!();
-        println!("Targets (issue 4)");
+        println!("Targets for this machine");
         println!(
             "  cross-instance p50 within 4x mosquitto: {ratio:.2}x — {}",
             mark(ratio <= 4.0)
