@@ -296,6 +296,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
             Some(ev) = serial_rx.recv() => agent.on_serial(ev).await,
             _ = beat.tick() => agent.on_beat().await,
         }
+        // Durable before any automation job goes out: a job's id is derived from the
+        // triggering update's sequence number, which must never be reused.
+        agent.commit().await;
         agent.run_jobs().await;
         agent.commit().await;
         agent.publish_pending().await;
