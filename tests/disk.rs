@@ -40,12 +40,23 @@ fn a_full_disk_loses_nothing_and_says_which_file() {
     });
     // Not on disk, so not sent: a crash now must not leave peers holding what we lost.
     assert_eq!(b.all()["a-fan"]["room"], "room-a");
+    // Nor handed out by a sync: an instance joining now gets what is durable (from beta).
+    let c = start_node("gamma", &node_config("c"), &["--peer", &a.addr()]);
+    wait_until("gamma synced alpha's objects", || {
+        c.all().get("a-fan").is_some_and(|o| o["room"].is_string())
+    });
+    assert_eq!(c.all()["a-fan"]["room"], "room-a");
 
     std::fs::remove_file(filler).unwrap();
-    wait_until("the changes reach beta once they are on disk", || {
-        let all = b.all();
-        all["a-fan"]["room"] == "attic" && all["a-light"]["state"] == "ON"
-    });
+    wait_until(
+        "the changes reach beta and gamma once they are on disk",
+        || {
+            [&b, &c].iter().all(|peer| {
+                let all = peer.all();
+                all["a-fan"]["room"] == "attic" && all["a-light"]["state"] == "ON"
+            })
+        },
+    );
     a.kill9();
     a.restart();
     assert_eq!(a.get("a-fan")["room"], "attic", "kept across a crash");

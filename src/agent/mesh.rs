@@ -335,7 +335,7 @@ impl Agent {
     pub(super) async fn on_beat(&mut self) {
         let beat = Beat {
             name: self.name.clone(),
-            vv: self.replica.version_vector().clone(),
+            vv: self.shareable_version_vector(),
         };
         let payload = serde_json::to_vec(&beat).unwrap_or_default();
         let topic = self.topics.beat(self.uuid);

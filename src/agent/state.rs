@@ -211,6 +211,17 @@ impl Agent {
         gaps
     }
 
+    /// Our version vector as peers may see it: our own entry stops below the first of our
+    /// updates not yet on disk (there are some only while the disk refuses writes).
+    pub(super) fn shareable_version_vector(&self) -> crate::replica::VersionVector {
+        let mut vv = self.replica.version_vector().clone();
+        if let Some(first) = self.unsaved.iter().map(|u| u.seq).min() {
+            let durable = first.saturating_sub(1);
+            vv.entry(self.uuid).and_modify(|s| *s = (*s).min(durable));
+        }
+        vv
+    }
+
     /// Reports another instance claiming an object whose hardware is ours.
     fn check_claim(&self, u: &Update) {
         let Some(other) = u.prop.strip_prefix(model::CLAIM_PREFIX) else {

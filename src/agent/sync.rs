@@ -99,7 +99,15 @@ impl Agent {
     /// Answers one page of a sync request from `requester`, on our own broker. The delta and
     /// our version vector are taken once per round and served page by page, so every page of
     /// a round comes from one consistent moment and the delta is computed once.
+    ///
+    /// While some of our own changes wait for the disk (it refuses writes), no sync is
+    /// answered: a delta would carry them, and the value they replaced is no longer there to
+    /// send instead. The requester times out and syncs from a peer that has what is durable.
     pub(super) async fn answer_sync(&mut self, requester: Uuid, req: SyncReq) {
+        if !self.unsaved.is_empty() {
+            tracing::debug!(%requester, "not answering a sync while our own changes wait for the disk");
+            return;
+        }
         let fresh = self
             .serving
             .get(&requester)
