@@ -133,23 +133,26 @@ impl Agent {
         if updates.is_empty() {
             return false;
         }
-        // What automations see: the updates that change a value (touched ones may not), each
-        // compared with the one before it, which may be earlier in this same call.
-        let current = self.replica.get(id);
-        let changed: Vec<Update> = updates
-            .iter()
-            .enumerate()
-            .filter(|(i, u)| {
-                let before = updates[..*i]
-                    .iter()
-                    .rev()
-                    .find(|p| p.prop == u.prop)
-                    .map(|p| &p.value)
-                    .or_else(|| current.and_then(|o| o.value(&u.prop)));
-                before != Some(&u.value)
-            })
-            .map(|(_, u)| u.clone())
-            .collect();
+        // What automations see: the updates that change a value. `prepare` left out the
+        // others; touched ones may not change anything, each compared with the one before it
+        // (which may be earlier in this same call).
+        let real_changes: Option<Vec<Update>> = touch.then(|| {
+            let current = self.replica.get(id);
+            updates
+                .iter()
+                .enumerate()
+                .filter(|(i, u)| {
+                    let before = updates[..*i]
+                        .iter()
+                        .rev()
+                        .find(|p| p.prop == u.prop)
+                        .map(|p| &p.value)
+                        .or_else(|| current.and_then(|o| o.value(&u.prop)));
+                    before != Some(&u.value)
+                })
+                .map(|(_, u)| u.clone())
+                .collect()
+        });
         // During start-up nothing is acknowledged yet: queue, and flush once at the end (a
         // config with thousands of objects would otherwise cost thousands of writes).
         let result = if self.running {
@@ -165,7 +168,7 @@ impl Agent {
         }
         self.dirty.insert(id.clone());
         if self.running {
-            self.trigger(&changed);
+            self.trigger(real_changes.as_deref().unwrap_or(&updates));
         }
         self.unsaved.extend(updates);
         self.maybe_compact();
@@ -267,7 +270,7 @@ impl Agent {
     }
 
     /// Sends our durable updates on the live stream.
-    pub(super) async fn publish_updates(&mut self) {
+    async fn publish_updates(&mut self) {
         if !self.outbox.is_empty() {
             let topic = self.topics.updates(self.uuid);
             let outbox = std::mem::take(&mut self.outbox);
