@@ -261,13 +261,12 @@ impl Agent {
 
     /// Handles `<base>/agent/get`: answers with every live object.
     async fn on_get(&mut self, payload: &[u8], response: Option<ResponseTo>) {
-        let Some(reply_to) = response.or_else(|| request_reply_to(payload)) else {
+        let request = serde_json::from_slice::<api::GetRequest>(payload).ok();
+        let id = request.as_ref().and_then(|r| r.id.clone());
+        let Some(reply_to) = response.or(request.map(|r| ResponseTo::topic(r.reply_to))) else {
             tracing::warn!("ignoring a get request without a valid reply-to");
             return;
         };
-        let id = serde_json::from_slice::<api::GetRequest>(payload)
-            .ok()
-            .and_then(|r| r.id);
         let objects = self
             .replica
             .objects()
