@@ -1,6 +1,6 @@
 //! The CLI's side of the public interface: find an agent, send one request, wait for its answer.
 
-use crate::mqtt::{Link, LinkEvent, LinkOptions, Qos};
+use crate::mqtt::{fixed_credentials, Link, LinkEvent, LinkOptions, Qos};
 use crate::runtime::{RuntimeError, RuntimeInfo};
 use std::path::Path;
 use std::time::Duration;
@@ -17,7 +17,14 @@ pub struct Target {
     pub port: u16,
     /// Base topic of that agent's public interface.
     pub base: String,
+    /// User name and password presented to it.
+    pub credentials: Option<(String, String)>,
 }
+
+/// Environment variable with the user name for `--via`.
+pub const USER_ENV: &str = "PIMESH_USER";
+/// Environment variable with the password for `--via`.
+pub const PASSWORD_ENV: &str = "PIMESH_PASSWORD";
 
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +41,49 @@ pub enum ClientError {
     },
     #[error("no answer from the agent at {host}:{port} within {secs} s")]
     Timeout { host: String, port: u16, secs: f64 },
+    #[error("the agent at {host}:{port} refused the connection ({reason}); on the agent's own machine use --data-dir (its credentials are read from there), elsewhere give --user NAME with --password-file FILE, or set {USER_ENV} and {PASSWORD_ENV} (`pimesh user add NAME` on the agent's machine makes an account)")]
+    Refused {
+        host: String,
+        port: u16,
+        reason: String,
+    },
+    #[error("cannot read the password file {file}: {reason}")]
+    PasswordFile { file: String, reason: String },
+    #[error("cannot read the local credentials: {0}")]
+    Credentials(#[from] crate::secret::SecretError),
 }
 
-/// Finds the agent: `via` if given, else the one running on `data_dir`.
-pub fn resolve(via: Option<&str>, data_dir: &Path, base: &str) -> Result<Target, ClientError> {
+/// A user's credentials for `--via`: `user` with the password from `password_file`, else the
+/// environment's [`USER_ENV`] and [`PASSWORD_ENV`], else none.
+pub fn user_credentials(
+    user: Option<&str>,
+    password_file: Option<&Path>,
+) -> Result<Option<(String, String)>, ClientError> {
+    let password = match password_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map(|p| p.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| ClientError::PasswordFile {
+                    file: f.display().to_string(),
+                    reason: e.to_string(),
+                })?,
+        ),
+        None => std::env::var(PASSWORD_ENV).ok(),
+    };
+    let user = user
+        .map(str::to_string)
+        .or_else(|| std::env::var(USER_ENV).ok());
+    Ok(user.zip(password))
+}
+
+/// Finds the agent: `via` if given (with the user's `credentials`), else the one running on
+/// `data_dir` (with that instance's own credentials).
+pub fn resolve(
+    via: Option<&str>,
+    data_dir: &Path,
+    base: &str,
+    credentials: Option<(String, String)>,
+) -> Result<Target, ClientError> {
     match via {
         Some(v) => {
             let (host, port) = v
@@ -49,14 +95,18 @@ pub fn resolve(via: Option<&str>, data_dir: &Path, base: &str) -> Result<Target,
                 host: host.trim_matches(['[', ']']).to_string(),
                 port,
                 base: base.to_string(),
+                credentials,
             })
         }
         None => {
             let info = RuntimeInfo::read(data_dir)?;
+            let local = crate::secret::read_local_password(data_dir)?
+                .map(|p| (crate::door::auth::LOCAL_USER.to_string(), p));
             Ok(Target {
                 host: "127.0.0.1".into(),
                 port: info.port,
                 base: info.base_topic,
+                credentials: local.or(credentials),
             })
         }
     }
@@ -73,12 +123,29 @@ pub async fn request(
     ours: impl Fn(&[u8]) -> bool,
     timeout: Duration,
 ) -> Result<Vec<u8>, ClientError> {
-    let me = Uuid::new_v4();
     let reply_topic = crate::api::reply_topic(&target.base);
+    request_on(target, topic, &reply_topic, build, ours, timeout).await
+}
+
+/// [`request`] with the answer expected on `reply_topic`.
+pub async fn request_on(
+    target: &Target,
+    topic: &str,
+    reply_topic: &str,
+    build: impl FnOnce(&str) -> Vec<u8>,
+    ours: impl Fn(&[u8]) -> bool,
+    timeout: Duration,
+) -> Result<Vec<u8>, ClientError> {
+    let me = Uuid::new_v4();
+    let reply_topic = reply_topic.to_string();
     let stop = CancellationToken::new();
     let _stop_on_return = stop.clone().drop_guard();
     let mut opts = LinkOptions::new(target.host.clone(), target.port, format!("pimesh-cli-{me}"));
     opts.keep_alive = Duration::from_secs(30);
+    opts.credentials = target
+        .credentials
+        .clone()
+        .map(|(u, p)| fixed_credentials(u, p));
     let (link, mut events) = Link::spawn(opts, stop);
     let deadline = Instant::now() + timeout;
     let timed_out = || ClientError::Timeout {
@@ -113,6 +180,13 @@ pub async fn request(
                 return Ok(payload);
             }
             Some(LinkEvent::Message { .. }) => {}
+            Some(LinkEvent::Refused(reason)) => {
+                return Err(ClientError::Refused {
+                    host: target.host.clone(),
+                    port: target.port,
+                    reason,
+                });
+            }
             Some(LinkEvent::Disconnected(reason)) => {
                 // Before the request is out, an unreachable agent is final; after it, the
                 // link reconnects and the answer may still come until the deadline.

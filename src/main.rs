@@ -8,7 +8,7 @@ fn main() -> ExitCode {
     // rumqttd logs every connection at info and every disconnect at error; the agent reports
     // what matters about its broker itself.
     let default_level = match cli.command {
-        pimesh::cli::Command::Run(_) => "info,rumqttd=warn,rumqttd::server::broker=off",
+        pimesh::cli::Command::Run(_) => "info,rumqttd=warn,rumqttd::router::routing=off",
         _ => "warn,rumqttd=off",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

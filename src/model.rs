@@ -30,6 +30,9 @@ pub const ON: &str = "ON";
 /// See [`ON`].
 pub const OFF: &str = "OFF";
 
+/// First character of a system object's id; see [`ObjectId::system`].
+pub const SYSTEM_PREFIX: char = '_';
+
 /// The longest object id accepted; ids appear in MQTT topics and file names.
 pub const MAX_ID_LEN: usize = 64;
 
@@ -68,6 +71,19 @@ impl ObjectId {
         Ok(ObjectId(id))
     }
 
+    /// The id of a system object of `kind` (`member`, `user`): `_<kind>-<name>`. System
+    /// objects replicate like any other but are never public: no state topic, no `get`, no
+    /// command reaches them, and no config or topic can name one (their ids start with `_`).
+    pub fn system(kind: &str, name: &str) -> Result<Self, IdError> {
+        let id = ObjectId::new(format!("{kind}-{name}"))?;
+        Ok(ObjectId(format!("{SYSTEM_PREFIX}{}", id.0)))
+    }
+
+    /// Whether this is a system object (see [`ObjectId::system`]).
+    pub fn is_system(&self) -> bool {
+        self.0.starts_with(SYSTEM_PREFIX)
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -76,8 +92,12 @@ impl ObjectId {
 
 impl TryFrom<String> for ObjectId {
     type Error = IdError;
+    /// Accepts system ids too: this is how ids arrive from the store and from peers.
     fn try_from(s: String) -> Result<Self, IdError> {
-        ObjectId::new(s)
+        match s.strip_prefix(SYSTEM_PREFIX) {
+            Some(rest) => ObjectId::new(rest).map(|_| ObjectId(s)),
+            None => ObjectId::new(s),
+        }
     }
 }
 
@@ -165,6 +185,11 @@ mod tests {
     #[test]
     fn ids_accept_lowercase_digits_and_dashes() {
         assert!(ObjectId::new("relay-1").is_ok());
+        assert!(ObjectId::new("_user-ha").is_err());
+        let sys = ObjectId::system("user", "ha").unwrap();
+        assert!(sys.is_system());
+        assert_eq!(ObjectId::try_from(sys.to_string()).unwrap(), sys);
+        assert!(ObjectId::try_from("_".to_string()).is_err());
         assert_eq!(ObjectId::new(""), Err(IdError::Empty));
         assert!(matches!(
             ObjectId::new("Relay"),

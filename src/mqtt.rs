@@ -15,11 +15,13 @@ pub use rumqttc::QoS as Qos;
 
 /// First reconnect delay after a failure.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Shortest delay after the broker refused our credentials.
+pub const REFUSED_BACKOFF: Duration = Duration::from_secs(1);
 /// Reconnect delays double up to this cap.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 /// Everything needed to open a link.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LinkOptions {
     /// Broker host name or address.
     pub host: String,
@@ -27,12 +29,23 @@ pub struct LinkOptions {
     pub port: u16,
     /// MQTT client id; must be unique on that broker.
     pub client_id: String,
-    /// Username and password, when the broker asks for them.
-    pub credentials: Option<(String, String)>,
+    /// Makes the user name and password for each connection attempt (a member's proof is
+    /// fresh every time; a user's password is the same).
+    pub credentials: Option<Credentials>,
     /// Message the broker publishes for us if we vanish (retained status → offline).
     pub last_will: Option<LastWill>,
     /// Keep-alive interval; also bounds how fast a dead broker is noticed.
     pub keep_alive: Duration,
+}
+
+impl std::fmt::Debug for LinkOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "LinkOptions({}:{} as {})",
+            self.host, self.port, self.client_id
+        )
+    }
 }
 
 impl LinkOptions {
@@ -49,6 +62,14 @@ impl LinkOptions {
     }
 }
 
+/// Makes credentials for a connection attempt.
+pub type Credentials = std::sync::Arc<dyn Fn() -> (String, String) + Send + Sync>;
+
+/// Credentials that are the same for every attempt.
+pub fn fixed_credentials(user: String, password: String) -> Credentials {
+    std::sync::Arc::new(move || (user.clone(), password.clone()))
+}
+
 /// What a link reports to its owner.
 #[derive(Debug)]
 pub enum LinkEvent {
@@ -58,6 +79,8 @@ pub enum LinkEvent {
     Subscribed,
     /// The connection dropped or could not be made; a retry follows after a backoff.
     Disconnected(String),
+    /// The broker refused our credentials; a retry follows after a longer backoff.
+    Refused(String),
     /// A message arrived on a subscribed topic.
     Message {
         topic: String,
@@ -94,8 +117,9 @@ impl Link {
             crate::broker::MAX_PAYLOAD + 1024,
         );
         mqtt.set_inflight(100);
-        if let Some((user, pass)) = &opts.credentials {
-            mqtt.set_credentials(user.clone(), pass.clone());
+        if let Some(make) = &opts.credentials {
+            let (user, pass) = make();
+            mqtt.set_credentials(user, pass);
         }
         if let Some(will) = &opts.last_will {
             mqtt.set_last_will(will.clone());
@@ -111,7 +135,8 @@ impl Link {
         };
         let (tx, rx) = mpsc::channel(1024);
         let driver = link.clone();
-        tokio::spawn(async move { driver.drive(&mut eventloop, tx, cancel).await });
+        let credentials = opts.credentials.clone();
+        tokio::spawn(async move { driver.drive(&mut eventloop, tx, cancel, credentials).await });
         (link, rx)
     }
 
@@ -168,6 +193,7 @@ impl Link {
         eventloop: &mut EventLoop,
         tx: mpsc::Sender<LinkEvent>,
         cancel: CancellationToken,
+        credentials: Option<Credentials>,
     ) {
         let mut backoff = BACKOFF_START;
         loop {
@@ -189,9 +215,28 @@ impl Link {
                 },
                 Ok(_) => continue,
                 Err(e) => {
+                    let refused = matches!(
+                        e,
+                        rumqttc::ConnectionError::ConnectionRefused(
+                            rumqttc::ConnectReturnCode::BadUserNamePassword
+                                | rumqttc::ConnectReturnCode::NotAuthorized
+                        )
+                    );
                     let reason = e.to_string();
-                    if tx.send(LinkEvent::Disconnected(reason)).await.is_err() {
+                    let event = if refused {
+                        // Credentials can become valid (a new member's record arriving by
+                        // replication): retry, but not faster than once a second.
+                        backoff = backoff.max(REFUSED_BACKOFF);
+                        LinkEvent::Refused(reason)
+                    } else {
+                        LinkEvent::Disconnected(reason)
+                    };
+                    if tx.send(event).await.is_err() {
                         return;
+                    }
+                    if let Some(make) = &credentials {
+                        let (user, pass) = make();
+                        eventloop.mqtt_options.set_credentials(user, pass);
                     }
                     tokio::select! {
                         _ = cancel.cancelled() => return,

@@ -229,6 +229,7 @@ fn lost_stream_messages_are_repaired() {
     }
     for obj in ["a-light", "a-fan"] {
         let mut p = std::process::Command::new("mosquitto_pub")
+            .args(mosquitto_auth(a.port))
             .args([
                 "-h",
                 "127.0.0.1",

@@ -84,6 +84,7 @@ fn an_mqtt5_client_gets_its_answer_on_its_response_topic_with_its_correlation_da
 fn mosquitto_rr_gets_the_answer_to_a_command() {
     let a = Agent::start(&[]);
     let out = std::process::Command::new("mosquitto_rr")
+        .args(mosquitto_auth(a.port))
         .args(["-V", "5", "-h", "127.0.0.1", "-p"])
         .arg(a.mqtt5_port().to_string())
         .args([
@@ -133,6 +134,7 @@ fn malformed_payloads_change_nothing_and_are_answered() {
     mosquitto_pub(a.port, "pimesh/agent/get", "not json");
     // A JSON client with a mistake and a reply-to gets a `rejected` answer naming the mistake.
     let mut sub = std::process::Command::new("mosquitto_sub")
+        .args(mosquitto_auth(a.port))
         .args([
             "-h",
             "127.0.0.1",
@@ -194,6 +196,8 @@ fn qos1_request_reply_through_the_embedded_broker_has_no_nagle_stall() {
         let connect = |id: &str| {
             let mut o = MqttOptions::new(id, "127.0.0.1", a.port);
             o.set_keep_alive(Duration::from_secs(30));
+            let (u, p) = a.credentials();
+            o.set_credentials(u, p);
             let (c, mut el) = AsyncClient::new(o, 100);
             let mut net = rumqttc::NetworkOptions::new();
             net.set_tcp_nodelay(true);

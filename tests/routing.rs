@@ -264,6 +264,7 @@ fn commands_from_one_client_apply_in_order() {
         lines.push_str(if i % 2 == 0 { "ON\n" } else { "OFF\n" });
     }
     let mut p = std::process::Command::new("mosquitto_pub")
+        .args(mosquitto_auth(b.port))
         .args([
             "-h",
             "127.0.0.1",

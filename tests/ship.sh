@@ -122,7 +122,8 @@ agent_ready() {
 }
 if wait_for 30 agent_ready; then
   pass "aarch64 agent (pid $agent_pid) is up on port $port (agent.json written)"
-  if run_v7 set relay-1 on --via "127.0.0.1:$port" --timeout 10; then
+  # --via another host's agent: a user's credentials from the environment (here the agent's own).
+  if PIMESH_USER=local PIMESH_PASSWORD="$(cat "$data/credentials")" run_v7 set relay-1 on --via "127.0.0.1:$port" --timeout 10; then
     pass "armv7 CLI: set relay-1 on --via 127.0.0.1:$port exited 0"
   else
     fail "armv7 CLI: set relay-1 on --via 127.0.0.1:$port exited $?"
@@ -171,12 +172,17 @@ mesh_cfg a64; mesh_cfg v7
 port_a="$(free_port)"; port_b="$(free_port)"
 qemu-aarch64 "$bin_a64" run --config "$work/a64.toml" --data-dir "$work/mesh-a" --port "$port_a" --name qemu-a64 >"$work/mesh-a.log" 2>&1 &
 mesh_pids="$!"
-run_v7 run --config "$work/v7.toml" --data-dir "$work/mesh-b" --port "$port_b" --name qemu-v7 --peer "127.0.0.1:$port_a" >"$work/mesh-b.log" 2>&1 &
+mesh_a_ready() { [ -s "$work/mesh-a/agent.json" ]; }
+wait_for 60 mesh_a_ready || fail "the aarch64 mesh agent did not start; log: $(tail -n 5 "$work/mesh-a.log")"
+# A new Pi joins by invitation: `pimesh invite` on a member, `--join` on the newcomer.
+token="$(qemu-aarch64 "$bin_a64" invite --data-dir "$work/mesh-a" 2>/dev/null || true)"
+[ -n "$token" ] && pass "the aarch64 agent made an invitation" || fail "pimesh invite printed no token"
+run_v7 run --config "$work/v7.toml" --data-dir "$work/mesh-b" --port "$port_b" --name qemu-v7 --peer "127.0.0.1:$port_a" --join "$token" >"$work/mesh-b.log" 2>&1 &
 mesh_pids="$mesh_pids $!"
-peers_online() { run_v7 peers --via "127.0.0.1:$port_b" --timeout 10 2>/dev/null | grep -q "qemu-a64 .*online"; }
+peers_online() { run_v7 peers --data-dir "$work/mesh-b" --timeout 10 2>/dev/null | grep -q "qemu-a64 .*online"; }
 if wait_for 60 peers_online; then
   pass "the armv7 agent sees the aarch64 agent online"
-  if out="$(qemu-aarch64 "$bin_a64" set a64-light on --via "127.0.0.1:$port_b" --timeout 10 2>&1)" \
+  if out="$(qemu-aarch64 "$bin_a64" set a64-light on --data-dir "$work/mesh-b" --timeout 10 2>&1)" \
     && grep -q "executed by qemu-a64" <<<"$out"; then
     pass "set a64-light on at the armv7 agent was executed by the aarch64 agent"
   else

@@ -246,8 +246,8 @@ impl Agent {
     /// data back as a property.
     fn publish_answer(&self, to: &ResponseTo, payload: Vec<u8>) {
         let topic = to.topic.as_str();
-        if !valid_reply_topic(topic) {
-            tracing::warn!(%topic, "not answering on an invalid reply topic");
+        if !valid_reply_topic(topic) || !crate::door::acl::may_answer_on(&self.base, topic) {
+            tracing::warn!(%topic, "not answering on an invalid reply topic (answers go outside the base topic or below <base>/client/)");
             return;
         }
         let properties = to.correlation.clone().map(|data| PublishProperties {
@@ -270,7 +270,7 @@ impl Agent {
         let objects = self
             .replica
             .objects()
-            .filter(|(_, o)| !o.is_deleted())
+            .filter(|(id, o)| !o.is_deleted() && !id.is_system())
             .map(|(id, _)| self.state_json(id))
             .collect();
         let reply = api::GetReply {

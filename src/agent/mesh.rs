@@ -27,9 +27,19 @@ impl Agent {
         let mut opts = LinkOptions::new(
             host,
             port,
-            format!("pimesh-peer-{}-{}", self.uuid.simple(), self.links.len()),
+            // A fresh suffix per link: a link made again after another was dropped must not
+            // reuse a live link's client id (the broker would drop the older one).
+            format!(
+                "pimesh-peer-{}-{}",
+                self.uuid.simple(),
+                crate::secret::to_hex(&crate::secret::random::<4>())
+            ),
         );
-        opts.credentials = self.credentials.clone();
+        opts.credentials = Some(super::admin::member_credentials(
+            self.key.clone(),
+            self.mesh.clone(),
+            self.uuid,
+        ));
         opts.keep_alive = Duration::from_secs(2);
         opts.last_will = Some(LastWill::new(
             self.topics.status(self.uuid),
@@ -62,12 +72,13 @@ impl Agent {
                 link,
                 stop,
                 sync_on_suback: false,
+                refused: false,
             },
         );
     }
 
     /// Closes and forgets the link to `addr`.
-    fn drop_link(&mut self, addr: &str) {
+    pub(super) fn drop_link(&mut self, addr: &str) {
         if let Some(pl) = self.links.remove(addr) {
             pl.stop.cancel();
         }
@@ -101,6 +112,13 @@ impl Agent {
                         self.start_sync(uuid).await;
                     }
                 }
+            }
+            LinkEvent::Refused(reason) => {
+                if !std::mem::replace(&mut pl.refused, true) {
+                    tracing::warn!(peer = %addr, %reason, "the peer refused this instance: it is not (yet) a member of that mesh. If it should be, run `pimesh invite` on a member and start this instance with --join TOKEN");
+                }
+                let changes = self.peers.link_down(addr);
+                self.on_changes(changes).await;
             }
             LinkEvent::Disconnected(reason) => {
                 tracing::debug!(peer = %addr, %reason, "peer link down");
@@ -313,6 +331,22 @@ impl Agent {
         }
     }
 
+    /// Addresses for an invitation token: those peers know us by, this host's address on its
+    /// default route, and loopback (for instances on the same host), in that order.
+    pub(super) fn own_addresses(&self) -> Vec<String> {
+        let mut addrs = self.my_addrs();
+        if self.bind.is_unspecified() {
+            // A UDP "connect" only picks a route; no packet is sent (192.0.2.1 is TEST-NET-1).
+            if let Some(ip) = local_ip_towards("192.0.2.1", 9) {
+                addrs.push(format!("{}:{}", fmt_ip(ip), self.port));
+            }
+            addrs.push(format!("127.0.0.1:{}", self.port));
+        }
+        let mut seen = std::collections::HashSet::new();
+        addrs.retain(|a| seen.insert(a.clone()));
+        addrs
+    }
+
     /// `HOST:PORT` addresses our broker is reachable at: the bound address, or for each peer
     /// host the local address the kernel would use to reach it.
     pub(super) fn my_addrs(&self) -> Vec<String> {
@@ -400,7 +434,7 @@ impl Agent {
 }
 
 /// Splits `HOST:PORT` (IPv6 hosts in brackets).
-fn split_addr(addr: &str) -> Option<(String, u16)> {
+pub(super) fn split_addr(addr: &str) -> Option<(String, u16)> {
     let (host, port) = addr.rsplit_once(':')?;
     let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
     let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -7,6 +7,9 @@
 //! peer links, input edges and the heartbeat one at a time, so no state is shared between
 //! tasks.
 
+mod admin;
+
+pub use admin::{admin_reply_topic, AdminReply, AdminRequest};
 mod automation;
 mod command;
 mod forward;
@@ -69,6 +72,10 @@ pub enum AgentError {
     Broker(#[from] broker::BrokerError),
     #[error("{0}")]
     Hardware(#[from] hal::HalError),
+    #[error(transparent)]
+    Secret(#[from] crate::secret::SecretError),
+    #[error("{0}")]
+    Join(String),
     #[error(
         "the embedded broker stopped unexpectedly; exiting so the service manager restarts pimesh"
     )]
@@ -88,6 +95,8 @@ enum Internal {
     PressTimer(usize, PressTimer),
     /// A serial channel command got its device's answer.
     SerialDone(Box<serial::SerialDone>),
+    /// Joining with the invitation finished.
+    Joined(Result<(), String>),
 }
 
 /// The agent task's state: the one owner of the store, the hardware and the mesh view.
@@ -152,8 +161,20 @@ struct Agent {
     serving: HashMap<Uuid, sync::Serving>,
     /// Counter giving every sync its own round number.
     rounds: u64,
-    /// Credentials for links to peer brokers.
-    credentials: Option<(String, String)>,
+    /// Where the identity, store and secrets live.
+    data_dir: PathBuf,
+    /// This instance's signing key: proves membership, signs join answers.
+    key: ed25519_dalek::SigningKey,
+    /// The mesh this instance belongs to (shared with the peer links' credential makers).
+    mesh: std::sync::Arc<std::sync::Mutex<Uuid>>,
+    /// What the front door checks credentials against.
+    auth: crate::door::auth::Auth,
+    /// Open invitations made here.
+    invitations: crate::membership::Invitations,
+    /// Members or users changed: refresh the front door's keys.
+    keys_dirty: bool,
+    /// The invitation this instance still has to join with.
+    join: Option<crate::membership::Token>,
     /// The hello last published on our broker, so it is only republished when it changes.
     last_hello: Option<crate::mesh::proto::Hello>,
     /// Commands sent to other instances, by command id, until they answer.
@@ -178,6 +199,8 @@ struct PeerLink {
     stop: CancellationToken,
     /// Waiting for the SubAck of the peer's topics, then start a sync.
     sync_on_suback: bool,
+    /// The peer refused our proof (logged once per link).
+    refused: bool,
 }
 
 /// Runs the agent until `cancel` fires or a fatal error happens.
@@ -192,25 +215,55 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     let (store, replica) = Store::open(&data_dir.join("store"), uuid)?;
     let base = settings.config.base_topic.clone();
 
-    let segments = (
-        settings.config.broker.segment_bytes,
-        settings.config.broker.segment_count,
-    );
-    let mut broker = broker::start(
-        settings.bind,
-        settings.port,
-        settings.mqtt5_port,
-        segments,
-        &format!("pimesh-agent-{uuid}"),
-    )?;
+    let local_secret = crate::secret::local_password(&data_dir)?;
+    let key = crate::secret::instance_key(&data_dir)?;
+    let mesh = match crate::membership::MeshFile::load(&data_dir)? {
+        Some(m) => m,
+        None => {
+            // A new instance founds a mesh of its own; an invitation moves it to another.
+            let m = crate::membership::MeshFile {
+                mesh: Uuid::new_v4(),
+            };
+            m.save(&data_dir)?;
+            m
+        }
+    };
+    let join = match settings.config.mesh.join.as_deref() {
+        Some(text) => {
+            let token = crate::membership::Token::decode(text)
+                .map_err(|e| AgentError::Join(e.to_string()))?;
+            admin::needs_join(mesh.mesh, &token).then_some(token)
+        }
+        None => None,
+    };
+    let broker_cfg = &settings.config.broker;
+    if broker_cfg.allow_anonymous {
+        tracing::warn!("[broker] allow-anonymous is on: any client that reaches the broker can switch relays without a password; use it in a lab only");
+    }
+    let auth = crate::door::auth::Auth::new(crate::door::auth::Keys {
+        mesh: mesh.mesh,
+        local_secret,
+        allow_anonymous: broker_cfg.allow_anonymous,
+        ..Default::default()
+    });
+    let broker = broker::start(broker::BrokerOptions {
+        bind: settings.bind,
+        choice: settings.port,
+        mqtt5: settings.mqtt5_port,
+        segments: (broker_cfg.segment_bytes, broker_cfg.segment_count),
+        client_id: format!("pimesh-agent-{uuid}"),
+        base: base.clone(),
+        auth: auth.clone(),
+        limits: Default::default(),
+        stop: cancel.child_token(),
+    })?;
+    let mut broker = broker;
     let mut gpio = hal::open(settings.config.board.backend, &data_dir)?;
     let Some((link, mut link_rx)) = broker.local.take() else {
         return Err(AgentError::BrokerDied);
     };
     let (internal, mut internal_rx) = mpsc::unbounded_channel();
     let (mesh_tx, mut mesh_rx) = mpsc::channel(1024);
-    let mesh_cfg = &settings.config.mesh;
-    let credentials = mesh_cfg.username.clone().zip(mesh_cfg.password.clone());
     let mut agent = Agent {
         uuid,
         name: settings.name.clone(),
@@ -241,7 +294,13 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         syncs: HashMap::new(),
         serving: HashMap::new(),
         rounds: 0,
-        credentials,
+        invitations: admin::load_invitations(&data_dir),
+        data_dir: data_dir.clone(),
+        key,
+        mesh: std::sync::Arc::new(std::sync::Mutex::new(mesh.mesh)),
+        auth,
+        keys_dirty: false,
+        join,
         last_hello: None,
         pending: HashMap::new(),
         rr: Default::default(),
@@ -251,6 +310,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         advertise: None,
     };
     agent.reconcile_objects(&settings.config);
+    agent.record_self_as_member();
     let mut claimed = Vec::new();
     for cfg in &settings.config.relays {
         let on = agent.claim_relay(gpio.as_mut(), cfg.clone())?;
@@ -266,6 +326,21 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     agent.flush_store();
     for peer in &settings.config.mesh.peers {
         agent.connect_peer(peer);
+    }
+    if let Some(token) = agent.join.clone() {
+        tracing::info!(mesh = %token.mesh, "joining the mesh of the invitation");
+        let request = crate::membership::JoinRequest {
+            uuid,
+            name: agent.name.clone(),
+            key: crate::secret::to_hex(agent.key.verifying_key().as_bytes()),
+        };
+        let tx = agent.internal.clone();
+        let (base, stop) = (agent.base.clone(), cancel.child_token());
+        let peers = settings.config.mesh.peers.clone();
+        tokio::spawn(async move {
+            let result = admin::join(token, peers, request, base, stop).await;
+            let _ = tx.send(Internal::Joined(result));
+        });
     }
     agent.running = true;
 
@@ -285,7 +360,6 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     let result = loop {
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
-            _ = &mut broker.died => break Err(AgentError::BrokerDied),
             ev = link_rx.recv() => {
                 if !agent.on_link(ev).await {
                     break Err(AgentError::BrokerDied);
@@ -376,6 +450,8 @@ impl Agent {
             api::send_filter(&self.base),
             api::get_topic(&self.base),
             api::peers_topic(&self.base),
+            format!("{}/{}", self.base, crate::door::acl::ADMIN),
+            format!("{}/join/+/request", self.base),
             self.topics.hello_filter(),
             self.topics.sync_req_filter(),
             self.topics.cmd_filter(),
@@ -415,8 +491,16 @@ impl Agent {
                 payload,
                 response,
             } => {
+                let join = topic
+                    .strip_prefix(&format!("{}/join/", self.base))
+                    .and_then(|rest| rest.strip_suffix("/request"))
+                    .map(str::to_string);
                 if self.topics.classify(&topic).is_some() {
                     self.on_own_mesh_message(&topic, &payload).await;
+                } else if topic == format!("{}/{}", self.base, crate::door::acl::ADMIN) {
+                    self.on_admin(&payload).await;
+                } else if let Some(invitation) = join {
+                    self.on_join_request(&invitation, &payload).await;
                 } else {
                     self.on_message(&topic, &payload, response).await
                 }
@@ -475,6 +559,15 @@ impl Agent {
                 self.perform_press(i, actions).await;
             }
             Internal::SerialDone(done) => self.serial_done(*done).await,
+            Internal::Joined(Ok(())) => {
+                if let Some(token) = self.join.take() {
+                    self.joined(&token);
+                }
+            }
+            Internal::Joined(Err(why)) => {
+                tracing::error!(%why, "could not join the mesh of the invitation; running alone");
+                self.join = None;
+            }
         }
     }
 

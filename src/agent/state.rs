@@ -293,7 +293,15 @@ impl Agent {
     /// Publishes the retained public state of every object that changed.
     pub(super) async fn publish_dirty(&mut self) {
         for id in std::mem::take(&mut self.dirty) {
-            self.publish_state(&id).await;
+            if id.is_system() {
+                // Members and users are never public; they change who the door lets in.
+                self.keys_dirty = true;
+            } else {
+                self.publish_state(&id).await;
+            }
+        }
+        if std::mem::take(&mut self.keys_dirty) {
+            self.refresh_keys();
         }
     }
 

@@ -1,19 +1,16 @@
-//! The embedded MQTT broker: rumqttd inside the agent, on a fixed or first-free port.
+//! The embedded MQTT broker: rumqttd's router inside the agent, behind pimesh's own front
+//! door ([`crate::door`]) on a fixed or first-free port.
 //!
-//! Two things rumqttd does not do for us are done here. It binds its listener inside its own
-//! thread and only logs a bind failure, so we probe the port first and then find its listening
-//! socket among our own file descriptors: an agent never runs without a broker. And it never
-//! sets TCP_NODELAY on accepted sockets, which costs ~40 ms per QoS1 hop (Nagle + delayed ACK);
-//! on Linux an accepted socket inherits TCP_NODELAY from its listener, so we set it on the
-//! listener we found, before anyone is told the port.
+//! rumqttd runs only as a router here: it serves no socket. The ports are bound by us, before
+//! anything else starts, so a port problem stops the agent before any relay moves and there
+//! is no window between choosing a port and listening on it.
 
 pub mod local;
 
-use std::collections::HashMap;
+use crate::door;
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::os::fd::BorrowedFd;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Where the MQTT 5 port search starts, above the MQTT 3.1.1 port (below it near 65535): 2883
 /// next to 1883, so instances sharing a host keep consecutive 3.1.1 ports.
@@ -35,8 +32,6 @@ pub const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
 pub const SEGMENT_SIZE: usize = 128 * 1024;
 /// Per-topic number of segments kept (default of `[broker] segment-count`).
 pub const SEGMENT_COUNT: usize = 2;
-/// Unacknowledged QoS1 packets per connection.
-pub const MAX_INFLIGHT: usize = 256;
 /// Packets queued towards one connection before the router pauses it.
 pub const MAX_OUTGOING: u64 = 500;
 
@@ -66,46 +61,61 @@ pub enum BrokerError {
         port: u16,
         source: std::io::Error,
     },
-    #[error("the embedded broker did not start listening on {bind}:{port} within {waited:?}")]
-    NotListening {
-        bind: IpAddr,
-        port: u16,
-        waited: Duration,
-    },
     #[error("cannot join the embedded broker's router: {0}")]
     Link(String),
-    #[error("cannot start the embedded broker thread: {0}")]
+    #[error("cannot start the front door thread: {0}")]
     Thread(std::io::Error),
 }
 
 /// A running embedded broker.
-#[derive(Debug)]
 pub struct Broker {
     /// The port it serves MQTT 3.1.1 on.
     pub port: u16,
     /// The port it serves MQTT 5 on.
     pub port5: u16,
-    /// Receives one message if the broker's thread ever ends (it should not): the agent
-    /// treats that as fatal rather than run on without a broker.
-    pub died: tokio::sync::oneshot::Receiver<()>,
     /// The agent's in-process link to the router (taken by the agent).
     pub local: Option<(local::LocalLink, local::LocalRx)>,
+    /// The front door's shared state: the agent updates its credentials through it.
+    pub door: Arc<door::Door>,
 }
 
-/// Starts rumqttd on `bind`: MQTT 3.1.1 on the chosen port and MQTT 5 on `mqtt5` (or the
-/// first free port from [`MQTT5_OFFSET`] above the 3.1.1 one), with `client_id` joined to its router in process
-/// (see [`local`]). Returns once both listeners accept connections with TCP_NODELAY on.
-pub fn start(
-    bind: IpAddr,
-    choice: PortChoice,
-    mqtt5: Option<u16>,
-    segments: (usize, usize),
-    client_id: &str,
-) -> Result<Broker, BrokerError> {
-    let port = choose_port(bind, choice)?;
-    let port5 = match mqtt5 {
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Broker({}, {})", self.port, self.port5)
+    }
+}
+
+/// How the broker listens and whom it lets in.
+pub struct BrokerOptions {
+    /// Address to listen on.
+    pub bind: IpAddr,
+    /// The MQTT 3.1.1 port policy.
+    pub choice: PortChoice,
+    /// A fixed MQTT 5 port, or the first free one from [`MQTT5_OFFSET`] above the other.
+    pub mqtt5: Option<u16>,
+    /// (bytes per segment, segments per topic) of rumqttd's topic logs.
+    pub segments: (usize, usize),
+    /// The agent's own client id on the router.
+    pub client_id: String,
+    /// Base of the public topics.
+    pub base: String,
+    /// Credentials the front door checks.
+    pub auth: door::auth::Auth,
+    /// Limits of the front door.
+    pub limits: door::Limits,
+    /// Stops the front door.
+    pub stop: CancellationToken,
+}
+
+/// Starts rumqttd's router with the agent joined to it in process (see [`local`]), binds the
+/// MQTT 3.1.1 and MQTT 5 ports and serves them through the front door. Returns once both
+/// listen.
+pub fn start(opts: BrokerOptions) -> Result<Broker, BrokerError> {
+    let bind = opts.bind;
+    let (listener, port) = listen(bind, opts.choice)?;
+    let (listener5, port5) = match opts.mqtt5 {
         Some(p) if p == port => return Err(BrokerError::SamePorts { port }),
-        Some(p) => choose_port(bind, PortChoice::Fixed(p)).map_err(|e| match e {
+        Some(p) => listen(bind, PortChoice::Fixed(p)).map_err(|e| match e {
             BrokerError::PortInUse { bind, port } => BrokerError::Mqtt5PortInUse { bind, port },
             other => other,
         })?,
@@ -113,55 +123,35 @@ pub fn start(
             let base = port
                 .checked_add(MQTT5_OFFSET)
                 .unwrap_or(port - MQTT5_OFFSET);
-            choose_port(bind, PortChoice::FirstFree(base))?
+            listen(bind, PortChoice::FirstFree(base))?
         }
     };
-    let mut broker = rumqttd::Broker::new(config(bind, (port, port5), segments));
-    let own = local::connect(&broker, client_id).map_err(BrokerError::Link)?;
-    let (died_tx, died) = tokio::sync::oneshot::channel();
-    let (ended_tx, ended_rx) = mpsc::channel::<()>();
-    std::thread::Builder::new()
-        .name("broker".into())
-        .spawn(move || {
-            if let Err(e) = broker.start() {
-                tracing::error!(error = %e, "embedded broker stopped");
-            }
-            let _ = ended_tx.send(());
-            let _ = died_tx.send(());
-        })
-        .map_err(BrokerError::Thread)?;
-    let waited = Duration::from_secs(5);
-    let deadline = Instant::now() + waited;
-    let (mut ready, mut ready5) = (false, false);
-    loop {
-        ready = ready || set_nodelay_on_listener(port);
-        ready5 = ready5 || set_nodelay_on_listener(port5);
-        if ready && ready5 {
-            tracing::info!(%bind, port, mqtt5_port = port5, "embedded broker listening");
-            return Ok(Broker {
-                port,
-                port5,
-                died,
-                local: Some(own),
-            });
-        }
-        // rumqttd logs a bind failure and ends its server thread; that is our signal.
-        if ended_rx.try_recv().is_ok() {
-            return Err(BrokerError::PortInUse { bind, port });
-        }
-        if Instant::now() > deadline {
-            let port = if ready { port5 } else { port };
-            return Err(BrokerError::NotListening { bind, port, waited });
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let router = rumqttd::Broker::new(config(opts.segments));
+    let own = local::connect(&router, &opts.client_id).map_err(BrokerError::Link)?;
+    let door = Arc::new(door::Door {
+        base: opts.base,
+        auth: opts.auth,
+        slots: door::Slots::new(opts.limits.clone()),
+        limits: opts.limits,
+        log: Default::default(),
+        router: Arc::new(router),
+        stop: opts.stop,
+    });
+    door::serve(door.clone(), vec![listener, listener5]).map_err(BrokerError::Thread)?;
+    tracing::info!(%bind, port, mqtt5_port = port5, "embedded broker listening");
+    Ok(Broker {
+        port,
+        port5,
+        local: Some(own),
+        door,
+    })
 }
 
-/// Picks the port by binding it briefly: fixed ports must be free, otherwise count up.
-fn choose_port(bind: IpAddr, choice: PortChoice) -> Result<u16, BrokerError> {
-    let probe = |port: u16| TcpListener::bind(SocketAddr::new(bind, port)).map(drop);
+/// Binds the port: fixed ports must be free, otherwise count up to the first free one.
+fn listen(bind: IpAddr, choice: PortChoice) -> Result<(TcpListener, u16), BrokerError> {
+    let try_bind = |port: u16| TcpListener::bind(SocketAddr::new(bind, port));
     match choice {
-        PortChoice::Fixed(port) => probe(port).map(|_| port).map_err(|source| {
+        PortChoice::Fixed(port) => try_bind(port).map(|l| (l, port)).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AddrInUse {
                 BrokerError::PortInUse { bind, port }
             } else {
@@ -171,30 +161,15 @@ fn choose_port(bind: IpAddr, choice: PortChoice) -> Result<u16, BrokerError> {
         PortChoice::FirstFree(base) => {
             let last = base.saturating_add(PORT_SEARCH_SPAN - 1);
             (base..=last)
-                .find(|&p| probe(p).is_ok())
+                .find_map(|p| try_bind(p).ok().map(|l| (l, p)))
                 .ok_or(BrokerError::NoFreePort { bind, base, last })
         }
     }
 }
 
-/// The rumqttd configuration: an MQTT 3.1.1 and an MQTT 5 listener on `ports` (in that
-/// order) and explicit limits; `segments` is (bytes per segment, segments per topic).
-fn config(bind: IpAddr, ports: (u16, u16), segments: (usize, usize)) -> rumqttd::Config {
-    let connections = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 5000,
-        max_payload_size: MAX_PAYLOAD,
-        max_inflight_count: MAX_INFLIGHT,
-        auth: None,
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    let server = |name: &str, port: u16| rumqttd::ServerSettings {
-        name: name.into(),
-        listen: SocketAddr::new(bind, port),
-        tls: None,
-        next_connection_delay_ms: 0,
-        connections: connections.clone(),
-    };
+/// rumqttd's configuration: a router with explicit limits and no listener of its own;
+/// `segments` is (bytes per segment, segments per topic).
+fn config(segments: (usize, usize)) -> rumqttd::Config {
     rumqttd::Config {
         id: 0,
         router: rumqttd::RouterConfig {
@@ -206,50 +181,8 @@ fn config(bind: IpAddr, ports: (u16, u16), segments: (usize, usize)) -> rumqttd:
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
-        v4: Some(HashMap::from([(
-            "pimesh".into(),
-            server("pimesh", ports.0),
-        )])),
-        v5: Some(HashMap::from([(
-            "pimesh-v5".into(),
-            server("pimesh-v5", ports.1),
-        )])),
         ..Default::default()
     }
-}
-
-/// Finds our own listening socket on `port` and turns TCP_NODELAY on for it (inherited by
-/// every connection it accepts). Returns false while there is no such socket yet.
-fn set_nodelay_on_listener(port: u16) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return false;
-    };
-    for entry in entries.flatten() {
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let is_socket = std::fs::read_link(entry.path())
-            .map(|t| t.to_string_lossy().starts_with("socket:"))
-            .unwrap_or(false);
-        if !is_socket {
-            continue;
-        }
-        // SAFETY: the fd was listed in /proc/self/fd as an open socket of this process and is
-        // only borrowed for the calls below; rumqttd's listener lives as long as the process
-        // and the agent closes no sockets concurrently during start-up.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        let sock = socket2::SockRef::from(&fd);
-        let local = sock.local_addr().ok().and_then(|a| a.as_socket());
-        let listening = sock.peer_addr().is_err();
-        if listening && local.map(|a| a.port()) == Some(port) && sock.set_nodelay(true).is_ok() {
-            return true;
-        }
-    }
-    false
 }
 
 #[cfg(test)]
@@ -263,7 +196,7 @@ mod tests {
     fn fixed_port_in_use_is_reported_by_number() {
         let taken = TcpListener::bind((LOOPBACK, 0)).unwrap();
         let port = taken.local_addr().unwrap().port();
-        let err = choose_port(LOOPBACK, PortChoice::Fixed(port)).unwrap_err();
+        let err = listen(LOOPBACK, PortChoice::Fixed(port)).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("broker port {port} on 127.0.0.1 is already in use; stop what uses it, or choose another with --port (or [broker] port), or leave the port unset to take the first free one")
@@ -274,7 +207,7 @@ mod tests {
     fn first_free_skips_a_taken_port() {
         let taken = TcpListener::bind((LOOPBACK, 0)).unwrap();
         let port = taken.local_addr().unwrap().port();
-        let chosen = choose_port(LOOPBACK, PortChoice::FirstFree(port)).unwrap();
+        let (_l, chosen) = listen(LOOPBACK, PortChoice::FirstFree(port)).unwrap();
         assert!(chosen > port);
     }
 }

@@ -3,6 +3,7 @@
 //! Exit codes (also in the README): 0 done; 1 the command ran and failed; 2 bad usage, bad
 //! input or invalid config; 3 target unavailable; 4 timeout or agent unreachable.
 
+mod admin;
 mod remote;
 
 use crate::agent::{self, Settings};
@@ -63,6 +64,51 @@ pub enum Command {
     Boards(BoardsArgs),
     /// Show the detected model, the GPIO backend, GPIO chips, permission problems and serial ports.
     Doctor(DoctorArgs),
+    /// Print a one-time token another instance joins this mesh with (`pimesh run --join`).
+    Invite(InviteArgs),
+    /// Manage the users that may use the brokers (Home Assistant, scripts, devices).
+    User(UserArgs),
+}
+
+/// `pimesh invite`.
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// Data dir of the local agent (a member of the mesh).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// How long the token may be used: e.g. 30m, 1h, 2d (at most 7d).
+    #[arg(long, default_value = "1h")]
+    pub expires: String,
+}
+
+/// `pimesh user`.
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(subcommand)]
+    pub action: UserAction,
+    /// Data dir of the local agent.
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// What `pimesh user` does.
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Add a user, or set a user's password; prints a generated one without --password-file.
+    Add {
+        /// User name: 1-32 of a-z 0-9 -.
+        name: String,
+        /// File holding the password (at least 8 characters).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// List the users.
+    List,
+    /// Remove a user: its connections are refused from then on.
+    Remove {
+        /// User name.
+        name: String,
+    },
 }
 
 /// `pimesh run`.
@@ -86,6 +132,12 @@ pub struct RunArgs {
     /// A peer's broker, HOST:PORT (repeatable). Adds to [mesh] peers.
     #[arg(long = "peer")]
     pub peers: Vec<String>,
+    /// Join the mesh of this invitation token (from `pimesh invite` on a member).
+    #[arg(long)]
+    pub join: Option<String>,
+    /// Let clients without credentials in (labs only). Overrides [broker] allow-anonymous.
+    #[arg(long)]
+    pub allow_anonymous: bool,
 }
 
 /// How the CLI reaches an agent.
@@ -103,6 +155,12 @@ pub struct Conn {
     /// Base topic, with --via (the local agent tells its own).
     #[arg(long, default_value = "pimesh")]
     pub base_topic: String,
+    /// User name, with --via (default: $PIMESH_USER).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// File holding the password of --user (default: $PIMESH_PASSWORD).
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
     /// Print the answer as JSON.
     #[arg(long)]
     pub json: bool,
@@ -222,6 +280,15 @@ pub fn run(cli: Cli) -> Exit {
             }
         },
         Command::Doctor(args) => crate::doctor::run(args.root.as_deref()),
+        Command::Invite(args) => admin::invite(args.data_dir, &args.expires),
+        Command::User(args) => match args.action {
+            UserAction::Add {
+                name,
+                password_file,
+            } => admin::user_add(args.data_dir, name, password_file),
+            UserAction::List => admin::user_list(args.data_dir),
+            UserAction::Remove { name } => admin::user_remove(args.data_dir, name),
+        },
         Command::Boards(args) => match args.name {
             None => {
                 print!("{}", boards::list());
@@ -282,6 +349,14 @@ fn run_agent(args: RunArgs) -> Exit {
         None => config::embedded_default(),
     };
     cfg.mesh.peers.extend(args.peers);
+    if let Some(token) = args.join {
+        if let Err(e) = crate::membership::Token::decode(&token) {
+            eprintln!("error: --join: {e}");
+            return Exit::Usage;
+        }
+        cfg.mesh.join = Some(token);
+    }
+    cfg.broker.allow_anonymous |= args.allow_anonymous;
     let data_dir = args
         .data_dir
         .or(cfg.data_dir.clone())

@@ -21,14 +21,19 @@ fn block_on<T>(fut: impl std::future::Future<Output = T>) -> Result<T, Exit> {
 /// Resolves the connection options to a target.
 fn target(conn: &Conn) -> Result<Target, Exit> {
     let dir = conn.data_dir.clone().unwrap_or_else(default_data_dir);
-    client::resolve(conn.via.as_deref(), &dir, &conn.base_topic).map_err(|e| report(&e))
+    let user = client::user_credentials(conn.user.as_deref(), conn.password_file.as_deref())
+        .map_err(|e| report(&e))?;
+    client::resolve(conn.via.as_deref(), &dir, &conn.base_topic, user).map_err(|e| report(&e))
 }
 
 /// Prints a client error and maps it to its exit code.
 fn report(e: &ClientError) -> Exit {
     eprintln!("error: {e}");
     match e {
-        ClientError::BadVia(_) => Exit::Usage,
+        ClientError::BadVia(_)
+        | ClientError::Refused { .. }
+        | ClientError::PasswordFile { .. }
+        | ClientError::Credentials(_) => Exit::Usage,
         _ => Exit::Timeout,
     }
 }

@@ -150,6 +150,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
                 .unwrap_or(crate::broker::SEGMENT_SIZE),
             segment_count: at_least(&src, "segment-count", raw.broker.segment_count, 1)?
                 .unwrap_or(crate::broker::SEGMENT_COUNT),
+            allow_anonymous: raw.broker.allow_anonymous.unwrap_or(false),
         },
         mesh,
         relays,
@@ -294,36 +295,22 @@ fn board_model(
     }
 }
 
-/// Checks peer addresses and that credentials come in pairs.
+/// Checks peer addresses and the invitation token.
 fn mesh(src: &Source, raw: super::raw::RawMesh) -> Result<MeshConfig, ConfigError> {
     for peer in &raw.peers {
         if let Err(why) = peer_address(peer.get_ref()) {
             return Err(src.error(peer.span(), format!("mesh peer {:?} {why}", peer.get_ref())));
         }
     }
-    for (key, value) in [("username", &raw.username), ("password", &raw.password)] {
-        if let Some(v) = value.as_ref().filter(|v| v.get_ref().is_empty()) {
-            return Err(src.error(
-                v.span(),
-                format!("mesh {key} is empty; give one or leave the key out"),
-            ));
+    if let Some(token) = &raw.join {
+        if let Err(e) = crate::membership::Token::decode(token.get_ref()) {
+            return Err(src.error(token.span(), format!("mesh join: {e}")));
         }
     }
-    match (&raw.username, &raw.password) {
-        (Some(user), None) => Err(src.error(
-            user.span(),
-            "mesh username is set without a password; set both username and password, or neither",
-        )),
-        (None, Some(pass)) => Err(src.error(
-            pass.span(),
-            "mesh password is set without a username; set both username and password, or neither",
-        )),
-        _ => Ok(MeshConfig {
-            peers: raw.peers.into_iter().map(Spanned::into_inner).collect(),
-            username: raw.username.map(Spanned::into_inner),
-            password: raw.password.map(Spanned::into_inner),
-        }),
-    }
+    Ok(MeshConfig {
+        peers: raw.peers.into_iter().map(Spanned::into_inner).collect(),
+        join: raw.join.map(Spanned::into_inner),
+    })
 }
 
 /// Why `peer` is not a usable `HOST:PORT`, if it is not.

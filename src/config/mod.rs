@@ -137,6 +137,8 @@ pub struct BrokerConfig {
     pub segment_bytes: usize,
     /// Segments kept per topic.
     pub segment_count: usize,
+    /// Clients without credentials are let in as the user `anonymous` (labs only).
+    pub allow_anonymous: bool,
 }
 
 /// The `[mesh]` table.
@@ -144,10 +146,9 @@ pub struct BrokerConfig {
 pub struct MeshConfig {
     /// Seed peers as `HOST:PORT`; knowing one live peer is enough to find the rest.
     pub peers: Vec<String>,
-    /// User name presented on mesh links, when the peers' brokers require one.
-    pub username: Option<String>,
-    /// Password presented with [`MeshConfig::username`]; the two always come together.
-    pub password: Option<String>,
+    /// An invitation token (from `pimesh invite` on a member) this instance joins with; once
+    /// it is a member, the token is not needed any more.
+    pub join: Option<String>,
 }
 
 /// What a relay does when the agent starts.

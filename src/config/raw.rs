@@ -120,6 +120,8 @@ pub(super) struct RawBroker {
     pub segment_bytes: Option<Spanned<usize>>,
     /// Segments kept per topic; checked against a minimum.
     pub segment_count: Option<Spanned<usize>>,
+    /// Let clients without credentials in.
+    pub allow_anonymous: Option<bool>,
 }
 
 /// The `[mesh]` table.
@@ -129,10 +131,8 @@ pub(super) struct RawMesh {
     /// Seed peers; each checked for `HOST:PORT` form.
     #[serde(default)]
     pub peers: Vec<Spanned<String>>,
-    /// Mesh link user; must come with a password.
-    pub username: Option<Spanned<String>>,
-    /// Mesh link password; must come with a user.
-    pub password: Option<Spanned<String>>,
+    /// Invitation token to join with; checked to be one.
+    pub join: Option<Spanned<String>>,
 }
 
 /// One `[[relay]]` table.

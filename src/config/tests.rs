@@ -67,11 +67,11 @@ fn an_empty_file_gives_every_default() {
                 bind: "0.0.0.0".parse().unwrap(),
                 segment_bytes: crate::broker::SEGMENT_SIZE,
                 segment_count: crate::broker::SEGMENT_COUNT,
+                allow_anonymous: false,
             },
             mesh: MeshConfig {
                 peers: vec![],
-                username: None,
-                password: None
+                join: None
             },
             relays: vec![],
             inputs: vec![],
@@ -143,10 +143,10 @@ fn every_key_is_read() {
         "base-port = 2000",
         "mqtt5-port = 1885",
         "bind = \"127.0.0.1\"",
+        "allow-anonymous = true",
         "[mesh]",
         "peers = [\"10.0.0.2:1883\", \"pi-hall.local:1884\", \"[fd00::2]:1883\"]",
-        "username = \"mesh\"",
-        "password = \"s3cret\"",
+        "join = \"pimesh1-eyJtZXNoIjoiMDAwMDAwMDAtMDAwMC0wMDAwLTAwMDAtMDAwMDAwMDAwMDAxIiwiYnkiOiIwMDAwMDAwMC0wMDAwLTAwMDAtMDAwMC0wMDAwMDAwMDAwMDIiLCJrZXkiOiJhYiIsImFkZHJzIjpbXSwiaWQiOiJpIiwic2VjcmV0IjoicyJ9\"",
         "[[relay]]",
         "id = \"kitchen-light\"",
         "pin = 2",
@@ -188,14 +188,15 @@ fn every_key_is_read() {
             bind: "127.0.0.1".parse().unwrap(),
             segment_bytes: crate::broker::SEGMENT_SIZE,
             segment_count: crate::broker::SEGMENT_COUNT,
+            allow_anonymous: true,
         }
     );
     assert_eq!(
         config.mesh.peers,
         ["10.0.0.2:1883", "pi-hall.local:1884", "[fd00::2]:1883"]
     );
-    assert_eq!(config.mesh.username.as_deref(), Some("mesh"));
-    assert_eq!(config.mesh.password.as_deref(), Some("s3cret"));
+    let token = crate::membership::Token::decode(config.mesh.join.as_deref().unwrap()).unwrap();
+    assert_eq!(token.secret, "s");
     let relay = &config.relays[0];
     assert_eq!(
         (relay.id.as_str(), relay.pin, relay.active_low),
@@ -262,7 +263,7 @@ fn an_unknown_key_lists_the_allowed_ones() {
     );
     assert_eq!(
         refusal(&["[broker]", "ports = 1883"]),
-        "house.toml:2: unknown field `ports`, expected one of `port`, `base-port`, `mqtt5-port`, `bind`, `segment-bytes`, `segment-count`"
+        "house.toml:2: unknown field `ports`, expected one of `port`, `base-port`, `mqtt5-port`, `bind`, `segment-bytes`, `segment-count`, `allow-anonymous`"
     );
 }
 
@@ -405,16 +406,11 @@ fn a_bad_peer_address_shows_the_expected_form() {
 }
 
 #[test]
-fn credentials_come_in_pairs() {
+fn a_join_token_must_be_one() {
     assert_eq!(
-        refusal(&["[mesh]", "username = \"mesh\""]),
-        "house.toml:2: mesh username is set without a password; set both username and password, \
-         or neither"
-    );
-    assert_eq!(
-        refusal(&["[mesh]", "peers = []", "password = \"x\""]),
-        "house.toml:3: mesh password is set without a username; set both username and password, \
-         or neither"
+        refusal(&["[mesh]", "join = \"secret\""]),
+        "house.toml:2: mesh join: not a pimesh invitation token (it does not start with \
+         pimesh1-); copy the whole line `pimesh invite` printed"
     );
 }
 

@@ -25,6 +25,9 @@ impl Client {
     pub async fn connect(name: &str, port: u16) -> Result<Client> {
         let mut opts = MqttOptions::new(name, "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(30));
+        if let Some((user, password)) = crate::support::maybe_creds(port) {
+            opts.set_credentials(user, password);
+        }
         opts.set_inflight(100);
         let (handle, mut el) = AsyncClient::new(opts, 1000);
         let mut net = NetworkOptions::new();

@@ -32,6 +32,89 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Every agent this test process started: its ports (3.1.1 and 5), data dir and network
+/// namespace. Clients find credentials by port here, and `--peer` finds whom to ask for an
+/// invitation.
+static AGENTS: std::sync::Mutex<Vec<Registered>> = std::sync::Mutex::new(Vec::new());
+
+/// An agent in [`AGENTS`]: MQTT 3.1.1 port, MQTT 5 port, data dir, network namespace.
+type Registered = (u16, u16, PathBuf, Option<String>);
+
+/// The data dir and namespace of the agent serving `port` (either version), if one does.
+fn agent_on(port: u16) -> Option<(PathBuf, Option<String>)> {
+    AGENTS
+        .lock()
+        .ok()?
+        .iter()
+        .rev()
+        .find(|(p, p5, ..)| *p == port || *p5 == port)
+        .map(|(_, _, d, ns)| (d.clone(), ns.clone()))
+}
+
+/// The instance's own credentials of the agent serving `port`: what its local tools use.
+/// Tests use them as "a client that knows the password"; tests of refusals use none.
+pub fn creds(port: u16) -> (String, String) {
+    let (dir, _) =
+        agent_on(port).unwrap_or_else(|| panic!("no agent of this test serves port {port}"));
+    let password =
+        std::fs::read_to_string(dir.join("credentials")).expect("the agent's credentials file");
+    ("local".to_string(), password.trim().to_string())
+}
+
+/// [`creds`], or None for a port no agent of this test serves (e.g. a Mosquitto baseline).
+pub fn maybe_creds(port: u16) -> Option<(String, String)> {
+    agent_on(port).map(|_| creds(port))
+}
+
+/// `-u USER -P PASSWORD` for Debian's mosquitto clients against the agent on `port`.
+pub fn mosquitto_auth(port: u16) -> Vec<String> {
+    let (u, p) = creds(port);
+    vec!["-u".into(), u, "-P".into(), p]
+}
+
+/// `pimesh invite` on the agent of `dir`: a token to join its mesh.
+pub fn invite(dir: &Path, netns: Option<&str>) -> String {
+    let dir_s = dir.to_string_lossy().to_string();
+    let args = ["invite", "--data-dir", dir_s.as_str()];
+    let out = match netns {
+        None => cli(&args),
+        Some(ns) => Command::new("ip")
+            .args(["netns", "exec", ns, bin()])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run pimesh in netns"),
+    };
+    assert!(
+        out.status.success(),
+        "pimesh invite failed: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout).trim().to_string()
+}
+
+/// Adds `--join TOKEN` for the first `--peer` that is an agent of this test, as a person
+/// does when adding a Pi: invite on a member, then join.
+fn with_invitation(args: &[String]) -> Vec<String> {
+    let mut args = args.to_vec();
+    if args.iter().any(|a| a == "--join") {
+        return args;
+    }
+    let peer_port = args
+        .windows(2)
+        .filter(|w| w[0] == "--peer")
+        .filter_map(|w| {
+            w[1].rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+        })
+        .find(|p| agent_on(*p).is_some());
+    if let Some((dir, ns)) = peer_port.and_then(agent_on) {
+        args.push("--join".into());
+        args.push(invite(&dir, ns.as_deref()));
+    }
+    args
+}
+
 /// A running agent process.
 pub struct Agent {
     /// The child process.
@@ -61,6 +144,7 @@ impl Agent {
     /// Starts `pimesh run` with a given data dir and port.
     pub fn start_in(dir: &Path, port: u16, extra: &[&str]) -> Agent {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let args = with_invitation(&args);
         let child = spawn(dir, port, &args, None);
         let mut agent = Agent {
             child,
@@ -77,6 +161,7 @@ impl Agent {
     /// Starts `pimesh run` inside network namespace `netns`.
     pub fn start_in_netns(netns: &str, dir: &Path, port: u16, extra: &[&str]) -> Agent {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let args = with_invitation(&args);
         let child = spawn(dir, port, &args, Some(netns));
         let mut agent = Agent {
             child,
@@ -106,6 +191,21 @@ impl Agent {
                 .unwrap_or(false);
             ok && (netns.is_some() || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
         });
+        let port5 = std::fs::read_to_string(&info)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["mqtt5-port"].as_u64())
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(0);
+        if let Ok(mut agents) = AGENTS.lock() {
+            agents.retain(|(p, ..)| *p != port);
+            agents.push((port, port5, self.dir.clone(), self.netns.clone()));
+        }
+    }
+
+    /// This agent's own credentials (user `local`), as its CLI uses them.
+    pub fn credentials(&self) -> (String, String) {
+        creds(self.port)
     }
 
     /// Kills the process with SIGKILL (no clean stop) and reaps it.
@@ -388,12 +488,23 @@ impl Agent {
 }
 
 /// Runs the CLI with `args`.
+///
+/// With `--via` to an agent of this test, the CLI gets that agent's own credentials through
+/// `PIMESH_USER` and `PIMESH_PASSWORD`, as a user with an account would.
 pub fn cli(args: &[&str]) -> Output {
-    Command::new(bin())
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run pimesh")
+    let mut cmd = Command::new(bin());
+    cmd.args(args).env("RUST_LOG", "warn");
+    let via = args
+        .windows(2)
+        .find(|w| w[0] == "--via")
+        .and_then(|w| w[1].rsplit_once(':'))
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .filter(|p| agent_on(*p).is_some());
+    if let Some(port) = via {
+        let (u, p) = creds(port);
+        cmd.env("PIMESH_USER", u).env("PIMESH_PASSWORD", p);
+    }
+    cmd.output().expect("run pimesh")
 }
 
 /// Bytes as text, for assertions and messages.
@@ -412,6 +523,7 @@ pub fn config_file(contents: &str) -> (tempfile::TempDir, PathBuf) {
 /// Runs `mosquitto_pub` against a port.
 pub fn mosquitto_pub(port: u16, topic: &str, message: &str) {
     let st = Command::new("mosquitto_pub")
+        .args(mosquitto_auth(port))
         .args([
             "-h",
             "127.0.0.1",
@@ -433,6 +545,7 @@ pub fn mosquitto_pub(port: u16, topic: &str, message: &str) {
 /// `topic payload` lines.
 pub fn mosquitto_sub(port: u16, topic: &str, count: usize) -> Vec<String> {
     let out = Command::new("mosquitto_sub")
+        .args(mosquitto_auth(port))
         .args([
             "-h",
             "127.0.0.1",
@@ -464,6 +577,8 @@ impl Subscriber {
         use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
         let mut opts = MqttOptions::new(format!("test-sub-{}", free_port()), "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(30));
+        let (u, p) = creds(port);
+        opts.set_credentials(u, p);
         let (client, mut connection) = Client::new(opts, 100);
         client
             .subscribe(topic, QoS::AtLeastOnce)
@@ -592,6 +707,8 @@ pub fn mqtt5_request(
     use rumqttc::v5::{Client, Event, MqttOptions};
     let mut opts = MqttOptions::new(format!("test-v5-{}", free_port()), "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(30));
+    let (u, p) = creds(port);
+    opts.set_credentials(u, p);
     let (client, mut connection) = Client::new(opts, 100);
     client
         .subscribe(response_topic, QoS::AtLeastOnce)

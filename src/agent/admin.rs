@@ -1,0 +1,394 @@
+//! Membership in the agent: the instance's own admin requests (invitations, users), join
+//! requests from invited instances, joining a mesh with a token, and keeping the front
+//! door's keys in step with the replicated members and users.
+
+use super::Agent;
+use crate::clock;
+use crate::door::acl;
+use crate::door::auth::member_proof;
+use crate::membership::{self, Invitations, JoinReply, JoinRequest, MeshFile, Token};
+use crate::mqtt::{fixed_credentials, Credentials, Link, LinkEvent, LinkOptions, Qos};
+use crate::secret;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Default lifetime of an invitation.
+pub const INVITE_EXPIRES_S: u64 = 3600;
+/// Longest lifetime of an invitation.
+pub const MAX_INVITE_EXPIRES_S: u64 = 7 * 24 * 3600;
+
+/// A request of the instance's own tools on `<base>/agent/admin`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum AdminRequest {
+    /// Make an invitation valid for `expires_s` seconds.
+    Invite {
+        id: String,
+        #[serde(default)]
+        expires_s: Option<u64>,
+    },
+    /// Add a user (or set its password); without a password one is generated and returned.
+    UserAdd {
+        id: String,
+        name: String,
+        #[serde(default)]
+        password: Option<String>,
+    },
+    /// Remove a user.
+    UserRemove { id: String, name: String },
+    /// List users.
+    UserList { id: String },
+}
+
+/// The answer, on `<base>/client/local/reply`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AdminReply {
+    /// The request's id.
+    pub id: String,
+    /// Whether it was done.
+    pub ok: bool,
+    /// Why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// An invitation token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// A generated password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// User names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+}
+
+/// `<base>/client/local/reply`.
+pub fn admin_reply_topic(base: &str) -> String {
+    format!("{base}/{}reply", acl::LOCAL_REPLIES)
+}
+
+/// How this instance proves membership on its links to peers: a fresh proof per attempt,
+/// for the mesh it belongs to now (a join changes it).
+pub fn member_credentials(
+    key: ed25519_dalek::SigningKey,
+    mesh: Arc<Mutex<Uuid>>,
+    me: Uuid,
+) -> Credentials {
+    Arc::new(move || {
+        let mesh = mesh.lock().map(|m| *m).unwrap_or_default();
+        (
+            format!("{}{me}", crate::door::auth::MEMBER_PREFIX),
+            member_proof(&key, mesh, me, clock::now_ms()),
+        )
+    })
+}
+
+impl Agent {
+    /// Rebuilds the front door's members and users from the replica.
+    pub(super) fn refresh_keys(&mut self) {
+        let (replica, invitations) = (&self.replica, &self.invitations);
+        self.auth
+            .update(|k| membership::refresh(k, replica, invitations));
+    }
+
+    /// Records this instance as a member of its mesh (a no-op when the record is current).
+    pub(super) fn record_self_as_member(&mut self) {
+        let props = membership::member_props(&self.name, &self.key.verifying_key());
+        self.record(&membership::member_id(self.uuid), props);
+        self.refresh_keys();
+    }
+
+    /// Handles `<base>/agent/admin` (only the local tools can publish there).
+    pub(super) async fn on_admin(&mut self, payload: &[u8]) {
+        let request: AdminRequest = match serde_json::from_slice(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring a malformed admin request");
+                return;
+            }
+        };
+        let reply = match request {
+            AdminRequest::Invite { id, expires_s } => self.invite(id, expires_s),
+            AdminRequest::UserAdd { id, name, password } => self.user_add(id, &name, password),
+            AdminRequest::UserRemove { id, name } => self.user_remove(id, &name),
+            AdminRequest::UserList { id } => {
+                let (_, users) = membership::keys_from(&self.replica);
+                let mut users: Vec<String> = users.into_keys().collect();
+                users.sort();
+                AdminReply {
+                    id,
+                    ok: true,
+                    users,
+                    ..Default::default()
+                }
+            }
+        };
+        let payload = serde_json::to_vec(&reply).unwrap_or_default();
+        let topic = admin_reply_topic(&self.base);
+        if let Err(e) = self
+            .link
+            .publish(&topic, Qos::AtLeastOnce, false, payload)
+            .await
+        {
+            tracing::warn!(error = %e, "could not answer an admin request");
+        }
+    }
+
+    fn invite(&mut self, id: String, expires_s: Option<u64>) -> AdminReply {
+        let secs = expires_s.unwrap_or(INVITE_EXPIRES_S);
+        if secs == 0 || secs > MAX_INVITE_EXPIRES_S {
+            return failed(
+                id,
+                format!("an invitation expires after 1 s to {MAX_INVITE_EXPIRES_S} s (7 days)"),
+            );
+        }
+        let (inv_id, secret) = self.invitations.create(clock::now_ms() + secs * 1000);
+        if let Err(e) = self.invitations.save(&self.data_dir) {
+            return failed(id, format!("cannot keep the invitation: {e}"));
+        }
+        self.refresh_keys();
+        let token = Token {
+            mesh: self.mesh_id(),
+            by: self.uuid,
+            key: secret::to_hex(self.key.verifying_key().as_bytes()),
+            addrs: self.own_addresses(),
+            id: inv_id.clone(),
+            secret,
+        };
+        tracing::info!(invitation = %inv_id, expires_s = secs, "invitation made");
+        AdminReply {
+            id,
+            ok: true,
+            token: Some(token.encode()),
+            ..Default::default()
+        }
+    }
+
+    fn user_add(&mut self, id: String, name: &str, password: Option<String>) -> AdminReply {
+        let Some(oid) = membership::user_id(name) else {
+            return failed(
+                id,
+                format!(
+                    "user name {name:?} must be 1-{} characters of a-z 0-9 - and not \"local\"",
+                    membership::MAX_USER_NAME
+                ),
+            );
+        };
+        let generated = password.is_none();
+        let password = password.unwrap_or_else(secret::new_password);
+        if password.len() < 8 {
+            return failed(id, "a password needs at least 8 characters".into());
+        }
+        let hash = match secret::hash_password(&password) {
+            Ok(h) => h,
+            Err(e) => return failed(id, e.to_string()),
+        };
+        self.record(
+            &oid,
+            vec![
+                (membership::HASH.into(), hash.into()),
+                (crate::model::DELETED.into(), false.into()),
+            ],
+        );
+        self.refresh_keys();
+        tracing::info!(user = %name, "user added");
+        AdminReply {
+            id,
+            ok: true,
+            password: generated.then_some(password),
+            ..Default::default()
+        }
+    }
+
+    fn user_remove(&mut self, id: String, name: &str) -> AdminReply {
+        let exists = membership::user_id(name)
+            .filter(|oid| self.replica.get(oid).is_some_and(|o| !o.is_deleted()));
+        let Some(oid) = exists else {
+            return failed(id, format!("there is no user {name:?}"));
+        };
+        self.record(&oid, vec![(crate::model::DELETED.into(), true.into())]);
+        self.refresh_keys();
+        tracing::info!(user = %name, "user removed");
+        AdminReply {
+            id,
+            ok: true,
+            ..Default::default()
+        }
+    }
+
+    /// Handles `<base>/join/<invitation>/request` from an invited instance.
+    pub(super) async fn on_join_request(&mut self, invitation: &str, payload: &[u8]) {
+        let Ok(request) = serde_json::from_slice::<JoinRequest>(payload) else {
+            tracing::warn!(%invitation, "ignoring a malformed join request");
+            return;
+        };
+        let Some(key) = membership::public_key(&request.key) else {
+            tracing::warn!(%invitation, "ignoring a join request with a malformed key");
+            return;
+        };
+        if !self.invitations.take(invitation, clock::now_ms()) {
+            tracing::warn!(%invitation, joiner = %request.uuid, "join request for an unknown, used or expired invitation");
+            return;
+        }
+        if let Err(e) = self.invitations.save(&self.data_dir) {
+            tracing::warn!(error = %e, "cannot write the invitations; a used one may be offered again after a restart");
+        }
+        let name = request.name.chars().take(64).collect::<String>();
+        self.record(
+            &membership::member_id(request.uuid),
+            membership::member_props(&name, &key),
+        );
+        self.refresh_keys();
+        use ed25519_dalek::Signer;
+        let mesh = self.mesh_id();
+        let sig = self
+            .key
+            .sign(&membership::join_message(mesh, request.uuid, &request.key));
+        let reply = JoinReply {
+            mesh,
+            sig: secret::to_hex(&sig.to_bytes()),
+        };
+        let topic = format!("{}reply", acl::join_prefix(&self.base, invitation));
+        let payload = serde_json::to_vec(&reply).unwrap_or_default();
+        if let Err(e) = self
+            .link
+            .publish(&topic, Qos::AtLeastOnce, false, payload)
+            .await
+        {
+            tracing::warn!(error = %e, "could not answer a join request");
+        }
+        tracing::info!(member = %request.uuid, name = %name, "a new member joined the mesh");
+    }
+
+    /// The mesh this instance belongs to now.
+    pub(super) fn mesh_id(&self) -> Uuid {
+        self.mesh.lock().map(|m| *m).unwrap_or_default()
+    }
+
+    /// A join finished: from now on this instance is a member of `token`'s mesh.
+    pub(super) fn joined(&mut self, token: &Token) {
+        if let Err(e) = (MeshFile { mesh: token.mesh }).save(&self.data_dir) {
+            tracing::error!(error = %e, "cannot record the mesh joined; the join is repeated at the next start");
+        }
+        if let Ok(mut m) = self.mesh.lock() {
+            *m = token.mesh;
+        }
+        self.auth.update(|k| k.mesh = token.mesh);
+        tracing::info!(mesh = %token.mesh, "joined the mesh");
+        // Links made before the join were refused; make them again with the new proof.
+        let mut addrs: Vec<String> = self
+            .links
+            .keys()
+            .cloned()
+            .chain(token.addrs.iter().cloned())
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        for addr in addrs {
+            self.drop_link(&addr);
+            self.connect_peer(&addr);
+        }
+    }
+}
+
+fn failed(id: String, error: String) -> AdminReply {
+    AdminReply {
+        id,
+        ok: false,
+        error: Some(error),
+        ..Default::default()
+    }
+}
+
+/// Joins the mesh of `token`: tries the configured peers, then the token's addresses, until
+/// one answers with a reply signed by the inviting instance's key (any member's broker
+/// forwards nothing: only the inviting instance answers). Gives up only if every address
+/// refuses the invitation.
+pub async fn join(
+    token: Token,
+    peers: Vec<String>,
+    request: JoinRequest,
+    base: String,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let mut addrs = peers;
+    addrs.extend(token.addrs.iter().cloned());
+    addrs.dedup();
+    let prefix = acl::join_prefix(&base, &token.id);
+    let (request_topic, reply_topic) = (format!("{prefix}request"), format!("{prefix}reply"));
+    let payload = serde_json::to_vec(&request).unwrap_or_default();
+    let mut refusals = 0;
+    loop {
+        for addr in &addrs {
+            let Some((host, port)) = super::mesh::split_addr(addr) else {
+                continue;
+            };
+            let mut opts =
+                LinkOptions::new(host, port, format!("pimesh-join-{}", request.uuid.simple()));
+            opts.credentials = Some(fixed_credentials(
+                format!("{}{}", crate::door::auth::JOIN_PREFIX, token.id),
+                token.secret.clone(),
+            ));
+            let attempt = CancellationToken::new();
+            let _end = attempt.clone().drop_guard();
+            let (link, mut events) = Link::spawn(opts, attempt.clone());
+            let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+                while let Some(ev) = events.recv().await {
+                    match ev {
+                        LinkEvent::Connected => {
+                            let _ = link.subscribe(&reply_topic, Qos::AtLeastOnce);
+                        }
+                        LinkEvent::Subscribed => {
+                            let _ = link
+                                .publish(&request_topic, Qos::AtLeastOnce, false, payload.clone())
+                                .await;
+                        }
+                        LinkEvent::Message { topic, payload, .. } if topic == reply_topic => {
+                            return match serde_json::from_slice::<JoinReply>(&payload) {
+                                Ok(reply) if membership::verify_join(&token, &request, &reply) => Ok(()),
+                                _ => Err(format!("{addr} answered the join with a reply not signed by the inviting instance")),
+                            };
+                        }
+                        LinkEvent::Refused(reason) => return Err(format!("refused: {reason}")),
+                        LinkEvent::Disconnected(reason) => return Err(format!("unreachable: {reason}")),
+                        LinkEvent::Message { .. } => {}
+                    }
+                }
+                Err("link closed".to_string())
+            })
+            .await
+            .unwrap_or_else(|_| Err("no answer within 10 s".into()));
+            link.disconnect().await;
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(why) => {
+                    if why.starts_with("refused") {
+                        refusals += 1;
+                    }
+                    tracing::warn!(peer = %addr, %why, "joining through this address failed");
+                }
+            }
+        }
+        if refusals >= addrs.len().max(1) {
+            return Err("every address of the invitation refused it: it was used, has expired or was made for another mesh; make a new one with `pimesh invite` on a member".into());
+        }
+        refusals = 0;
+        tokio::select! {
+            _ = stop.cancelled() => return Err("stopped".into()),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+/// Whether the instance whose mesh is `current` still has to join with `token`.
+pub fn needs_join(current: Uuid, token: &Token) -> bool {
+    current != token.mesh
+}
+
+/// Loads the invitations of `dir` for the agent.
+pub fn load_invitations(dir: &std::path::Path) -> Invitations {
+    Invitations::load(dir, clock::now_ms())
+}

@@ -1,0 +1,268 @@
+//! Who may publish and read where: one pure function per direction, checked for every packet.
+//!
+//! Three kinds of client reach an agent's broker. *Members* are the other instances of the
+//! mesh: each may write only under its own `<base>/mesh/<uuid>/`, so no member can speak for
+//! another on the broker. *The instance itself* (its CLI, with the credentials in its data
+//! dir) may do what a user may, and run the agent's admin requests (users, invitations).
+//! *Users* (Home Assistant, scripts, devices) may use the house's topics: commands, requests
+//! to the agent and any topic outside `<base>/`, but never the mesh's internal topics (in
+//! either direction, also through `#`) and never a topic only the agent writes (an object's
+//! state, events, instance status, answers to the CLI).
+
+use uuid::Uuid;
+
+/// The part of `<base>/` every internal topic lives under.
+pub const MESH: &str = "mesh";
+/// `<base>/agent/admin`: user management and invitations, for the instance's own CLI only.
+pub const ADMIN: &str = "agent/admin";
+
+/// `<base>/client/local/`: answers to the instance's own tools (invitation tokens, generated
+/// passwords); nobody else reads there.
+pub const LOCAL_REPLIES: &str = "client/local/";
+
+/// Whether the agent may publish an answer on `topic`, a reply topic some client named:
+/// anywhere outside `<base>/`, and under it only below `<base>/client/` (never an object's
+/// state, never an internal topic, never the local tools' answers).
+pub fn may_answer_on(base: &str, topic: &str) -> bool {
+    match topic.strip_prefix(base).and_then(|r| r.strip_prefix('/')) {
+        None => true,
+        Some(rest) => rest.starts_with("client/") && !rest.starts_with(LOCAL_REPLIES),
+    }
+}
+
+/// Who a connection authenticated as.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Another instance of the mesh.
+    Member(Uuid),
+    /// This instance's own tools (credentials from its data dir).
+    Local,
+    /// A user account, or an anonymous client where `allow-anonymous` is on.
+    User(String),
+    /// An instance presenting an invitation: may only ask to join.
+    Joiner(String),
+}
+
+impl Role {
+    /// A short name for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Role::Member(u) => format!("member {u}"),
+            Role::Local => "local".into(),
+            Role::User(n) => format!("user {n}"),
+            Role::Joiner(id) => format!("invitation {id}"),
+        }
+    }
+
+    /// Members and the local CLI are never rate limited and keep reserved connection slots.
+    pub fn is_trusted(&self) -> bool {
+        matches!(self, Role::Member(_) | Role::Local)
+    }
+}
+
+/// `<base>/join/<invitation>/`: the only topics a joiner may use.
+pub fn join_prefix(base: &str, invitation: &str) -> String {
+    format!("{base}/join/{invitation}/")
+}
+
+/// Whether `role` may publish on `topic`.
+pub fn may_publish(base: &str, role: &Role, topic: &str) -> bool {
+    if topic.is_empty() || topic.starts_with('$') || topic.contains(['+', '#', '\0']) {
+        return false;
+    }
+    let rest = topic.strip_prefix(base).and_then(|r| r.strip_prefix('/'));
+    match role {
+        Role::Member(uuid) => {
+            let own = format!("{MESH}/{uuid}/");
+            rest.is_some_and(|r| r.starts_with(&own))
+        }
+        Role::Joiner(id) => topic == format!("{}request", join_prefix(base, id)),
+        Role::Local | Role::User(_) => match rest {
+            None => true,
+            Some(r) => user_may_publish_below_base(r, matches!(role, Role::Local)),
+        },
+    }
+}
+
+/// Under `<base>/` users may only send commands and requests to the agent.
+fn user_may_publish_below_base(rest: &str, local: bool) -> bool {
+    if rest == "agent/get" || rest == "agent/peers" || (local && rest == ADMIN) {
+        return true;
+    }
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        [object, "set" | "send"] => !object.is_empty() && *object != MESH,
+        _ => false,
+    }
+}
+
+/// Whether `role` may subscribe to `filter` (a `#` or `+` that could reach internal topics is
+/// allowed; what it matches there is never delivered, see [`may_read`]).
+pub fn may_subscribe(base: &str, role: &Role, filter: &str) -> bool {
+    match role {
+        Role::Member(_) => true,
+        Role::Joiner(id) => filter == format!("{}reply", join_prefix(base, id)),
+        Role::Local | Role::User(_) => {
+            let mesh = format!("{base}/{MESH}");
+            !(filter == mesh || filter.starts_with(&format!("{mesh}/")))
+        }
+    }
+}
+
+/// Whether a message on `topic` may be delivered to `role`: internal topics reach members
+/// only, whatever filter matched them.
+pub fn may_read(base: &str, role: &Role, topic: &str) -> bool {
+    let local_replies = format!("{base}/{LOCAL_REPLIES}");
+    if topic.starts_with(&local_replies) {
+        return *role == Role::Local;
+    }
+    match role {
+        Role::Member(_) => true,
+        Role::Joiner(id) => topic == format!("{}reply", join_prefix(base, id)),
+        Role::Local | Role::User(_) => {
+            let mesh = format!("{base}/{MESH}/");
+            let join = format!("{base}/join/");
+            !topic.starts_with(&mesh) && !topic.starts_with(&join)
+        }
+    }
+}
+
+/// Whether `filter` is a well-formed MQTT topic filter (`#` last and alone in its level,
+/// `+` alone in its level, not empty, no NUL).
+pub fn valid_filter(filter: &str) -> bool {
+    if filter.is_empty() || filter.contains('\0') {
+        return false;
+    }
+    let levels: Vec<&str> = filter.split('/').collect();
+    levels.iter().enumerate().all(|(i, l)| {
+        (!l.contains('#') || (*l == "#" && i == levels.len() - 1))
+            && (!l.contains('+') || *l == "+")
+    })
+}
+
+/// Whether a topic name matches a filter, as MQTT defines it (`$` topics are not matched by
+/// a leading wildcard).
+pub fn matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: &str = "pimesh";
+
+    #[test]
+    fn a_member_writes_only_under_its_own_uuid() {
+        let me = Uuid::from_u128(1);
+        let other = Uuid::from_u128(2);
+        let m = Role::Member(me);
+        assert!(may_publish(B, &m, &format!("pimesh/mesh/{me}/updates")));
+        assert!(may_publish(B, &m, &format!("pimesh/mesh/{me}/status")));
+        assert!(!may_publish(B, &m, &format!("pimesh/mesh/{other}/updates")));
+        assert!(!may_publish(B, &m, "pimesh/mesh/owner"));
+        assert!(!may_publish(B, &m, "pimesh/relay-1/set"));
+        assert!(!may_publish(B, &m, "pimesh/relay-1"));
+    }
+
+    #[test]
+    fn users_send_commands_but_never_write_what_the_agent_writes() {
+        let u = Role::User("ha".into());
+        for ok in [
+            "pimesh/relay-1/set",
+            "pimesh/port/send",
+            "pimesh/agent/get",
+            "pimesh/agent/peers",
+            "zigbee2mqtt/lamp/set",
+            "home/temp",
+        ] {
+            assert!(may_publish(B, &u, ok), "{ok}");
+        }
+        for refused in [
+            "pimesh/relay-1",
+            "pimesh/relay-1/event",
+            "pimesh/instance/x/status",
+            "pimesh/mesh/owner",
+            "pimesh/mesh/set",
+            "pimesh/client/cli/reply",
+            "pimesh/agent/admin",
+            "pimesh/join/abc/request",
+            "$SYS/x",
+            "a/+/b",
+            "",
+        ] {
+            assert!(!may_publish(B, &u, refused), "{refused}");
+        }
+        assert!(may_publish(B, &Role::Local, "pimesh/agent/admin"));
+    }
+
+    #[test]
+    fn internal_topics_are_never_read_by_users() {
+        let u = Role::User("ha".into());
+        assert!(!may_subscribe(B, &u, "pimesh/mesh/#"));
+        assert!(!may_subscribe(B, &u, "pimesh/mesh"));
+        assert!(may_subscribe(B, &u, "#"));
+        assert!(may_subscribe(B, &u, "pimesh/#"));
+        assert!(!may_read(B, &u, "pimesh/mesh/x/beat"));
+        assert!(!may_read(B, &u, "pimesh/join/abc/reply"));
+        assert!(may_read(B, &u, "pimesh/relay-1"));
+        assert!(may_read(
+            B,
+            &Role::Member(Uuid::nil()),
+            "pimesh/mesh/x/beat"
+        ));
+        assert!(!may_read(B, &u, "pimesh/client/local/reply"));
+        assert!(!may_read(
+            B,
+            &Role::Member(Uuid::nil()),
+            "pimesh/client/local/reply"
+        ));
+        assert!(may_read(B, &Role::Local, "pimesh/client/local/reply"));
+    }
+
+    #[test]
+    fn answers_never_land_on_what_the_agent_owns() {
+        assert!(may_answer_on(B, "pimesh/client/cli/reply"));
+        assert!(may_answer_on(B, "home/replies/1"));
+        assert!(!may_answer_on(B, "pimesh/relay-1"));
+        assert!(!may_answer_on(B, "pimesh/mesh/x/updates"));
+        assert!(!may_answer_on(B, "pimesh/client/local/reply"));
+    }
+
+    #[test]
+    fn a_joiner_uses_only_its_invitation_topics() {
+        let j = Role::Joiner("abc".into());
+        assert!(may_publish(B, &j, "pimesh/join/abc/request"));
+        assert!(!may_publish(B, &j, "pimesh/join/abd/request"));
+        assert!(!may_publish(B, &j, "pimesh/relay-1/set"));
+        assert!(may_subscribe(B, &j, "pimesh/join/abc/reply"));
+        assert!(!may_subscribe(B, &j, "#"));
+        assert!(!may_read(B, &j, "pimesh/relay-1"));
+    }
+
+    #[test]
+    fn filters_match_as_mqtt_says() {
+        assert!(matches("#", "a/b"));
+        assert!(matches("a/+/c", "a/b/c"));
+        assert!(matches("a/#", "a"));
+        assert!(!matches("a/+", "a/b/c"));
+        assert!(!matches("#", "$SYS/x"));
+        assert!(matches("$SYS/#", "$SYS/x"));
+        assert!(valid_filter("a/+/#"));
+        assert!(!valid_filter("a/#/b"));
+        assert!(!valid_filter("a/b+"));
+        assert!(!valid_filter(""));
+    }
+}

@@ -1,0 +1,253 @@
+//! The front door: pimesh's own MQTT listeners in front of rumqttd's router.
+//!
+//! Every client connection ends here, not in rumqttd: [`session`] decodes each packet with a
+//! codec that returns errors instead of panicking ([`wire`]), checks the client's credentials
+//! once ([`auth`]) and every publish and subscription against its role ([`acl`]), enforces
+//! limits (packet sizes, connection slots, keep-alive, commands per second), translates
+//! between MQTT 3.1.1 and 5, and only then hands messages to the router through an
+//! in-process link. rumqttd keeps what it is good at (routing, retained messages) and never
+//! parses a byte from the network.
+//!
+//! Both listeners serve both protocol versions (the version is read from each CONNECT); the
+//! MQTT 5 port is kept so existing clients and `agent.json` readers find what they expect.
+//! The listeners run on a thread of their own, so a slow disk in the agent never delays a
+//! client's CONNACK or PINGRESP.
+
+pub mod acl;
+pub mod auth;
+pub mod session;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The limits every connection is held to.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest packet a user may send.
+    pub max_packet: usize,
+    /// Largest packet a member or the local CLI may send (sync pages are large).
+    pub max_packet_trusted: usize,
+    /// Connections of users (and anonymous clients) at once.
+    pub max_user_connections: usize,
+    /// Connections of members and the local CLI at once, apart from the users' slots, so a
+    /// flood of user connections locks out neither.
+    pub max_trusted_connections: usize,
+    /// Connections from one address that have not sent CONNECT yet.
+    pub max_pending_per_address: usize,
+    /// How long a new connection has to send CONNECT.
+    pub connect_timeout: Duration,
+    /// Commands (publishes under the base topic) per second per user connection.
+    pub commands_per_s: f64,
+    /// How many commands a user connection may send at once before the rate applies.
+    pub command_burst: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_packet: 256 * 1024,
+            max_packet_trusted: crate::broker::MAX_PAYLOAD + 1024,
+            max_user_connections: 200,
+            max_trusted_connections: 48,
+            max_pending_per_address: 16,
+            connect_timeout: Duration::from_secs(5),
+            commands_per_s: 50.0,
+            command_burst: 100.0,
+        }
+    }
+}
+
+/// What every session shares.
+pub struct Door {
+    /// Base of the public topics (`pimesh`).
+    pub base: String,
+    /// Credential checks.
+    pub auth: auth::Auth,
+    /// Limits.
+    pub limits: Limits,
+    /// Connection slot accounting.
+    pub slots: Arc<Slots>,
+    /// Rate limit of warning lines.
+    pub log: LogGate,
+    /// rumqttd, for a router link per session.
+    pub router: Arc<rumqttd::Broker>,
+    /// Ends every session.
+    pub stop: CancellationToken,
+}
+
+/// Counts connections by kind; each count is released when its guard drops.
+#[derive(Debug, Default)]
+pub struct Slots {
+    limits: Limits,
+    pending: Mutex<HashMap<IpAddr, usize>>,
+    users: Arc<AtomicUsize>,
+    trusted: Arc<AtomicUsize>,
+}
+
+/// Holds one slot until dropped.
+pub struct SlotGuard {
+    release: Box<dyn FnOnce() + Send>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let release = std::mem::replace(&mut self.release, Box::new(|| {}));
+        release();
+    }
+}
+
+impl Slots {
+    /// Slots for `limits`.
+    pub fn new(limits: Limits) -> Arc<Slots> {
+        Arc::new(Slots {
+            limits,
+            ..Default::default()
+        })
+    }
+
+    /// A slot for a connection from `ip` that has not sent CONNECT yet.
+    pub fn pending(self: &Arc<Self>, ip: IpAddr) -> Option<SlotGuard> {
+        let mut map = self.pending.lock().ok()?;
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.limits.max_pending_per_address {
+            return None;
+        }
+        *n += 1;
+        let me = self.clone();
+        Some(SlotGuard {
+            release: Box::new(move || {
+                if let Ok(mut map) = me.pending.lock() {
+                    if let Some(n) = map.get_mut(&ip) {
+                        *n -= 1;
+                        if *n == 0 {
+                            map.remove(&ip);
+                        }
+                    }
+                }
+            }),
+        })
+    }
+
+    /// A slot for an authenticated connection of `role`.
+    pub fn admit(self: &Arc<Self>, role: &acl::Role) -> Option<SlotGuard> {
+        let (counter, max) = if role.is_trusted() {
+            (self.trusted.clone(), self.limits.max_trusted_connections)
+        } else {
+            (self.users.clone(), self.limits.max_user_connections)
+        };
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(SlotGuard {
+            release: Box::new(move || {
+                counter.fetch_sub(1, Ordering::SeqCst);
+            }),
+        })
+    }
+}
+
+/// At most [`LogGate::LINES`] warning lines per [`LogGate::WINDOW_MS`]; the next line that
+/// passes says how many were left out, so a scanner cannot flood the journal.
+#[derive(Debug, Default)]
+pub struct LogGate {
+    window_start: AtomicU64,
+    lines: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl LogGate {
+    /// Lines per window.
+    pub const LINES: u64 = 20;
+    /// Window length.
+    pub const WINDOW_MS: u64 = 10_000;
+
+    /// `Some(lines left out before this one)` if a line may be written now.
+    pub fn admit(&self) -> Option<u64> {
+        let now = crate::clock::now_ms();
+        let start = self.window_start.load(Ordering::Relaxed);
+        if now.saturating_sub(start) >= Self::WINDOW_MS {
+            self.window_start.store(now, Ordering::Relaxed);
+            self.lines.store(0, Ordering::Relaxed);
+        }
+        if self.lines.fetch_add(1, Ordering::Relaxed) < Self::LINES {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// Starts serving `listeners` on a thread of its own; returns at once. The thread ends when
+/// `door.stop` fires.
+pub fn serve(door: Arc<Door>, listeners: Vec<std::net::TcpListener>) -> std::io::Result<()> {
+    for l in &listeners {
+        l.set_nonblocking(true)?;
+    }
+    std::thread::Builder::new()
+        .name("door".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the front door's runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let mut tasks = tokio::task::JoinSet::new();
+                for l in listeners {
+                    match tokio::net::TcpListener::from_std(l) {
+                        Ok(l) => {
+                            tasks.spawn(accept(door.clone(), l));
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot serve a listener"),
+                    }
+                }
+                door.stop.cancelled().await;
+                tasks.shutdown().await;
+            });
+        })?;
+    Ok(())
+}
+
+async fn accept(door: Arc<Door>, listener: tokio::net::TcpListener) {
+    let mut sessions = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    // Answers leave at once instead of waiting for the client's next ACK
+                    // (Nagle against delayed ACK costs ~40 ms per message otherwise).
+                    let _ = stream.set_nodelay(true);
+                    sessions.spawn(session::serve(door.clone(), stream, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait a little instead of spinning.
+                    if let Some(suppressed) = door.log.admit() {
+                        tracing::warn!(error = %e, suppressed, "cannot accept a connection");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = door.stop.cancelled() => break,
+        }
+    }
+    sessions.shutdown().await;
+}
+
+/// The address a listener is bound to, for logs and errors.
+pub fn local_port(l: &std::net::TcpListener) -> u16 {
+    l.local_addr().map(|a: SocketAddr| a.port()).unwrap_or(0)
+}
