@@ -136,9 +136,38 @@ impl Agent {
     pub fn start(extra: &[&str]) -> Agent {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let mut a = Agent::start_in(&dir, free_port(), extra);
+        let mut a = Agent::start_on_free_port(&dir, extra);
         a._tmp = Some(tmp);
         a
+    }
+
+    /// Starts `pimesh run` on `dir` with a free port. A port that was free when chosen can be
+    /// taken by another test's agent before ours binds it (its MQTT 5 port is searched for
+    /// from 1000 above its own): then it tries again with another port.
+    pub fn start_on_free_port(dir: &Path, extra: &[&str]) -> Agent {
+        for _ in 0..4 {
+            let port = free_port();
+            let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            let args = with_invitation(&args);
+            let child = spawn(dir, port, &args, None);
+            let mut agent = Agent {
+                child,
+                dir: dir.to_path_buf(),
+                port,
+                args,
+                netns: None,
+                _tmp: None,
+            };
+            let port_taken = agent.try_wait_ready().is_err()
+                && std::fs::read_to_string(dir.join("test-agent.log"))
+                    .is_ok_and(|l| l.contains("already in use"));
+            if !port_taken {
+                agent.wait_ready();
+                return agent;
+            }
+            let _ = std::fs::remove_file(dir.join("test-agent.log"));
+        }
+        panic!("no free port for an agent after 4 tries");
     }
 
     /// Starts `pimesh run` with a given data dir and port.
@@ -173,6 +202,30 @@ impl Agent {
         };
         agent.wait_ready();
         agent
+    }
+
+    /// Waits until the agent is ready; Err if it exited during start.
+    fn try_wait_ready(&mut self) -> Result<(), ()> {
+        let pid = self.child.id();
+        let info = self.dir.join("agent.json");
+        let port = self.port;
+        let end = Instant::now() + DEADLINE;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Err(());
+            }
+            let ok = std::fs::read_to_string(&info)
+                .map(|t| t.contains(&format!("\"pid\": {pid}")))
+                .unwrap_or(false);
+            if ok
+                && (self.netns.is_some()
+                    || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
     }
 
     /// Waits until agent.json names our pid and the broker accepts connections.
@@ -228,6 +281,12 @@ impl Agent {
             assert!(Instant::now() < end, "agent did not stop after SIGTERM");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Starts the same agent again with `extra` arguments added to its own.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.args.extend(extra.iter().map(|s| s.to_string()));
+        self.restart();
     }
 
     /// Starts the same agent again (same data dir, port and args).
@@ -351,7 +410,7 @@ pub fn start_node(name: &str, config: &str, extra: &[&str]) -> Agent {
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let dir = tmp.path().join("data");
-    let mut a = Agent::start_in(&dir, free_port(), &args);
+    let mut a = Agent::start_on_free_port(&dir, &args);
     a._tmp = Some(tmp);
     a
 }

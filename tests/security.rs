@@ -1,0 +1,577 @@
+//! Who gets in and what they may do, with real clients against real agents: credentials on
+//! every listener, users and their topic rules, members by invitation only, limits, the CLI's
+//! credentials, and an upgrade from a data dir made before any of this existed.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// An MQTT 3.1.1 CONNECT, by hand, so tests control every byte.
+fn connect_packet(client_id: &str, login: Option<(&str, &str)>) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4];
+    body.push(if login.is_some() { 0xC2 } else { 0x02 });
+    body.extend_from_slice(&60u16.to_be_bytes());
+    let mut field = |s: &str| {
+        body.extend_from_slice(&(s.len() as u16).to_be_bytes());
+        body.extend_from_slice(s.as_bytes());
+    };
+    field(client_id);
+    if let Some((u, p)) = login {
+        field(u);
+        field(p);
+    }
+    let mut packet = vec![0x10];
+    let mut len = body.len();
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        packet.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+    packet.extend(body);
+    packet
+}
+
+/// Connects from `source` (any 127.x address) and returns the stream and the CONNACK code
+/// (None if the connection closed without one).
+fn raw_connect(
+    source: &str,
+    port: u16,
+    client_id: &str,
+    login: Option<(&str, &str)>,
+) -> (TcpStream, Option<u8>) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let src: SocketAddr = format!("{source}:0").parse().unwrap();
+    sock.bind(&src.into()).unwrap();
+    let dst: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    sock.connect(&dst.into()).unwrap();
+    let mut stream: TcpStream = sock.into();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    stream.write_all(&connect_packet(client_id, login)).unwrap();
+    let mut ack = [0u8; 4];
+    let code = match stream.read_exact(&mut ack) {
+        Ok(()) if ack[0] == 0x20 => Some(ack[3]),
+        _ => None,
+    };
+    (stream, code)
+}
+
+/// `mosquitto_pub` with its arguments; returns whether it succeeded and what it printed.
+fn pub_with(args: &[&str]) -> (bool, String) {
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1"])
+        .args(args)
+        .output()
+        .expect("mosquitto_pub");
+    (
+        out.status.success(),
+        format!("{}{}", text(&out.stdout), text(&out.stderr)),
+    )
+}
+
+/// Adds a user on `a` and returns its generated password.
+fn add_user(a: &Agent, name: &str) -> String {
+    let out = a.cli(&["user", "add", name]);
+    assert!(out.status.success(), "user add: {}", text(&out.stderr));
+    let password = text(&out.stdout).trim().to_string();
+    assert_eq!(password.len(), 24, "a generated password is printed");
+    password
+}
+
+fn log_of(a: &Agent) -> String {
+    std::fs::read_to_string(a.dir.join("test-agent.log")).unwrap_or_default()
+}
+
+#[test]
+fn a_v5_publish_with_properties_reaches_a_v311_subscriber_and_the_agent_lives() {
+    let a = Agent::start(&[]);
+    let sub = Subscriber::new(a.port, "x/#");
+    let (u, p) = a.credentials();
+    for port in [a.mqtt5_port(), a.port] {
+        let (ok, out) = pub_with(&[
+            "-V",
+            "mqttv5",
+            "-p",
+            &port.to_string(),
+            "-u",
+            &u,
+            "-P",
+            &p,
+            "-t",
+            "x/a",
+            "-m",
+            "hi",
+            "-D",
+            "publish",
+            "user-property",
+            "a",
+            "b",
+        ]);
+        assert!(ok, "{out}");
+        assert_eq!(sub.take(1), ["x/a hi"]);
+    }
+    assert_eq!(a.state("relay-1"), "OFF", "the agent still answers");
+}
+
+#[test]
+fn clients_without_valid_credentials_are_refused_on_every_listener() {
+    let a = Agent::start(&[]);
+    let (u, _) = a.credentials();
+    for port in [a.port, a.mqtt5_port()] {
+        for version in ["mqttv311", "mqttv5"] {
+            let port = port.to_string();
+            let base = [
+                "-V",
+                version,
+                "-p",
+                &port,
+                "-q",
+                "1",
+                "-t",
+                "pimesh/relay-1/set",
+                "-m",
+                "ON",
+            ];
+            let (ok, out) = pub_with(&base);
+            assert!(!ok, "anonymous {version} on {port}: {out}");
+            let lower = out.to_lowercase();
+            assert!(
+                lower.contains("not authori") || lower.contains("bad user name"),
+                "{out}"
+            );
+            let mut wrong = base.to_vec();
+            wrong.extend(["-u", &u, "-P", "wrong"]);
+            let (ok, out) = pub_with(&wrong);
+            assert!(!ok, "wrong password {version} on {port}: {out}");
+            let mut user = base.to_vec();
+            user.extend(["-u", "nobody", "-P", "whatever"]);
+            assert!(!pub_with(&user).0);
+        }
+    }
+    // A hand-made CONNECT gets the documented code: 4 = bad user name or password.
+    assert_eq!(raw_connect("127.0.0.1", a.port, "scanner", None).1, Some(4));
+    assert_eq!(a.pin(17).as_deref(), Some("0"), "nothing switched");
+    let log = log_of(&a);
+    assert!(log.contains("client refused"), "{log}");
+    assert!(
+        log.contains("client=scanner") && log.contains("anonymous clients are not allowed"),
+        "{log}"
+    );
+    assert!(
+        log.contains("wrong password for the instance's own credentials"),
+        "{log}"
+    );
+    assert!(log.contains("unknown user \\\"nobody\\\""), "{log}");
+}
+
+#[test]
+fn anonymous_clients_are_let_in_only_when_the_config_says_so() {
+    let a = Agent::start(&["--allow-anonymous"]);
+    let (ok, out) = pub_with(&[
+        "-p",
+        &a.port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        "pimesh/relay-1/set",
+        "-m",
+        "ON",
+    ]);
+    assert!(ok, "{out}");
+    wait_until("relay-1 switched by an anonymous client", || {
+        a.pin(17).as_deref() == Some("1")
+    });
+    assert!(
+        log_of(&a).contains("allow-anonymous is on"),
+        "a warning at start"
+    );
+}
+
+#[test]
+fn a_user_switches_another_instances_relay_through_any_broker_but_never_sees_the_mesh() {
+    let a = start_node("alpha", &node_config("a"), &[]);
+    let b = start_node("beta", &node_config("b"), &["--peer", &a.addr()]);
+    wait_until("beta sees alpha online", || {
+        b.peer_status("alpha") == "online"
+    });
+    let password = add_user(&a, "ha");
+    let bp = b.port.to_string();
+    let login = ["-u", "ha", "-P", password.as_str()];
+    // The account replicates: beta's broker takes it too.
+    wait_until("the user is known on beta", || {
+        let mut args = vec!["-p", &bp, "-q", "1", "-t", "pimesh/a-light/set", "-m", "ON"];
+        args.extend(login);
+        pub_with(&args).0
+    });
+    wait_until("alpha's relay switched by a user at beta", || {
+        a.pin(17).as_deref() == Some("1")
+    });
+    let users = a.cli(&["user", "list"]);
+    assert_eq!(text(&users.stdout).trim(), "ha");
+
+    // Subscribed to everything for 3 s while heartbeats flow every second: no internal topic.
+    let out = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &bp,
+            "-u",
+            "ha",
+            "-P",
+            &password,
+            "-t",
+            "#",
+            "-v",
+            "-W",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    let seen = text(&out.stdout);
+    assert!(
+        seen.contains("pimesh/a-light "),
+        "the user sees the house: {seen}"
+    );
+    assert!(
+        !seen.contains("pimesh/mesh/"),
+        "the user saw internal topics: {seen}"
+    );
+    assert_eq!(b.peer_status("alpha"), "online", "beats did flow");
+
+    // A forged state, instance status or mesh update is refused.
+    let mut forged = vec![
+        "-p",
+        &bp,
+        "-q",
+        "1",
+        "-r",
+        "-t",
+        "pimesh/a-light",
+        "-m",
+        "{\"state\":\"OFF\",\"room\":\"pwned\"}",
+    ];
+    forged.extend(login);
+    pub_with(&forged);
+    let mut v5 = vec![
+        "-V",
+        "mqttv5",
+        "-p",
+        &bp,
+        "-q",
+        "1",
+        "-t",
+        "pimesh/mesh/x/updates",
+        "-m",
+        "{}",
+    ];
+    v5.extend(login);
+    let (ok, out) = pub_with(&v5);
+    assert!(
+        !ok || out.contains("not authori"),
+        "MQTT 5 hears that its publish was refused: {out}"
+    );
+    let retained = mosquitto_sub(b.port, "pimesh/a-light", 1);
+    assert!(
+        retained[0].contains("\"state\":\"ON\"") && !retained[0].contains("pwned"),
+        "{retained:?}"
+    );
+    assert!(
+        log_of(&b).contains("may not publish on \\\"pimesh/a-light\\\""),
+        "the refusal is logged"
+    );
+
+    // Removing the user refuses its next connection everywhere.
+    assert!(a.cli(&["user", "remove", "ha"]).status.success());
+    wait_until("the removed user is refused at beta", || {
+        let mut args = vec![
+            "-p",
+            &bp,
+            "-q",
+            "1",
+            "-t",
+            "pimesh/a-light/set",
+            "-m",
+            "OFF",
+        ];
+        args.extend(login);
+        !pub_with(&args).0
+    });
+}
+
+#[test]
+fn an_instance_that_was_not_invited_learns_nothing_and_is_never_dialled() {
+    let a = start_node("alpha", &node_config("a"), &[]);
+    let stranger_cfg = format!("{}[mesh]\npeers = [\"{}\"]\n", node_config("u"), a.addr());
+    let u = start_node("stranger", &stranger_cfg, &[]);
+    wait_until("the stranger is told it needs an invitation", || {
+        log_of(&u).contains("not (yet) a member")
+    });
+    assert!(
+        u.all().get("a-light").is_none(),
+        "the stranger learnt alpha's objects"
+    );
+    assert!(
+        a.peers().iter().all(|p| p["name"] != "stranger"),
+        "{:?}",
+        a.peers()
+    );
+    let u_uuid = std::fs::read_to_string(u.dir.join("instance-id")).unwrap();
+    assert!(log_of(&a).contains(&format!("{} is not a member", u_uuid.trim())));
+    // Alpha never connected to the stranger, so it never presented a proof there.
+    let a_uuid = std::fs::read_to_string(a.dir.join("instance-id")).unwrap();
+    let a_simple = a_uuid.trim().replace('-', "");
+    assert!(
+        !log_of(&u).contains(&a_simple),
+        "alpha dialled the stranger: {}",
+        log_of(&u)
+    );
+}
+
+#[test]
+fn an_invitation_works_once() {
+    let a = start_node("alpha", &node_config("a"), &[]);
+    let token = invite(&a.dir, None);
+    let b = start_node(
+        "beta",
+        &node_config("b"),
+        &["--join", &token, "--peer", &a.addr()],
+    );
+    wait_until("beta joined", || b.peer_status("alpha") == "online");
+    let c = start_node(
+        "gamma",
+        &node_config("c"),
+        &["--join", &token, "--peer", &a.addr()],
+    );
+    wait_until("gamma is told the invitation is used", || {
+        log_of(&c).contains("could not join the mesh of the invitation")
+    });
+    assert!(c.all().get("a-light").is_none());
+    assert!(a.peers().iter().all(|p| p["name"] != "gamma"));
+    let bad = cli(&["run", "--join", "hello"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("not a pimesh invitation token"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
+fn a_refused_cli_exits_2_and_says_how_to_authenticate() {
+    let a = Agent::start(&[]);
+    let out = Command::new(bin())
+        .args([
+            "set",
+            "relay-1",
+            "on",
+            "--via",
+            &format!("127.0.0.1:{}", a.port),
+        ])
+        .env_remove("PIMESH_USER")
+        .env_remove("PIMESH_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("refused") && err.contains("--user") && err.contains("PIMESH_PASSWORD"),
+        "{err}"
+    );
+    // On the agent's own machine no flag is needed: systemd's STATE_DIRECTORY (or the default
+    // data dir) leads the CLI to the agent and its credentials.
+    let out = Command::new(bin())
+        .args(["set", "relay-1", "on"])
+        .env("STATE_DIRECTORY", &a.dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(a.dir.join("credentials"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn floods_lock_out_neither_the_cli_nor_other_clients() {
+    let a = Agent::start(&[]);
+    let password = add_user(&a, "flood");
+    // Idle connections that never send CONNECT, from another address: at most 16 are kept,
+    // and they do not hold up anyone else.
+    let idle: Vec<socket2::Socket> = (0..100)
+        .filter_map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+            s.bind(&"127.0.0.2:0".parse::<SocketAddr>().ok()?.into())
+                .ok()?;
+            s.connect(&SocketAddr::from(([127, 0, 0, 1], a.port)).into())
+                .ok()?;
+            Some(s)
+        })
+        .collect();
+    assert_eq!(idle.len(), 100);
+    let start = Instant::now();
+    assert_eq!(a.state("relay-1"), "OFF");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "the CLI waited behind idle connections"
+    );
+    drop(idle);
+    // Authenticated but idle user connections from one address take the users' slots only.
+    let mut users = Vec::new();
+    let mut refused_busy = false;
+    for i in 0..220 {
+        let (s, code) = raw_connect(
+            "127.0.0.3",
+            a.port,
+            &format!("idle-{i}"),
+            Some(("flood", &password)),
+        );
+        match code {
+            Some(0) => users.push(s),
+            Some(3) => {
+                refused_busy = true;
+                break;
+            }
+            other => panic!("connection {i}: CONNACK {other:?}"),
+        }
+    }
+    assert!(
+        refused_busy,
+        "user slots were not limited ({} connected)",
+        users.len()
+    );
+    assert_eq!(users.len(), 200);
+    assert!(
+        a.cli(&["set", "relay-1", "on"]).status.success(),
+        "the local CLI still gets in"
+    );
+    drop(users);
+
+    // One user floods commands; another user's command is still answered at once.
+    let mut lines = String::new();
+    for i in 0..2000 {
+        lines.push_str(if i % 2 == 0 { "ON\n" } else { "OFF\n" });
+    }
+    let mut flood = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &a.port.to_string(),
+            "-u",
+            "flood",
+            "-P",
+            &password,
+        ])
+        .args(["-t", "pimesh/relay-3/set", "-l"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    flood
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    wait_until("the flood is slowed down", || {
+        log_of(&a).contains("slowing it down")
+    });
+    let start = Instant::now();
+    let out = Command::new(bin())
+        .args([
+            "set",
+            "relay-2",
+            "on",
+            "--via",
+            &format!("127.0.0.1:{}", a.port),
+        ])
+        .env("PIMESH_USER", "flood")
+        .env("PIMESH_PASSWORD", &password)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "another client waited {:?}",
+        start.elapsed()
+    );
+    let _ = flood.kill();
+    let _ = flood.wait();
+}
+
+#[test]
+fn oversized_packets_and_client_ids_are_refused_and_the_agent_lives() {
+    let a = Agent::start(&[]);
+    let (u, p) = a.credentials();
+    let (_, code) = raw_connect("127.0.0.1", a.port, &"x".repeat(200), Some((&u, &p)));
+    assert_eq!(code, Some(2), "identifier rejected");
+    let password = add_user(&a, "big");
+    let big = a.dir.join("big-payload");
+    std::fs::write(&big, "x".repeat(300 * 1024)).unwrap();
+    let big = big.to_string_lossy().to_string();
+    let (ok, _) = pub_with(&[
+        "-p",
+        &a.port.to_string(),
+        "-u",
+        "big",
+        "-P",
+        &password,
+        "-q",
+        "1",
+        "-t",
+        "x/big",
+        "-f",
+        &big,
+    ]);
+    assert!(!ok, "a 300 KiB publish from a user is refused");
+    wait_until("the refusal names the size", || {
+        log_of(&a).contains("over the limit")
+    });
+    assert_eq!(a.state("relay-1"), "OFF", "the agent still answers");
+}
+
+#[test]
+fn a_mesh_from_before_authentication_upgrades_without_losing_the_house() {
+    // Two instances as an older pimesh left them: an identity and a store, no credentials,
+    // key or mesh file. Each has state of its own.
+    let a = start_node("alpha", &node_config("a"), &[]);
+    assert!(a.cli(&["move", "a-light", "attic"]).status.success());
+    let b = start_node("beta", &node_config("b"), &[]);
+    assert!(b.cli(&["move", "b-fan", "cellar"]).status.success());
+    let (mut a, mut b) = (a, b);
+    for agent in [&mut a, &mut b] {
+        agent.stop();
+        for f in [
+            "credentials",
+            "instance.key",
+            "mesh.json",
+            "invitations.json",
+        ] {
+            let _ = std::fs::remove_file(agent.dir.join(f));
+        }
+    }
+    // The upgrade: start the first, invite the other, start it once with --join.
+    a.restart();
+    assert_eq!(a.get("a-light")["room"], "attic", "kept across the upgrade");
+    let token = invite(&a.dir, None);
+    b.restart_with(&["--join", &token, "--peer", &a.addr()]);
+    wait_until("both houses merged on both", || {
+        [&a, &b].iter().all(|n| {
+            let all = n.all();
+            all.get("a-light").is_some_and(|o| o["room"] == "attic")
+                && all.get("b-fan").is_some_and(|o| o["room"] == "cellar")
+        })
+    });
+}
