@@ -27,6 +27,8 @@ impl Agent {
             Some(Route::Get) => self.on_get(payload, response).await,
             Some(Route::Peers) => self.on_peers(payload, response).await,
             Some(Route::Send(device)) => self.on_send(&device, payload),
+            Some(Route::State(object)) => self.on_state_topic(&object, payload).await,
+            Some(Route::Status(uuid)) => self.on_status_topic(uuid, payload).await,
             None => {
                 tracing::debug!(%topic, "ignoring message on a topic the agent does not handle")
             }
@@ -39,7 +41,7 @@ impl Agent {
             Ok(req) => req,
             Err(e) => {
                 tracing::warn!(%object, error = %e, "rejected command");
-                let (id, reply_to) = salvage_reply_address(payload);
+                let (id, reply_to) = api::salvage_reply_address(payload);
                 let reply = self.reply(object, id, Outcome::Rejected, Some(e.to_string()));
                 let to = response.or(reply_to.map(ResponseTo::topic));
                 self.answer(to.as_ref(), reply).await;
@@ -302,15 +304,4 @@ fn request_reply_to(payload: &[u8]) -> Option<ResponseTo> {
 /// A topic we may publish an answer on: non-empty, no wildcards, not a `$` system topic.
 fn valid_reply_topic(topic: &str) -> bool {
     !topic.is_empty() && !topic.contains(['+', '#']) && !topic.starts_with('$') && topic.len() < 256
-}
-
-/// For a payload that failed to parse, the command id and reply-to it may still carry, so
-/// that a JSON client with a typo gets its `rejected` answer instead of silence.
-fn salvage_reply_address(payload: &[u8]) -> (Option<String>, Option<String>) {
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(payload)
-    else {
-        return (None, None);
-    };
-    let text = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);
-    (text("id"), text("reply-to"))
 }

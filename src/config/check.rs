@@ -309,6 +309,19 @@ fn mesh(src: &Source, raw: super::raw::RawMesh) -> Result<MeshConfig, ConfigErro
             ));
         }
     }
+    let max_clock_ahead_ms = match raw.max_clock_ahead_s {
+        None => crate::clock::DEFAULT_MAX_AHEAD_MS,
+        Some(s) if *s.get_ref() == 0 || *s.get_ref() > 86_400 => {
+            return Err(src.error(
+                s.span(),
+                format!(
+                    "mesh max-clock-ahead-s is {}; give 1 to 86400 seconds",
+                    s.get_ref()
+                ),
+            ))
+        }
+        Some(s) => s.into_inner() * 1000,
+    };
     match (&raw.username, &raw.password) {
         (Some(user), None) => Err(src.error(
             user.span(),
@@ -322,6 +335,7 @@ fn mesh(src: &Source, raw: super::raw::RawMesh) -> Result<MeshConfig, ConfigErro
             peers: raw.peers.into_iter().map(Spanned::into_inner).collect(),
             username: raw.username.map(Spanned::into_inner),
             password: raw.password.map(Spanned::into_inner),
+            max_clock_ahead_ms,
         }),
     }
 }

@@ -148,6 +148,9 @@ pub struct MeshConfig {
     pub username: Option<String>,
     /// Password presented with [`MeshConfig::username`]; the two always come together.
     pub password: Option<String>,
+    /// How far ahead of our wall clock a peer's stamp may be before it is refused
+    /// (`max-clock-ahead-s`; [`crate::clock::DEFAULT_MAX_AHEAD_MS`] unless set).
+    pub max_clock_ahead_ms: u64,
 }
 
 /// What a relay does when the agent starts.
