@@ -675,3 +675,57 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+impl Agent {
+    /// The agent's instance UUID, as its runtime file advertises it.
+    pub fn uuid(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("agent.json")).expect("agent.json");
+        let info: serde_json::Value = serde_json::from_str(&text).expect("agent.json is JSON");
+        info["uuid"]
+            .as_str()
+            .expect("agent.json names the UUID")
+            .to_string()
+    }
+
+    /// Everything the agent logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("test-agent.log")).unwrap_or_default()
+    }
+}
+
+/// Publishes `payload` (any size: it goes through stdin) on `topic` at QoS 1, retained if
+/// asked, with `mosquitto_pub`: how an outsider on the broker's port would.
+pub fn publish(port: u16, topic: &str, payload: &[u8], retain: bool) {
+    use std::io::Write;
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", topic, "-s"]);
+    if retain {
+        cmd.arg("-r");
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub (apt install mosquitto-clients) must be installed");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(payload).expect("write payload");
+    drop(stdin);
+    assert!(child.wait().expect("mosquitto_pub").success());
+}
+
+/// Publishes every line of `lines` as one message on `topic` (QoS 1), over one connection.
+pub fn publish_lines(port: u16, topic: &str, lines: &[String]) {
+    use std::io::Write;
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", topic, "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub (apt install mosquitto-clients) must be installed");
+    let mut stdin = child.stdin.take().expect("stdin");
+    for line in lines {
+        writeln!(stdin, "{line}").expect("write line");
+    }
+    drop(stdin);
+    assert!(child.wait().expect("mosquitto_pub").success());
+}
