@@ -11,6 +11,7 @@ use super::{on_off, Agent};
 use crate::api::{self, Outcome, Reply, Route, SetRequest, Switch};
 use crate::broker::local::{PublishProperties, ResponseTo};
 use crate::model::{self, ObjectId, Value};
+use crate::ratelimit::warn_limited;
 use crate::router::{self, Target};
 
 impl Agent {
@@ -40,7 +41,8 @@ impl Agent {
         let mut req = match api::parse_set(payload) {
             Ok(req) => req,
             Err(e) => {
-                tracing::warn!(%object, error = %e, "rejected command");
+                let shown: String = object.chars().take(crate::model::MAX_ID_LEN).collect();
+                warn_limited!(self.warns, "rejected-command", object = %shown, error = %e, "rejected command");
                 let (id, reply_to) = api::salvage_reply_address(payload);
                 let reply = self.reply(object, id, Outcome::Rejected, Some(e.to_string()));
                 let to = response.or(reply_to.map(ResponseTo::topic));
@@ -238,7 +240,7 @@ impl Agent {
     }
 
     /// Publishes an answer where a client asked for it, with its correlation data.
-    pub(super) async fn answer(&self, reply_to: Option<&ResponseTo>, reply: Reply) {
+    pub(super) async fn answer(&mut self, reply_to: Option<&ResponseTo>, reply: Reply) {
         let Some(to) = reply_to else { return };
         let payload = serde_json::to_vec(&reply).unwrap_or_default();
         self.publish_answer(to, payload);
@@ -246,10 +248,11 @@ impl Agent {
 
     /// Publishes `payload` on a client's reply topic; MQTT 5 clients get their correlation
     /// data back as a property.
-    fn publish_answer(&self, to: &ResponseTo, payload: Vec<u8>) {
+    fn publish_answer(&mut self, to: &ResponseTo, payload: Vec<u8>) {
         let topic = to.topic.as_str();
         if !valid_reply_topic(topic) {
-            tracing::warn!(%topic, "not answering on an invalid reply topic");
+            let shown: String = topic.chars().take(80).collect();
+            warn_limited!(self.warns, "bad-reply-topic", topic = %shown, "not answering on an invalid reply topic");
             return;
         }
         let properties = to.correlation.clone().map(|data| PublishProperties {
@@ -257,7 +260,7 @@ impl Agent {
             ..Default::default()
         });
         if let Err(e) = self.link.publish_with(topic, false, payload, properties) {
-            tracing::warn!(%topic, error = %e, "could not publish the answer");
+            warn_limited!(self.warns, "answer-not-sent", %topic, error = %e, "could not publish the answer");
         }
     }
 
@@ -266,7 +269,11 @@ impl Agent {
         let request = serde_json::from_slice::<api::GetRequest>(payload).ok();
         let id = request.as_ref().and_then(|r| r.id.clone());
         let Some(reply_to) = response.or(request.map(|r| ResponseTo::topic(r.reply_to))) else {
-            tracing::warn!("ignoring a get request without a valid reply-to");
+            warn_limited!(
+                self.warns,
+                "bad-get",
+                "ignoring a get request without a valid reply-to"
+            );
             return;
         };
         let objects = self
@@ -287,7 +294,11 @@ impl Agent {
     /// Handles `<base>/agent/peers`: answers with the mesh as this instance sees it.
     async fn on_peers(&mut self, payload: &[u8], response: Option<ResponseTo>) {
         let Some(reply_to) = response.or_else(|| request_reply_to(payload)) else {
-            tracing::warn!("ignoring a peers request without a valid reply-to");
+            warn_limited!(
+                self.warns,
+                "bad-peers",
+                "ignoring a peers request without a valid reply-to"
+            );
             return;
         };
         let rows = self.peers.rows(&self.my_addrs(), crate::clock::now_ms());

@@ -153,7 +153,7 @@ impl Agent {
         match origin {
             Origin::Client { reply_to, .. } => {
                 if reply.result != Outcome::Ok {
-                    tracing::warn!(object = %reply.object, result = ?reply.result, error = ?reply.error, "command not executed");
+                    warn_limited!(self.warns, "command-not-executed", object = %reply.object, result = ?reply.result, error = ?reply.error, "command not executed");
                 }
                 self.answer(reply_to.as_ref(), reply).await
             }

@@ -246,7 +246,7 @@ impl Agent {
     }
 
     /// Reports another instance claiming an object whose hardware is ours.
-    fn check_claim(&self, u: &Update) {
+    fn check_claim(&mut self, u: &Update) {
         let Some(other) = u.prop.strip_prefix(model::CLAIM_PREFIX) else {
             return;
         };
@@ -259,7 +259,12 @@ impl Agent {
                 .and_then(|o| self.peers.name_of(o))
                 .unwrap_or(other)
                 .to_string();
-            tracing::error!(object = %u.object, other = %name, "object id conflict: {} is configured on this instance ({}) and on {name}; commands for it are refused until one config drops it", u.object, self.name);
+            if let Some(suppressed) = self
+                .warns
+                .allow("claim-conflict", std::time::Instant::now())
+            {
+                tracing::error!(suppressed, object = %u.object, other = %name, "object id conflict: {} is configured on this instance ({}) and on {name}; commands for it are refused until one config drops it", u.object, self.name);
+            }
         }
     }
 
