@@ -13,6 +13,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map};
 use uuid::Uuid;
 
+/// The longest command id and `reply-to` topic accepted, in bytes. Both are kept (recent
+/// answers, pending commands) and echoed, so neither may grow with what a client sends.
+pub const MAX_ID_BYTES: usize = 128;
+
+/// The largest `…/set` payload accepted, in bytes; a real command is a few hundred.
+pub const MAX_SET_PAYLOAD: usize = 4096;
+
 /// A request to change an object, as parsed from a `…/set` payload or built by the CLI.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -86,10 +93,17 @@ pub enum PayloadError {
     BadRoom(String),
     #[error("{0} must be a finite number")]
     BadNumber(&'static str),
+    #[error("payload is {0} bytes; a command is at most {MAX_SET_PAYLOAD}")]
+    TooLarge(usize),
+    #[error("{what} is {len} bytes; at most {MAX_ID_BYTES} are allowed")]
+    TooLong { what: &'static str, len: usize },
 }
 
 /// Parses a `…/set` payload.
 pub fn parse_set(payload: &[u8]) -> Result<SetRequest, PayloadError> {
+    if payload.len() > MAX_SET_PAYLOAD {
+        return Err(PayloadError::TooLarge(payload.len()));
+    }
     let text = std::str::from_utf8(payload).map_err(|_| PayloadError::NotText)?;
     let text = text.trim();
     if text.is_empty() {
@@ -118,7 +132,16 @@ pub fn check(req: &SetRequest) -> Result<(), PayloadError> {
     }
     if let Some(room) = &req.room {
         if room.trim().is_empty() || room.chars().count() > 64 {
-            return Err(PayloadError::BadRoom(room.clone()));
+            return Err(PayloadError::BadRoom(room.chars().take(80).collect()));
+        }
+    }
+    for (what, field) in [("command id", &req.id), ("reply-to", &req.reply_to)] {
+        if let Some(len) = field
+            .as_ref()
+            .map(String::len)
+            .filter(|&l| l > MAX_ID_BYTES)
+        {
+            return Err(PayloadError::TooLong { what, len });
         }
     }
     if req.x.is_some_and(|x| !x.is_finite()) {
@@ -128,6 +151,27 @@ pub fn check(req: &SetRequest) -> Result<(), PayloadError> {
         return Err(PayloadError::BadNumber("y"));
     }
     Ok(())
+}
+
+/// For a `…/set` payload that failed to parse, the command id and reply-to it may still
+/// carry, so that a JSON client with a typo (or a number out of range, `1e400`) gets its
+/// `rejected` answer instead of silence. Other fields are skipped without being converted,
+/// and an id or reply-to over [`MAX_ID_BYTES`] is not taken.
+pub fn salvage_reply_address(payload: &[u8]) -> (Option<String>, Option<String>) {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    struct Address {
+        id: Option<serde_json::Value>,
+        reply_to: Option<serde_json::Value>,
+    }
+    let Ok(addr) = serde_json::from_slice::<Address>(payload) else {
+        return (None, None);
+    };
+    let text = |v: Option<serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) if s.len() <= MAX_ID_BYTES => Some(s),
+        _ => None,
+    };
+    (text(addr.id), text(addr.reply_to))
 }
 
 /// What a topic on our broker means to the agent.
@@ -141,6 +185,10 @@ pub enum Route {
     Peers,
     /// `<base>/<device>/send`: bytes for a raw serial device.
     Send(String),
+    /// `<base>/<object>`: an object's retained state, which only the agent may write.
+    State(String),
+    /// `<base>/instance/<uuid>/status`: an instance's retained status, likewise.
+    Status(Uuid),
 }
 
 /// Classifies `topic`, or None for topics the agent does not handle.
@@ -152,7 +200,15 @@ pub fn route(base: &str, topic: &str) -> Option<Route> {
     if rest == "agent/peers" {
         return Some(Route::Peers);
     }
-    let (object, verb) = rest.split_once('/')?;
+    if let Some(uuid) = rest
+        .strip_prefix("instance/")
+        .and_then(|r| r.strip_suffix("/status"))
+    {
+        return Uuid::parse_str(uuid).ok().map(Route::Status);
+    }
+    let Some((object, verb)) = rest.split_once('/') else {
+        return (!rest.is_empty()).then(|| Route::State(rest.to_string()));
+    };
     if object.is_empty() {
         return None;
     }
@@ -182,6 +238,16 @@ pub fn send_filter(base: &str) -> String {
 /// `<base>/+/set`: every command topic.
 pub fn set_filter(base: &str) -> String {
     format!("{base}/+/set")
+}
+
+/// `<base>/+`: every object's retained state, watched so a foreign value is replaced.
+pub fn state_filter(base: &str) -> String {
+    format!("{base}/+")
+}
+
+/// `<base>/instance/+/status`: every instance's retained status, watched likewise.
+pub fn status_filter(base: &str) -> String {
+    format!("{base}/instance/+/status")
 }
 
 /// `<base>/instance/<uuid>/status`: retained `online`/`offline`.
@@ -339,13 +405,77 @@ mod tests {
     }
 
     #[test]
+    fn ids_and_reply_topics_are_bounded() {
+        let id = "i".repeat(MAX_ID_BYTES);
+        let ok = format!(r#"{{"state":"ON","id":"{id}","reply-to":"r"}}"#);
+        assert!(parse_set(ok.as_bytes()).is_ok());
+        let long = format!(r#"{{"state":"ON","id":"{id}x","reply-to":"r"}}"#);
+        assert_eq!(
+            parse_set(long.as_bytes()).unwrap_err().to_string(),
+            "command id is 129 bytes; at most 128 are allowed"
+        );
+        // The answer still reaches the sender, without echoing the id.
+        assert_eq!(
+            salvage_reply_address(long.as_bytes()),
+            (None, Some("r".into()))
+        );
+        let topic = "t".repeat(MAX_ID_BYTES + 1);
+        let long = format!(r#"{{"state":"ON","reply-to":"{topic}"}}"#);
+        assert_eq!(
+            parse_set(long.as_bytes()).unwrap_err().to_string(),
+            "reply-to is 129 bytes; at most 128 are allowed"
+        );
+        let huge = format!(r#"{{"state":"ON","id":"{}"}}"#, "i".repeat(2 << 20));
+        assert_eq!(
+            parse_set(huge.as_bytes()).unwrap_err(),
+            PayloadError::TooLarge(huge.len())
+        );
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_rejected_and_still_answered() {
+        for bad in [
+            r#"{"x":1e400,"id":"c1","reply-to":"me/r"}"#,
+            r#"{"y":-1e400,"id":"c1","reply-to":"me/r"}"#,
+            r#"{"x":NaN,"id":"c1","reply-to":"me/r"}"#,
+            r#"{"x":Infinity,"id":"c1","reply-to":"me/r"}"#,
+        ] {
+            assert!(parse_set(bad.as_bytes()).is_err(), "{bad}");
+            let salvaged = salvage_reply_address(bad.as_bytes());
+            if bad.contains("e400") {
+                assert_eq!(salvaged, (Some("c1".into()), Some("me/r".into())), "{bad}");
+            }
+        }
+        let req = SetRequest {
+            x: Some(f64::NAN),
+            ..Default::default()
+        };
+        assert_eq!(check(&req).unwrap_err(), PayloadError::BadNumber("x"));
+        let req = SetRequest {
+            y: Some(f64::INFINITY),
+            ..Default::default()
+        };
+        assert_eq!(check(&req).unwrap_err(), PayloadError::BadNumber("y"));
+    }
+
+    #[test]
     fn routes() {
         assert_eq!(
             route("pimesh", "pimesh/relay-1/set"),
             Some(Route::Set("relay-1".into()))
         );
         assert_eq!(route("pimesh", &get_topic("pimesh")), Some(Route::Get));
-        assert_eq!(route("pimesh", "pimesh/relay-1"), None);
+        assert_eq!(
+            route("pimesh", "pimesh/relay-1"),
+            Some(Route::State("relay-1".into()))
+        );
+        let u = Uuid::new_v4();
+        assert_eq!(
+            route("pimesh", &status_topic("pimesh", u)),
+            Some(Route::Status(u))
+        );
+        assert_eq!(route("pimesh", "pimesh/instance/nope/status"), None);
+        assert_eq!(route("pimesh", "pimesh/"), None);
         assert_eq!(route("pimesh", "other/relay-1/set"), None);
         assert_eq!(route("pimesh", "pimesh//set"), None);
         assert_eq!(

@@ -16,6 +16,15 @@
 //! clock that boots with a time in the past: its clock is restored from its own last stamp
 //! ([`Hlc::restore`]) and from what it observes, so its writes are not lost either.
 //!
+//! # Stamps from the future
+//!
+//! Folding in any stamp, however far ahead, hands every sender the power to freeze everyone
+//! else's writes: one forged `(u64::MAX, u32::MAX)` would win every register for good and
+//! pin every clock at the end of time. So a remote stamp further ahead of our wall clock
+//! than a bound (`[mesh] max-clock-ahead-s`, default [`DEFAULT_MAX_AHEAD_MS`]) is refused
+//! ([`check_ahead`], [`Hlc::observe_remote`]): it is never folded in and the update carrying
+//! it is never applied. Honest skew within the bound still works as above.
+//!
 //! The clock is sans-IO: wall time is an argument, so tests inject it; [`now_ms`] reads the
 //! system clock for the code that does I/O.
 
@@ -87,11 +96,21 @@ impl Hlc {
         stamp
     }
 
-    /// Folds in a remote stamp so later local stamps order after it.
-    ///
-    /// The stamp is folded in however far ahead of `_wall_ms` it is (see the module doc on
-    /// skew): refusing it would not stop the register from holding the skewed write, it would
-    /// only stop our later writes from beating it.
+    /// Folds in a remote stamp so later local stamps order after it, if it is at most
+    /// `max_ahead_ms` ahead of `wall_ms`; a stamp further ahead is refused and changes nothing.
+    pub fn observe_remote(
+        &mut self,
+        remote: &Stamp,
+        wall_ms: u64,
+        max_ahead_ms: u64,
+    ) -> Result<(), TooFarAhead> {
+        check_ahead(remote, wall_ms, max_ahead_ms)?;
+        self.observe(remote, wall_ms);
+        Ok(())
+    }
+
+    /// Folds in a stamp already admitted (checked with [`check_ahead`], or our own read back
+    /// from disk) so later local stamps order after it.
     pub fn observe(&mut self, remote: &Stamp, _wall_ms: u64) {
         if (remote.wall_ms, remote.counter) > (self.wall_ms, self.counter) {
             self.wall_ms = remote.wall_ms;
@@ -113,6 +132,39 @@ impl Hlc {
             origin: self.origin,
         }
     }
+}
+
+/// Default bound on how far a remote stamp may be ahead of our wall clock: five minutes,
+/// generous for Pis whose clocks NTP keeps within a second, small enough that a forged or
+/// broken clock cannot outvote the house for long.
+pub const DEFAULT_MAX_AHEAD_MS: u64 = 5 * 60 * 1000;
+
+/// A remote stamp too far ahead of the local wall clock: refused, never folded in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "stamp of {origin} is {ahead_ms} ms ahead of our wall clock (at most {max_ms} ms allowed; \
+     check both clocks, or raise [mesh] max-clock-ahead-s)"
+)]
+pub struct TooFarAhead {
+    /// The origin the stamp claims.
+    pub origin: Uuid,
+    /// How far ahead of our wall clock it is.
+    pub ahead_ms: u64,
+    /// The bound it broke.
+    pub max_ms: u64,
+}
+
+/// Whether `stamp` is at most `max_ms` ahead of `wall_ms`.
+pub fn check_ahead(stamp: &Stamp, wall_ms: u64, max_ms: u64) -> Result<(), TooFarAhead> {
+    let ahead_ms = stamp.wall_ms.saturating_sub(wall_ms);
+    if ahead_ms > max_ms {
+        return Err(TooFarAhead {
+            origin: stamp.origin,
+            ahead_ms,
+            max_ms,
+        });
+    }
+    Ok(())
 }
 
 /// The system wall clock in milliseconds since the Unix epoch; 0 if it reads before 1970.
@@ -236,6 +288,44 @@ mod tests {
         clock.observe(&forged, 0);
         let next = clock.tick(0);
         assert_eq!(next.wall_ms, u64::MAX);
+    }
+
+    #[test]
+    fn a_stamp_beyond_the_bound_is_refused_and_not_folded_in() {
+        let now = 10 * HOUR_MS;
+        let mut clock = Hlc::new(id(1));
+        clock.tick(now);
+        let before = clock.peek(now);
+        let forged = Stamp {
+            wall_ms: u64::MAX,
+            counter: u32::MAX,
+            origin: id(2),
+        };
+        let err = clock
+            .observe_remote(&forged, now, DEFAULT_MAX_AHEAD_MS)
+            .unwrap_err();
+        assert_eq!(err.origin, id(2));
+        assert_eq!(clock.peek(now), before, "the refused stamp left no trace");
+
+        let edge = Stamp {
+            wall_ms: now + DEFAULT_MAX_AHEAD_MS,
+            counter: 3,
+            origin: id(2),
+        };
+        assert!(clock
+            .observe_remote(&edge, now, DEFAULT_MAX_AHEAD_MS)
+            .is_ok());
+        assert!(
+            clock.tick(now) > edge,
+            "within the bound, skew is folded in"
+        );
+        let past = Stamp {
+            wall_ms: edge.wall_ms + 1,
+            ..edge
+        };
+        assert!(clock
+            .observe_remote(&past, now, DEFAULT_MAX_AHEAD_MS)
+            .is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod mesh;
 pub mod model;
 pub mod mqtt;
 pub mod plugins;
+pub mod ratelimit;
 pub mod replica;
 pub mod router;
 pub mod runtime;

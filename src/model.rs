@@ -54,19 +54,22 @@ pub enum IdError {
 
 impl ObjectId {
     /// Checks `id` and wraps it.
+    /// A refused id is quoted in the error up to 80 characters, so an id of megabytes from
+    /// the network never reaches a log or an answer whole.
     pub fn new(id: impl Into<String>) -> Result<Self, IdError> {
         let id = id.into();
+        let shown = |id: &str| id.chars().take(80).collect::<String>();
         if id.is_empty() {
             return Err(IdError::Empty);
         }
         if id.len() > MAX_ID_LEN {
-            return Err(IdError::TooLong { id });
+            return Err(IdError::TooLong { id: shown(&id) });
         }
         if !id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         {
-            return Err(IdError::BadCharacter { id });
+            return Err(IdError::BadCharacter { id: shown(&id) });
         }
         Ok(ObjectId(id))
     }
@@ -203,6 +206,8 @@ mod tests {
             ObjectId::new("a".repeat(65)),
             Err(IdError::TooLong { .. })
         ));
+        let huge = ObjectId::new("a".repeat(2 << 20)).unwrap_err().to_string();
+        assert!(huge.len() < 200, "{} bytes", huge.len());
     }
 
     #[test]

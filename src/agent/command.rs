@@ -11,6 +11,7 @@ use super::{on_off, Agent};
 use crate::api::{self, Outcome, Reply, Route, SetRequest, Switch};
 use crate::broker::local::{PublishProperties, ResponseTo};
 use crate::model::{self, ObjectId, Value};
+use crate::ratelimit::warn_limited;
 use crate::router::{self, Target};
 
 impl Agent {
@@ -27,6 +28,8 @@ impl Agent {
             Some(Route::Get) => self.on_get(payload, response).await,
             Some(Route::Peers) => self.on_peers(payload, response).await,
             Some(Route::Send(device)) => self.on_send(&device, payload),
+            Some(Route::State(object)) => self.on_state_topic(&object, payload).await,
+            Some(Route::Status(uuid)) => self.on_status_topic(uuid, payload).await,
             None => {
                 tracing::debug!(%topic, "ignoring message on a topic the agent does not handle")
             }
@@ -38,8 +41,9 @@ impl Agent {
         let mut req = match api::parse_set(payload) {
             Ok(req) => req,
             Err(e) => {
-                tracing::warn!(%object, error = %e, "rejected command");
-                let (id, reply_to) = salvage_reply_address(payload);
+                let shown: String = object.chars().take(crate::model::MAX_ID_LEN).collect();
+                warn_limited!(self.warns, "rejected-command", object = %shown, error = %e, "rejected command");
+                let (id, reply_to) = api::salvage_reply_address(payload);
                 let reply = self.reply(object, id, Outcome::Rejected, Some(e.to_string()));
                 let to = response.or(reply_to.map(ResponseTo::topic));
                 self.answer(to.as_ref(), reply).await;
@@ -236,7 +240,7 @@ impl Agent {
     }
 
     /// Publishes an answer where a client asked for it, with its correlation data.
-    pub(super) async fn answer(&self, reply_to: Option<&ResponseTo>, reply: Reply) {
+    pub(super) async fn answer(&mut self, reply_to: Option<&ResponseTo>, reply: Reply) {
         let Some(to) = reply_to else { return };
         let payload = serde_json::to_vec(&reply).unwrap_or_default();
         self.publish_answer(to, payload);
@@ -244,10 +248,11 @@ impl Agent {
 
     /// Publishes `payload` on a client's reply topic; MQTT 5 clients get their correlation
     /// data back as a property.
-    fn publish_answer(&self, to: &ResponseTo, payload: Vec<u8>) {
+    fn publish_answer(&mut self, to: &ResponseTo, payload: Vec<u8>) {
         let topic = to.topic.as_str();
         if !valid_reply_topic(topic) || !crate::door::acl::may_answer_on(&self.base, topic) {
-            tracing::warn!(%topic, "not answering on an invalid reply topic (answers go outside the base topic or below <base>/client/)");
+            let shown: String = topic.chars().take(80).collect();
+            warn_limited!(self.warns, "bad-reply-topic", topic = %shown, "not answering on an invalid reply topic (answers go outside the base topic or below <base>/client/)");
             return;
         }
         let properties = to.correlation.clone().map(|data| PublishProperties {
@@ -255,7 +260,7 @@ impl Agent {
             ..Default::default()
         });
         if let Err(e) = self.link.publish_with(topic, false, payload, properties) {
-            tracing::warn!(%topic, error = %e, "could not publish the answer");
+            warn_limited!(self.warns, "answer-not-sent", %topic, error = %e, "could not publish the answer");
         }
     }
 
@@ -264,7 +269,11 @@ impl Agent {
         let request = serde_json::from_slice::<api::GetRequest>(payload).ok();
         let id = request.as_ref().and_then(|r| r.id.clone());
         let Some(reply_to) = response.or(request.map(|r| ResponseTo::topic(r.reply_to))) else {
-            tracing::warn!("ignoring a get request without a valid reply-to");
+            warn_limited!(
+                self.warns,
+                "bad-get",
+                "ignoring a get request without a valid reply-to"
+            );
             return;
         };
         let objects = self
@@ -285,7 +294,11 @@ impl Agent {
     /// Handles `<base>/agent/peers`: answers with the mesh as this instance sees it.
     async fn on_peers(&mut self, payload: &[u8], response: Option<ResponseTo>) {
         let Some(reply_to) = response.or_else(|| request_reply_to(payload)) else {
-            tracing::warn!("ignoring a peers request without a valid reply-to");
+            warn_limited!(
+                self.warns,
+                "bad-peers",
+                "ignoring a peers request without a valid reply-to"
+            );
             return;
         };
         let rows = self.peers.rows(&self.my_addrs(), crate::clock::now_ms());
@@ -302,15 +315,4 @@ fn request_reply_to(payload: &[u8]) -> Option<ResponseTo> {
 /// A topic we may publish an answer on: non-empty, no wildcards, not a `$` system topic.
 fn valid_reply_topic(topic: &str) -> bool {
     !topic.is_empty() && !topic.contains(['+', '#']) && !topic.starts_with('$') && topic.len() < 256
-}
-
-/// For a payload that failed to parse, the command id and reply-to it may still carry, so
-/// that a JSON client with a typo gets its `rejected` answer instead of silence.
-fn salvage_reply_address(payload: &[u8]) -> (Option<String>, Option<String>) {
-    let Ok(serde_json::Value::Object(map)) = serde_json::from_slice::<serde_json::Value>(payload)
-    else {
-        return (None, None);
-    };
-    let text = |k: &str| map.get(k).and_then(|v| v.as_str()).map(str::to_string);
-    (text("id"), text("reply-to"))
 }

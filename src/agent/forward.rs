@@ -8,11 +8,12 @@
 //! move on to the next live instance with the same command id, so they still run at most once.
 
 use super::Agent;
-use crate::api::{Outcome, Reply, SetRequest};
+use crate::api::{Outcome, PayloadError, Reply, SetRequest, MAX_ID_BYTES};
 use crate::broker::local::ResponseTo;
 use crate::mesh::proto::{Forward, ForwardReply};
 use crate::model::{self, ObjectId};
 use crate::mqtt::Qos;
+use crate::ratelimit::warn_limited;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -152,7 +153,7 @@ impl Agent {
         match origin {
             Origin::Client { reply_to, .. } => {
                 if reply.result != Outcome::Ok {
-                    tracing::warn!(object = %reply.object, result = ?reply.result, error = ?reply.error, "command not executed");
+                    warn_limited!(self.warns, "command-not-executed", object = %reply.object, result = ?reply.result, error = ?reply.error, "command not executed");
                 }
                 self.answer(reply_to.as_ref(), reply).await
             }
@@ -197,19 +198,25 @@ impl Agent {
         }
     }
 
-    /// A command another instance left on our broker.
+    /// A command another instance left on our broker. It is checked exactly like a
+    /// `…/set` from a client (and its clock against the stamp bound) before anything else,
+    /// its clock included, is taken from it; a bad one is answered `rejected`.
     pub(super) async fn on_forward(&mut self, sender: Uuid, fwd: Forward) {
-        if let Some(stamp) = &fwd.clock {
-            self.replica.observe(stamp, crate::clock::now_ms());
+        let origin = Origin::Peer { sender };
+        if let Err(why) = self.check_forward(&fwd) {
+            let shown: String = fwd.object.chars().take(crate::model::MAX_ID_LEN).collect();
+            warn_limited!(self.warns, "rejected-forward", %sender, object = %shown, error = %why, "rejected a forwarded command");
+            let id = (fwd.id.len() <= MAX_ID_BYTES).then_some(fwd.id);
+            let reply = self.reply(&shown, id, Outcome::Rejected, Some(why));
+            return self.respond(origin, reply).await;
         }
         if self.pending.contains_key(&fwd.id) || self.is_queued(&fwd.id) {
             return;
         }
         if let Some(earlier) = self.remembered(&fwd.id) {
             tracing::info!(command = %fwd.id, "duplicate forwarded command: answering again, not executing again");
-            return self.respond(Origin::Peer { sender }, earlier).await;
+            return self.respond(origin, earlier).await;
         }
-        let origin = Origin::Peer { sender };
         if fwd.onward {
             return self
                 .dispatch(&fwd.object, fwd.id, fwd.request, origin, false)
@@ -227,6 +234,27 @@ impl Agent {
                 self.respond(origin, reply).await
             }
         }
+    }
+
+    /// What a `…/set` would be refused for, plus a clock from too far in the future (then
+    /// the clock is not observed); otherwise observes the clock.
+    fn check_forward(&mut self, fwd: &Forward) -> Result<(), String> {
+        if fwd.id.len() > MAX_ID_BYTES {
+            let e = PayloadError::TooLong {
+                what: "command id",
+                len: fwd.id.len(),
+            };
+            return Err(e.to_string());
+        }
+        ObjectId::new(&fwd.object).map_err(|e| e.to_string())?;
+        crate::api::check(&fwd.request).map_err(|e| e.to_string())?;
+        if let Some(stamp) = &fwd.clock {
+            let now = crate::clock::now_ms();
+            self.replica
+                .observe(stamp, now)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// The answer to a command we forwarded.

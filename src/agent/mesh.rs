@@ -3,25 +3,32 @@
 //! `crate::mesh::peers`; this file does the I/O and feeds the replica.
 
 use super::{Agent, PeerLink};
-use crate::api;
 use crate::clock;
 use crate::mesh::peers::{Change, Identified};
-use crate::mesh::proto::{Batch, Beat, Hello, Kind, SyncPage, SyncReq};
+use crate::mesh::proto::{check_count, Batch, Beat, Hello, Kind, SyncPage, SyncReq, BATCH, PAGE};
 use crate::mqtt::{Link, LinkEvent, LinkOptions, Qos};
+use crate::ratelimit::warn_limited;
+use crate::replica::MAX_SEQ;
 use rumqttc::LastWill;
 use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 impl Agent {
-    /// Opens a link to the broker at `addr` (`HOST:PORT`) unless we have one or it is ours.
+    /// Opens a link to the seed broker at `addr` (`HOST:PORT`) unless we have one or it is ours.
     pub(super) fn connect_peer(&mut self, addr: &str) {
+        self.dial(addr, None);
+    }
+
+    /// Opens a link to `addr`, learnt from a hello at `learnt` or a seed (none).
+    fn dial(&mut self, addr: &str, learnt: Option<Instant>) {
         let addr = addr.trim();
         if !self.peers.want_link(addr) {
             return;
         }
         let Some((host, port)) = split_addr(addr) else {
-            tracing::warn!(peer = %addr, "ignoring a peer address that is not HOST:PORT");
+            let shown: String = addr.chars().take(80).collect();
+            warn_limited!(self.warns, "bad-peer-addr", peer = %shown, "ignoring a peer address that is not HOST:PORT");
             return;
         };
         let mut opts = LinkOptions::new(
@@ -65,7 +72,10 @@ impl Agent {
             }
         });
         tracing::info!(peer = %addr, "linking to peer");
-        self.peers.add_link(addr);
+        match learnt {
+            Some(at) => self.peers.add_learnt_link(addr, at),
+            None => self.peers.add_link(addr),
+        }
         self.links.insert(
             addr.to_string(),
             PeerLink {
@@ -137,17 +147,17 @@ impl Agent {
         let Some((uuid, kind)) = self.topics.classify(topic) else {
             return;
         };
-        let bad = |what: &str, e: serde_json::Error| {
-            tracing::warn!(peer = %addr, %topic, error = %e, "ignoring a malformed {what} from a peer");
+        let mut bad = |what: &str, e: &dyn std::fmt::Display| {
+            warn_limited!(self.warns, "malformed-peer-message", peer = %addr, %topic, error = %e, "ignoring a malformed {what} from a peer");
         };
         match kind {
             Kind::Owner => match serde_json::from_slice::<Hello>(payload) {
                 Ok(hello) => self.on_owner_hello(addr, hello).await,
-                Err(e) => bad("hello", e),
+                Err(e) => bad("hello", &e),
             },
             Kind::Hello if uuid != self.uuid => match serde_json::from_slice::<Hello>(payload) {
                 Ok(hello) => self.learn(&hello),
-                Err(e) => bad("hello", e),
+                Err(e) => bad("hello", &e),
             },
             Kind::Beat => match serde_json::from_slice::<Beat>(payload) {
                 Ok(beat) => {
@@ -155,6 +165,11 @@ impl Agent {
                         self.peers
                             .heard(uuid, Some(&beat.name), Instant::now(), clock::now_ms());
                     self.on_changes(changes).await;
+                    if let Some(&own) = beat.vv.get(&uuid).filter(|s| **s <= MAX_SEQ) {
+                        self.announced.insert(uuid, own);
+                    }
+                    // Claims of this peer we already refused start no new sync.
+                    let refused = self.unjustified.get(&uuid);
                     let ahead = beat.vv.iter().any(|(origin, seq)| {
                         *seq > self
                             .replica
@@ -162,21 +177,28 @@ impl Agent {
                             .get(origin)
                             .copied()
                             .unwrap_or(0)
+                            && *seq <= MAX_SEQ
+                            && refused.and_then(|r| r.get(origin)) != Some(seq)
                     });
                     if ahead {
                         self.start_sync(uuid).await;
                     }
                 }
-                Err(e) => bad("heartbeat", e),
+                Err(e) => bad("heartbeat", &e),
             },
             Kind::Updates => match serde_json::from_slice::<Batch>(payload) {
+                Ok(batch) if check_count("an update batch", &batch.updates, BATCH).is_err() => {
+                    if let Err(e) = check_count("an update batch", &batch.updates, BATCH) {
+                        bad("update batch", &e);
+                    }
+                }
                 Ok(batch) => {
                     let (own, forged): (Vec<_>, Vec<_>) = batch
                         .updates
                         .into_iter()
                         .partition(|u| u.stamp.origin == uuid);
                     if !forged.is_empty() {
-                        tracing::warn!(peer = %addr, count = forged.len(), "dropping updates a peer sent for another origin");
+                        warn_limited!(self.warns, "foreign-origin", peer = %addr, count = forged.len(), "dropping updates a peer sent for another origin");
                     }
                     let changes = self
                         .peers
@@ -187,28 +209,32 @@ impl Agent {
                         self.start_sync(uuid).await;
                     }
                 }
-                Err(e) => bad("update batch", e),
+                Err(e) => bad("update batch", &e),
             },
             Kind::Answer(to) if to == self.uuid => {
                 match serde_json::from_slice::<crate::mesh::proto::ForwardReply>(payload) {
                     Ok(answer) => {
-                        // Only the executor's own updates; a gap they open is filled by its
-                        // live stream, which carries them too.
+                        // Only the executor's own updates, and no more than a page; a gap
+                        // they open is filled by its live stream, which carries them too.
                         let own: Vec<_> = answer
                             .updates
                             .into_iter()
                             .filter(|u| u.stamp.origin == uuid)
+                            .take(PAGE)
                             .collect();
                         self.apply_remote(&own);
                         self.on_forward_reply(answer.reply).await
                     }
-                    Err(e) => bad("answer", e),
+                    Err(e) => bad("answer", &e),
                 }
             }
             Kind::SyncPage(requester) if requester == self.uuid => {
                 match serde_json::from_slice::<SyncPage>(payload) {
-                    Ok(page) => self.on_sync_page(uuid, page).await,
-                    Err(e) => bad("sync page", e),
+                    Ok(page) => match check_count("a sync page", &page.updates, PAGE) {
+                        Ok(()) => self.on_sync_page(uuid, page).await,
+                        Err(e) => bad("sync page", &e),
+                    },
+                    Err(e) => bad("sync page", &e),
                 }
             }
             _ => {}
@@ -228,17 +254,21 @@ impl Agent {
         match kind {
             Kind::Hello => match serde_json::from_slice::<Hello>(payload) {
                 Ok(hello) => self.learn(&hello),
-                Err(e) => tracing::warn!(%topic, error = %e, "ignoring a malformed introduction"),
+                Err(e) => {
+                    warn_limited!(self.warns, "malformed-own-mesh-message", %topic, error = %e, "ignoring a malformed introduction")
+                }
             },
             Kind::SyncReq => match serde_json::from_slice::<SyncReq>(payload) {
                 Ok(req) if req.to == self.uuid => self.answer_sync(uuid, req).await,
                 Ok(_) => {}
-                Err(e) => tracing::warn!(%topic, error = %e, "ignoring a malformed sync request"),
+                Err(e) => {
+                    warn_limited!(self.warns, "malformed-own-mesh-message", %topic, error = %e, "ignoring a malformed sync request")
+                }
             },
             Kind::Cmd => match serde_json::from_slice::<crate::mesh::proto::Forward>(payload) {
                 Ok(fwd) => self.on_forward(uuid, fwd).await,
                 Err(e) => {
-                    tracing::warn!(%topic, error = %e, "ignoring a malformed forwarded command")
+                    warn_limited!(self.warns, "malformed-own-mesh-message", %topic, error = %e, "ignoring a malformed forwarded command")
                 }
             },
             _ => {}
@@ -290,16 +320,16 @@ impl Agent {
         }
     }
 
-    /// Links to every broker a hello mentions (peer exchange).
+    /// Links to the brokers a hello mentions (peer exchange), at most
+    /// [`MAX_HELLO_ADDRS`](crate::mesh::proto::MAX_HELLO_ADDRS) of them.
     fn learn(&mut self, hello: &Hello) {
-        let addrs: Vec<String> = hello
-            .addrs
-            .iter()
-            .cloned()
-            .chain(hello.peers.iter().map(|p| p.addr.clone()))
-            .collect();
+        let (addrs, extra) = hello.addresses();
+        if extra > 0 {
+            warn_limited!(self.warns, "long-hello", uuid = %hello.uuid, extra, "a hello lists more than {} addresses; ignoring the rest", crate::mesh::proto::MAX_HELLO_ADDRS);
+        }
+        let now = Instant::now();
         for addr in addrs {
-            self.connect_peer(&addr);
+            self.dial(&addr, Some(now));
         }
     }
 
@@ -377,8 +407,18 @@ impl Agent {
             .link
             .publish(&topic, Qos::AtMostOnce, false, payload)
             .await;
-        let changes = self.peers.expire(Instant::now());
+        let now = Instant::now();
+        let changes = self.peers.expire(now);
         self.on_changes(changes).await;
+        for addr in self.peers.give_up_links(now) {
+            tracing::info!(peer = %addr, "giving up a learnt address that never answered");
+            if let Some(pl) = self.links.remove(&addr) {
+                pl.stop.cancel();
+            }
+        }
+        for (site, suppressed) in self.warns.flush(now) {
+            tracing::warn!(site, suppressed, "similar warnings were suppressed");
+        }
         self.expire_syncs();
         self.expire_pending().await;
         if !self.unsaved.is_empty() || self.store.pending() > 0 {
@@ -401,12 +441,7 @@ impl Agent {
                 self.syncs.remove(&uuid);
                 self.executor_gone(uuid).await;
             }
-            let topic = api::status_topic(&self.base, uuid);
-            let word = if online { "online" } else { "offline" };
-            let _ = self
-                .link
-                .publish(&topic, Qos::AtLeastOnce, true, word)
-                .await;
+            self.publish_status(uuid, online).await;
             let held: Vec<_> = self
                 .replica
                 .objects()

@@ -189,6 +189,17 @@ struct Agent {
     running: bool,
     /// The runtime file to write once our broker link is subscribed (and where).
     advertise: Option<(PathBuf, RuntimeInfo)>,
+    /// Rate limits of the warnings that input from the network can trigger.
+    warns: crate::ratelimit::WarnLimit,
+    /// Each linked peer's count of its own updates, from its heartbeat: how far a sync page
+    /// may raise our version vector for that origin (see `sync.rs`).
+    announced: crate::replica::VersionVector,
+    /// Claims of a peer's last sync page we refused, by peer, so its heartbeats showing the
+    /// same claims do not start a sync after every beat.
+    unjustified: HashMap<Uuid, crate::replica::VersionVector>,
+    /// Hashes of the retained payloads we published lately, so our own echo of an older
+    /// value is told apart from someone else overwriting it (see `state.rs`).
+    echoes: heapless::Deque<u64, 256>,
 }
 
 /// One link to a peer's broker.
@@ -212,7 +223,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     })?;
     let _lock = runtime::lock(&data_dir)?;
     let uuid = identity::load_or_create(&data_dir)?;
-    let (store, replica) = Store::open(&data_dir.join("store"), uuid)?;
+    let (store, mut replica) = Store::open(&data_dir.join("store"), uuid)?;
+    replica.set_max_clock_ahead(settings.config.mesh.max_clock_ahead_ms);
     let base = settings.config.base_topic.clone();
 
     let local_secret = crate::secret::local_password(&data_dir)?;
@@ -308,6 +320,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         jobs: Vec::new(),
         running: false,
         advertise: None,
+        warns: Default::default(),
+        announced: Default::default(),
+        unjustified: HashMap::new(),
+        echoes: heapless::Deque::new(),
     };
     agent.reconcile_objects(&settings.config);
     agent.record_self_as_member();
@@ -455,18 +471,13 @@ impl Agent {
             self.topics.hello_filter(),
             self.topics.sync_req_filter(),
             self.topics.cmd_filter(),
+            api::state_filter(&self.base),
+            api::status_filter(&self.base),
         ];
         if let Err(e) = self.link.subscribe_many(&filters) {
             tracing::error!(error = %e, "cannot subscribe to our own broker");
         }
-        let status = api::status_topic(&self.base, self.uuid);
-        if let Err(e) = self
-            .link
-            .publish(&status, Qos::AtLeastOnce, true, "online")
-            .await
-        {
-            tracing::warn!(error = %e, "cannot publish status");
-        }
+        self.publish_status(self.uuid, true).await;
         self.last_hello = None;
         self.publish_owner_hello().await;
         let ids: Vec<ObjectId> = self.replica.objects().map(|(id, _)| id.clone()).collect();

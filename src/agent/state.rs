@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::mesh::proto::{Batch, BATCH};
 use crate::model::{self, ObjectId, Value};
 use crate::mqtt::Qos;
+use crate::ratelimit::warn_limited;
 use crate::replica::Object;
 use std::collections::BTreeSet;
 use uuid::Uuid;
@@ -30,6 +31,15 @@ pub fn claimants(obj: &Object) -> Vec<Uuid> {
         .filter_map(|(p, _)| p.strip_prefix(model::CLAIM_PREFIX))
         .filter_map(|u| Uuid::parse_str(u).ok())
         .collect()
+}
+
+/// A hash of a retained message, to recognise our own echoes.
+fn echo_hash(topic: &str, payload: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    topic.hash(&mut h);
+    payload.hash(&mut h);
+    h.finish()
 }
 
 impl Agent {
@@ -187,21 +197,26 @@ impl Agent {
         }
     }
 
-    /// Applies updates from a peer (live stream or sync page): persist, apply, mark what
-    /// changed. Returns the origins with gaps in their sequence, for the mesh to repair.
+    /// Applies updates from a peer (live stream, sync page, answer): admit, persist, apply,
+    /// mark what changed. An update the replica refuses (a stamp from the future, a bound
+    /// passed) is logged with its claimed origin and neither stored nor applied. Returns the
+    /// origins with gaps in their sequence, for the mesh to repair.
     pub(super) fn apply_remote(&mut self, updates: &[Update]) -> BTreeSet<Uuid> {
         let mut gaps = BTreeSet::new();
         if updates.is_empty() {
             return gaps;
         }
-        // Written with the next local change or heartbeat: the origin holds these durably,
-        // and a sync after a crash fetches whatever was not written yet.
-        if let Err(e) = self.store.queue(updates) {
-            tracing::error!(error = %e, "a replicated update cannot be stored; it stays in memory only");
-        }
         let now = clock::now_ms();
+        let mut admitted = Vec::with_capacity(updates.len());
         for u in updates {
-            let applied = self.replica.apply(u, now);
+            let applied = match self.replica.apply_remote(u, now) {
+                Ok(applied) => applied,
+                Err(e) => {
+                    warn_limited!(self.warns, "refused-update", origin = %u.stamp.origin, object = %u.object, seq = u.seq, error = %e, "refusing a replicated update");
+                    continue;
+                }
+            };
+            admitted.push(u.clone());
             if applied.changed {
                 self.dirty.insert(u.object.clone());
                 self.check_claim(u);
@@ -209,6 +224,11 @@ impl Agent {
             if let Some(gap) = applied.gap {
                 gaps.insert(gap.origin);
             }
+        }
+        // Written with the next local change or heartbeat: the origin holds these durably,
+        // and a sync after a crash fetches whatever was not written yet.
+        if let Err(e) = self.store.queue(&admitted) {
+            tracing::error!(error = %e, "a replicated update cannot be stored; it stays in memory only");
         }
         self.maybe_compact();
         gaps
@@ -226,7 +246,7 @@ impl Agent {
     }
 
     /// Reports another instance claiming an object whose hardware is ours.
-    fn check_claim(&self, u: &Update) {
+    fn check_claim(&mut self, u: &Update) {
         let Some(other) = u.prop.strip_prefix(model::CLAIM_PREFIX) else {
             return;
         };
@@ -239,7 +259,12 @@ impl Agent {
                 .and_then(|o| self.peers.name_of(o))
                 .unwrap_or(other)
                 .to_string();
-            tracing::error!(object = %u.object, other = %name, "object id conflict: {} is configured on this instance ({}) and on {name}; commands for it are refused until one config drops it", u.object, self.name);
+            if let Some(suppressed) = self
+                .warns
+                .allow("claim-conflict", std::time::Instant::now())
+            {
+                tracing::error!(suppressed, object = %u.object, other = %name, "object id conflict: {} is configured on this instance ({}) and on {name}; commands for it are refused until one config drops it", u.object, self.name);
+            }
         }
     }
 
@@ -307,19 +332,82 @@ impl Agent {
 
     /// Publishes the retained public state of one object (an empty retained message clears
     /// a deleted object's topic).
-    pub(super) async fn publish_state(&self, id: &ObjectId) {
+    pub(super) async fn publish_state(&mut self, id: &ObjectId) {
         let topic = api::state_topic(&self.base, id);
-        let payload = match self.replica.get(id) {
-            Some(obj) if !obj.is_deleted() => self.state_json(id).to_string().into_bytes(),
-            _ => Vec::new(),
-        };
+        let payload = self.state_payload(id);
+        self.publish_retained(&topic, payload).await;
+    }
+
+    /// Publishes the retained status of instance `uuid` on our broker.
+    pub(super) async fn publish_status(&mut self, uuid: Uuid, online: bool) {
+        let topic = api::status_topic(&self.base, uuid);
+        let word = if online { "online" } else { "offline" };
+        self.publish_retained(&topic, word.as_bytes().to_vec())
+            .await;
+    }
+
+    /// Publishes a retained message on our broker and remembers it as ours.
+    async fn publish_retained(&mut self, topic: &str, payload: Vec<u8>) {
+        if self.echoes.is_full() {
+            self.echoes.pop_front();
+        }
+        let _ = self.echoes.push_back(echo_hash(topic, &payload));
         if let Err(e) = self
             .link
-            .publish(&topic, Qos::AtLeastOnce, true, payload)
+            .publish(topic, Qos::AtLeastOnce, true, payload)
             .await
         {
-            tracing::warn!(%topic, error = %e, "could not publish state");
+            tracing::warn!(%topic, error = %e, "could not publish retained state");
         }
+    }
+
+    /// What the retained state topic of `id` holds: its JSON, or nothing once deleted.
+    fn state_payload(&self, id: &ObjectId) -> Vec<u8> {
+        match self.replica.get(id) {
+            Some(obj) if !obj.is_deleted() => self.state_json(id).to_string().into_bytes(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A message on an object's retained state topic of our broker. Only we write it: our
+    /// own echo is the current value or one we published lately; anything else was written
+    /// by someone else, and ours is put back. Topics of objects we do not know are left to
+    /// whoever uses them.
+    pub(super) async fn on_state_topic(&mut self, object: &str, payload: &[u8]) {
+        let Some(id) = ObjectId::new(object)
+            .ok()
+            .filter(|id| self.replica.get(id).is_some())
+        else {
+            return;
+        };
+        let topic = api::state_topic(&self.base, &id);
+        if self.state_payload(&id) == payload || self.is_echo(&topic, payload) {
+            return;
+        }
+        warn_limited!(self.warns, "foreign-state", %topic, "retained state overwritten by someone else; publishing ours again");
+        self.publish_state(&id).await;
+    }
+
+    /// A message on an instance's retained status topic of our broker: like
+    /// [`Agent::on_state_topic`], for ourselves and the peers we know.
+    pub(super) async fn on_status_topic(&mut self, uuid: Uuid, payload: &[u8]) {
+        if uuid != self.uuid && self.peers.name_of(uuid).is_none() {
+            return;
+        }
+        let online = self.peers.is_alive(uuid);
+        let ours: &[u8] = if online { b"online" } else { b"offline" };
+        let topic = api::status_topic(&self.base, uuid);
+        if payload == ours || self.is_echo(&topic, payload) {
+            return;
+        }
+        warn_limited!(self.warns, "foreign-status", %topic, "retained status overwritten by someone else; publishing ours again");
+        self.publish_status(uuid, online).await;
+    }
+
+    /// Whether `payload` on `topic` is one we published lately.
+    fn is_echo(&self, topic: &str, payload: &[u8]) -> bool {
+        let hash = echo_hash(topic, payload);
+        self.echoes.iter().any(|h| *h == hash)
     }
 
     /// The public JSON of one object, with who holds it, whether that instance is alive, and

@@ -5,6 +5,7 @@
 use super::Agent;
 use crate::mesh::proto::{self, SyncPage, SyncReq};
 use crate::mqtt::Qos;
+use crate::ratelimit::warn_limited;
 use crate::replica::VersionVector;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -170,7 +171,16 @@ impl Agent {
         }
         if let Some(st) = self.syncs.remove(&peer) {
             if let Some(vv) = st.first_vv {
-                self.replica.merge_version_vector(&vv);
+                let refused = self.replica.merge_page_version_vector(&vv, &self.announced);
+                if refused.is_empty() {
+                    self.unjustified.remove(&peer);
+                } else {
+                    let name = self.peers.name_of(peer).unwrap_or("?").to_string();
+                    let first = refused.iter().next().map(|(o, s)| format!("{o}={s}"));
+                    warn_limited!(self.warns, "unjustified-vv", peer = %name, origins = refused.len(), first = ?first, "a sync page claims more than it brought or its origins announced; not raising our version vector that far");
+                    let kept = refused.into_iter().take(crate::replica::MAX_ORIGINS);
+                    self.unjustified.insert(peer, kept.collect());
+                }
             }
             if st.received > 0 {
                 let name = self.peers.name_of(peer).unwrap_or("?").to_string();

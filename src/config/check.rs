@@ -307,9 +307,23 @@ fn mesh(src: &Source, raw: super::raw::RawMesh) -> Result<MeshConfig, ConfigErro
             return Err(src.error(token.span(), format!("mesh join: {e}")));
         }
     }
+    let max_clock_ahead_ms = match raw.max_clock_ahead_s {
+        None => crate::clock::DEFAULT_MAX_AHEAD_MS,
+        Some(s) if *s.get_ref() == 0 || *s.get_ref() > 86_400 => {
+            return Err(src.error(
+                s.span(),
+                format!(
+                    "mesh max-clock-ahead-s is {}; give 1 to 86400 seconds",
+                    s.get_ref()
+                ),
+            ))
+        }
+        Some(s) => s.into_inner() * 1000,
+    };
     Ok(MeshConfig {
         peers: raw.peers.into_iter().map(Spanned::into_inner).collect(),
         join: raw.join.map(Spanned::into_inner),
+        max_clock_ahead_ms,
     })
 }
 

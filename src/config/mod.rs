@@ -149,6 +149,9 @@ pub struct MeshConfig {
     /// An invitation token (from `pimesh invite` on a member) this instance joins with; once
     /// it is a member, the token is not needed any more.
     pub join: Option<String>,
+    /// How far ahead of our wall clock a peer's stamp may be before it is refused
+    /// (`max-clock-ahead-s`; [`crate::clock::DEFAULT_MAX_AHEAD_MS`] unless set).
+    pub max_clock_ahead_ms: u64,
 }
 
 /// What a relay does when the agent starts.

@@ -133,6 +133,8 @@ pub(super) struct RawMesh {
     pub peers: Vec<Spanned<String>>,
     /// Invitation token to join with; checked to be one.
     pub join: Option<Spanned<String>>,
+    /// How far ahead of our wall clock a peer's stamp may be, in seconds; at least 1.
+    pub max_clock_ahead_s: Option<Spanned<u64>>,
 }
 
 /// One `[[relay]]` table.

@@ -71,7 +71,8 @@ fn an_empty_file_gives_every_default() {
             },
             mesh: MeshConfig {
                 peers: vec![],
-                join: None
+                join: None,
+                max_clock_ahead_ms: 300_000,
             },
             relays: vec![],
             inputs: vec![],
@@ -243,6 +244,17 @@ fn an_unreadable_file_is_reported_at_line_0() {
             path.display()
         )
     );
+}
+
+#[test]
+fn max_clock_ahead_is_seconds_within_a_day() {
+    let config = accepted(&["[mesh]", "max-clock-ahead-s = 60"]);
+    assert_eq!(config.mesh.max_clock_ahead_ms, 60_000);
+    assert_eq!(
+        refusal(&["[mesh]", "max-clock-ahead-s = 0"]),
+        "house.toml:2: mesh max-clock-ahead-s is 0; give 1 to 86400 seconds"
+    );
+    assert!(refusal(&["[mesh]", "max-clock-ahead = 60"]).contains("unknown field"));
 }
 
 #[test]

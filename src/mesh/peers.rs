@@ -16,6 +16,15 @@ pub const BEAT_MS: u64 = 1000;
 /// Silence after which a peer counts as offline (the bound is 5 s).
 pub const OFFLINE_AFTER: Duration = Duration::from_millis(3 * BEAT_MS);
 
+/// The most broker addresses we link to at once (seeds, learnt and identified together).
+pub const MAX_LINKS: usize = 64;
+/// A learnt address whose broker has not told us whose it is after this long is given up.
+pub const LINK_GIVE_UP: Duration = Duration::from_secs(30);
+/// A given-up address is not dialled again for this long, even if a hello names it.
+pub const RETRY_AFTER: Duration = Duration::from_secs(600);
+/// Given-up addresses remembered at once; the oldest is forgotten first.
+const MAX_GIVEN_UP: usize = 256;
+
 /// One link we keep to a broker address.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinkState {
@@ -23,6 +32,8 @@ pub struct LinkState {
     pub uuid: Option<Uuid>,
     /// The link is connected.
     pub connected: bool,
+    /// When a hello made us dial it; none for seeds from the config, which are kept for good.
+    pub learnt: Option<Instant>,
 }
 
 /// One instance we know of.
@@ -73,6 +84,8 @@ pub struct Peers {
     own_addrs: Vec<String>,
     /// Instances by UUID.
     instances: BTreeMap<Uuid, Instance>,
+    /// Learnt addresses that never answered, with when they were given up.
+    given_up: BTreeMap<String, Instant>,
 }
 
 /// A row of `pimesh peers`.
@@ -102,23 +115,70 @@ impl Peers {
             links: BTreeMap::new(),
             own_addrs: Vec::new(),
             instances: BTreeMap::new(),
+            given_up: BTreeMap::new(),
         }
     }
 
-    /// Whether a link to `addr` should be opened: not ours, not already linked.
+    /// Whether a link to `addr` should be opened: not ours, not already linked, not given up
+    /// lately, and fewer than [`MAX_LINKS`] links open.
     pub fn want_link(&self, addr: &str) -> bool {
-        !self.links.contains_key(addr) && !self.own_addrs.iter().any(|a| a == addr)
+        !self.links.contains_key(addr)
+            && !self.own_addrs.iter().any(|a| a == addr)
+            && !self.given_up.contains_key(addr)
+            && self.links.len() < MAX_LINKS
     }
 
-    /// Records that a link to `addr` is being opened.
+    /// Records that a link to seed `addr` is being opened.
     pub fn add_link(&mut self, addr: &str) {
+        self.insert_link(addr, None);
+    }
+
+    /// Records that a link to `addr`, learnt from a hello at `now`, is being opened.
+    pub fn add_learnt_link(&mut self, addr: &str, now: Instant) {
+        self.insert_link(addr, Some(now));
+    }
+
+    fn insert_link(&mut self, addr: &str, learnt: Option<Instant>) {
         self.links.insert(
             addr.to_string(),
             LinkState {
                 uuid: None,
                 connected: false,
+                learnt,
             },
         );
+    }
+
+    /// Learnt links whose broker never said whose it is within [`LINK_GIVE_UP`]: forgotten
+    /// (and not dialled again for [`RETRY_AFTER`]); the agent closes them.
+    pub fn give_up_links(&mut self, now: Instant) -> Vec<String> {
+        self.given_up
+            .retain(|_, at| now.saturating_duration_since(*at) < RETRY_AFTER);
+        let stale: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.uuid.is_none())
+            .filter(|(_, l)| {
+                l.learnt
+                    .is_some_and(|t| now.saturating_duration_since(t) >= LINK_GIVE_UP)
+            })
+            .map(|(a, _)| a.clone())
+            .collect();
+        for addr in &stale {
+            self.links.remove(addr);
+            if self.given_up.len() >= MAX_GIVEN_UP {
+                let oldest = self
+                    .given_up
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(a, _)| a.clone());
+                if let Some(oldest) = oldest {
+                    self.given_up.remove(&oldest);
+                }
+            }
+            self.given_up.insert(addr.clone(), now);
+        }
+        stale
     }
 
     /// Forgets a link (dropped as our own or a duplicate).
@@ -364,6 +424,37 @@ mod tests {
             Identified::Duplicate
         );
         assert_eq!(p.known().len(), 1);
+    }
+
+    #[test]
+    fn learnt_addresses_are_bounded_and_given_up_when_silent() {
+        let mut p = Peers::new(Uuid::new_v4(), "a");
+        let t0 = Instant::now();
+        p.add_link("seed:1");
+        let mut dialled = 0;
+        for i in 0..499 {
+            let addr = format!("10.0.0.1:{}", 2000 + i);
+            if p.want_link(&addr) {
+                p.add_learnt_link(&addr, t0);
+                dialled += 1;
+            }
+        }
+        assert_eq!(dialled, MAX_LINKS - 1);
+        let b = Uuid::new_v4();
+        p.identify("10.0.0.1:2000", &hello(b, "b"));
+
+        assert!(p.give_up_links(t0 + Duration::from_secs(1)).is_empty());
+        let gone = p.give_up_links(t0 + LINK_GIVE_UP);
+        assert_eq!(
+            gone.len(),
+            MAX_LINKS - 2,
+            "all but the seed and the identified one"
+        );
+        assert_eq!(p.known().len(), 2);
+        assert!(!p.want_link("10.0.0.1:2001"), "not dialled again soon");
+        p.give_up_links(t0 + LINK_GIVE_UP + RETRY_AFTER);
+        assert!(p.want_link("10.0.0.1:2001"), "dialled again later");
+        assert!(p.given_up.len() <= MAX_GIVEN_UP);
     }
 
     #[test]

@@ -13,6 +13,34 @@ pub const PAGE: usize = 2000;
 /// Updates per live-stream message.
 pub const BATCH: usize = 500;
 
+/// Addresses one hello may make us dial (its own plus its peers'): enough for peer
+/// exchange (the rest of a large mesh is learnt from the others' hellos), too few for one
+/// forged hello to make every agent dial hundreds of addresses.
+pub const MAX_HELLO_ADDRS: usize = 16;
+
+/// A mesh message that breaks a bound: dropped whole, with this reason in the log.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProtoError {
+    #[error("{what} carries {count} updates; at most {max} are allowed")]
+    TooManyUpdates {
+        what: &'static str,
+        count: usize,
+        max: usize,
+    },
+}
+
+/// Checks that `updates` of a `what` message hold at most `max`.
+pub fn check_count(what: &'static str, updates: &[Update], max: usize) -> Result<(), ProtoError> {
+    if updates.len() > max {
+        return Err(ProtoError::TooManyUpdates {
+            what,
+            count: updates.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
 /// An instance introducing itself: retained on its own broker (`<base>/mesh/owner`) and on
 /// every broker it links to (`<base>/mesh/<uuid>/hello`), which is how an instance that only
 /// knows one peer learns all the others.
@@ -27,6 +55,25 @@ pub struct Hello {
     pub addrs: Vec<String>,
     /// Every peer it knows, so that knowing one live peer is enough.
     pub peers: Vec<PeerAddr>,
+}
+
+impl Hello {
+    /// The addresses this hello asks us to dial, at most [`MAX_HELLO_ADDRS`] (its own first,
+    /// then its peers', without repeats), and how many more it listed.
+    pub fn addresses(&self) -> (Vec<String>, usize) {
+        let mut all: Vec<&String> = Vec::new();
+        for a in self.addrs.iter().chain(self.peers.iter().map(|p| &p.addr)) {
+            if !all.contains(&a) {
+                all.push(a);
+                if all.len() > MAX_HELLO_ADDRS + 1_000 {
+                    break;
+                }
+            }
+        }
+        let extra = all.len().saturating_sub(MAX_HELLO_ADDRS);
+        let dial = all.into_iter().take(MAX_HELLO_ADDRS).cloned().collect();
+        (dial, extra)
+    }
 }
 
 /// A known peer, as passed along in a [`Hello`].
@@ -281,6 +328,39 @@ mod tests {
         let (second, more) = page(&delta, last);
         assert_eq!((second.len(), more), (5, false));
         assert_eq!(second[0].seq, PAGE as u64 + 1);
+    }
+
+    #[test]
+    fn a_hello_makes_us_dial_at_most_sixteen_addresses() {
+        let hello = Hello {
+            uuid: Uuid::new_v4(),
+            name: "x".into(),
+            addrs: vec!["10.0.0.1:1883".into(), "10.0.0.1:1883".into()],
+            peers: (0..499)
+                .map(|i| PeerAddr {
+                    uuid: None,
+                    addr: format!("10.0.1.{}:{}", i % 250, 1000 + i),
+                })
+                .collect(),
+        };
+        let (dial, extra) = hello.addresses();
+        assert_eq!(dial.len(), MAX_HELLO_ADDRS);
+        assert_eq!(dial[0], "10.0.0.1:1883");
+        assert_eq!(dial[1], "10.0.1.0:1000");
+        assert_eq!(extra, 500 - MAX_HELLO_ADDRS);
+    }
+
+    #[test]
+    fn batches_and_pages_are_bounded() {
+        let o = Uuid::new_v4();
+        let updates: Vec<Update> = (1..=(BATCH as u64 + 1)).map(|s| update(o, s)).collect();
+        assert!(check_count("an update batch", &updates[..BATCH], BATCH).is_ok());
+        assert_eq!(
+            check_count("an update batch", &updates, BATCH)
+                .unwrap_err()
+                .to_string(),
+            "an update batch carries 501 updates; at most 500 are allowed"
+        );
     }
 
     #[test]

@@ -34,6 +34,7 @@
 //! keeps (I). An overwritten update needs no copy of its own: the register that beat it
 //! carries a larger stamp and is either sent or already held.
 
+mod admit;
 pub mod log;
 mod record;
 mod seqs;
@@ -41,6 +42,9 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
+pub use admit::{
+    Refused, MAX_OBJECTS, MAX_ORIGINS, MAX_PROPS, MAX_PROP_LEN, MAX_SEQ, MAX_TEXT_LEN,
+};
 pub use log::{Store, StoreError};
 
 use crate::clock::{Hlc, Stamp};
@@ -163,6 +167,8 @@ pub struct Replica {
     seqs: Seqs,
     /// Number of registers over all objects, so the store can tell when its log is bloated.
     registers: usize,
+    /// How far ahead of our wall clock a remote stamp may be (see [`admit`]).
+    max_ahead_ms: u64,
 }
 
 impl Replica {
@@ -174,6 +180,7 @@ impl Replica {
             objects: BTreeMap::new(),
             seqs: Seqs::default(),
             registers: 0,
+            max_ahead_ms: crate::clock::DEFAULT_MAX_AHEAD_MS,
         }
     }
 
@@ -243,7 +250,8 @@ impl Replica {
         updates
     }
 
-    /// Applies one update, local (from prepare) or remote, idempotently. Observes its stamp into the HLC.
+    /// Applies one update, local (from prepare) or read back from our disk, idempotently; a
+    /// remote one goes through [`Replica::apply_remote`]. Observes its stamp into the HLC.
     /// LWW: higher stamp wins; equal stamp (only from a forged/corrupt update) breaks on Value::tie_break_key.
     ///
     /// An update with seq 0 is never issued by `prepare` and would be invisible to
@@ -284,11 +292,6 @@ impl Replica {
     /// so the receiver's next changes are ordered after it.
     pub fn clock(&self) -> Stamp {
         self.clock.last()
-    }
-
-    /// Moves the clock past `stamp`, received with a message, without applying anything.
-    pub fn observe(&mut self, stamp: &Stamp, wall_ms: u64) {
-        self.clock.observe(stamp, wall_ms);
     }
 
     pub fn get(&self, id: &ObjectId) -> Option<&Object> {

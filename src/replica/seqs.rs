@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
+/// Seqs kept per origin above a gap: a forger sending distinct seqs cannot grow the set
+/// further; a real gap that large is closed by a sync, which raises the vector past it.
+const MAX_WAITING: usize = 10_000;
+
 /// Per-origin sequence bookkeeping of one replica.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Seqs {
@@ -38,6 +42,16 @@ impl Seqs {
         self.contiguous(origin).max(above)
     }
 
+    /// Origins with any seq held.
+    pub(crate) fn origins(&self) -> usize {
+        let only_ahead = self
+            .ahead
+            .keys()
+            .filter(|o| !self.version_vector.contains_key(o))
+            .count();
+        self.version_vector.len() + only_ahead
+    }
+
     /// Records that `seq` of `origin` is held; returns the gap still open for that origin.
     /// `seq` must be at least 1 (0 is never issued).
     pub(crate) fn record(&mut self, origin: Uuid, seq: u64) -> Option<Gap> {
@@ -46,7 +60,13 @@ impl Seqs {
             self.version_vector.insert(origin, seq);
             self.advance(origin);
         } else if seq > have {
-            self.ahead.entry(origin).or_default().insert(seq);
+            let waiting = self.ahead.entry(origin).or_default();
+            waiting.insert(seq);
+            if waiting.len() > MAX_WAITING {
+                // Forget the lowest: the vector then waits for a sync to pass it, but the
+                // highest seq held (our next own seq follows it) stays right.
+                waiting.pop_first();
+            }
         }
         self.gap(origin)
     }
@@ -153,6 +173,16 @@ mod tests {
         seqs.raise(&BTreeMap::from([(origin(), 5)]));
         assert_eq!(seqs.contiguous(&origin()), 6);
         assert!(seqs.ahead.is_empty());
+    }
+
+    #[test]
+    fn waiting_seqs_are_bounded_and_keep_the_highest() {
+        let mut seqs = Seqs::default();
+        for s in 0..(MAX_WAITING as u64 + 50) {
+            seqs.record(origin(), 10 + s);
+        }
+        assert_eq!(seqs.ahead[&origin()].len(), MAX_WAITING);
+        assert_eq!(seqs.highest(&origin()), 10 + MAX_WAITING as u64 + 49);
     }
 
     #[test]

@@ -109,6 +109,7 @@ fn into_replica(snapshot: SnapshotIn, origin: Uuid) -> Replica {
             ahead: snapshot.ahead,
         },
         registers,
+        max_ahead_ms: crate::clock::DEFAULT_MAX_AHEAD_MS,
     }
 }
 

@@ -480,7 +480,7 @@ fn a_write_made_after_observing_a_senders_clock_wins_over_the_senders_last_write
     );
 
     let mut executor = Replica::new(node(1));
-    executor.observe(&sender.clock(), T0);
+    executor.observe(&sender.clock(), T0).unwrap();
     let later = write(&mut executor, "scene", &[(STATE, "OFF".into())], T0);
     for u in &later {
         sender.apply(u, T0);

@@ -66,6 +66,28 @@ pub fn maybe_creds(port: u16) -> Option<(String, String)> {
     agent_on(port).map(|_| creds(port))
 }
 
+/// A fresh member login of the instance of `dir` (its key, its mesh): what a compromised
+/// member could present. Each call makes a new proof (a proof is accepted once).
+pub fn member_login(dir: &Path) -> (String, String) {
+    let key = pimesh::secret::instance_key(dir).expect("instance key");
+    let mesh = pimesh::membership::MeshFile::load(dir)
+        .expect("mesh file")
+        .expect("a mesh");
+    let uuid: uuid::Uuid = std::fs::read_to_string(dir.join("instance-id"))
+        .expect("instance-id")
+        .trim()
+        .parse()
+        .expect("a UUID");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    (
+        format!("member:{uuid}"),
+        pimesh::door::auth::member_proof(&key, mesh.mesh, uuid, now),
+    )
+}
+
 /// `-u USER -P PASSWORD` for Debian's mosquitto clients against the agent on `port`.
 pub fn mosquitto_auth(port: u16) -> Vec<String> {
     let (u, p) = creds(port);
@@ -633,11 +655,15 @@ pub struct Subscriber {
 impl Subscriber {
     /// Connects to the broker on `port` and subscribes to `topic`.
     pub fn new(port: u16, topic: &str) -> Subscriber {
+        Subscriber::new_as(port, topic, creds(port))
+    }
+
+    /// [`Subscriber::new`] with the given user name and password.
+    pub fn new_as(port: u16, topic: &str, login: (String, String)) -> Subscriber {
         use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
         let mut opts = MqttOptions::new(format!("test-sub-{}", free_port()), "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(30));
-        let (u, p) = creds(port);
-        opts.set_credentials(u, p);
+        opts.set_credentials(login.0, login.1);
         let (client, mut connection) = Client::new(opts, 100);
         client
             .subscribe(topic, QoS::AtLeastOnce)
@@ -850,4 +876,70 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
+}
+
+impl Agent {
+    /// The agent's instance UUID, as its runtime file advertises it.
+    pub fn uuid(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("agent.json")).expect("agent.json");
+        let info: serde_json::Value = serde_json::from_str(&text).expect("agent.json is JSON");
+        info["uuid"]
+            .as_str()
+            .expect("agent.json names the UUID")
+            .to_string()
+    }
+
+    /// Everything the agent logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("test-agent.log")).unwrap_or_default()
+    }
+}
+
+/// Publishes `payload` (any size: it goes through stdin) on `topic` at QoS 1, retained if
+/// asked, with `mosquitto_pub`: how an outsider on the broker's port would.
+pub fn publish(port: u16, topic: &str, payload: &[u8], retain: bool) {
+    publish_as(port, creds(port), topic, payload, retain)
+}
+
+/// [`publish`] with the given user name and password.
+pub fn publish_as(port: u16, login: (String, String), topic: &str, payload: &[u8], retain: bool) {
+    use std::io::Write;
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-u", &login.0, "-P", &login.1])
+        .args(["-t", topic, "-s"]);
+    if retain {
+        cmd.arg("-r");
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub (apt install mosquitto-clients) must be installed");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(payload).expect("write payload");
+    drop(stdin);
+    assert!(child.wait().expect("mosquitto_pub").success());
+}
+
+/// Publishes every line of `lines` as one message on `topic` (QoS 1), over one connection.
+pub fn publish_lines(port: u16, topic: &str, lines: &[String]) {
+    publish_lines_as(port, creds(port), topic, lines)
+}
+
+/// [`publish_lines`] with the given user name and password.
+pub fn publish_lines_as(port: u16, login: (String, String), topic: &str, lines: &[String]) {
+    use std::io::Write;
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-u", &login.0, "-P", &login.1])
+        .args(["-t", topic, "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub (apt install mosquitto-clients) must be installed");
+    let mut stdin = child.stdin.take().expect("stdin");
+    for line in lines {
+        writeln!(stdin, "{line}").expect("write line");
+    }
+    drop(stdin);
+    assert!(child.wait().expect("mosquitto_pub").success());
 }
