@@ -170,7 +170,7 @@ fn clients_without_valid_credentials_are_refused_on_every_listener() {
         log.contains("wrong password for the instance's own credentials"),
         "{log}"
     );
-    assert!(log.contains("unknown user \\\"nobody\\\""), "{log}");
+    assert!(log.contains("unknown user \"nobody\""), "{log}");
 }
 
 #[test]
@@ -277,7 +277,7 @@ fn a_user_switches_another_instances_relay_through_any_broker_but_never_sees_the
     v5.extend(login);
     let (ok, out) = pub_with(&v5);
     assert!(
-        !ok || out.contains("not authori"),
+        !ok || out.to_lowercase().contains("not authori"),
         "MQTT 5 hears that its publish was refused: {out}"
     );
     let retained = mosquitto_sub(b.port, "pimesh/a-light", 1);
@@ -286,7 +286,7 @@ fn a_user_switches_another_instances_relay_through_any_broker_but_never_sees_the
         "{retained:?}"
     );
     assert!(
-        log_of(&b).contains("may not publish on \\\"pimesh/a-light\\\""),
+        log_of(&b).contains("may not publish on \"pimesh/a-light\""),
         "the refusal is logged"
     );
 
