@@ -258,8 +258,14 @@ impl Agent {
     }
 
     /// The answer to a command we forwarded.
-    pub(super) async fn on_forward_reply(&mut self, reply: Reply) {
+    /// Only the instance a command was sent to can answer it: another member that learnt
+    /// the command id (or guessed it) cannot.
+    pub(super) async fn on_forward_reply(&mut self, from: Uuid, reply: Reply) {
         let Some(id) = reply.id.clone() else { return };
+        if self.pending.get(&id).is_some_and(|p| p.executor != from) {
+            warn_limited!(self.warns, "answer-from-non-executor", peer = %from, command = %id, "ignoring an answer from an instance the command was not sent to");
+            return;
+        }
         if let Some(p) = self.pending.remove(&id) {
             self.respond(p.origin, reply).await;
         }

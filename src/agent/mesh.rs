@@ -156,7 +156,10 @@ impl Agent {
                 Err(e) => bad("hello", &e),
             },
             Kind::Hello if uuid != self.uuid => match serde_json::from_slice::<Hello>(payload) {
-                Ok(hello) => self.learn(&hello),
+                Ok(hello) if hello.uuid == uuid => self.learn(&hello),
+                Ok(hello) => {
+                    warn_limited!(self.warns, "hello-for-another", peer = %addr, %topic, claimed = %hello.uuid, "ignoring an introduction that speaks for another instance");
+                }
                 Err(e) => bad("hello", &e),
             },
             Kind::Beat => match serde_json::from_slice::<Beat>(payload) {
@@ -223,7 +226,7 @@ impl Agent {
                             .take(PAGE)
                             .collect();
                         self.apply_remote(&own);
-                        self.on_forward_reply(answer.reply).await
+                        self.on_forward_reply(uuid, answer.reply).await
                     }
                     Err(e) => bad("answer", &e),
                 }
@@ -253,7 +256,12 @@ impl Agent {
         }
         match kind {
             Kind::Hello => match serde_json::from_slice::<Hello>(payload) {
-                Ok(hello) => self.learn(&hello),
+                // The topic's UUID is the member that wrote it (the front door's rules); an
+                // introduction may only speak for that member.
+                Ok(hello) if hello.uuid == uuid => self.learn(&hello),
+                Ok(hello) => {
+                    warn_limited!(self.warns, "hello-for-another", %topic, claimed = %hello.uuid, "ignoring an introduction that speaks for another instance");
+                }
                 Err(e) => {
                     warn_limited!(self.warns, "malformed-own-mesh-message", %topic, error = %e, "ignoring a malformed introduction")
                 }
