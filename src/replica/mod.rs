@@ -34,6 +34,8 @@
 //! keeps (I). An overwritten update needs no copy of its own: the register that beat it
 //! carries a larger stamp and is either sent or already held.
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod log;
 mod record;
 mod seqs;
