@@ -4,11 +4,12 @@
 #   make test    install what the tests need (once) and run the whole test suite
 #   make lint    rustfmt and clippy, as CI expects them
 #   make bench   a 3-instance mesh and Mosquitto on loopback: latencies, throughput, memory
+#   make fuzz    every fuzz target for FUZZ_SECONDS each (default 20; tests/fuzz/, FUZZING.md)
 
 CARGO ?= cargo
 APT_PACKAGES := mosquitto mosquitto-clients socat iproute2
 
-.PHONY: run test deps lint release bench
+.PHONY: run test deps lint release bench fuzz
 
 run:
 	$(CARGO) run -- run
@@ -26,10 +27,19 @@ deps:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
 	fi
 
-# The whole suite: unit and end-to-end tests, then the Pi builds under qemu, the unit and the .deb.
+# The whole suite: unit and end-to-end tests, then the Pi builds under qemu, the unit and the
+# .deb, then a few seconds of every fuzz target.
 test: deps
 	$(CARGO) test --all-targets
 	bash tests/ship.sh
+	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) bash tests/fuzz/smoke.sh
+
+# Coverage-guided fuzzing (cargo-fuzz on nightly, installed when missing); crashes land in
+# tests/fuzz/artifacts/<target>/. FUZZING.md has the longer runs and how to reproduce one.
+FUZZ_SECONDS ?= 20
+FUZZ_SMOKE_SECONDS ?= 5
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/smoke.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

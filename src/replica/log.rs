@@ -27,9 +27,9 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 /// Name of the log file inside the store directory.
-const LOG_FILE: &str = "updates.log";
+pub(super) const LOG_FILE: &str = "updates.log";
 /// Name of the snapshot file inside the store directory.
-const SNAPSHOT_FILE: &str = "snapshot.json";
+pub(super) const SNAPSHOT_FILE: &str = "snapshot.json";
 /// Name of the snapshot being written; only ever renamed over [`SNAPSHOT_FILE`].
 const SNAPSHOT_TMP: &str = "snapshot.json.tmp";
 
@@ -208,6 +208,29 @@ pub struct Store {
     pending_count: usize,
 }
 
+/// Applies the records of the log bytes `bytes` (read from `log_path`, named in errors) to
+/// `replica`, reporting damaged and unreadable records; returns what the scan found.
+pub(super) fn replay(replica: &mut Replica, bytes: &[u8], log_path: &Path) -> record::Scan {
+    let scan = record::scan(bytes);
+    for &(start, end) in &scan.damaged {
+        tracing::error!(
+            file = %log_path.display(),
+            "damaged record at bytes {start}..{end} skipped; peers will send its update again"
+        );
+    }
+    for (start, end, reason) in &scan.unreadable {
+        tracing::error!(
+            file = %log_path.display(),
+            "unreadable record at bytes {start}..{end} skipped ({reason}); was it written by a newer pimesh?"
+        );
+    }
+    let wall_ms = now_ms();
+    for update in &scan.updates {
+        replica.apply(update, wall_ms);
+    }
+    scan
+}
+
 impl Store {
     /// Opens (creating) `<dir>` and loads snapshot + log into a Replica for `origin`.
     pub fn open(dir: &Path, origin: Uuid) -> Result<(Store, Replica), StoreError> {
@@ -257,23 +280,7 @@ impl Store {
                 source,
             })?;
 
-        let scan = record::scan(&bytes);
-        for &(start, end) in &scan.damaged {
-            tracing::error!(
-                file = %log_path.display(),
-                "damaged record at bytes {start}..{end} skipped; peers will send its update again"
-            );
-        }
-        for (start, end, reason) in &scan.unreadable {
-            tracing::error!(
-                file = %log_path.display(),
-                "unreadable record at bytes {start}..{end} skipped ({reason}); was it written by a newer pimesh?"
-            );
-        }
-        let wall_ms = now_ms();
-        for update in &scan.updates {
-            replica.apply(update, wall_ms);
-        }
+        let scan = replay(&mut replica, &bytes, &log_path);
         let valid_len = u64::try_from(scan.valid_len).unwrap_or(u64::MAX);
         if scan.valid_len < bytes.len() {
             tracing::warn!(

@@ -35,6 +35,8 @@
 //! carries a larger stamp and is either sent or already held.
 
 mod admit;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod log;
 mod record;
 mod seqs;

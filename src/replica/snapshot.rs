@@ -63,12 +63,17 @@ pub(super) fn load(path: &Path, origin: Uuid) -> Result<Option<Replica>, StoreEr
             })
         }
     };
+    decode(&bytes, path, origin).map(Some)
+}
+
+/// Reads the bytes of the snapshot at `path` (named in errors) into a replica for `origin`.
+pub(super) fn decode(bytes: &[u8], path: &Path, origin: Uuid) -> Result<Replica, StoreError> {
     let wrong_format = |found| StoreError::SnapshotFormat {
         path: path.to_path_buf(),
         found,
         expected: FORMAT,
     };
-    let snapshot: SnapshotIn = match serde_json::from_slice(&bytes) {
+    let snapshot: SnapshotIn = match serde_json::from_slice(bytes) {
         Ok(snapshot) => snapshot,
         Err(source) => {
             // Another format is named as such rather than as damage.
@@ -76,7 +81,7 @@ pub(super) fn load(path: &Path, origin: Uuid) -> Result<Option<Replica>, StoreEr
             struct Format {
                 format: u32,
             }
-            return Err(match serde_json::from_slice::<Format>(&bytes) {
+            return Err(match serde_json::from_slice::<Format>(bytes) {
                 Ok(other) if other.format != FORMAT => wrong_format(other.format),
                 _ => StoreError::CorruptSnapshot {
                     path: path.to_path_buf(),
@@ -88,7 +93,7 @@ pub(super) fn load(path: &Path, origin: Uuid) -> Result<Option<Replica>, StoreEr
     if snapshot.format != FORMAT {
         return Err(wrong_format(snapshot.format));
     }
-    Ok(Some(into_replica(snapshot, origin)))
+    Ok(into_replica(snapshot, origin))
 }
 
 /// Rebuilds the replica, restoring the clock past every stamp it holds.

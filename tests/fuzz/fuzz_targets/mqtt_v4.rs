@@ -1,0 +1,21 @@
+//! rumqttc's MQTT 3.1.1 codec on arbitrary bytes from a client: read packets until the
+//! stream is exhausted or invalid, and write each one back and read it again. A panic here
+//! would abort the agent (release builds use `panic = "abort"`).
+#![no_main]
+
+use bytes::BytesMut;
+use libfuzzer_sys::fuzz_target;
+use rumqttc::mqttbytes::v4::Packet;
+
+/// Large enough that the size limit never hides a packet the fuzzer built.
+const MAX_PACKET: usize = 1 << 20;
+
+fuzz_target!(|data: &[u8]| {
+    let mut stream = BytesMut::from(data);
+    while let Ok(packet) = Packet::read(&mut stream, MAX_PACKET) {
+        let mut encoded = BytesMut::new();
+        if packet.write(&mut encoded, MAX_PACKET).is_ok() {
+            let _ = Packet::read(&mut encoded, MAX_PACKET);
+        }
+    }
+});
