@@ -247,3 +247,29 @@ fn foreign_retained_state_and_status_are_replaced_by_ours() {
         "the house's other devices keep their retained messages"
     );
 }
+
+#[test]
+fn a_member_cannot_introduce_an_address_for_another_instance() {
+    let (a, r, ur) = alpha_and_rogue();
+    let fake = "00000000-0000-4000-8000-0000000000ff";
+    let hello =
+        json!({"uuid": fake, "name": "alpha-twin", "addrs": ["192.0.2.7:1883"], "peers": []});
+    // On its own topic, which is all the front door lets it write, but speaking for another.
+    publish_as(
+        a.port,
+        member_login(&r.dir),
+        &format!("pimesh/mesh/{ur}/hello"),
+        hello.to_string().as_bytes(),
+        true,
+    );
+    wait_until("alpha ignores the introduction", || {
+        a.log()
+            .contains("ignoring an introduction that speaks for another instance")
+    });
+    let rows = a.peers();
+    assert!(
+        rows.iter()
+            .all(|p| p["uuid"] != fake && p["addr"] != "192.0.2.7:1883"),
+        "{rows:?}"
+    );
+}
