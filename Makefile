@@ -7,19 +7,21 @@
 #   make fuzz    every fuzz target for FUZZ_SECONDS each (default 20; tests/fuzz/, FUZZING.md)
 
 CARGO ?= cargo
-APT_PACKAGES := mosquitto mosquitto-clients socat iproute2
+APT_PACKAGES := mosquitto mosquitto-clients socat iproute2 python3-paho-mqtt
 
 .PHONY: run test deps lint release bench fuzz
 
 run:
 	$(CARGO) run -- run
 
-# Tests drive Debian's mosquitto clients; install them when missing (root or sudo).
+# Tests drive Debian's mosquitto clients and paho-mqtt (as Home Assistant uses it); install
+# them when missing (root or sudo).
 deps:
 	@missing=""; \
 	for tool in mosquitto mosquitto_pub mosquitto_sub socat ip; do \
 	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
 	done; \
+	/usr/bin/python3 -c 'import paho.mqtt.client' >/dev/null 2>&1 || missing="$$missing python3-paho-mqtt"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing test dependencies (missing:$$missing)"; \
 	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \

@@ -268,3 +268,48 @@ fn qos1_request_reply_through_the_embedded_broker_has_no_nagle_stall() {
         "median QoS1 round trip {median:?}: Nagle stall is back"
     );
 }
+
+/// A default paho-mqtt client, as Home Assistant runs it: no TCP_NODELAY. It may send a
+/// packet in two writes, holding the second until the first is acknowledged, and Linux
+/// delays that acknowledgement by up to 40 ms unless the broker asks for quick ACKs after
+/// each read. Median of many round trips: ~44 ms without quick ACKs, well under 1 ms with.
+#[test]
+fn a_default_paho_client_gets_its_round_trip_without_a_delayed_ack_stall() {
+    let a = Agent::start(&[]);
+    let (u, p) = a.credentials();
+    let script = r#"
+import sys, time, threading
+import paho.mqtt.client as mqtt
+port, user, pw = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+got = threading.Event()
+c = mqtt.Client("paho-default")
+c.username_pw_set(user, pw)
+c.on_message = lambda c, u, m: got.set()
+subscribed = threading.Event()
+c.on_subscribe = lambda *args: subscribed.set()
+c.connect("127.0.0.1", port)
+c.loop_start()
+c.subscribe("paho/rt", 1)
+assert subscribed.wait(10), "no SUBACK"
+times = []
+for i in range(60):
+    got.clear()
+    t = time.perf_counter()
+    c.publish("paho/rt", "x" * 20, qos=1)
+    assert got.wait(5), "no message back"
+    times.append(time.perf_counter() - t)
+times.sort()
+print(int(times[len(times) // 2] * 1e6))
+"#;
+    // Debian's python3-paho-mqtt (make test installs it), not whatever python is first on PATH.
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script, &a.port.to_string(), &u, &p])
+        .output()
+        .expect("/usr/bin/python3 with python3-paho-mqtt (apt) must be installed");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let median_us: u64 = text(&out.stdout).trim().parse().expect("a number");
+    assert!(
+        median_us < 15_000,
+        "median QoS1 round trip of a default paho client {median_us} µs: delayed-ACK stall"
+    );
+}

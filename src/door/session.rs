@@ -67,11 +67,23 @@ struct Session {
     refilled: Instant,
 }
 
+/// A client's byte stream.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin {
+    /// Asks the kernel to acknowledge what was just read at once. A client that does not set
+    /// TCP_NODELAY (paho-mqtt, so Home Assistant) may hold the rest of a packet until its
+    /// first bytes are acknowledged, and Linux would delay that acknowledgement by up to
+    /// 40 ms; quick-ack mode lapses by itself, so it is asked for after every read.
+    fn quickack(&self) {}
+}
+
+impl Transport for tokio::net::TcpStream {
+    fn quickack(&self) {
+        let _ = socket2::SockRef::from(self).set_quickack(true);
+    }
+}
+
 /// Serves one accepted connection until it closes.
-pub async fn serve<S>(door: Arc<Door>, mut stream: S, peer: SocketAddr)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+pub async fn serve<S: Transport>(door: Arc<Door>, mut stream: S, peer: SocketAddr) {
     let Some(_pending) = door.slots.pending(peer.ip()) else {
         door.log.refused(
             peer,
@@ -95,7 +107,7 @@ where
             }
             match stream.read_buf(&mut buf).await {
                 Ok(0) => return Err("closed before CONNECT".to_string()),
-                Ok(_) => {}
+                Ok(_) => stream.quickack(),
                 Err(e) => return Err(e.to_string()),
             }
         }
@@ -268,7 +280,7 @@ impl Session {
         keep_alive: u16,
     ) -> End
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: Transport,
     {
         // MQTT: the server may close a connection silent for 1.5 × keep-alive; 0 means never.
         let idle = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
@@ -309,7 +321,7 @@ impl Session {
             tokio::select! {
                 read = stream.read_buf(&mut buf) => match read {
                     Ok(0) => return End::Abnormal("closed by the client".into()),
-                    Ok(_) => {}
+                    Ok(_) => stream.quickack(),
                     Err(e) => return End::Abnormal(e.to_string()),
                 },
                 notification = rx.next() => match notification {
