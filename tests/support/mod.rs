@@ -167,19 +167,10 @@ impl Agent {
     /// taken by another test's agent before ours binds it (its MQTT 5 port is searched for
     /// from 1000 above its own): then it tries again with another port.
     pub fn start_on_free_port(dir: &Path, extra: &[&str]) -> Agent {
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let args = with_invitation(&args);
         for _ in 0..4 {
-            let port = free_port();
-            let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-            let args = with_invitation(&args);
-            let child = spawn(dir, port, &args, None);
-            let mut agent = Agent {
-                child,
-                dir: dir.to_path_buf(),
-                port,
-                args,
-                netns: None,
-                _tmp: None,
-            };
+            let mut agent = Agent::spawned(dir, free_port(), args.clone());
             let port_taken = agent.try_wait_ready().is_err()
                 && std::fs::read_to_string(dir.join("test-agent.log"))
                     .is_ok_and(|l| l.contains("already in use"));
@@ -195,18 +186,21 @@ impl Agent {
     /// Starts `pimesh run` with a given data dir and port.
     pub fn start_in(dir: &Path, port: u16, extra: &[&str]) -> Agent {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let args = with_invitation(&args);
-        let child = spawn(dir, port, &args, None);
-        let mut agent = Agent {
-            child,
+        let mut agent = Agent::spawned(dir, port, with_invitation(&args));
+        agent.wait_ready();
+        agent
+    }
+
+    /// The process started, not yet ready.
+    fn spawned(dir: &Path, port: u16, args: Vec<String>) -> Agent {
+        Agent {
+            child: spawn(dir, port, &args, None),
             dir: dir.to_path_buf(),
             port,
             args,
             netns: None,
             _tmp: None,
-        };
-        agent.wait_ready();
-        agent
+        }
     }
 
     /// Starts `pimesh run` inside network namespace `netns`.
