@@ -177,7 +177,9 @@ wait_for 60 mesh_a_ready || fail "the aarch64 mesh agent did not start; log: $(t
 # A new Pi joins by invitation: `pimesh invite` on a member, `--join` on the newcomer.
 token="$(qemu-aarch64 "$bin_a64" invite --data-dir "$work/mesh-a" 2>/dev/null || true)"
 [ -n "$token" ] && pass "the aarch64 agent made an invitation" || fail "pimesh invite printed no token"
-run_v7 run --config "$work/v7.toml" --data-dir "$work/mesh-b" --port "$port_b" --name qemu-v7 --peer "127.0.0.1:$port_a" --join "$token" >"$work/mesh-b.log" 2>&1 &
+# qemu-arm itself in the background (not the run_v7 function, whose $! would be a subshell
+# that kill leaves qemu running behind).
+qemu-arm -L /usr/arm-linux-gnueabihf "$bin_v7" run --config "$work/v7.toml" --data-dir "$work/mesh-b" --port "$port_b" --name qemu-v7 --peer "127.0.0.1:$port_a" --join "$token" >"$work/mesh-b.log" 2>&1 &
 mesh_pids="$mesh_pids $!"
 peers_online() { run_v7 peers --data-dir "$work/mesh-b" --timeout 10 2>/dev/null | grep -q "qemu-a64 .*online"; }
 if wait_for 60 peers_online; then
