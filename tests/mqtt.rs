@@ -313,3 +313,36 @@ print(int(times[len(times) // 2] * 1e6))
         "median QoS1 round trip of a default paho client {median_us} µs: delayed-ACK stall"
     );
 }
+
+/// A subscriber to a big house gets every retained message, however many arrive before its
+/// first acknowledgement (a 10,000-object house sends that many at once to Home Assistant).
+#[test]
+fn a_subscriber_gets_thousands_of_retained_messages_at_once() {
+    use rumqttc::{Client, Event, MqttOptions, Outgoing, QoS};
+    let a = Agent::start(&[]);
+    let (u, p) = a.credentials();
+    let mut opts = MqttOptions::new("retainer", "127.0.0.1", a.port);
+    opts.set_credentials(u, p);
+    let (client, mut connection) = Client::new(opts, 4000);
+    const N: usize = 3000;
+    for i in 0..N {
+        client
+            .publish(format!("home/device-{i}"), QoS::AtMostOnce, true, "x")
+            .unwrap();
+    }
+    client.disconnect().unwrap();
+    for event in connection.iter() {
+        match event {
+            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let sub = Subscriber::new(a.port, "home/#");
+    let got = sub.take(N);
+    assert_eq!(
+        got.len(),
+        N,
+        "a subscriber got {} of {N} retained messages",
+        got.len()
+    );
+}

@@ -32,8 +32,11 @@ pub const MAX_PAYLOAD: usize = 4 * 1024 * 1024;
 pub const SEGMENT_SIZE: usize = 128 * 1024;
 /// Per-topic number of segments kept (default of `[broker] segment-count`).
 pub const SEGMENT_COUNT: usize = 2;
-/// Packets queued towards one connection before the router pauses it.
-pub const MAX_OUTGOING: u64 = 500;
+/// Packets queued towards one connection before the router pauses it. rumqttd also hands a
+/// new subscription at most this many retained messages (it drops the rest), so it bounds
+/// how many objects a client subscribed to `pimesh/#` learns at once: 4096, not 500, so a
+/// big house reaches Home Assistant whole.
+pub const MAX_OUTGOING: u64 = 4096;
 
 /// Which port the broker listens on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

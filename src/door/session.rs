@@ -25,7 +25,8 @@ use tokio::time::Instant;
 
 /// Longest client id accepted (MQTT allows 65535 bytes; nothing needs more than this).
 pub const MAX_CLIENT_ID: usize = 128;
-/// Publishes sent to a client and not yet acknowledged; past this the client is cut off.
+/// Publishes sent to a client and not yet acknowledged; past this no more are sent to it
+/// until it acknowledges some.
 pub const MAX_UNACKED: usize = 1024;
 /// Largest CONNECT read before the client is known.
 pub const MAX_CONNECT: usize = 64 * 1024;
@@ -324,7 +325,9 @@ impl Session {
                     Ok(_) => stream.quickack(),
                     Err(e) => return End::Abnormal(e.to_string()),
                 },
-                notification = rx.next() => match notification {
+                // At most MAX_UNACKED QoS 1 publishes wait for the client's PUBACK: past that
+                // the router holds the rest until the client catches up.
+                notification = rx.next(), if self.unacked.len() < MAX_UNACKED => match notification {
                     Ok(Some(n)) => {
                         if let Some(end) = self.on_router(n, &rx) {
                             return end;
@@ -500,11 +503,6 @@ impl Session {
                     .map(|(_, q)| *q)
                     .max()?;
                 let pkid = if qos > 0 {
-                    if self.unacked.len() >= MAX_UNACKED {
-                        return Some(End::Abnormal(format!(
-                            "{MAX_UNACKED} publishes not acknowledged by the client"
-                        )));
-                    }
                     self.last_pkid = self.last_pkid.checked_add(1).unwrap_or(1);
                     self.unacked.insert(self.last_pkid);
                     self.last_pkid
