@@ -19,7 +19,7 @@ pub mod session;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -245,9 +245,4 @@ async fn accept(door: Arc<Door>, listener: tokio::net::TcpListener) {
         }
     }
     sessions.shutdown().await;
-}
-
-/// The address a listener is bound to, for logs and errors.
-pub fn local_port(l: &std::net::TcpListener) -> u16 {
-    l.local_addr().map(|a: SocketAddr| a.port()).unwrap_or(0)
 }
