@@ -15,7 +15,7 @@ pub use rumqttc::QoS as Qos;
 
 /// First reconnect delay after a failure.
 pub const BACKOFF_START: Duration = Duration::from_millis(100);
-/// Shortest delay after the broker refused our credentials.
+/// Delay after the broker refused our credentials (it does not grow).
 pub const REFUSED_BACKOFF: Duration = Duration::from_secs(1);
 /// Reconnect delays double up to this cap.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(5);
@@ -224,9 +224,10 @@ impl Link {
                     );
                     let reason = e.to_string();
                     let event = if refused {
-                        // Credentials can become valid (a new member's record arriving by
-                        // replication): retry, but not faster than once a second.
-                        backoff = backoff.max(REFUSED_BACKOFF);
+                        // Credentials become valid when a new member's record arrives by
+                        // replication, usually within a second: retry once a second, never
+                        // slower, so a new member links to everyone soon after.
+                        backoff = REFUSED_BACKOFF;
                         LinkEvent::Refused(reason)
                     } else {
                         LinkEvent::Disconnected(reason)
@@ -242,7 +243,9 @@ impl Link {
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(BACKOFF_CAP);
+                    if !refused {
+                        backoff = (backoff * 2).min(BACKOFF_CAP);
+                    }
                     continue;
                 }
             };
