@@ -156,12 +156,7 @@ pub fn public_key(hex: &str) -> Option<ed25519_dalek::VerifyingKey> {
 
 /// The id of the member object of `uuid`.
 pub fn member_id(uuid: Uuid) -> ObjectId {
-    // A UUID is lowercase hex and dashes, always a valid id.
-    ObjectId::system("member", &uuid.to_string()).unwrap_or_else(|_| unreachable_id())
-}
-
-fn unreachable_id() -> ObjectId {
-    ObjectId::new("invalid").unwrap_or_else(|_| std::process::abort())
+    ObjectId::member(uuid)
 }
 
 /// The id of the user object of `name`, if `name` is a valid user name: 1 to 32 of `a-z`,

@@ -82,6 +82,12 @@ impl ObjectId {
         Ok(ObjectId(format!("{SYSTEM_PREFIX}{}", id.0)))
     }
 
+    /// The id of the system object recording mesh member `uuid`: a UUID is lowercase hex and
+    /// dashes, so the id is always valid.
+    pub fn member(uuid: uuid::Uuid) -> Self {
+        ObjectId(format!("{SYSTEM_PREFIX}member-{uuid}"))
+    }
+
     /// Whether this is a system object (see [`ObjectId::system`]).
     pub fn is_system(&self) -> bool {
         self.0.starts_with(SYSTEM_PREFIX)
@@ -193,6 +199,9 @@ mod tests {
         assert!(sys.is_system());
         assert_eq!(ObjectId::try_from(sys.to_string()).unwrap(), sys);
         assert!(ObjectId::try_from("_".to_string()).is_err());
+        let member = ObjectId::member(uuid::Uuid::from_u128(7));
+        assert_eq!(ObjectId::try_from(member.to_string()).unwrap(), member);
+        assert!(member.is_system());
         assert_eq!(ObjectId::new(""), Err(IdError::Empty));
         assert!(matches!(
             ObjectId::new("Relay"),
