@@ -544,14 +544,16 @@ fn oversized_packets_and_client_ids_are_refused_and_the_agent_lives() {
 
 #[test]
 fn a_mesh_from_before_authentication_upgrades_without_losing_the_house() {
-    // Two instances as an older pimesh left them: an identity and a store, no credentials,
-    // key or mesh file. Each has state of its own.
+    // Two instances as an older pimesh left them: an identity and a store of unsigned
+    // updates without members or users; no credentials, key or mesh file. Each has state of
+    // its own.
     let a = start_node("alpha", &node_config("a"), &[]);
     assert!(a.cli(&["move", "a-light", "attic"]).status.success());
     let b = start_node("beta", &node_config("b"), &[]);
     assert!(b.cli(&["move", "b-fan", "cellar"]).status.success());
     let (mut a, mut b) = (a, b);
     for agent in [&mut a, &mut b] {
+        let uuid = agent.uuid().parse().unwrap();
         agent.stop();
         for f in [
             "credentials",
@@ -561,6 +563,7 @@ fn a_mesh_from_before_authentication_upgrades_without_losing_the_house() {
         ] {
             let _ = std::fs::remove_file(agent.dir.join(f));
         }
+        make_legacy_store(&agent.dir.join("store"), uuid);
     }
     // The upgrade: start the first, invite the other, start it once with --join.
     a.restart();
@@ -574,6 +577,27 @@ fn a_mesh_from_before_authentication_upgrades_without_losing_the_house() {
                 && all.get("b-fan").is_some_and(|o| o["room"] == "cellar")
         })
     });
+}
+
+/// Rewrites the store in `dir` as a pimesh from before authentication wrote it: the whole
+/// house in the snapshot, no signatures, no member or user records.
+fn make_legacy_store(dir: &std::path::Path, origin: uuid::Uuid) {
+    let (mut store, replica) = pimesh::replica::Store::open(dir, origin).expect("store opens");
+    store.compact(&replica).expect("compaction");
+    drop(store);
+    let path = dir.join("snapshot.json");
+    let mut snapshot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let objects = snapshot["objects"].as_object_mut().unwrap();
+    objects.retain(|id, _| !id.starts_with('_'));
+    let mut signed = 0;
+    for object in objects.values_mut() {
+        for register in object["props"].as_object_mut().unwrap().values_mut() {
+            signed += usize::from(register.as_object_mut().unwrap().remove("sig").is_some());
+        }
+    }
+    assert!(signed > 0, "the store was signed before the rewrite");
+    std::fs::write(&path, serde_json::to_vec(&snapshot).unwrap()).unwrap();
 }
 
 /// A small deterministic generator, so a failing run can be repeated from its seed.

@@ -268,16 +268,20 @@ impl Agent {
         self.mesh.lock().map(|m| *m).unwrap_or_default()
     }
 
-    /// A join finished: from now on this instance is a member of `token`'s mesh.
-    pub(super) fn joined(&mut self, token: &Token) {
-        if let Err(e) = (MeshFile { mesh: token.mesh }).save(&self.data_dir) {
+    /// A join finished: from now on this instance is a member of `mesh`, the inviter's.
+    pub(super) fn joined(&mut self, token: &Token, mesh: Uuid) {
+        let file = MeshFile {
+            mesh,
+            joined_with: Some(token.id.clone()),
+        };
+        if let Err(e) = file.save(&self.data_dir) {
             tracing::error!(error = %e, "cannot record the mesh joined; the join is repeated at the next start");
         }
         if let Ok(mut m) = self.mesh.lock() {
-            *m = token.mesh;
+            *m = mesh;
         }
-        self.auth.update(|k| k.mesh = token.mesh);
-        tracing::info!(mesh = %token.mesh, "joined the mesh");
+        self.auth.update(|k| k.mesh = mesh);
+        tracing::info!(%mesh, "joined the mesh");
         // Links made before the join were refused; make them again with the new proof.
         let mut addrs: Vec<String> = self
             .links
@@ -313,7 +317,7 @@ pub async fn join(
     request: JoinRequest,
     base: String,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<Uuid, String> {
     let mut addrs = peers;
     addrs.extend(token.addrs.iter().cloned());
     addrs.dedup();
@@ -348,7 +352,7 @@ pub async fn join(
                         }
                         LinkEvent::Message { topic, payload, .. } if topic == reply_topic => {
                             return match serde_json::from_slice::<JoinReply>(&payload) {
-                                Ok(reply) if membership::verify_join(&token, &request, &reply) => Ok(()),
+                                Ok(reply) if membership::verify_join(&token, &request, &reply) => Ok(reply.mesh),
                                 _ => Err(format!("{addr} answered the join with a reply not signed by the inviting instance")),
                             };
                         }
@@ -363,7 +367,7 @@ pub async fn join(
             .unwrap_or_else(|_| Err("no answer within 10 s".into()));
             link.disconnect().await;
             match outcome {
-                Ok(()) => return Ok(()),
+                Ok(mesh) => return Ok(mesh),
                 Err(why) => {
                     if why.starts_with("refused") {
                         refusals += 1;
@@ -383,9 +387,9 @@ pub async fn join(
     }
 }
 
-/// Whether the instance whose mesh is `current` still has to join with `token`.
-pub fn needs_join(current: Uuid, token: &Token) -> bool {
-    current != token.mesh
+/// Whether the instance whose mesh file is `current` still has to join with `token`.
+pub fn needs_join(current: &MeshFile, token: &Token) -> bool {
+    current.mesh != token.mesh && current.joined_with.as_deref() != Some(token.id.as_str())
 }
 
 /// Loads the invitations of `dir` for the agent.

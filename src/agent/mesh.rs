@@ -207,7 +207,7 @@ impl Agent {
                         .peers
                         .heard(uuid, None, Instant::now(), clock::now_ms());
                     self.on_changes(changes).await;
-                    if !self.apply_remote(&own).is_empty() && !self.syncs.contains_key(&uuid) {
+                    if !self.apply_remote(&own).gaps.is_empty() && !self.syncs.contains_key(&uuid) {
                         tracing::info!(peer = %addr, "gap in the live stream (messages lost); syncing");
                         self.start_sync(uuid).await;
                     }

@@ -96,7 +96,7 @@ enum Internal {
     /// A serial channel command got its device's answer.
     SerialDone(Box<serial::SerialDone>),
     /// Joining with the invitation finished.
-    Joined(Result<(), String>),
+    Joined(Result<Uuid, String>),
 }
 
 /// The agent task's state: the one owner of the store, the hardware and the mesh view.
@@ -197,6 +197,8 @@ struct Agent {
     /// Claims of a peer's last sync page we refused, by peer, so its heartbeats showing the
     /// same claims do not start a sync after every beat.
     unjustified: HashMap<Uuid, crate::replica::VersionVector>,
+    /// Remote updates signed by a member whose record has not arrived yet (see `state.rs`).
+    held: Vec<Update>,
     /// Hashes of the retained payloads we published lately, so our own echo of an older
     /// value is told apart from someone else overwriting it (see `state.rs`).
     echoes: heapless::Deque<u64, 256>,
@@ -229,12 +231,14 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
 
     let local_secret = crate::secret::local_password(&data_dir)?;
     let key = crate::secret::instance_key(&data_dir)?;
+    replica.set_signer(key.clone());
     let mesh = match crate::membership::MeshFile::load(&data_dir)? {
         Some(m) => m,
         None => {
             // A new instance founds a mesh of its own; an invitation moves it to another.
             let m = crate::membership::MeshFile {
                 mesh: Uuid::new_v4(),
+                joined_with: None,
             };
             m.save(&data_dir)?;
             m
@@ -244,7 +248,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         Some(text) => {
             let token = crate::membership::Token::decode(text)
                 .map_err(|e| AgentError::Join(e.to_string()))?;
-            admin::needs_join(mesh.mesh, &token).then_some(token)
+            admin::needs_join(&mesh, &token).then_some(token)
         }
         None => None,
     };
@@ -323,10 +327,12 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         warns: Default::default(),
         announced: Default::default(),
         unjustified: HashMap::new(),
+        held: Vec::new(),
         echoes: heapless::Deque::new(),
     };
     agent.reconcile_objects(&settings.config);
     agent.record_self_as_member();
+    agent.adopt_unsigned();
     let mut claimed = Vec::new();
     for cfg in &settings.config.relays {
         let on = agent.claim_relay(gpio.as_mut(), cfg.clone())?;
@@ -570,9 +576,9 @@ impl Agent {
                 self.perform_press(i, actions).await;
             }
             Internal::SerialDone(done) => self.serial_done(*done).await,
-            Internal::Joined(Ok(())) => {
+            Internal::Joined(Ok(mesh)) => {
                 if let Some(token) = self.join.take() {
-                    self.joined(&token);
+                    self.joined(&token, mesh);
                 }
             }
             Internal::Joined(Err(why)) => {

@@ -18,6 +18,19 @@ use crate::replica::Object;
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
+/// Updates held until their signer's member record arrives, at most.
+const MAX_HELD: usize = 16_384;
+
+/// What applying a peer's updates found.
+#[derive(Debug, Default)]
+pub(super) struct Received {
+    /// Origins with a gap in their sequence, for the mesh to repair.
+    pub(super) gaps: BTreeSet<Uuid>,
+    /// The (origin, seq) of every update refused or still held: a sync must not claim to hold
+    /// them.
+    pub(super) refused: BTreeSet<(Uuid, u64)>,
+}
+
 /// The claim property of instance `uuid`.
 pub fn claim_prop(uuid: Uuid) -> String {
     format!("{}{uuid}", model::CLAIM_PREFIX)
@@ -197,33 +210,31 @@ impl Agent {
         }
     }
 
-    /// Applies updates from a peer (live stream, sync page, answer): admit, persist, apply,
-    /// mark what changed. An update the replica refuses (a stamp from the future, a bound
-    /// passed) is logged with its claimed origin and neither stored nor applied. Returns the
-    /// origins with gaps in their sequence, for the mesh to repair.
-    pub(super) fn apply_remote(&mut self, updates: &[Update]) -> BTreeSet<Uuid> {
-        let mut gaps = BTreeSet::new();
+    /// Applies updates from a peer (live stream, sync page, answer): admit, check the
+    /// signature, persist, apply, mark what changed. An update the replica refuses (a stamp
+    /// from the future, a bound passed, a signature that is not its origin's) is logged with
+    /// its claimed origin and neither stored nor applied. One signed by a member whose record
+    /// has not arrived yet (pages come in origin order, records are written by other origins)
+    /// is held, a bounded number, and tried again whenever a member's key becomes known.
+    pub(super) fn apply_remote(&mut self, updates: &[Update]) -> Received {
+        let mut received = Received::default();
         if updates.is_empty() {
-            return gaps;
+            return received;
         }
         let now = clock::now_ms();
+        let known = self.replica.known_members();
         let mut admitted = Vec::with_capacity(updates.len());
         for u in updates {
-            let applied = match self.replica.apply_remote(u, now) {
-                Ok(applied) => applied,
-                Err(e) => {
-                    warn_limited!(self.warns, "refused-update", origin = %u.stamp.origin, object = %u.object, seq = u.seq, error = %e, "refusing a replicated update");
-                    continue;
-                }
-            };
-            admitted.push(u.clone());
-            if applied.changed {
-                self.dirty.insert(u.object.clone());
-                self.check_claim(u);
+            self.apply_one(u, now, &mut admitted, &mut received);
+        }
+        // A member record may vouch for held updates: try them again while that helps.
+        let mut learned = self.replica.known_members() > known;
+        while learned && !self.held.is_empty() {
+            let known = self.replica.known_members();
+            for u in std::mem::take(&mut self.held) {
+                self.apply_one(&u, now, &mut admitted, &mut received);
             }
-            if let Some(gap) = applied.gap {
-                gaps.insert(gap.origin);
-            }
+            learned = self.replica.known_members() > known;
         }
         // Written with the next local change or heartbeat: the origin holds these durably,
         // and a sync after a crash fetches whatever was not written yet.
@@ -231,7 +242,60 @@ impl Agent {
             tracing::error!(error = %e, "a replicated update cannot be stored; it stays in memory only");
         }
         self.maybe_compact();
-        gaps
+        received
+    }
+
+    /// [`Agent::apply_remote`] for one update.
+    fn apply_one(
+        &mut self,
+        u: &Update,
+        now: u64,
+        admitted: &mut Vec<Update>,
+        received: &mut Received,
+    ) {
+        let applied = match self.replica.apply_remote(u, now) {
+            Ok(applied) => applied,
+            Err(e) => {
+                received.refused.insert((u.stamp.origin, u.seq));
+                if e.awaits_signer() && self.held.len() < MAX_HELD {
+                    self.held.push(u.clone());
+                } else {
+                    warn_limited!(self.warns, "refused-update", origin = %u.stamp.origin, object = %u.object, seq = u.seq, error = %e, "refusing a replicated update");
+                }
+                return;
+            }
+        };
+        received.refused.remove(&(u.stamp.origin, u.seq));
+        admitted.push(u.clone());
+        if applied.changed {
+            self.dirty.insert(u.object.clone());
+            self.check_claim(u);
+        }
+        if let Some(gap) = applied.gap {
+            received.gaps.insert(gap.origin);
+        }
+    }
+
+    /// Writes again, signed, what the store kept from before signatures existed (see
+    /// [`crate::replica::trust`]); nothing once that is done.
+    pub(super) fn adopt_unsigned(&mut self) {
+        let updates = self.replica.adopt_unsigned();
+        if updates.is_empty() {
+            return;
+        }
+        tracing::info!(
+            registers = updates.len(),
+            "signing the values kept from before signatures existed, as this instance's own"
+        );
+        if let Err(e) = self.store.queue(&updates) {
+            tracing::error!(error = %e, queued = self.store.pending(), "state not saved yet; will retry");
+        }
+        let now = clock::now_ms();
+        for u in &updates {
+            self.replica.apply(u, now);
+            self.dirty.insert(u.object.clone());
+        }
+        self.unsaved.extend(updates);
     }
 
     /// Our version vector as peers may see it: our own entry stops below the first of our

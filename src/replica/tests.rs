@@ -415,6 +415,7 @@ fn equal_stamps_settle_the_same_way_in_either_order() {
         value: value.into(),
         stamp,
         seq: 1,
+        sig: None,
     };
     let (on, off) = (forged("ON"), forged("OFF"));
     let mut x = Replica::new(node(1));
@@ -439,6 +440,7 @@ fn an_update_with_seq_zero_is_ignored() {
             origin: node(2),
         },
         seq: 0,
+        sig: None,
     };
     assert!(!r.apply(&update, T0).changed);
     assert!(r.is_empty());

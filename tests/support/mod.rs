@@ -367,6 +367,18 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // What the agent saw is what explains a failed test, in CI most of all.
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "--- last {} log lines of the agent in {} ---\n{}",
+                tail.len(),
+                self.dir.display(),
+                tail.join("\n")
+            );
+        }
     }
 }
 
