@@ -397,14 +397,21 @@ mod tests {
         let moved = Uuid::from_u128(9);
         let reply = JoinReply {
             mesh: moved,
-            sig: secret::to_hex(&inviter.sign(&join_message(moved, req.uuid, &req.key)).to_bytes()),
+            sig: secret::to_hex(
+                &inviter
+                    .sign(&join_message(moved, req.uuid, &req.key))
+                    .to_bytes(),
+            ),
         };
         assert!(verify_join(&token, &req, &reply));
         let claimed = JoinReply {
             mesh: moved,
             sig: secret::to_hex(&sig.to_bytes()),
         };
-        assert!(!verify_join(&token, &req, &claimed), "signed for another mesh");
+        assert!(
+            !verify_join(&token, &req, &claimed),
+            "signed for another mesh"
+        );
     }
 
     #[test]

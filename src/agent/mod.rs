@@ -270,7 +270,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         client_id: format!("pimesh-agent-{uuid}"),
         base: base.clone(),
         auth: auth.clone(),
-        limits: Default::default(),
+        limits: crate::door::Limits {
+            max_retained_topics: broker_cfg.max_retained,
+            ..Default::default()
+        },
         stop: cancel.child_token(),
     })?;
     let mut broker = broker;

@@ -151,6 +151,8 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             segment_count: at_least(&src, "segment-count", raw.broker.segment_count, 1)?
                 .unwrap_or(crate::broker::SEGMENT_COUNT),
             allow_anonymous: raw.broker.allow_anonymous.unwrap_or(false),
+            max_retained: at_least(&src, "max-retained", raw.broker.max_retained, 1)?
+                .unwrap_or(crate::door::Limits::default().max_retained_topics),
         },
         mesh,
         relays,

@@ -139,6 +139,8 @@ pub struct BrokerConfig {
     pub segment_count: usize,
     /// Clients without credentials are let in as the user `anonymous` (labs only).
     pub allow_anonymous: bool,
+    /// Retained topics users may leave on the broker (`max-retained`).
+    pub max_retained: usize,
 }
 
 /// The `[mesh]` table.

@@ -122,6 +122,8 @@ pub(super) struct RawBroker {
     pub segment_count: Option<Spanned<usize>>,
     /// Let clients without credentials in.
     pub allow_anonymous: Option<bool>,
+    /// Retained topics users may leave; checked against a minimum.
+    pub max_retained: Option<Spanned<usize>>,
 }
 
 /// The `[mesh]` table.

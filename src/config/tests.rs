@@ -68,6 +68,7 @@ fn an_empty_file_gives_every_default() {
                 segment_bytes: crate::broker::SEGMENT_SIZE,
                 segment_count: crate::broker::SEGMENT_COUNT,
                 allow_anonymous: false,
+                max_retained: 10_000,
             },
             mesh: MeshConfig {
                 peers: vec![],
@@ -190,6 +191,7 @@ fn every_key_is_read() {
             segment_bytes: crate::broker::SEGMENT_SIZE,
             segment_count: crate::broker::SEGMENT_COUNT,
             allow_anonymous: true,
+            max_retained: 10_000,
         }
     );
     assert_eq!(

@@ -15,6 +15,7 @@
 
 pub mod acl;
 pub mod auth;
+pub mod retained;
 pub mod session;
 pub mod wire;
 
@@ -45,6 +46,10 @@ pub struct Limits {
     pub commands_per_s: f64,
     /// How many commands a user connection may send at once before the rate applies.
     pub command_burst: f64,
+    /// Retained topics clients may leave on the broker, in all.
+    pub max_retained_topics: usize,
+    /// Payload bytes of those retained messages, in all.
+    pub max_retained_bytes: usize,
 }
 
 impl Default for Limits {
@@ -58,6 +63,8 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(5),
             commands_per_s: 50.0,
             command_burst: 100.0,
+            max_retained_topics: 10_000,
+            max_retained_bytes: 16 << 20,
         }
     }
 }
@@ -76,6 +83,8 @@ pub struct Door {
     pub log: LogGate,
     /// rumqttd, for a router link per session.
     pub router: Arc<rumqttd::Broker>,
+    /// What clients keep retained on the broker.
+    pub retained: retained::RetainedBudget,
     /// Ends every session.
     pub stop: CancellationToken,
 }

@@ -383,13 +383,20 @@ impl Session {
     }
 
     async fn on_publish(&mut self, m: Message) -> Option<End> {
-        let allowed = acl::may_publish(&self.door.base, &self.role, &m.topic);
+        let mut allowed = acl::may_publish(&self.door.base, &self.role, &m.topic);
         if !allowed {
             self.door.log.refused(
                 self.peer,
                 &self.client_id,
                 &format!("{} may not publish on {:?}", self.role.describe(), m.topic),
             );
+        } else if let Err(full) = (m.retain && !self.role.is_trusted())
+            .then(|| self.door.retained.admit(&m.topic, m.payload.len()))
+            .unwrap_or(Ok(()))
+        {
+            allowed = false;
+            let why = format!("a retained message on {:?} is not kept: {full}", m.topic);
+            self.door.log.refused(self.peer, &self.client_id, &why);
         } else if !self.role.is_trusted() && m.topic.starts_with(&self.door.base) {
             self.take_token().await;
         }
@@ -549,6 +556,13 @@ impl Session {
     }
 
     fn publish_will(&mut self, will: Will) {
+        if will.retain && !self.role.is_trusted() {
+            if let Err(full) = self.door.retained.admit(&will.topic, will.payload.len()) {
+                let why = format!("its will on {:?} is not kept: {full}", will.topic);
+                self.door.log.refused(self.peer, &self.client_id, &why);
+                return;
+            }
+        }
         let publish = Publish::new(
             Bytes::from(will.topic.into_bytes()),
             will.payload,
