@@ -390,10 +390,11 @@ impl Session {
                 &self.client_id,
                 &format!("{} may not publish on {:?}", self.role.describe(), m.topic),
             );
-        } else if let Err(full) = (m.retain && !self.role.is_trusted())
-            .then(|| self.door.retained.admit(&m.topic, m.payload.len()))
-            .unwrap_or(Ok(()))
-        {
+        } else if let Err(full) = if m.retain && !self.role.is_trusted() {
+            self.door.retained.admit(&m.topic, m.payload.len())
+        } else {
+            Ok(())
+        } {
             allowed = false;
             let why = format!("a retained message on {:?} is not kept: {full}", m.topic);
             self.door.log.refused(self.peer, &self.client_id, &why);
