@@ -354,3 +354,53 @@ fn one_object_id_on_two_instances_is_a_conflict_not_an_overwrite() {
         assert_eq!(n.pin(17).as_deref(), Some("0"), "no relay moved");
     }
 }
+
+#[test]
+fn a_new_or_rebuilt_instance_takes_the_house_as_the_mesh_has_it_not_from_its_config() {
+    let scene = "[[virtual]]\nid = \"scene\"\nroom = \"hall\"\n";
+    let a = start_node("alpha", &format!("{}{scene}", node_config("a")), &[]);
+    let b_config = format!("{}{scene}", node_config("b"));
+    let b = start_node("beta", &b_config, &["--peer", &a.addr()]);
+    wait_until("beta's lamp on alpha", || a.all().contains_key("b-light"));
+    for args in [
+        ["set", "scene", "on"].as_slice(),
+        &["move", "scene", "attic"],
+        &["move", "b-light", "cellar"],
+    ] {
+        let out = a.cli(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    wait_until("beta has the moves", || {
+        b.all()
+            .get("b-light")
+            .is_some_and(|o| o["room"] == "cellar")
+    });
+
+    // A third Pi whose config also lists the scene joins: the scene stays as the house has it.
+    let c = start_node(
+        "gamma",
+        &format!("{}{scene}", node_config("c")),
+        &["--peer", &a.addr()],
+    );
+    // beta's SD card dies; it is rebuilt with the same name and config and an empty data dir.
+    drop(b);
+    let rebuilt = start_node("beta", &b_config, &["--peer", &a.addr()]);
+    for n in [&a, &c, &rebuilt] {
+        wait_until("every instance knows all three houses", || {
+            let all = n.all();
+            ["a-light", "b-light", "c-light", "scene"]
+                .iter()
+                .all(|id| all.contains_key(*id))
+        });
+    }
+    for n in [&a, &c, &rebuilt] {
+        let all = n.all();
+        assert_eq!(all["scene"]["state"], "ON", "{:?}", all["scene"]);
+        assert_eq!(all["scene"]["room"], "attic");
+        assert_eq!(all["b-light"]["room"], "cellar");
+        assert_eq!(
+            all["c-light"]["room"], "room-c",
+            "new objects start from the config"
+        );
+    }
+}

@@ -57,8 +57,9 @@ fn echo_hash(topic: &str, payload: &[u8]) -> u64 {
 
 impl Agent {
     /// Makes the store agree with the config about which objects this instance holds:
-    /// configured objects exist and carry our claim (room and position only on creation — a
-    /// later move wins over the file); objects we claimed that left the config lose our claim
+    /// configured objects exist and carry our claim; room, position (and a virtual object's
+    /// state) are where an object starts, written so that any value the mesh already holds
+    /// wins, also on a new or rebuilt instance whose store is empty; objects we claimed that left the config lose our claim
     /// and, when nobody else claims them, are deleted.
     pub(super) fn reconcile_objects(&mut self, config: &Config) {
         let mut configured = Vec::new();
@@ -78,35 +79,36 @@ impl Agent {
         });
         for (id, kind, name, room, x, y) in objects.chain(channels) {
             configured.push(id.clone());
-            let mut props: Vec<(String, Value)> = vec![
+            let props: Vec<(String, Value)> = vec![
                 (model::KIND.into(), kind.into()),
                 (claim_prop(self.uuid), true.into()),
                 (model::NAME.into(), name.as_str().into()),
                 (model::DELETED.into(), false.into()),
             ];
-            let exists = self.replica.get(id).is_some_and(|o| !o.is_deleted());
-            if !exists {
-                props.push((model::ROOM.into(), room.as_str().into()));
-                props.push((model::X.into(), x.into()));
-                props.push((model::Y.into(), y.into()));
-            }
             self.record(id, props);
+            let start = vec![
+                (model::ROOM.into(), room.as_str().into()),
+                (model::X.into(), x.into()),
+                (model::Y.into(), y.into()),
+            ];
+            self.record_initial(id, start);
         }
         for v in &config.virtuals {
             configured.push(v.id.clone());
-            let mut props: Vec<(String, Value)> = vec![
+            let props: Vec<(String, Value)> = vec![
                 (model::KIND.into(), "virtual".into()),
                 (claim_prop(self.uuid), true.into()),
                 (model::NAME.into(), v.name.as_str().into()),
                 (model::DELETED.into(), false.into()),
             ];
-            if self.replica.get(&v.id).is_none_or(|o| o.is_deleted()) {
-                props.push((model::ROOM.into(), v.room.as_str().into()));
-                props.push((model::X.into(), v.x.into()));
-                props.push((model::Y.into(), v.y.into()));
-                props.push((model::STATE.into(), model::OFF.into()));
-            }
             self.record(&v.id, props);
+            let start = vec![
+                (model::ROOM.into(), v.room.as_str().into()),
+                (model::X.into(), v.x.into()),
+                (model::Y.into(), v.y.into()),
+                (model::STATE.into(), model::OFF.into()),
+            ];
+            self.record_initial(&v.id, start);
         }
         for a in &config.automations {
             self.record(&a.id, super::automation::rule_props(a));
@@ -146,6 +148,13 @@ impl Agent {
         self.record_with(id, props, true);
     }
 
+    /// Records where an object starts, from the config: only properties it has no value for
+    /// yet, and so that any value the mesh holds wins ([`crate::replica::Replica::prepare_initial`]).
+    fn record_initial(&mut self, id: &ObjectId, props: Vec<(String, Value)>) {
+        let updates = self.replica.prepare_initial(id, props);
+        self.record_prepared(id, updates, None);
+    }
+
     fn record_with(&mut self, id: &ObjectId, props: Vec<(String, Value)>, touch: bool) -> bool {
         let now = clock::now_ms();
         let updates = if touch {
@@ -176,6 +185,21 @@ impl Agent {
                 .map(|(_, u)| u.clone())
                 .collect()
         });
+        self.record_prepared(id, updates, real_changes)
+    }
+
+    /// Persists, applies and publishes prepared local updates of `id`; automations see
+    /// `real_changes` when given, else all of them.
+    fn record_prepared(
+        &mut self,
+        id: &ObjectId,
+        updates: Vec<Update>,
+        real_changes: Option<Vec<Update>>,
+    ) -> bool {
+        if updates.is_empty() {
+            return false;
+        }
+        let now = clock::now_ms();
         // During start-up nothing is acknowledged yet: queue, and flush once at the end (a
         // config with thousands of objects would otherwise cost thousands of writes).
         let result = if self.running {

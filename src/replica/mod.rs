@@ -238,6 +238,39 @@ impl Replica {
         self.prepare_with(object, props, wall_ms, true)
     }
 
+    /// Writes of where an object *starts* (from the config): only the properties that have no
+    /// register yet, stamped at the very beginning of time, so every value the mesh holds for
+    /// them wins wherever the two meet, and a new or rebuilt instance never overwrites the
+    /// house with its config. Between two such writes the stamp's origin decides, as always.
+    pub fn prepare_initial(&self, object: &ObjectId, props: Vec<(String, Value)>) -> Vec<Update> {
+        let current = self.objects.get(object);
+        let mut seq = self.seqs.highest(&self.origin);
+        let mut updates: Vec<Update> = Vec::new();
+        for (prop, value) in props {
+            let held = current.is_some_and(|o| o.props.contains_key(&prop))
+                || updates.iter().any(|u| u.prop == prop);
+            if held {
+                continue;
+            }
+            seq = seq.saturating_add(1);
+            let mut u = Update {
+                object: object.clone(),
+                prop,
+                value,
+                stamp: Stamp {
+                    wall_ms: 0,
+                    counter: 0,
+                    origin: self.origin,
+                },
+                seq,
+                sig: None,
+            };
+            self.sign_own(&mut u);
+            updates.push(u);
+        }
+        updates
+    }
+
     fn prepare_with(
         &self,
         object: &ObjectId,

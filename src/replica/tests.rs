@@ -502,3 +502,32 @@ fn prepare_touching_restamps_an_unchanged_value() {
     assert!(again[0].stamp > first[0].stamp);
     assert_eq!(again[0].seq, first[0].seq + 1);
 }
+
+#[test]
+fn where_an_object_starts_never_beats_what_the_house_holds() {
+    let mut house = Replica::new(node(1));
+    let moved = write(&mut house, "lamp", &[(ROOM, "attic".into())], T0);
+    // A new instance writes the config's start before it syncs; either order, the move wins.
+    let fresh = Replica::new(node(9));
+    let start = fresh.prepare_initial(
+        &oid("lamp"),
+        vec![(ROOM.into(), "hall".into()), (STATE.into(), "OFF".into())],
+    );
+    assert_eq!(start.len(), 2);
+    assert!(start.iter().all(|u| u.stamp.wall_ms == 0));
+    let mut joiner = fresh.clone();
+    for u in start.iter().chain(&moved) {
+        joiner.apply(u, T0);
+    }
+    for u in &start {
+        house.apply(u, T0);
+    }
+    for r in [&house, &joiner] {
+        assert_eq!(r.get(&oid("lamp")).unwrap().text(ROOM), Some("attic"));
+        assert_eq!(r.get(&oid("lamp")).unwrap().text(STATE), Some("OFF"), "new to the house");
+    }
+    // Properties that have a value are not written again.
+    assert!(house
+        .prepare_initial(&oid("lamp"), vec![(ROOM.into(), "hall".into())])
+        .is_empty());
+}
