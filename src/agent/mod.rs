@@ -179,6 +179,8 @@ struct Agent {
     last_hello: Option<crate::mesh::proto::Hello>,
     /// Commands sent to other instances, by command id, until they answer.
     pending: HashMap<String, forward::Pending>,
+    /// Duplicates of commands in progress, answered with them, by the command's mesh id.
+    waiting: Vec<(String, forward::Waiter)>,
     /// Rotation over the runners of virtual objects.
     rr: crate::router::RoundRobin,
     /// Rotation of automation jobs over live instances.
@@ -322,6 +324,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         join,
         last_hello: None,
         pending: HashMap::new(),
+        waiting: Vec::new(),
         rr: Default::default(),
         rr_jobs: Default::default(),
         jobs: Vec::new(),
@@ -510,6 +513,7 @@ impl Agent {
                 topic,
                 payload,
                 response,
+                sender,
             } => {
                 let join = topic
                     .strip_prefix(&format!("{}/join/", self.base))
@@ -522,7 +526,8 @@ impl Agent {
                 } else if let Some(invitation) = join {
                     self.on_join_request(&invitation, &payload).await;
                 } else {
-                    self.on_message(&topic, &payload, response).await
+                    self.on_message(&topic, &payload, response, sender.as_deref())
+                        .await
                 }
             }
             LocalEvent::Closed => {

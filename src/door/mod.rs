@@ -14,6 +14,12 @@
 //! client's CONNACK or PINGRESP.
 
 pub mod acl;
+
+/// The MQTT 5 user property the front door puts on every publish of a user or the local CLI
+/// under the base topic, naming who sent it (`user NAME/CLIENT-ID`): the agent scopes command
+/// ids by it. A client's own property of that name is replaced, and it is never passed on
+/// to subscribers.
+pub const SENDER_PROPERTY: &str = "pimesh-sender";
 pub mod auth;
 pub mod retained;
 pub mod session;

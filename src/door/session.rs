@@ -404,12 +404,22 @@ impl Session {
         let duplicate = m.qos == 2 && self.awaiting_rel.contains(&m.pkid);
         if allowed && !duplicate {
             let publish = Publish::new(Bytes::from(m.topic.into_bytes()), m.payload, m.retain);
-            let properties = m.properties.map(|mut p| {
+            let mut properties = m.properties.map(|mut p| {
                 // Aliases are not offered; a client that sends one anyway gets it ignored.
                 p.topic_alias = None;
                 p.subscription_identifiers.clear();
+                p.user_properties
+                    .retain(|(k, _)| k != super::SENDER_PROPERTY);
                 p
             });
+            let command = publish.topic.starts_with(self.door.base.as_bytes())
+                && publish.topic.get(self.door.base.len()) == Some(&b'/');
+            if command && !matches!(self.role, Role::Member(_)) {
+                let sender = format!("{}/{}", self.role.describe(), self.client_id);
+                let p = properties.get_or_insert_with(Default::default);
+                p.user_properties
+                    .push((super::SENDER_PROPERTY.to_string(), sender));
+            }
             if let Err(e) = send_now(&mut self.tx, Packet::Publish(publish, properties)) {
                 return Some(End::Abnormal(e));
             }
@@ -520,6 +530,8 @@ impl Session {
                 let properties = forward.properties.map(|mut p| {
                     p.topic_alias = None;
                     p.subscription_identifiers.clear();
+                    p.user_properties
+                        .retain(|(k, _)| k != super::SENDER_PROPERTY);
                     p
                 });
                 self.send(Outbound::Publish(Message {

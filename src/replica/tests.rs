@@ -524,7 +524,11 @@ fn where_an_object_starts_never_beats_what_the_house_holds() {
     }
     for r in [&house, &joiner] {
         assert_eq!(r.get(&oid("lamp")).unwrap().text(ROOM), Some("attic"));
-        assert_eq!(r.get(&oid("lamp")).unwrap().text(STATE), Some("OFF"), "new to the house");
+        assert_eq!(
+            r.get(&oid("lamp")).unwrap().text(STATE),
+            Some("OFF"),
+            "new to the house"
+        );
     }
     // Properties that have a value are not written again.
     assert!(house
