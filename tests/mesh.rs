@@ -404,3 +404,39 @@ fn a_new_or_rebuilt_instance_takes_the_house_as_the_mesh_has_it_not_from_its_con
         );
     }
 }
+
+#[test]
+fn a_peer_that_comes_back_on_another_address_is_followed() {
+    let a = start_node("alpha", &node_config("a"), &[]);
+    let mut b = start_node("beta", &node_config("b"), &["--peer", &a.addr()]);
+    wait_until("alpha sees beta", || a.peer_status("beta") == "online");
+    let dir = b.dir.clone();
+    let old = b.addr();
+    b.kill9();
+    wait_until("alpha sees beta gone", || a.peer_status("beta") != "online");
+    // DHCP gave it another address; here, another port. Same data dir, same identity.
+    let moved = Agent::start_on_free_port(
+        &dir,
+        &[
+            "--name",
+            "beta",
+            "--config",
+            &dir.parent().unwrap().join("pimesh.toml").to_string_lossy(),
+            "--peer",
+            &a.addr(),
+        ],
+    );
+    assert_ne!(moved.addr(), old);
+    wait_until("alpha follows beta to its new address", || {
+        a.peer_status("beta") == "online"
+    });
+    let rows = a.peers();
+    let beta: Vec<_> = rows.iter().filter(|p| p["name"] == "beta").collect();
+    assert_eq!(beta.len(), 1, "one beta, at its new address: {rows:?}");
+    assert_eq!(beta[0]["addr"], moved.addr());
+    let out = a.cli(&["set", "b-light", "on"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("beta's pin follows", || {
+        moved.pin(17).as_deref() == Some("1")
+    });
+}

@@ -300,32 +300,40 @@ impl Agent {
                 tracing::debug!(peer = %addr, uuid = %hello.uuid, "already linked to that instance");
                 self.drop_link(addr);
             }
-            Identified::Peer(uuid) => {
-                if hello.name == self.name {
-                    tracing::error!(peer = %addr, other = %uuid, "name conflict: instance {uuid} at {addr} is also called {:?}; give one of them another name", self.name);
-                }
-                if let Some(pl) = self.links.get_mut(addr) {
-                    let filters = [
-                        self.topics.beat(uuid),
-                        self.topics.updates(uuid),
-                        self.topics.sync_page(uuid, self.uuid),
-                        self.topics.answer(uuid, self.uuid),
-                    ];
-                    pl.sync_on_suback = true;
-                    if let Err(e) = pl.link.subscribe_many(&filters, Qos::AtLeastOnce) {
-                        tracing::warn!(peer = %addr, error = %e, "cannot subscribe on peer");
-                    }
-                }
-                tracing::info!(peer = %addr, name = %hello.name, %uuid, "peer identified");
-                // Its broker answered with its retained hello: its process is alive.
-                let changes = self
-                    .peers
-                    .heard(uuid, None, Instant::now(), clock::now_ms());
-                self.on_changes(changes).await;
-                self.learn(&hello);
-                self.publish_owner_hello().await;
+            Identified::Moved { uuid, from } => {
+                tracing::info!(peer = %hello.name, %from, to = %addr, "a peer moved to a new address; following it");
+                self.drop_link(&from);
+                self.subscribe_peer(addr, uuid, &hello).await;
+            }
+            Identified::Peer(uuid) => self.subscribe_peer(addr, uuid, &hello).await,
+        }
+    }
+
+    /// Subscribes to the topics of `uuid` on its broker at `addr`, just identified.
+    async fn subscribe_peer(&mut self, addr: &str, uuid: uuid::Uuid, hello: &Hello) {
+        if hello.name == self.name {
+            tracing::error!(peer = %addr, other = %uuid, "name conflict: instance {uuid} at {addr} is also called {:?}; give one of them another name", self.name);
+        }
+        if let Some(pl) = self.links.get_mut(addr) {
+            let filters = [
+                self.topics.beat(uuid),
+                self.topics.updates(uuid),
+                self.topics.sync_page(uuid, self.uuid),
+                self.topics.answer(uuid, self.uuid),
+            ];
+            pl.sync_on_suback = true;
+            if let Err(e) = pl.link.subscribe_many(&filters, Qos::AtLeastOnce) {
+                tracing::warn!(peer = %addr, error = %e, "cannot subscribe on peer");
             }
         }
+        tracing::info!(peer = %addr, name = %hello.name, %uuid, "peer identified");
+        // Its broker answered with its retained hello: its process is alive.
+        let changes = self
+            .peers
+            .heard(uuid, None, Instant::now(), clock::now_ms());
+        self.on_changes(changes).await;
+        self.learn(&hello);
+        self.publish_owner_hello().await;
     }
 
     /// Links to the brokers a hello mentions (peer exchange), at most

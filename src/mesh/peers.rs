@@ -58,6 +58,9 @@ pub enum Identified {
     Myself,
     /// Another link already reaches that instance: drop this one.
     Duplicate,
+    /// The instance moved here (DHCP, another port) from `from`, whose link is down: drop
+    /// that one and subscribe here.
+    Moved { uuid: Uuid, from: String },
     /// A peer: subscribe to its topics.
     Peer(Uuid),
 }
@@ -218,14 +221,24 @@ impl Peers {
             self.own_addrs.push(addr.to_string());
             return Identified::Myself;
         }
-        let taken = self
+        // Peers are known by UUID: another link to the same instance is a duplicate while it
+        // is up, and the address it left when it is down.
+        let other = self
             .links
             .iter()
-            .any(|(a, l)| a != addr && l.uuid == Some(hello.uuid));
-        if taken {
-            self.links.remove(addr);
-            return Identified::Duplicate;
-        }
+            .find(|(a, l)| a.as_str() != addr && l.uuid == Some(hello.uuid))
+            .map(|(a, l)| (a.clone(), l.connected));
+        let moved_from = match other {
+            Some((_, true)) => {
+                self.links.remove(addr);
+                return Identified::Duplicate;
+            }
+            Some((old, false)) => {
+                self.links.remove(&old);
+                Some(old)
+            }
+            None => None,
+        };
         if let Some(l) = self.links.get_mut(addr) {
             l.uuid = Some(hello.uuid);
         }
@@ -238,7 +251,13 @@ impl Peers {
         });
         inst.name = hello.name.clone();
         inst.addr = addr.to_string();
-        Identified::Peer(hello.uuid)
+        match moved_from {
+            Some(from) => Identified::Moved {
+                uuid: hello.uuid,
+                from,
+            },
+            None => Identified::Peer(hello.uuid),
+        }
     }
 
     /// Heard from `uuid` (a heartbeat or any message on its broker) at `now`.
@@ -419,11 +438,35 @@ mod tests {
         p.add_link("h:1");
         p.add_link("10.0.0.2:1");
         assert_eq!(p.identify("h:1", &hello(b, "b")), Identified::Peer(b));
+        p.link_up("h:1");
         assert_eq!(
             p.identify("10.0.0.2:1", &hello(b, "b")),
             Identified::Duplicate
         );
         assert_eq!(p.known().len(), 1);
+    }
+
+    #[test]
+    fn a_peer_is_followed_to_a_new_address_once_its_old_link_is_down() {
+        let b = Uuid::new_v4();
+        let mut p = Peers::new(Uuid::new_v4(), "a");
+        p.add_link("10.0.0.2:1883");
+        assert_eq!(
+            p.identify("10.0.0.2:1883", &hello(b, "b")),
+            Identified::Peer(b)
+        );
+        p.link_up("10.0.0.2:1883");
+        p.link_down("10.0.0.2:1883");
+        p.add_learnt_link("10.0.0.9:1883", Instant::now());
+        assert_eq!(
+            p.identify("10.0.0.9:1883", &hello(b, "b")),
+            Identified::Moved {
+                uuid: b,
+                from: "10.0.0.2:1883".into()
+            }
+        );
+        assert_eq!(p.addr_of(b), Some("10.0.0.9:1883"));
+        assert!(p.want_link("10.0.0.2:1883"), "the old address is no longer linked");
     }
 
     #[test]
