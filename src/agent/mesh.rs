@@ -332,7 +332,7 @@ impl Agent {
             .peers
             .heard(uuid, None, Instant::now(), clock::now_ms());
         self.on_changes(changes).await;
-        self.learn(&hello);
+        self.learn(hello);
         self.publish_owner_hello().await;
     }
 
