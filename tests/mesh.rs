@@ -440,3 +440,79 @@ fn a_peer_that_comes_back_on_another_address_is_followed() {
         moved.pin(17).as_deref() == Some("1")
     });
 }
+
+#[test]
+fn a_pi_rebuilt_after_its_card_died_gets_its_relays_back_with_one_forget() {
+    let a = start_node("alpha", &node_config("a"), &[]);
+    let b_config = node_config("b");
+    let mut b = start_node("beta", &b_config, &["--peer", &a.addr()]);
+    wait_until("alpha sees beta", || a.peer_status("beta") == "online");
+    assert!(a.cli(&["move", "b-light", "cellar"]).status.success());
+    wait_until("beta has the move", || {
+        b.all()
+            .get("b-light")
+            .is_some_and(|o| o["room"] == "cellar")
+    });
+    let old_uuid = b.uuid();
+    // The card dies; the Pi is rebuilt with the same name and config, and an empty data dir.
+    b.kill9();
+    let rebuilt = start_node("beta", &b_config, &["--peer", &a.addr()]);
+    wait_until("the conflict with its old self is visible", || {
+        a.all()
+            .get("b-light")
+            .is_some_and(|o| o.get("conflict").is_some())
+    });
+    let out = a.cli(&["set", "b-light", "on"]);
+    assert_eq!(out.status.code(), Some(2), "refused while two claim it");
+
+    // One forget by name, on any member: the offline beta is meant.
+    let out = a.cli(&["forget", "beta"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&old_uuid),
+        "{}",
+        text(&out.stderr)
+    );
+    for n in [&a, &rebuilt] {
+        wait_until("the relay is the rebuilt Pi's alone", || {
+            n.all()
+                .get("b-light")
+                .is_some_and(|o| o.get("conflict").is_none() && o["room"] == "cellar")
+        });
+        assert!(
+            n.peers().iter().all(|p| p["uuid"] != old_uuid.as_str()),
+            "{:?}",
+            n.peers()
+        );
+    }
+    let out = a.cli(&["set", "b-light", "on"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("the rebuilt Pi switches", || {
+        rebuilt.pin(17).as_deref() == Some("1")
+    });
+
+    // Refusals: the running instance, itself, nobody.
+    let out = a.cli(&["forget", "beta"]);
+    assert!(
+        text(&out.stderr).contains("is online; stop it first"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = a.cli(&["forget", "alpha"]);
+    assert!(
+        text(&out.stderr).contains("cannot forget itself"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&a.cli(&["forget", "nobody"]).stderr).contains("no member"));
+
+    // The old card comes back to life: it is no longer trusted.
+    b.restart();
+    wait_until("alpha refuses the forgotten instance", || {
+        a.log().lines().any(|l| {
+            l.contains("client refused")
+                && l.contains(&format!("{old_uuid} is not a member of this mesh"))
+        })
+    });
+    assert_eq!(a.all()["b-light"]["room"], "cellar");
+}

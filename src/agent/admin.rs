@@ -41,6 +41,8 @@ pub enum AdminRequest {
     UserRemove { id: String, name: String },
     /// List users.
     UserList { id: String },
+    /// Retire an instance (name or UUID) for good.
+    Forget { id: String, who: String },
 }
 
 /// The answer, on `<base>/client/local/reply`.
@@ -114,6 +116,7 @@ impl Agent {
             AdminRequest::Invite { id, expires_s } => self.invite(id, expires_s),
             AdminRequest::UserAdd { id, name, password } => self.user_add(id, &name, password),
             AdminRequest::UserRemove { id, name } => self.user_remove(id, &name),
+            AdminRequest::Forget { id, who } => self.forget(id, &who),
             AdminRequest::UserList { id } => {
                 let (_, users) = membership::keys_from(&self.replica);
                 let mut users: Vec<String> = users.into_keys().collect();
@@ -217,6 +220,76 @@ impl Agent {
             ok: true,
             ..Default::default()
         }
+    }
+
+    /// Retires the member `who` (a name or UUID): its member record is deleted, which every
+    /// replica reads as "no longer trusted, its claims count for nothing" (see
+    /// [`crate::replica::Replica::is_retired`]). Refused for this instance itself and for one
+    /// that is online: stop it first.
+    fn forget(&mut self, id: String, who: &str) -> AdminReply {
+        let members: Vec<(Uuid, String)> = self
+            .replica
+            .objects()
+            .filter(|(_, o)| !o.is_deleted())
+            .filter_map(|(oid, o)| {
+                let uuid = crate::replica::trust::member_of(oid)?;
+                Some((uuid, o.text(crate::model::NAME).unwrap_or("").to_string()))
+            })
+            .collect();
+        let by_uuid = who.parse::<Uuid>().ok();
+        let mut found: Vec<&(Uuid, String)> = members
+            .iter()
+            .filter(|(u, n)| Some(*u) == by_uuid || n == who)
+            .collect();
+        if found.len() > 1 {
+            // The everyday case: a rebuilt Pi has the name of its dead self; forget the one
+            // that is not running.
+            found.retain(|(u, _)| *u != self.uuid && !self.peers.is_alive(*u));
+        }
+        let (uuid, name) = match found.as_slice() {
+            [one] => (one.0, one.1.clone()),
+            [] => return failed(id, format!("no member of this mesh is called {who:?}")),
+            many => {
+                let list: Vec<String> = many.iter().map(|(u, _)| u.to_string()).collect();
+                return failed(
+                    id,
+                    format!(
+                        "several offline members are called {who:?}; give the UUID of one: {}",
+                        list.join(", ")
+                    ),
+                );
+            }
+        };
+        if uuid == self.uuid {
+            return failed(
+                id,
+                "an instance cannot forget itself; run `pimesh forget` on another member".into(),
+            );
+        }
+        if self.peers.is_alive(uuid) {
+            return failed(id, format!("{name} ({uuid}) is online; stop it first"));
+        }
+        self.record(
+            &membership::member_id(uuid),
+            vec![(crate::model::DELETED.into(), true.into())],
+        );
+        self.member_retired(uuid);
+        tracing::info!(member = %uuid, %name, "instance forgotten: its claims are released and it is no longer trusted");
+        AdminReply {
+            id,
+            ok: true,
+            users: vec![format!("{name} ({uuid})")],
+            ..Default::default()
+        }
+    }
+
+    /// A member was retired (here or by another member): drop its links and its place in
+    /// the peer list, and let the door forget its key.
+    pub(super) fn member_retired(&mut self, uuid: Uuid) {
+        if let Some(addr) = self.peers.forget(uuid) {
+            self.drop_link(&addr);
+        }
+        self.refresh_keys();
     }
 
     /// Handles `<base>/join/<invitation>/request` from an invited instance.

@@ -142,7 +142,7 @@ impl Agent {
         let (kind, holders, now_on) = match self.replica.get(&oid) {
             Some(obj) => (
                 obj.text(model::KIND).unwrap_or("object").to_string(),
-                claimants(obj),
+                claimants(&self.replica, obj),
                 obj.text(model::STATE) == Some(model::ON),
             ),
             None => ("object".to_string(), Vec::new(), false),
@@ -212,7 +212,7 @@ impl Agent {
                 Some(format!("unknown object {object:?}")),
             );
         };
-        let mine = claimants(obj).contains(&self.uuid);
+        let mine = claimants(&self.replica, obj).contains(&self.uuid);
         let kind = obj.text(model::KIND).unwrap_or("object").to_string();
         let current_on = obj.text(model::STATE) == Some(model::ON);
         let mut props: Vec<(String, Value)> = Vec::new();

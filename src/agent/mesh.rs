@@ -291,6 +291,11 @@ impl Agent {
             self.publish_owner_hello().await;
             return;
         }
+        if self.replica.is_retired(hello.uuid) {
+            warn_limited!(self.warns, "retired-peer", peer = %addr, uuid = %hello.uuid, "that broker belongs to an instance that was forgotten; not linking to it");
+            self.drop_link(addr);
+            return;
+        }
         match self.peers.identify(addr, &hello) {
             Identified::Myself => {
                 tracing::debug!(peer = %addr, "that address is our own broker");
@@ -461,7 +466,7 @@ impl Agent {
             let held: Vec<_> = self
                 .replica
                 .objects()
-                .filter(|(_, o)| super::state::claimants(o).contains(&uuid))
+                .filter(|(_, o)| super::state::claimants(&self.replica, o).contains(&uuid))
                 .map(|(id, _)| id.clone())
                 .collect();
             self.dirty.extend(held);

@@ -336,6 +336,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         held: Vec::new(),
         echoes: heapless::Deque::new(),
     };
+    agent
+        .peers
+        .set_stale_after(settings.config.mesh.stale_after_ms);
     agent.reconcile_objects(&settings.config);
     agent.record_self_as_member();
     agent.adopt_unsigned();

@@ -36,13 +36,15 @@ pub fn claim_prop(uuid: Uuid) -> String {
     format!("{}{uuid}", model::CLAIM_PREFIX)
 }
 
-/// Instances currently claiming `obj` as their hardware.
-pub fn claimants(obj: &Object) -> Vec<Uuid> {
+/// Instances currently claiming `obj` as their hardware; a retired instance's claims count
+/// for nothing (`pimesh forget`), so a replacement Pi takes its objects.
+pub fn claimants(replica: &crate::replica::Replica, obj: &Object) -> Vec<Uuid> {
     obj.props
         .iter()
         .filter(|(_, r)| r.value == Value::Bool(true))
         .filter_map(|(p, _)| p.strip_prefix(model::CLAIM_PREFIX))
         .filter_map(|u| Uuid::parse_str(u).ok())
+        .filter(|u| !replica.is_retired(*u))
         .collect()
 }
 
@@ -116,8 +118,10 @@ impl Agent {
         let gone: Vec<(ObjectId, bool)> = self
             .replica
             .objects()
-            .filter(|(id, o)| claimants(o).contains(&self.uuid) && !configured.contains(id))
-            .map(|(id, o)| (id.clone(), claimants(o).len() == 1))
+            .filter(|(id, o)| {
+                claimants(&self.replica, o).contains(&self.uuid) && !configured.contains(id)
+            })
+            .map(|(id, o)| (id.clone(), claimants(&self.replica, o).len() == 1))
             .collect();
         for (id, last_claim) in gone {
             tracing::info!(object = %id, "object no longer in the config: releasing it");
@@ -409,6 +413,12 @@ impl Agent {
             if id.is_system() {
                 // Members and users are never public; they change who the door lets in.
                 self.keys_dirty = true;
+                if let Some(member) = crate::replica::trust::member_of(&id) {
+                    if self.replica.is_retired(member) && self.peers.name_of(member).is_some() {
+                        tracing::info!(%member, "an instance was forgotten by another member");
+                        self.member_retired(member);
+                    }
+                }
             } else {
                 self.publish_state(&id).await;
             }
@@ -505,7 +515,7 @@ impl Agent {
             return serde_json::Value::Null;
         };
         let mut json = api::state_json(id, obj);
-        let holders = claimants(obj);
+        let holders = claimants(&self.replica, obj);
         if let serde_json::Value::Object(map) = &mut json {
             match holders.as_slice() {
                 [] => {}

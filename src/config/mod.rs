@@ -154,6 +154,8 @@ pub struct MeshConfig {
     /// How far ahead of our wall clock a peer's stamp may be before it is refused
     /// (`max-clock-ahead-s`; [`crate::clock::DEFAULT_MAX_AHEAD_MS`] unless set).
     pub max_clock_ahead_ms: u64,
+    /// After how long unheard an offline peer shows as `stale` (`stale-after-s`).
+    pub stale_after_ms: u64,
 }
 
 /// What a relay does when the agent starts.

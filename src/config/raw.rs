@@ -137,6 +137,8 @@ pub(super) struct RawMesh {
     pub join: Option<Spanned<String>>,
     /// How far ahead of our wall clock a peer's stamp may be, in seconds; at least 1.
     pub max_clock_ahead_s: Option<Spanned<u64>>,
+    /// After how long unheard an offline peer shows as `stale`, in seconds; at least 1.
+    pub stale_after_s: Option<Spanned<u64>>,
 }
 
 /// One `[[relay]]` table.

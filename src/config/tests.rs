@@ -74,6 +74,7 @@ fn an_empty_file_gives_every_default() {
                 peers: vec![],
                 join: None,
                 max_clock_ahead_ms: 300_000,
+                stale_after_ms: 3_600_000,
             },
             relays: vec![],
             inputs: vec![],

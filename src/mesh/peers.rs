@@ -89,7 +89,12 @@ pub struct Peers {
     instances: BTreeMap<Uuid, Instance>,
     /// Learnt addresses that never answered, with when they were given up.
     given_up: BTreeMap<String, Instant>,
+    /// An offline peer unheard of for longer than this shows as `stale`.
+    stale_after_ms: u64,
 }
+
+/// Default for how long an offline peer goes unheard before it shows as `stale`.
+pub const STALE_AFTER_MS: u64 = 3_600_000;
 
 /// A row of `pimesh peers`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -119,7 +124,31 @@ impl Peers {
             own_addrs: Vec::new(),
             instances: BTreeMap::new(),
             given_up: BTreeMap::new(),
+            stale_after_ms: STALE_AFTER_MS,
         }
+    }
+
+    /// Sets how long an offline peer goes unheard before `pimesh peers` calls it `stale`.
+    pub fn set_stale_after(&mut self, ms: u64) {
+        self.stale_after_ms = ms;
+    }
+
+    /// Forgets instance `uuid` for good (retired): its entry and its links go, and its
+    /// address is not dialled again for a while. Returns the address the agent linked to.
+    pub fn forget(&mut self, uuid: Uuid) -> Option<String> {
+        let inst = self.instances.remove(&uuid);
+        let addrs: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.uuid == Some(uuid))
+            .map(|(a, _)| a.clone())
+            .collect();
+        let now = Instant::now();
+        for a in &addrs {
+            self.links.remove(a);
+            self.given_up.insert(a.clone(), now);
+        }
+        addrs.into_iter().next().or(inst.map(|i| i.addr))
     }
 
     /// Whether a link to `addr` should be opened: not ours, not already linked, not given up
@@ -372,6 +401,9 @@ impl Peers {
                 addr: addr.clone(),
                 status: match inst {
                     Some(i) if i.online => "online",
+                    Some(i) if now_ms.saturating_sub(i.last_seen_ms) > self.stale_after_ms => {
+                        "stale"
+                    }
                     Some(_) => "offline",
                     None => "connecting",
                 }
@@ -447,6 +479,24 @@ mod tests {
     }
 
     #[test]
+    fn a_long_silent_peer_is_stale_and_a_forgotten_one_gone() {
+        let b = Uuid::new_v4();
+        let mut p = Peers::new(Uuid::new_v4(), "a");
+        p.set_stale_after(60_000);
+        p.add_link("h:1");
+        p.identify("h:1", &hello(b, "b"));
+        p.link_up("h:1");
+        p.heard(b, None, Instant::now(), 1_000);
+        p.link_down("h:1");
+        let status = |p: &Peers, now_ms| p.rows(&[], now_ms)[1].status.clone();
+        assert_eq!(status(&p, 60_000), "offline");
+        assert_eq!(status(&p, 61_001), "stale");
+        assert_eq!(p.forget(b).as_deref(), Some("h:1"));
+        assert_eq!(p.rows(&[], 0).len(), 1, "only this instance is left");
+        assert!(!p.want_link("h:1"), "not dialled again for a while");
+    }
+
+    #[test]
     fn a_peer_is_followed_to_a_new_address_once_its_old_link_is_down() {
         let b = Uuid::new_v4();
         let mut p = Peers::new(Uuid::new_v4(), "a");
@@ -466,7 +516,10 @@ mod tests {
             }
         );
         assert_eq!(p.addr_of(b), Some("10.0.0.9:1883"));
-        assert!(p.want_link("10.0.0.2:1883"), "the old address is no longer linked");
+        assert!(
+            p.want_link("10.0.0.2:1883"),
+            "the old address is no longer linked"
+        );
     }
 
     #[test]

@@ -71,6 +71,9 @@ pub enum Refused {
         origin: Uuid,
         seq: u64,
     },
+    /// An update of a retired member (`pimesh forget`), stamped after its retirement.
+    #[error("update {seq} of {origin} comes after that instance was forgotten")]
+    Retired { origin: Uuid, seq: u64 },
     /// A claim written for another instance.
     #[error("{origin} wrote a claim on {object} for another instance")]
     ForeignClaim { origin: Uuid, object: String },

@@ -169,9 +169,29 @@ impl Replica {
         }
     }
 
+    /// Whether member `uuid` was retired (`pimesh forget`): its member record is deleted.
+    pub fn is_retired(&self, uuid: Uuid) -> bool {
+        self.retirement(uuid).is_some()
+    }
+
+    /// When member `uuid` was retired: the stamp of its record's deletion.
+    fn retirement(&self, uuid: Uuid) -> Option<crate::clock::Stamp> {
+        let record = self.objects.get(&ObjectId::member(uuid))?;
+        record
+            .is_deleted()
+            .then(|| record.props.get(crate::model::DELETED).map(|r| r.stamp))
+            .flatten()
+    }
+
     /// Whether the remote update `u` is signed by its origin and speaks only for it.
+    ///
+    /// A retired member's updates are still taken when stamped before its retirement: they
+    /// are the house's history, which every replica must hold alike.
     pub fn check_signature(&self, u: &Update) -> Result<(), Refused> {
         let origin = u.stamp.origin;
+        if self.retirement(origin).is_some_and(|at| u.stamp > at) {
+            return Err(Refused::Retired { origin, seq: u.seq });
+        }
         if let Some(claimed) = u.prop.strip_prefix(CLAIM_PREFIX) {
             if claimed != origin.to_string() {
                 return Err(Refused::ForeignClaim {
@@ -437,6 +457,32 @@ mod tests {
             .delta_since(&Default::default())
             .iter()
             .all(|u| u.sig.is_some()));
+    }
+
+    #[test]
+    fn a_retired_members_history_stays_and_its_later_updates_are_refused() {
+        let mut a = signing(1);
+        let mut b = signing(2);
+        let rec = member_record(&b, 2);
+        local(&mut b, &rec);
+        a.apply_remote(&rec[0], T0).unwrap();
+        let before = b.prepare(&oid("lamp"), vec![(STATE.into(), "ON".into())], T0 + 1);
+        local(&mut b, &before);
+        let after = b.prepare(&oid("lamp"), vec![(STATE.into(), "OFF".into())], T0 + 100);
+        // a forgets b at T0 + 50; b's update from before arrives late, the one after too.
+        let forget = a.prepare(
+            &ObjectId::member(node(2)),
+            vec![(crate::model::DELETED.into(), true.into())],
+            T0 + 50,
+        );
+        local(&mut a, &forget);
+        assert!(a.is_retired(node(2)));
+        a.apply_remote(&before[0], T0 + 1).unwrap();
+        assert!(matches!(
+            a.apply_remote(&after[0], T0 + 100),
+            Err(Refused::Retired { .. })
+        ));
+        assert_eq!(a.get(&oid("lamp")).unwrap().text(STATE), Some("ON"));
     }
 
     #[test]
