@@ -66,6 +66,16 @@ pub enum StoreError {
         /// Where parsing failed.
         source: serde_json::Error,
     },
+    /// The snapshot's checksum does not match its contents: damage from outside.
+    #[error("the replica snapshot {} is damaged: its checksum is {actual} but it says {expected}; move it aside and restart: the log is still loaded and peers send the rest of the house again", .path.display())]
+    SnapshotChecksum {
+        /// The snapshot file.
+        path: PathBuf,
+        /// The checksum the file states.
+        expected: String,
+        /// The checksum of what it holds.
+        actual: String,
+    },
     /// The snapshot was written by a pimesh with another snapshot format.
     #[error("the replica snapshot {} has format {found} but this pimesh reads format {expected}; run the pimesh version that wrote it, or move the file aside to fetch the house from peers again", .path.display())]
     SnapshotFormat {
@@ -282,6 +292,27 @@ impl Store {
 
         let scan = replay(&mut replica, &bytes, &log_path);
         let valid_len = u64::try_from(scan.valid_len).unwrap_or(u64::MAX);
+        if scan.valid_len == 0 && !bytes.is_empty() && !record::looks_torn(&bytes) {
+            // Not one valid record, and more than an interrupted write leaves: this is
+            // damage, not a torn write. Keep it for inspection before starting afresh.
+            let aside = dir.join(format!("{LOG_FILE}.damaged-{}", crate::clock::now_ms()));
+            let kept = fs::write(&aside, &bytes).and_then(|()| snapshot::sync_dir(dir));
+            tracing::error!(
+                file = %log_path.display(),
+                bytes = bytes.len(),
+                kept_as = %aside.display(),
+                kept = kept.is_ok(),
+                "the store's log holds no valid record at all: it is damaged, not torn by a crash; it is kept aside and the house comes from the snapshot and from peers"
+            );
+            if kept.is_err() {
+                return Err(StoreError::ReadLog {
+                    path: log_path.clone(),
+                    source: io::Error::other(
+                        "a damaged log could not be kept aside; refusing to cut it",
+                    ),
+                });
+            }
+        }
         if scan.valid_len < bytes.len() {
             tracing::warn!(
                 file = %log_path.display(),

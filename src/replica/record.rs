@@ -43,6 +43,17 @@ pub(super) fn encode(update: &Update, out: &mut Vec<u8>) -> Result<(), serde_jso
     Ok(())
 }
 
+/// Whether a log with no valid record could still be a crash's work: zeroes (what a power cut
+/// leaves in a file's last block), or the start of one record cut short. Anything else is
+/// damage from outside and is kept for inspection rather than cut away.
+pub(super) fn looks_torn(bytes: &[u8]) -> bool {
+    if bytes.iter().all(|&b| b == 0) || bytes.len() < HEADER_LEN {
+        return true;
+    }
+    let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    len > 0 && len <= MAX_PAYLOAD && bytes.len() < HEADER_LEN + len
+}
+
 /// What a log holds, as found by [`scan`].
 #[derive(Debug, Default)]
 pub(super) struct Scan {

@@ -66,8 +66,38 @@ pub(super) fn load(path: &Path, origin: Uuid) -> Result<Option<Replica>, StoreEr
     decode(&bytes, path, origin).map(Some)
 }
 
+/// What follows the JSON document: `\ncrc32 ` and the crc32 of the document in 8 hex
+/// digits. JSON that is still valid after a flipped byte inside a value would otherwise load
+/// silently. A snapshot without it (written by an older pimesh) is read as before.
+const TRAILER: &[u8] = b"\ncrc32 ";
+
+/// The document of a snapshot file, checked against its trailer.
+fn checked_document<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a [u8], StoreError> {
+    let Some(at) = bytes
+        .windows(TRAILER.len())
+        .rposition(|w| w == TRAILER)
+        .filter(|at| bytes.len() - at <= TRAILER.len() + 9)
+    else {
+        return Ok(bytes);
+    };
+    let (doc, trailer) = bytes.split_at(at);
+    let digits = std::str::from_utf8(&trailer[TRAILER.len()..])
+        .unwrap_or("")
+        .trim();
+    let actual = crc32fast::hash(doc);
+    match u32::from_str_radix(digits, 16) {
+        Ok(expected) if expected == actual => Ok(doc),
+        _ => Err(StoreError::SnapshotChecksum {
+            path: path.to_path_buf(),
+            expected: digits.chars().take(8).collect(),
+            actual: format!("{actual:08x}"),
+        }),
+    }
+}
+
 /// Reads the bytes of the snapshot at `path` (named in errors) into a replica for `origin`.
 pub(super) fn decode(bytes: &[u8], path: &Path, origin: Uuid) -> Result<Replica, StoreError> {
+    let bytes = checked_document(bytes, path)?;
     let wrong_format = |found| StoreError::SnapshotFormat {
         path: path.to_path_buf(),
         found,
@@ -146,10 +176,13 @@ pub(super) fn write(
         ahead: &replica.seqs.ahead,
         objects: &replica.objects,
     };
-    let bytes = serde_json::to_vec(&snapshot).map_err(|source| StoreError::EncodeSnapshot {
+    let mut bytes = serde_json::to_vec(&snapshot).map_err(|source| StoreError::EncodeSnapshot {
         path: path.to_path_buf(),
         source,
     })?;
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(TRAILER);
+    bytes.extend_from_slice(format!("{crc:08x}\n").as_bytes());
     let failed = |at: &Path| {
         let at = at.to_path_buf();
         move |source| StoreError::WriteSnapshot { path: at, source }
