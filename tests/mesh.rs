@@ -516,3 +516,14 @@ fn a_pi_rebuilt_after_its_card_died_gets_its_relays_back_with_one_forget() {
     });
     assert_eq!(a.all()["b-light"]["room"], "cellar");
 }
+
+#[test]
+fn a_peer_given_by_host_name_is_linked_both_ways() {
+    let a = start_node("alpha", &node_config("a"), &[]);
+    let peer = format!("localhost:{}", a.port);
+    let b = start_node("beta", &node_config("b"), &["--peer", &peer]);
+    // Alpha can only link back to beta through the address beta advertises, which beta
+    // found by looking the name up off its main task.
+    wait_until("alpha links to beta", || a.peer_status("beta") == "online");
+    wait_until("beta links to alpha", || b.peer_status("alpha") == "online");
+}

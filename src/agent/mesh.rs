@@ -10,7 +10,7 @@ use crate::mqtt::{Link, LinkEvent, LinkOptions, Qos};
 use crate::ratelimit::warn_limited;
 use crate::replica::MAX_SEQ;
 use rumqttc::LastWill;
-use std::net::{IpAddr, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +31,21 @@ impl Agent {
             warn_limited!(self.warns, "bad-peer-addr", peer = %shown, "ignoring a peer address that is not HOST:PORT");
             return;
         };
+        if host.parse::<IpAddr>().is_err() && !self.resolved.contains_key(&host) {
+            // Our address towards a host name, for our hello: looked up on the side.
+            let (tx, name) = (self.internal.clone(), host.clone());
+            tokio::spawn(async move {
+                let found = tokio::net::lookup_host((name.as_str(), port)).await;
+                let target = found.ok().and_then(|mut a| a.next());
+                let local = tokio::task::spawn_blocking(move || {
+                    target.and_then(|t| local_ip_towards(t.ip(), t.port()))
+                })
+                .await;
+                if let Ok(Some(ip)) = local {
+                    let _ = tx.send(super::Internal::Resolved(name, ip));
+                }
+            });
+        }
         let mut opts = LinkOptions::new(
             host,
             port,
@@ -388,7 +403,7 @@ impl Agent {
         let mut addrs = self.my_addrs();
         if self.bind.is_unspecified() {
             // A UDP "connect" only picks a route; no packet is sent (192.0.2.1 is TEST-NET-1).
-            if let Some(ip) = local_ip_towards("192.0.2.1", 9) {
+            if let Some(ip) = local_ip_towards(IpAddr::from([192, 0, 2, 1]), 9) {
                 addrs.push(format!("{}:{}", fmt_ip(ip), self.port));
             }
             addrs.push(format!("127.0.0.1:{}", self.port));
@@ -406,7 +421,11 @@ impl Agent {
         }
         let mut addrs: Vec<String> = Vec::new();
         for addr in self.links.keys() {
-            if let Some(ip) = split_addr(addr).and_then(|(h, p)| local_ip_towards(&h, p)) {
+            let towards = split_addr(addr).and_then(|(host, port)| match host.parse::<IpAddr>() {
+                Ok(ip) => local_ip_towards(ip, port),
+                Err(_) => self.resolved.get(&host).copied(),
+            });
+            if let Some(ip) = towards {
                 let mine = format!("{}:{}", fmt_ip(ip), self.port);
                 if !addrs.contains(&mine) {
                     addrs.push(mine);
@@ -497,9 +516,10 @@ pub(super) fn split_addr(addr: &str) -> Option<(String, u16)> {
     (!host.is_empty()).then(|| (host.to_string(), port))
 }
 
-/// The local address the kernel would use to reach `host` (no packet is sent).
-fn local_ip_towards(host: &str, port: u16) -> Option<IpAddr> {
-    let target = (host, port).to_socket_addrs().ok()?.next()?;
+/// The local address the kernel would use to reach `ip` (no packet is sent, no name looked
+/// up).
+fn local_ip_towards(ip: IpAddr, port: u16) -> Option<IpAddr> {
+    let target = std::net::SocketAddr::new(ip, port);
     let any: std::net::SocketAddr = if target.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {

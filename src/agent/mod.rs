@@ -97,6 +97,8 @@ enum Internal {
     SerialDone(Box<serial::SerialDone>),
     /// Joining with the invitation finished.
     Joined(Result<Uuid, String>),
+    /// A peer's host name was looked up (off the agent task): our own address towards it.
+    Resolved(String, IpAddr),
 }
 
 /// The agent task's state: the one owner of the store, the hardware and the mesh view.
@@ -199,6 +201,9 @@ struct Agent {
     /// Claims of a peer's last sync page we refused, by peer, so its heartbeats showing the
     /// same claims do not start a sync after every beat.
     unjustified: HashMap<Uuid, crate::replica::VersionVector>,
+    /// Our own address towards peers known by host name, looked up off the agent task so a
+    /// slow DNS never holds up a heartbeat.
+    resolved: HashMap<String, IpAddr>,
     /// Remote updates signed by a member whose record has not arrived yet (see `state.rs`).
     held: Vec<Update>,
     /// Hashes of the retained payloads we published lately, so our own echo of an older
@@ -334,6 +339,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         announced: Default::default(),
         unjustified: HashMap::new(),
         held: Vec::new(),
+        resolved: HashMap::new(),
         echoes: heapless::Deque::new(),
     };
     agent
@@ -590,6 +596,13 @@ impl Agent {
             Internal::Joined(Ok(mesh)) => {
                 if let Some(token) = self.join.take() {
                     self.joined(&token, mesh);
+                }
+            }
+            Internal::Resolved(host, ip) => {
+                if self.resolved.len() < crate::mesh::peers::MAX_LINKS {
+                    self.resolved.insert(host, ip);
+                    // Peers learn the address from our hello.
+                    self.publish_owner_hello().await;
                 }
             }
             Internal::Joined(Err(why)) => {
