@@ -9,6 +9,7 @@ use crate::door::auth::member_proof;
 use crate::membership::{self, Invitations, JoinReply, JoinRequest, MeshFile, Token};
 use crate::mqtt::{fixed_credentials, Credentials, Link, LinkEvent, LinkOptions, Qos};
 use crate::secret;
+use crate::tls::MeshCa;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -157,6 +158,8 @@ impl Agent {
             addrs: self.own_addresses(),
             id: inv_id.clone(),
             secret,
+            ca: Some(self.tls.ca.fingerprint()),
+            tls_addrs: self.own_tls_addresses(),
         };
         tracing::info!(invitation = %inv_id, expires_s = secs, "invitation made");
         AdminReply {
@@ -244,12 +247,31 @@ impl Agent {
         self.refresh_keys();
         use ed25519_dalek::Signer;
         let mesh = self.mesh_id();
-        let sig = self
-            .key
-            .sign(&membership::join_message(mesh, request.uuid, &request.key));
-        let reply = JoinReply {
-            mesh,
-            sig: secret::to_hex(&sig.to_bytes()),
+        // The CA's key only ever leaves over TLS: a joiner that asks for it came through a
+        // TLS session pinned to the CA, so the reply is encrypted on the wire.
+        let reply = if request.tls {
+            let ca = &self.tls.ca;
+            let message = membership::join_message_ca(
+                mesh,
+                request.uuid,
+                &request.key,
+                &ca.cert_pem,
+                &ca.key_pem,
+            );
+            JoinReply {
+                mesh,
+                sig: secret::to_hex(&self.key.sign(&message).to_bytes()),
+                ca_cert: Some(ca.cert_pem.clone()),
+                ca_key: Some(ca.key_pem.clone()),
+            }
+        } else {
+            let message = membership::join_message(mesh, request.uuid, &request.key);
+            JoinReply {
+                mesh,
+                sig: secret::to_hex(&self.key.sign(&message).to_bytes()),
+                ca_cert: None,
+                ca_key: None,
+            }
         };
         let topic = format!("{}reply", acl::join_prefix(&self.base, invitation));
         let payload = serde_json::to_vec(&reply).unwrap_or_default();
@@ -268,8 +290,51 @@ impl Agent {
         self.mesh.lock().map(|m| *m).unwrap_or_default()
     }
 
-    /// A join finished: from now on this instance is a member of `token`'s mesh.
-    pub(super) fn joined(&mut self, token: &Token) {
+    /// Addresses of our TLS port for an invitation, when mesh links do not use it already.
+    fn own_tls_addresses(&self) -> Vec<String> {
+        let tls_port = self.door_tls_port;
+        if tls_port == self.port {
+            return Vec::new();
+        }
+        self.own_addresses()
+            .iter()
+            .filter_map(|a| super::mesh::split_addr(a))
+            .map(|(host, _)| match host.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{tls_port}"),
+                _ => format!("{host}:{tls_port}"),
+            })
+            .collect()
+    }
+
+    /// Takes the mesh CA a join handed over: this instance's certificate is issued again by
+    /// it, and the front door and new peer links use both from now on.
+    fn adopt_ca(&mut self, ca: MeshCa) -> Result<(), crate::tls::TlsError> {
+        ca.save(&self.data_dir)?;
+        let identity = crate::tls::Identity::load_or_issue(
+            &self.data_dir,
+            &ca,
+            &self.tls_names,
+            rustls::pki_types::UnixTime::now(),
+        )?;
+        let material = crate::tls::Material { ca, identity };
+        self.door_tls.set(material.server_config()?);
+        if self.mesh_tls.is_some() {
+            self.mesh_tls = Some(material.mesh_client_config()?);
+        }
+        tracing::info!(fingerprint = %material.ca.fingerprint(), "took the mesh's certificate authority");
+        self.tls = material;
+        Ok(())
+    }
+
+    /// A join finished: from now on this instance is a member of `token`'s mesh (and holds
+    /// its CA, when the join handed it over).
+    pub(super) fn joined(&mut self, token: &Token, ca: Option<MeshCa>) {
+        if let Some(ca) = ca {
+            if let Err(e) = self.adopt_ca(ca) {
+                tracing::error!(error = %e, "cannot keep the mesh's CA; the join is repeated at the next start");
+                return;
+            }
+        }
         if let Err(e) = (MeshFile { mesh: token.mesh }).save(&self.data_dir) {
             tracing::error!(error = %e, "cannot record the mesh joined; the join is repeated at the next start");
         }
@@ -306,16 +371,26 @@ fn failed(id: String, error: String) -> AdminReply {
 /// Joins the mesh of `token`: tries the configured peers, then the token's addresses, until
 /// one answers with a reply signed by the inviting instance's key (any member's broker
 /// forwards nothing: only the inviting instance answers). Gives up only if every address
-/// refuses the invitation.
+/// refuses the invitation. A token that names the mesh CA is used over TLS pinned to that CA
+/// only, and the answer must hand over that CA (returned); an older one joins in the clear.
 pub async fn join(
     token: Token,
     peers: Vec<String>,
-    request: JoinRequest,
+    mut request: JoinRequest,
     base: String,
     stop: CancellationToken,
-) -> Result<(), String> {
+) -> Result<Option<MeshCa>, String> {
     let mut addrs = peers;
-    addrs.extend(token.addrs.iter().cloned());
+    let tls = match &token.ca {
+        Some(pin) => Some(crate::tls::pinned_client_config(pin).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    request.tls = tls.is_some();
+    if tls.is_some() && !token.tls_addrs.is_empty() {
+        addrs.extend(token.tls_addrs.iter().cloned());
+    } else {
+        addrs.extend(token.addrs.iter().cloned());
+    }
     addrs.dedup();
     let prefix = acl::join_prefix(&base, &token.id);
     let (request_topic, reply_topic) = (format!("{prefix}request"), format!("{prefix}reply"));
@@ -332,6 +407,7 @@ pub async fn join(
                 format!("{}{}", crate::door::auth::JOIN_PREFIX, token.id),
                 token.secret.clone(),
             ));
+            opts.tls = tls.clone();
             let attempt = CancellationToken::new();
             let _end = attempt.clone().drop_guard();
             let (link, mut events) = Link::spawn(opts, attempt.clone());
@@ -348,7 +424,7 @@ pub async fn join(
                         }
                         LinkEvent::Message { topic, payload, .. } if topic == reply_topic => {
                             return match serde_json::from_slice::<JoinReply>(&payload) {
-                                Ok(reply) if membership::verify_join(&token, &request, &reply) => Ok(()),
+                                Ok(reply) if membership::verify_join(&token, &request, &reply) => handed_ca(&token, reply),
                                 _ => Err(format!("{addr} answered the join with a reply not signed by the inviting instance")),
                             };
                         }
@@ -363,7 +439,7 @@ pub async fn join(
             .unwrap_or_else(|_| Err("no answer within 10 s".into()));
             link.disconnect().await;
             match outcome {
-                Ok(()) => return Ok(()),
+                Ok(ca) => return Ok(ca),
                 Err(why) => {
                     if why.starts_with("refused") {
                         refusals += 1;
@@ -383,9 +459,29 @@ pub async fn join(
     }
 }
 
-/// Whether the instance whose mesh is `current` still has to join with `token`.
-pub fn needs_join(current: Uuid, token: &Token) -> bool {
-    current != token.mesh
+/// The CA a verified join reply handed over: the one the token names, or none for a token
+/// from before TLS.
+fn handed_ca(token: &Token, reply: JoinReply) -> Result<Option<MeshCa>, String> {
+    let Some(pin) = &token.ca else {
+        return Ok(None);
+    };
+    let (Some(cert), Some(key)) = (reply.ca_cert, reply.ca_key) else {
+        return Err("the inviting instance did not hand over the mesh's CA".into());
+    };
+    let ca = MeshCa::from_pem(&cert, &key).map_err(|e| format!("the mesh's CA: {e}"))?;
+    if ca.fingerprint() != *pin {
+        return Err(
+            "the inviting instance handed over another CA than the invitation names".into(),
+        );
+    }
+    Ok(Some(ca))
+}
+
+/// Whether the instance whose mesh is `current` and whose CA has fingerprint `ca` still has
+/// to join with `token`: it is another mesh, or (an instance from before TLS made its own CA
+/// at start) the token names another CA of the same mesh.
+pub fn needs_join(current: Uuid, ca: &str, token: &Token) -> bool {
+    current != token.mesh || token.ca.as_deref().is_some_and(|pin| pin != ca)
 }
 
 /// Loads the invitations of `dir` for the agent.
