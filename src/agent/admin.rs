@@ -139,6 +139,13 @@ impl Agent {
     }
 
     fn invite(&mut self, id: String, expires_s: Option<u64>) -> AdminReply {
+        if self.join.is_some() {
+            // Its token would name the mesh and CA this instance is about to leave.
+            return failed(
+                id,
+                "this instance is still joining the mesh of its invitation; invite again once it has joined".into(),
+            );
+        }
         let secs = expires_s.unwrap_or(INVITE_EXPIRES_S);
         if secs == 0 || secs > MAX_INVITE_EXPIRES_S {
             return failed(
