@@ -75,7 +75,8 @@ pub struct Token {
     pub by: Uuid,
     /// Its public key, hex: the joiner checks the answer to its request with it.
     pub key: String,
-    /// Its broker addresses, `HOST:PORT`.
+    /// Its broker addresses, `HOST:PORT` (its TLS port, unless mesh links are in the clear;
+    /// a plaintext port takes a TLS join too).
     pub addrs: Vec<String>,
     /// The invitation id.
     pub id: String,
@@ -85,10 +86,6 @@ pub struct Token {
     /// presents this CA and is issued by it. None in tokens from before TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
-    /// The inviting instance's TLS addresses, where they are not `addrs` already (mesh
-    /// links in the clear).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tls_addrs: Vec<String>,
 }
 
 /// Why a token is not one.
@@ -366,7 +363,6 @@ mod tests {
             id: "i".into(),
             secret: "s".into(),
             ca: Some("ab01".into()),
-            tls_addrs: vec![],
         };
         assert_eq!(Token::decode(&t.encode()).unwrap(), t);
         let err = Token::decode("hello").unwrap_err().to_string();
@@ -400,7 +396,6 @@ mod tests {
             id: "i".into(),
             secret: "s".into(),
             ca: None,
-            tls_addrs: vec![],
         };
         let req = JoinRequest {
             uuid: Uuid::from_u128(3),

@@ -143,6 +143,34 @@ fn a_mesh_without_plaintext_ports_forms_over_tls_and_forwards_commands() {
     assert!(text(&out.stdout).contains("alpha"), "{}", text(&out.stdout));
 }
 
+#[test]
+fn mesh_links_in_the_clear_still_join_over_tls() {
+    let clear = format!("{}[mesh]\ntls = false\n", node_config("a"));
+    let a = start_node("alpha", &clear, &[]);
+    let clear_b = format!("{}[mesh]\ntls = false\n", node_config("b"));
+    let b = start_node("beta", &clear_b, &["--peer", &a.addr()]);
+    wait_until("beta online at alpha", || a.peer_status("beta") == "online");
+    wait_until("alpha online at beta", || {
+        b.peer_status("alpha") == "online"
+    });
+    // The peers are known by their plaintext ports; the join (TLS to such a port) still
+    // handed over the CA.
+    assert!(
+        b.peers().iter().any(|p| p["addr"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(&format!(":{}", a.port)))),
+        "{:?}",
+        b.peers()
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.dir.join("ca.pem")).unwrap(),
+        std::fs::read_to_string(a.dir.join("ca.pem")).unwrap()
+    );
+    let out = b.cli(&["set", "a-light", "on"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("alpha's light on", || a.pin(17).as_deref() == Some("1"));
+}
+
 /// Connects to `port` with `login` and returns how the CONNECT ended.
 fn connack(
     port: u16,

@@ -166,7 +166,6 @@ impl Agent {
             id: inv_id.clone(),
             secret,
             ca: Some(self.tls.ca.fingerprint()),
-            tls_addrs: self.own_tls_addresses(),
         };
         tracing::info!(invitation = %inv_id, expires_s = secs, "invitation made");
         AdminReply {
@@ -297,22 +296,6 @@ impl Agent {
         self.mesh.lock().map(|m| *m).unwrap_or_default()
     }
 
-    /// Addresses of our TLS port for an invitation, when mesh links do not use it already.
-    fn own_tls_addresses(&self) -> Vec<String> {
-        let tls_port = self.door_tls_port;
-        if tls_port == self.port {
-            return Vec::new();
-        }
-        self.own_addresses()
-            .iter()
-            .filter_map(|a| super::mesh::split_addr(a))
-            .map(|(host, _)| match host.parse::<std::net::IpAddr>() {
-                Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:{tls_port}"),
-                _ => format!("{host}:{tls_port}"),
-            })
-            .collect()
-    }
-
     /// Takes the mesh CA a join handed over: this instance's certificate is issued again by
     /// it, and the front door and new peer links use both from now on.
     fn adopt_ca(&mut self, ca: MeshCa) -> Result<(), crate::tls::TlsError> {
@@ -393,11 +376,7 @@ pub async fn join(
         None => None,
     };
     request.tls = tls.is_some();
-    if tls.is_some() && !token.tls_addrs.is_empty() {
-        addrs.extend(token.tls_addrs.iter().cloned());
-    } else {
-        addrs.extend(token.addrs.iter().cloned());
-    }
+    addrs.extend(token.addrs.iter().cloned());
     addrs.dedup();
     let prefix = acl::join_prefix(&base, &token.id);
     let (request_topic, reply_topic) = (format!("{prefix}request"), format!("{prefix}reply"));
@@ -494,4 +473,39 @@ pub fn needs_join(current: Uuid, ca: &str, token: &Token) -> bool {
 /// Loads the invitations of `dir` for the agent.
 pub fn load_invitations(dir: &std::path::Path) -> Invitations {
     Invitations::load(dir, clock::now_ms())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(mesh: u128, ca: Option<&str>) -> Token {
+        Token {
+            mesh: Uuid::from_u128(mesh),
+            by: Uuid::from_u128(9),
+            key: String::new(),
+            addrs: vec![],
+            id: "i".into(),
+            secret: "s".into(),
+            ca: ca.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_token_of_another_ca_of_the_same_mesh_joins_again() {
+        let mesh = Uuid::from_u128(1);
+        assert!(!needs_join(mesh, "ab", &token(1, Some("ab"))), "joined");
+        assert!(
+            needs_join(mesh, "ab", &token(2, Some("ab"))),
+            "another mesh"
+        );
+        assert!(
+            needs_join(mesh, "ab", &token(1, Some("cd"))),
+            "an instance from before TLS made a CA of its own"
+        );
+        assert!(
+            !needs_join(mesh, "ab", &token(1, None)),
+            "a token from before TLS"
+        );
+    }
 }

@@ -182,8 +182,6 @@ struct Agent {
     door_tls: std::sync::Arc<crate::tls::ServerSlot>,
     /// How peer links speak TLS (client certificate, mesh CA); none with `[mesh] tls = false`.
     mesh_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-    /// The port our broker serves TLS on.
-    door_tls_port: u16,
     /// Open invitations made here.
     invitations: crate::membership::Invitations,
     /// Members or users changed: refresh the front door's keys.
@@ -344,7 +342,6 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         tls_names,
         door_tls: broker.door.tls.clone(),
         mesh_tls,
-        door_tls_port: broker.tls_port,
         keys_dirty: false,
         join,
         last_hello: None,
