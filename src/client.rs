@@ -55,8 +55,6 @@ pub enum ClientError {
     Credentials(#[from] crate::secret::SecretError),
     #[error("cannot use the CA certificate {file}: {reason}")]
     CaFile { file: String, reason: String },
-    #[error("cannot read the mesh CA of the local agent: {0}")]
-    LocalCa(#[from] crate::tls::TlsError),
 }
 
 /// A TLS client configuration trusting the CA certificate(s) in `file` (PEM), as `pimesh ca`
@@ -125,24 +123,9 @@ pub fn resolve(
             let (port, tls) = match (info.port, info.tls_port) {
                 (Some(port), _) => (port, None),
                 (None, Some(tls_port)) => {
-                    let ca =
-                        crate::tls::MeshCa::load(data_dir)?.ok_or_else(|| ClientError::CaFile {
-                            file: data_dir
-                                .join(crate::tls::CA_CERT_FILE)
-                                .display()
-                                .to_string(),
-                            reason: "missing".into(),
-                        })?;
-                    let config = crate::tls::client_config_for_ca(ca.cert_pem.as_bytes()).map_err(
-                        |reason| ClientError::CaFile {
-                            file: data_dir
-                                .join(crate::tls::CA_CERT_FILE)
-                                .display()
-                                .to_string(),
-                            reason,
-                        },
-                    )?;
-                    (tls_port, Some(config))
+                    // The certificate only: the CA's key is not the CLI's business.
+                    let file = data_dir.join(crate::tls::CA_CERT_FILE);
+                    (tls_port, Some(tls_from_cafile(&file)?))
                 }
                 (None, None) => {
                     return Err(RuntimeError::NotRunning {

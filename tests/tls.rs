@@ -69,6 +69,16 @@ fn mosquitto_clients_with_the_mesh_ca_switch_a_relay_over_tls() {
     let state: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("the retained state over TLS");
     assert_eq!(state["state"], "ON");
+    // The CLI from another machine: --via with --cafile.
+    let via = format!("localhost:{tls}");
+    let ca_s = ca.to_string_lossy().to_string();
+    let out = cli(&["get", "relay-1", "--via", &via, "--cafile", &ca_s, "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("\"ON\""),
+        "{}",
+        text(&out.stdout)
+    );
 }
 
 #[test]
@@ -167,6 +177,44 @@ fn mesh_links_in_the_clear_still_join_over_tls() {
         std::fs::read_to_string(a.dir.join("ca.pem")).unwrap()
     );
     let out = b.cli(&["set", "a-light", "on"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("alpha's light on", || a.pin(17).as_deref() == Some("1"));
+}
+
+#[test]
+fn an_instance_from_before_tls_joins_again_to_take_the_mesh_ca() {
+    let a = start_node("alpha", &node_config("a"), &[]);
+    let mut b = start_node("beta", &node_config("b"), &["--peer", &a.addr()]);
+    wait_until("beta online at alpha", || a.peer_status("beta") == "online");
+    // Beta as it was before TLS: a member (mesh.json) without a CA or certificate.
+    b.stop();
+    for file in ["ca.pem", "ca.key", "tls.pem", "tls.key", "test-agent.log"] {
+        std::fs::remove_file(b.dir.join(file)).unwrap();
+    }
+    let token = invite(&a.dir, None);
+    let config = b.dir.parent().unwrap().join("pimesh.toml");
+    let config = config.to_string_lossy();
+    let addr = a.addr();
+    let again = Agent::start_in(
+        &b.dir,
+        b.port,
+        &[
+            "--name", "beta", "--config", &config, "--peer", &addr, "--join", &token,
+        ],
+    );
+    let log = || std::fs::read_to_string(again.dir.join("test-agent.log")).unwrap_or_default();
+    wait_until("beta made a CA of its own, then took alpha's", || {
+        log().contains("created the mesh's certificate authority")
+            && log().contains("took the mesh's certificate authority")
+    });
+    assert_eq!(
+        std::fs::read_to_string(again.dir.join("ca.pem")).unwrap(),
+        std::fs::read_to_string(a.dir.join("ca.pem")).unwrap()
+    );
+    wait_until("alpha online at beta", || {
+        again.peer_status("alpha") == "online"
+    });
+    let out = again.cli(&["set", "a-light", "on"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     wait_until("alpha's light on", || a.pin(17).as_deref() == Some("1"));
 }

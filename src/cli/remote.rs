@@ -38,7 +38,6 @@ fn report(e: &ClientError) -> Exit {
         | ClientError::Refused { .. }
         | ClientError::PasswordFile { .. }
         | ClientError::CaFile { .. }
-        | ClientError::LocalCa(_)
         | ClientError::Credentials(_) => Exit::Usage,
         _ => Exit::Timeout,
     }

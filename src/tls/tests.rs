@@ -3,6 +3,7 @@
 
 use super::*;
 use rustls::pki_types::ServerName;
+use uuid::Uuid;
 
 fn names(ips: &[&str]) -> Names {
     Names::new(

@@ -108,10 +108,12 @@ pub fn invite(dir: &Path, netns: Option<&str>) -> String {
             .expect("run pimesh in netns"),
     };
     // An instance that was just started with --join refuses to invite until it has joined,
-    // as a person would see and try again.
+    // as a person would see and try again (and a CLI that read the CA a moment before the
+    // join replaced it is refused once).
     let mut out = run();
     wait_until("the inviting instance to have joined its mesh", || {
-        if !text(&out.stderr).contains("still joining") {
+        let again = ["still joining", "refused the connection"];
+        if !again.iter().any(|a| text(&out.stderr).contains(a)) {
             return true;
         }
         out = run();
