@@ -27,6 +27,8 @@ use std::time::Duration;
 pub const CA_CERT_FILE: &str = "ca.pem";
 /// The mesh CA's private key in the data dir (0600).
 pub const CA_KEY_FILE: &str = "ca.key";
+/// A CA being installed, certificate and key in one file (see [`MeshCa::save`]).
+pub const CA_STAGED_FILE: &str = "ca.staged";
 /// This instance's certificate in the data dir.
 pub const CERT_FILE: &str = "tls.pem";
 /// This instance's private key in the data dir (0600).
@@ -120,6 +122,15 @@ impl MeshCa {
 
     /// The CA of the instance in `dir`, or None if it has none yet.
     pub fn load(dir: &Path) -> Result<Option<MeshCa>, TlsError> {
+        let staged = dir.join(CA_STAGED_FILE);
+        if let Some(text) = read(&staged)? {
+            let pair = serde_json::from_str::<(String, String)>(&text).ok();
+            if let Some(ca) = pair.and_then(|(cert, key)| MeshCa::from_pem(&cert, &key).ok()) {
+                ca.install(dir)?;
+                return Ok(Some(ca));
+            }
+            remove(&staged)?;
+        }
         let (cert_file, key_file) = (dir.join(CA_CERT_FILE), dir.join(CA_KEY_FILE));
         let (Some(cert), Some(key)) = (read(&cert_file)?, read(&key_file)?) else {
             return Ok(None);
@@ -144,11 +155,20 @@ impl MeshCa {
         Ok(ca)
     }
 
-    /// Writes both files to `dir` (the key first and owner-only; the certificate last, so a
-    /// crash between leaves the old pair or a key that `load` refuses as not matching).
+    /// Writes both files to `dir`. The pair goes into one staged file first (owner-only, one
+    /// atomic rename), so a crash between the two files' renames never leaves a certificate
+    /// with another CA's key: the next [`load`](Self::load) finishes the install.
     pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
+        let pair = serde_json::to_string(&(&self.cert_pem, &self.key_pem)).unwrap_or_default();
+        secret::write_private(&dir.join(CA_STAGED_FILE), &pair)?;
+        self.install(dir)
+    }
+
+    /// Writes the key (owner-only) and the certificate, then drops the staged pair.
+    fn install(&self, dir: &Path) -> Result<(), TlsError> {
         secret::write_private(&dir.join(CA_KEY_FILE), &self.key_pem)?;
         write_public(&dir.join(CA_CERT_FILE), &self.cert_pem)?;
+        remove(&dir.join(CA_STAGED_FILE))?;
         Ok(())
     }
 
@@ -411,6 +431,17 @@ fn read(path: &Path) -> Result<Option<String>, SecretError> {
             file: path.to_path_buf(),
             source,
         }),
+    }
+}
+
+/// Removes a file that may not exist.
+fn remove(path: &Path) -> Result<(), SecretError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(SecretError::Io {
+            file: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -17,11 +17,14 @@ pub struct Names {
 }
 
 impl Names {
-    /// The names of instance `uuid` on this machine: its host name, `localhost`, loopback,
-    /// the address it listens on (if one) and the addresses of its default routes.
+    /// The names of instance `uuid` on this machine: its host name (also with `.local`),
+    /// `localhost`, loopback, the address it listens on (if one) and the addresses of its
+    /// default routes.
     pub fn of_this_host(uuid: Uuid, bind: IpAddr) -> Names {
         let mut dns = vec!["localhost".to_string()];
         if let Some(host) = host_name() {
+            // Clients on the LAN often know a Pi by its mDNS name.
+            dns.push(format!("{host}.local"));
             dns.push(host);
         }
         let mut ips = vec![

@@ -76,6 +76,24 @@ fn load_or_issue_keeps_a_good_certificate_and_replaces_a_stale_one() {
 }
 
 #[test]
+fn a_ca_install_cut_short_is_finished_at_the_next_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = MeshCa::load_or_create(dir.path()).unwrap();
+    let new = MeshCa::create().unwrap();
+    new.save(dir.path()).unwrap();
+    assert!(!dir.path().join(CA_STAGED_FILE).exists());
+    // As if the power went after the staged pair and the key, before the certificate.
+    let pair = serde_json::to_string(&(&new.cert_pem, &new.key_pem)).unwrap();
+    std::fs::write(dir.path().join(CA_STAGED_FILE), pair).unwrap();
+    std::fs::write(dir.path().join(CA_CERT_FILE), &old.cert_pem).unwrap();
+    let loaded = MeshCa::load(dir.path()).unwrap().unwrap();
+    assert_eq!(loaded.fingerprint(), new.fingerprint());
+    let again = MeshCa::load(dir.path()).unwrap().unwrap();
+    assert_eq!(again.fingerprint(), new.fingerprint());
+    assert!(!dir.path().join(CA_STAGED_FILE).exists());
+}
+
+#[test]
 fn a_ca_is_refused_with_another_ca_s_key() {
     let a = MeshCa::create().unwrap();
     let b = MeshCa::create().unwrap();
