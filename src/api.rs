@@ -332,6 +332,9 @@ pub enum Outcome {
     Unavailable,
     /// No answer in time.
     Timeout,
+    /// The executor went away after it got the command and before it answered: it may or
+    /// may not have run it. `state` is the last one known.
+    Unknown,
 }
 
 /// The answer to one command.

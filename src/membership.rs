@@ -24,7 +24,7 @@ pub const MESH_FILE: &str = "mesh.json";
 /// File in the data dir with the open invitations (mode 0600: they hold secrets).
 pub const INVITATIONS_FILE: &str = "invitations.json";
 /// Property of a member object: its ed25519 public key, hex.
-pub const KEY: &str = "key";
+pub const KEY: &str = crate::replica::trust::KEY_PROP;
 /// Property of a user object: its argon2 hash (PHC string).
 pub const HASH: &str = "hash";
 /// Token prefix, with the token format's version.
@@ -35,10 +35,15 @@ pub const MAX_INVITATIONS: usize = 32;
 pub const MAX_USER_NAME: usize = 32;
 
 /// The mesh this instance belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeshFile {
     /// The mesh id, named by every member's proof.
     pub mesh: Uuid,
+    /// The invitation this instance joined with, so a `[mesh] join` left in the config does
+    /// not join again at the next start (the mesh may differ from the token's, see
+    /// [`verify_join`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_with: Option<String>,
 }
 
 impl MeshFile {
@@ -158,6 +163,11 @@ pub fn join_message_ca(mesh: Uuid, joiner: Uuid, key: &str, cert: &str, ca_key: 
 }
 
 /// Checks the inviting instance's signature on a join reply.
+///
+/// The reply names the mesh the inviter belongs to *now*, which is not the token's when the
+/// inviter itself joined another mesh after `pimesh invite` (a new Pi invited while it was
+/// still joining): its signature over that mesh, by the key the token names, is what the
+/// joiner trusts, so it joins the inviter's current mesh.
 pub fn verify_join(token: &Token, request: &JoinRequest, reply: &JoinReply) -> bool {
     let Some(key) = public_key(&token.key) else {
         return false;
@@ -166,22 +176,19 @@ pub fn verify_join(token: &Token, request: &JoinRequest, reply: &JoinReply) -> b
         return false;
     };
     let message = match (&reply.ca_cert, &reply.ca_key) {
-        (None, None) => join_message(token.mesh, request.uuid, &request.key),
+        (None, None) => join_message(reply.mesh, request.uuid, &request.key),
         (Some(cert), Some(ca_key)) => {
-            join_message_ca(token.mesh, request.uuid, &request.key, cert, ca_key)
+            join_message_ca(reply.mesh, request.uuid, &request.key, cert, ca_key)
         }
         _ => return false,
     };
-    reply.mesh == token.mesh
-        && key
-            .verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&sig))
-            .is_ok()
+    key.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&sig))
+        .is_ok()
 }
 
 /// A public key from its hex form.
 pub fn public_key(hex: &str) -> Option<ed25519_dalek::VerifyingKey> {
-    let bytes: [u8; 32] = secret::from_hex(hex)?.try_into().ok()?;
-    ed25519_dalek::VerifyingKey::from_bytes(&bytes).ok()
+    crate::replica::trust::parse_key(hex)
 }
 
 /// The id of the member object of `uuid`.
@@ -445,6 +452,29 @@ mod tests {
             ca_key: None,
         };
         assert!(!verify_join(&token, &req, &forged));
+        // The inviter moved to another mesh since: it vouches for that one.
+        let moved = Uuid::from_u128(9);
+        let reply = JoinReply {
+            mesh: moved,
+            sig: secret::to_hex(
+                &inviter
+                    .sign(&join_message(moved, req.uuid, &req.key))
+                    .to_bytes(),
+            ),
+            ca_cert: None,
+            ca_key: None,
+        };
+        assert!(verify_join(&token, &req, &reply));
+        let claimed = JoinReply {
+            mesh: moved,
+            sig: secret::to_hex(&sig.to_bytes()),
+            ca_cert: None,
+            ca_key: None,
+        };
+        assert!(
+            !verify_join(&token, &req, &claimed),
+            "signed for another mesh"
+        );
     }
 
     #[test]

@@ -10,8 +10,13 @@ use support::*;
 
 /// Starts alpha and a member `rogue` that joined it; returns both and rogue's UUID.
 fn alpha_and_rogue() -> (Agent, Agent, String) {
-    let a = start_node("alpha", &node_config("a"), &[]);
-    let r = start_node("rogue", &node_config("r"), &["--peer", &a.addr()]);
+    alpha_and_rogue_with("")
+}
+
+/// [`alpha_and_rogue`] with `extra` config appended to every node's.
+fn alpha_and_rogue_with(extra: &str) -> (Agent, Agent, String) {
+    let a = start_node("alpha", &(node_config("a") + extra), &[]);
+    let r = start_node("rogue", &(node_config("r") + extra), &["--peer", &a.addr()]);
     wait_until("rogue joined", || a.peer_status("rogue") == "online");
     let ur = r.uuid();
     (a, r, ur)
@@ -272,4 +277,156 @@ fn a_member_cannot_introduce_an_address_for_another_instance() {
             .all(|p| p["uuid"] != fake && p["addr"] != "192.0.2.7:1883"),
         "{rows:?}"
     );
+}
+
+/// A Mosquitto broker on a port a killed agent held, speaking for that agent; killed on drop.
+struct Impostor {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Impostor {
+    fn on(port: u16) -> Impostor {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+        )
+        .unwrap();
+        let child = std::process::Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto (apt install mosquitto) must be installed");
+        let imp = Impostor { child, _dir: dir };
+        wait_until("mosquitto listens", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        imp
+    }
+}
+
+impl Drop for Impostor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn updates_signed_as_another_member_or_badly_or_from_next_year_are_dropped_everywhere() {
+    use pimesh::clock::Stamp;
+    use pimesh::model::{ObjectId, Value};
+    use pimesh::replica::{trust, Update};
+    // Mesh links in the clear: the impostor below is a plain MQTT broker on the rogue's
+    // plaintext port, which alpha must dial.
+    let clear = "[mesh]\ntls = false\n";
+    let (mut a, mut r, ur) = alpha_and_rogue_with(clear);
+    let c = start_node("gamma", &(node_config("c") + clear), &["--peer", &a.addr()]);
+    wait_until("gamma has alpha's lamp", || {
+        c.all()
+            .get("a-light")
+            .is_some_and(|o| o["room"] == "room-a")
+    });
+    let (ua, uc) = (a.uuid(), c.uuid());
+    let rogue_key = pimesh::secret::instance_key(&r.dir).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let update = |origin: &str, room: &str, wall_ms: u64, seq: u64| Update {
+        object: ObjectId::new("a-light").unwrap(),
+        prop: "room".into(),
+        value: Value::Text(room.into()),
+        stamp: Stamp {
+            wall_ms,
+            counter: 0,
+            origin: origin.parse().unwrap(),
+        },
+        seq,
+        sig: None,
+    };
+    // Signed by the rogue, claiming to be gamma.
+    let mut as_gamma = update(&uc, "pwned-as-gamma", now + 1_000, 900);
+    as_gamma.sig = Some(trust::sign(&rogue_key, &as_gamma));
+    // The rogue's own, with a signature of zeroes.
+    let mut bad = update(&ur, "pwned-bad-signature", now + 1_000, 901);
+    bad.sig = Some(trust::Signature([0; 64]));
+    // The rogue's own, unsigned.
+    let unsigned = update(&ur, "pwned-unsigned", now + 1_000, 902);
+    // The rogue's own, rightly signed, but a year ahead.
+    let mut next_year = update(&ur, "pwned-next-year", now + 365 * 86_400_000, 903);
+    next_year.sig = Some(trust::sign(&rogue_key, &next_year));
+    let forged = vec![as_gamma, bad, unsigned, next_year];
+
+    // The rogue's broker is replaced by one that answers alpha's syncs with those pages, and
+    // keeps announcing that the rogue holds more so alpha keeps asking.
+    let port = r.port;
+    r.kill9();
+    let _impostor = Impostor::on(port);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answering = {
+        let (stop, ur, ua) = (stop.clone(), ur.clone(), ua.clone());
+        std::thread::spawn(move || {
+            let mut opts = rumqttc::MqttOptions::new("impostor", "127.0.0.1", port);
+            opts.set_keep_alive(std::time::Duration::from_secs(5));
+            let (client, mut conn) = rumqttc::Client::new(opts, 16);
+            client
+                .subscribe(
+                    format!("pimesh/mesh/{ua}/sync-req"),
+                    rumqttc::QoS::AtLeastOnce,
+                )
+                .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let event = conn.recv_timeout(std::time::Duration::from_millis(300));
+                if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) = event {
+                    let req: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                    let page = json!({"round": req["round"], "updates": forged,
+                                      "more": false, "vv": {}});
+                    let _ = client.try_publish(
+                        format!("pimesh/mesh/{ur}/sync/{ua}"),
+                        rumqttc::QoS::AtLeastOnce,
+                        false,
+                        page.to_string(),
+                    );
+                } else if event.is_err() {
+                    let beat = json!({"name": "rogue", "vv": {&ur: 100_000}});
+                    let _ = client.try_publish(
+                        format!("pimesh/mesh/{ur}/beat"),
+                        rumqttc::QoS::AtLeastOnce,
+                        false,
+                        beat.to_string(),
+                    );
+                }
+            }
+        })
+    };
+    for (what, origin) in [
+        ("is not", &uc),
+        ("is not", &ur),
+        ("carries no signature", &ur),
+        ("ahead", &ur),
+    ] {
+        wait_until("alpha logs each forgery with its claimed origin", || {
+            a.log().lines().any(|l| {
+                l.contains("refusing a replicated update") && l.contains(what) && l.contains(origin)
+            })
+        });
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    answering.join().unwrap();
+
+    // Nothing reached a store: not alpha's, not gamma's (which only alpha could have told).
+    let out = a.cli(&["set", "a-light", "on"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("gamma follows alpha", || c.state("a-light") == "ON");
+    for n in [&a, &c] {
+        assert_eq!(n.get("a-light")["room"], "room-a");
+    }
+    a.kill9();
+    a.restart();
+    assert_eq!(a.get("a-light")["room"], "room-a", "after a restart too");
 }

@@ -354,3 +354,182 @@ fn one_object_id_on_two_instances_is_a_conflict_not_an_overwrite() {
         assert_eq!(n.pin(17).as_deref(), Some("0"), "no relay moved");
     }
 }
+
+#[test]
+fn a_new_or_rebuilt_instance_takes_the_house_as_the_mesh_has_it_not_from_its_config() {
+    let scene = "[[virtual]]\nid = \"scene\"\nroom = \"hall\"\n";
+    let a = start_node("alpha", &format!("{}{scene}", node_config("a")), &[]);
+    let b_config = format!("{}{scene}", node_config("b"));
+    let b = start_node("beta", &b_config, &["--peer", &a.addr()]);
+    wait_until("beta's lamp on alpha", || a.all().contains_key("b-light"));
+    for args in [
+        ["set", "scene", "on"].as_slice(),
+        &["move", "scene", "attic"],
+        &["move", "b-light", "cellar"],
+    ] {
+        let out = a.cli(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    }
+    wait_until("beta has the moves", || {
+        b.all()
+            .get("b-light")
+            .is_some_and(|o| o["room"] == "cellar")
+    });
+
+    // A third Pi whose config also lists the scene joins: the scene stays as the house has it.
+    let c = start_node(
+        "gamma",
+        &format!("{}{scene}", node_config("c")),
+        &["--peer", &a.addr()],
+    );
+    // beta's SD card dies; it is rebuilt with the same name and config and an empty data dir.
+    drop(b);
+    // Rebuilt on another port than the old one's (as the test's free ports always are).
+    let tls_port = free_port().to_string();
+    let rebuilt = start_node(
+        "beta",
+        &b_config,
+        &["--peer", &a.addr(), "--tls-port", &tls_port],
+    );
+    for n in [&a, &c, &rebuilt] {
+        wait_until("every instance knows all three houses", || {
+            let all = n.all();
+            ["a-light", "b-light", "c-light", "scene"]
+                .iter()
+                .all(|id| all.contains_key(*id))
+        });
+    }
+    for n in [&a, &c, &rebuilt] {
+        let all = n.all();
+        assert_eq!(all["scene"]["state"], "ON", "{:?}", all["scene"]);
+        assert_eq!(all["scene"]["room"], "attic");
+        assert_eq!(all["b-light"]["room"], "cellar");
+        assert_eq!(
+            all["c-light"]["room"], "room-c",
+            "new objects start from the config"
+        );
+    }
+}
+
+#[test]
+fn a_peer_that_comes_back_on_another_address_is_followed() {
+    let a = start_node("alpha", &node_config("a"), &[]);
+    let mut b = start_node("beta", &node_config("b"), &["--peer", &a.addr()]);
+    wait_until("alpha sees beta", || a.peer_status("beta") == "online");
+    let dir = b.dir.clone();
+    let old = b.addr();
+    b.kill9();
+    wait_until("alpha sees beta gone", || a.peer_status("beta") != "online");
+    // DHCP gave it another address; here, other ports (its TLS port, which peers link to,
+    // too: the first free one from 8883 would be the old one again). Same data dir, same
+    // identity.
+    let tls_port = free_port().to_string();
+    let moved = Agent::start_on_free_port(
+        &dir,
+        &[
+            "--name",
+            "beta",
+            "--config",
+            &dir.parent().unwrap().join("pimesh.toml").to_string_lossy(),
+            "--peer",
+            &a.addr(),
+            "--tls-port",
+            &tls_port,
+        ],
+    );
+    assert_ne!(moved.addr(), old);
+    wait_until("alpha follows beta to its new address", || {
+        a.peer_status("beta") == "online"
+    });
+    let rows = a.peers();
+    let beta: Vec<_> = rows.iter().filter(|p| p["name"] == "beta").collect();
+    assert_eq!(beta.len(), 1, "one beta, at its new address: {rows:?}");
+    assert_eq!(beta[0]["addr"], format!("127.0.0.1:{tls_port}"));
+    let out = a.cli(&["set", "b-light", "on"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("beta's pin follows", || {
+        moved.pin(17).as_deref() == Some("1")
+    });
+}
+
+#[test]
+fn a_pi_rebuilt_after_its_card_died_gets_its_relays_back_with_one_forget() {
+    let a = start_node("alpha", &node_config("a"), &[]);
+    let b_config = node_config("b");
+    let mut b = start_node("beta", &b_config, &["--peer", &a.addr()]);
+    wait_until("alpha sees beta", || a.peer_status("beta") == "online");
+    assert!(a.cli(&["move", "b-light", "cellar"]).status.success());
+    wait_until("beta has the move", || {
+        b.all()
+            .get("b-light")
+            .is_some_and(|o| o["room"] == "cellar")
+    });
+    let old_uuid = b.uuid();
+    // The card dies; the Pi is rebuilt with the same name and config, and an empty data dir.
+    b.kill9();
+    // Rebuilt on another port than the old one's (as the test's free ports always are).
+    let tls_port = free_port().to_string();
+    let rebuilt = start_node(
+        "beta",
+        &b_config,
+        &["--peer", &a.addr(), "--tls-port", &tls_port],
+    );
+    wait_until("the conflict with its old self is visible", || {
+        a.all()
+            .get("b-light")
+            .is_some_and(|o| o.get("conflict").is_some())
+    });
+    let out = a.cli(&["set", "b-light", "on"]);
+    assert_eq!(out.status.code(), Some(2), "refused while two claim it");
+
+    // One forget by name, on any member: the offline beta is meant.
+    let out = a.cli(&["forget", "beta"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&old_uuid),
+        "{}",
+        text(&out.stderr)
+    );
+    for n in [&a, &rebuilt] {
+        wait_until("the relay is the rebuilt Pi's alone", || {
+            n.all()
+                .get("b-light")
+                .is_some_and(|o| o.get("conflict").is_none() && o["room"] == "cellar")
+        });
+        assert!(
+            n.peers().iter().all(|p| p["uuid"] != old_uuid.as_str()),
+            "{:?}",
+            n.peers()
+        );
+    }
+    let out = a.cli(&["set", "b-light", "on"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("the rebuilt Pi switches", || {
+        rebuilt.pin(17).as_deref() == Some("1")
+    });
+
+    // Refusals: the running instance, itself, nobody.
+    let out = a.cli(&["forget", "beta"]);
+    assert!(
+        text(&out.stderr).contains("is online; stop it first"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = a.cli(&["forget", "alpha"]);
+    assert!(
+        text(&out.stderr).contains("cannot forget itself"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&a.cli(&["forget", "nobody"]).stderr).contains("no member"));
+
+    // The old card comes back to life: it is no longer trusted.
+    b.restart();
+    wait_until("alpha refuses the forgotten instance", || {
+        a.log().lines().any(|l| {
+            l.contains("client refused")
+                && l.contains(&format!("{old_uuid} is not a member of this mesh"))
+        })
+    });
+    assert_eq!(a.all()["b-light"]["room"], "cellar");
+}

@@ -136,11 +136,13 @@ fn a_repeated_command_id_runs_once() {
     let a = start_node("alpha", &node_config("a"), &[]);
     let b = start_node("beta", &node_config("b"), &["--peer", &a.addr()]);
     mesh_of(&[(&a, "alpha"), (&b, "beta")]);
+    // One client sends the same command again, through either instance.
     let toggle = r#"{"state":"TOGGLE","id":"once-only"}"#;
+    let client = Some("kitchen-panel");
     for _ in 0..3 {
-        mosquitto_pub(b.port, "pimesh/a-light/set", toggle);
+        mosquitto_pub_as_client(b.port, client, "pimesh/a-light/set", toggle);
     }
-    mosquitto_pub(a.port, "pimesh/a-light/set", toggle);
+    mosquitto_pub_as_client(a.port, client, "pimesh/a-light/set", toggle);
     wait_until("the toggle ran", || a.pin(17).as_deref() == Some("1"));
     // A later, different command still runs, after the duplicates: the pin stays toggled once.
     mosquitto_pub(b.port, "pimesh/a-fan/set", r#"{"state":"ON","id":"after"}"#);
@@ -149,12 +151,54 @@ fn a_repeated_command_id_runs_once() {
     });
     assert_eq!(a.pin(17).as_deref(), Some("1"), "a duplicate toggled again");
     assert_eq!(
-        log_lines(&a, "command=once-only")
+        log_lines(&a, "a-light")
             .iter()
             .filter(|l| l.contains("command executed"))
             .count(),
         1
     );
+}
+
+#[test]
+fn equal_command_ids_of_different_clients_or_objects_are_different_commands() {
+    let a = start_node("alpha", &node_config("a"), &[]);
+    let b = start_node("beta", &node_config("b"), &["--peer", &a.addr()]);
+    mesh_of(&[(&a, "alpha"), (&b, "beta")]);
+    let answers = Subscriber::new(b.port, "panel/answers/#");
+    // Two panels both number their commands from 1: each for its own relay of alpha's, and
+    // then both for the same one.
+    for (client, object) in [("panel-1", "a-light"), ("panel-2", "a-fan")] {
+        let command = format!(r#"{{"state":"ON","id":"1","reply-to":"panel/answers/{client}"}}"#);
+        mosquitto_pub_as_client(
+            b.port,
+            Some(client),
+            &format!("pimesh/{object}/set"),
+            &command,
+        );
+    }
+    wait_until("both relays switched", || {
+        a.pin(17).as_deref() == Some("1") && a.pin(27).as_deref() == Some("1")
+    });
+    let mut got = answers.take(2);
+    got.sort();
+    assert!(got[0].starts_with("panel/answers/panel-1 "), "{got:?}");
+    assert!(got[1].starts_with("panel/answers/panel-2 "), "{got:?}");
+    for line in &got {
+        let reply: serde_json::Value =
+            serde_json::from_str(line.split_once(' ').unwrap().1).unwrap();
+        assert_eq!(reply["id"], "1", "the client's own id comes back: {line}");
+        assert_eq!(reply["result"], "ok", "{line}");
+    }
+    // A third panel's command 1 for the light is its own, not panel-1's answered again.
+    mosquitto_pub_as_client(
+        b.port,
+        Some("panel-3"),
+        "pimesh/a-light/set",
+        r#"{"state":"OFF","id":"1"}"#,
+    );
+    wait_until("the light switched off", || {
+        a.pin(17).as_deref() == Some("0")
+    });
 }
 
 #[test]
@@ -307,11 +351,20 @@ fn an_executor_that_stays_silent_is_answered_timeout() {
         .write(true)
         .open(tty.path().join("fake"))
         .unwrap();
+    // Counts the lines the device is sent: how often a command really ran.
+    let lines = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = lines.clone();
     std::thread::spawn(move || {
         use std::io::Read;
         let mut sink = [0u8; 256];
         let mut fake = fake;
-        while fake.read(&mut sink).is_ok_and(|n| n > 0) {}
+        while let Ok(n) = fake.read(&mut sink) {
+            if n == 0 {
+                break;
+            }
+            let ends = sink[..n].iter().filter(|&&b| b == b'\n').count();
+            counted.fetch_add(ends, std::sync::atomic::Ordering::SeqCst);
+        }
     });
     let config = format!(
         "{}[[serial]]\nid = \"slow\"\npath = \"{}\"\ntimeout-ms = 9000\n\
@@ -348,5 +401,38 @@ fn an_executor_that_stays_silent_is_answered_timeout() {
     assert!(
         took >= std::time::Duration::from_secs(4) && took < std::time::Duration::from_secs(9),
         "answered timeout after {took:?}: the forwarder's wait, not the client's or the device's"
+    );
+    let ran = lines.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(ran, 1, "the device got the command once");
+
+    // A client sends a command and, while it runs, the same again: both get the answer.
+    let answers = Subscriber::new(b.port, "panel/answers");
+    let command = r#"{"state":"ON","id":"slow-1","reply-to":"panel/answers"}"#;
+    for _ in 0..2 {
+        mosquitto_pub_as_client(b.port, Some("panel"), "pimesh/slow-r1/set", command);
+    }
+    let got = answers.take(2);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got.iter()
+            .all(|l| l.contains(r#""result":"timeout""#) && l.contains(r#""id":"slow-1""#)),
+        "{got:?}"
+    );
+    assert!(
+        lines.load(std::sync::atomic::Ordering::SeqCst) <= ran + 1,
+        "it ran at most once"
+    );
+    // A timeout is not an answer to remember: the same command sent again goes to alpha
+    // again (which answers what its device did, or is still silent), not answered `timeout`
+    // at once from beta's memory.
+    let t = std::time::Instant::now();
+    mosquitto_pub_as_client(b.port, Some("panel"), "pimesh/slow-r1/set", command);
+    let again = answers.take(1);
+    assert_eq!(again.len(), 1, "the retry is answered");
+    assert!(
+        !again[0].contains(r#""result":"timeout""#)
+            || t.elapsed() >= std::time::Duration::from_secs(4),
+        "{again:?} after {:?}: a remembered timeout",
+        t.elapsed()
     );
 }

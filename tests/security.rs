@@ -548,15 +548,61 @@ fn oversized_packets_and_client_ids_are_refused_and_the_agent_lives() {
 }
 
 #[test]
+fn retained_messages_of_users_are_bounded_and_deleting_one_makes_room() {
+    let config = format!("{}[broker]\nmax-retained = 3\n", node_config("a"));
+    let a = start_node("alpha", &config, &[]);
+    let password = add_user(&a, "ha");
+    let port = a.port.to_string();
+    let retain = |topic: &str, message: &str| {
+        pub_with(&[
+            "-p", &port, "-u", "ha", "-P", &password, "-V", "mqttv5", "-q", "1", "-r", "-t", topic,
+            "-m", message,
+        ])
+    };
+    for n in 1..=3 {
+        assert!(retain(&format!("home/r{n}"), "kept").0);
+    }
+    retain("home/r4", "too many");
+    wait_until("the refusal names the limit", || {
+        log_of(&a).contains("\"home/r4\" is not kept: 3 retained topics")
+    });
+    // Deleting one (an empty retained message) makes room for another.
+    assert!(
+        pub_with(&[
+            "-p", &port, "-u", "ha", "-P", &password, "-q", "1", "-r", "-t", "home/r1", "-n",
+        ])
+        .0
+    );
+    assert!(retain("home/r5", "kept").0);
+
+    // A new subscriber gets exactly what was kept, then a live marker.
+    let sub = Subscriber::new_as(a.port, "home/#", ("ha".into(), password.clone()));
+    assert!(
+        pub_with(&[
+            "-p", &port, "-u", "ha", "-P", &password, "-q", "1", "-t", "home/end", "-m", "x"
+        ])
+        .0
+    );
+    let mut got = sub.take(4);
+    assert_eq!(got.pop().as_deref(), Some("home/end x"), "{got:?}");
+    got.sort();
+    assert_eq!(got, ["home/r2 kept", "home/r3 kept", "home/r5 kept"]);
+    // The agent's own retained states are not users' and still work.
+    assert_eq!(a.state("a-light"), "OFF");
+}
+
+#[test]
 fn a_mesh_from_before_authentication_upgrades_without_losing_the_house() {
-    // Two instances as an older pimesh left them: an identity and a store, no credentials,
-    // key or mesh file. Each has state of its own.
+    // Two instances as an older pimesh left them: an identity and a store of unsigned
+    // updates without members or users; no credentials, key or mesh file. Each has state of
+    // its own.
     let a = start_node("alpha", &node_config("a"), &[]);
     assert!(a.cli(&["move", "a-light", "attic"]).status.success());
     let b = start_node("beta", &node_config("b"), &[]);
     assert!(b.cli(&["move", "b-fan", "cellar"]).status.success());
     let (mut a, mut b) = (a, b);
     for agent in [&mut a, &mut b] {
+        let uuid = agent.uuid().parse().unwrap();
         agent.stop();
         for f in [
             "credentials",
@@ -566,6 +612,7 @@ fn a_mesh_from_before_authentication_upgrades_without_losing_the_house() {
         ] {
             let _ = std::fs::remove_file(agent.dir.join(f));
         }
+        make_legacy_store(&agent.dir.join("store"), uuid);
     }
     // The upgrade: start the first, invite the other, start it once with --join.
     a.restart();
@@ -579,6 +626,27 @@ fn a_mesh_from_before_authentication_upgrades_without_losing_the_house() {
                 && all.get("b-fan").is_some_and(|o| o["room"] == "cellar")
         })
     });
+}
+
+/// Rewrites the store in `dir` as a pimesh from before authentication wrote it: the whole
+/// house in the snapshot, no signatures, no member or user records.
+fn make_legacy_store(dir: &std::path::Path, origin: uuid::Uuid) {
+    let (mut store, replica) = pimesh::replica::Store::open(dir, origin).expect("store opens");
+    store.compact(&replica).expect("compaction");
+    drop(store);
+    let path = dir.join("snapshot.json");
+    let mut snapshot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let objects = snapshot["objects"].as_object_mut().unwrap();
+    objects.retain(|id, _| !id.starts_with('_'));
+    let mut signed = 0;
+    for object in objects.values_mut() {
+        for register in object["props"].as_object_mut().unwrap().values_mut() {
+            signed += usize::from(register.as_object_mut().unwrap().remove("sig").is_some());
+        }
+    }
+    assert!(signed > 0, "the store was signed before the rewrite");
+    std::fs::write(&path, serde_json::to_vec(&snapshot).unwrap()).unwrap();
 }
 
 /// A small deterministic generator, so a failing run can be repeated from its seed.

@@ -42,6 +42,8 @@ pub enum AdminRequest {
     UserRemove { id: String, name: String },
     /// List users.
     UserList { id: String },
+    /// Retire an instance (name or UUID) for good.
+    Forget { id: String, who: String },
 }
 
 /// The answer, on `<base>/client/local/reply`.
@@ -115,6 +117,7 @@ impl Agent {
             AdminRequest::Invite { id, expires_s } => self.invite(id, expires_s),
             AdminRequest::UserAdd { id, name, password } => self.user_add(id, &name, password),
             AdminRequest::UserRemove { id, name } => self.user_remove(id, &name),
+            AdminRequest::Forget { id, who } => self.forget(id, &who),
             AdminRequest::UserList { id } => {
                 let (_, users) = membership::keys_from(&self.replica);
                 let mut users: Vec<String> = users.into_keys().collect();
@@ -228,6 +231,76 @@ impl Agent {
         }
     }
 
+    /// Retires the member `who` (a name or UUID): its member record is deleted, which every
+    /// replica reads as "no longer trusted, its claims count for nothing" (see
+    /// [`crate::replica::Replica::is_retired`]). Refused for this instance itself and for one
+    /// that is online: stop it first.
+    fn forget(&mut self, id: String, who: &str) -> AdminReply {
+        let members: Vec<(Uuid, String)> = self
+            .replica
+            .objects()
+            .filter(|(_, o)| !o.is_deleted())
+            .filter_map(|(oid, o)| {
+                let uuid = crate::replica::trust::member_of(oid)?;
+                Some((uuid, o.text(crate::model::NAME).unwrap_or("").to_string()))
+            })
+            .collect();
+        let by_uuid = who.parse::<Uuid>().ok();
+        let mut found: Vec<&(Uuid, String)> = members
+            .iter()
+            .filter(|(u, n)| Some(*u) == by_uuid || n == who)
+            .collect();
+        if found.len() > 1 {
+            // The everyday case: a rebuilt Pi has the name of its dead self; forget the one
+            // that is not running.
+            found.retain(|(u, _)| *u != self.uuid && !self.peers.is_alive(*u));
+        }
+        let (uuid, name) = match found.as_slice() {
+            [one] => (one.0, one.1.clone()),
+            [] => return failed(id, format!("no member of this mesh is called {who:?}")),
+            many => {
+                let list: Vec<String> = many.iter().map(|(u, _)| u.to_string()).collect();
+                return failed(
+                    id,
+                    format!(
+                        "several offline members are called {who:?}; give the UUID of one: {}",
+                        list.join(", ")
+                    ),
+                );
+            }
+        };
+        if uuid == self.uuid {
+            return failed(
+                id,
+                "an instance cannot forget itself; run `pimesh forget` on another member".into(),
+            );
+        }
+        if self.peers.is_alive(uuid) {
+            return failed(id, format!("{name} ({uuid}) is online; stop it first"));
+        }
+        self.record(
+            &membership::member_id(uuid),
+            vec![(crate::model::DELETED.into(), true.into())],
+        );
+        self.member_retired(uuid);
+        tracing::info!(member = %uuid, %name, "instance forgotten: its claims are released and it is no longer trusted");
+        AdminReply {
+            id,
+            ok: true,
+            users: vec![format!("{name} ({uuid})")],
+            ..Default::default()
+        }
+    }
+
+    /// A member was retired (here or by another member): drop its links and its place in
+    /// the peer list, and let the door forget its key.
+    pub(super) fn member_retired(&mut self, uuid: Uuid) {
+        if let Some(addr) = self.peers.forget(uuid) {
+            self.drop_link(&addr);
+        }
+        self.refresh_keys();
+    }
+
     /// Handles `<base>/join/<invitation>/request` from an invited instance.
     pub(super) async fn on_join_request(&mut self, invitation: &str, payload: &[u8]) {
         let Ok(request) = serde_json::from_slice::<JoinRequest>(payload) else {
@@ -316,23 +389,27 @@ impl Agent {
         Ok(())
     }
 
-    /// A join finished: from now on this instance is a member of `token`'s mesh (and holds
-    /// its CA, when the join handed it over).
-    pub(super) fn joined(&mut self, token: &Token, ca: Option<MeshCa>) {
+    /// A join finished: from now on this instance is a member of `mesh`, the inviter's (and
+    /// holds its CA, when the join handed it over).
+    pub(super) fn joined(&mut self, token: &Token, mesh: Uuid, ca: Option<MeshCa>) {
         if let Some(ca) = ca {
             if let Err(e) = self.adopt_ca(ca) {
                 tracing::error!(error = %e, "cannot keep the mesh's CA; the join is repeated at the next start");
                 return;
             }
         }
-        if let Err(e) = (MeshFile { mesh: token.mesh }).save(&self.data_dir) {
+        let file = MeshFile {
+            mesh,
+            joined_with: Some(token.id.clone()),
+        };
+        if let Err(e) = file.save(&self.data_dir) {
             tracing::error!(error = %e, "cannot record the mesh joined; the join is repeated at the next start");
         }
         if let Ok(mut m) = self.mesh.lock() {
-            *m = token.mesh;
+            *m = mesh;
         }
-        self.auth.update(|k| k.mesh = token.mesh);
-        tracing::info!(mesh = %token.mesh, "joined the mesh");
+        self.auth.update(|k| k.mesh = mesh);
+        tracing::info!(%mesh, "joined the mesh");
         // Links made before the join were refused; make them again with the new proof.
         let mut addrs: Vec<String> = self
             .links
@@ -369,7 +446,7 @@ pub async fn join(
     mut request: JoinRequest,
     base: String,
     stop: CancellationToken,
-) -> Result<Option<MeshCa>, String> {
+) -> Result<(Uuid, Option<MeshCa>), String> {
     let mut addrs = peers;
     let tls = match &token.ca {
         Some(pin) => Some(crate::tls::pinned_client_config(pin).map_err(|e| e.to_string())?),
@@ -425,7 +502,7 @@ pub async fn join(
             .unwrap_or_else(|_| Err("no answer within 10 s".into()));
             link.disconnect().await;
             match outcome {
-                Ok(ca) => return Ok(ca),
+                Ok(joined) => return Ok(joined),
                 Err(why) => {
                     if why.starts_with("refused") {
                         refusals += 1;
@@ -447,9 +524,9 @@ pub async fn join(
 
 /// The CA a verified join reply handed over: the one the token names, or none for a token
 /// from before TLS.
-fn handed_ca(token: &Token, reply: JoinReply) -> Result<Option<MeshCa>, String> {
+fn handed_ca(token: &Token, reply: JoinReply) -> Result<(Uuid, Option<MeshCa>), String> {
     let Some(pin) = &token.ca else {
-        return Ok(None);
+        return Ok((reply.mesh, None));
     };
     let (Some(cert), Some(key)) = (reply.ca_cert, reply.ca_key) else {
         return Err("the inviting instance did not hand over the mesh's CA".into());
@@ -460,14 +537,15 @@ fn handed_ca(token: &Token, reply: JoinReply) -> Result<Option<MeshCa>, String> 
             "the inviting instance handed over another CA than the invitation names".into(),
         );
     }
-    Ok(Some(ca))
+    Ok((reply.mesh, Some(ca)))
 }
 
-/// Whether the instance whose mesh is `current` and whose CA has fingerprint `ca` still has
-/// to join with `token`: it is another mesh, or (an instance from before TLS made its own CA
-/// at start) the token names another CA of the same mesh.
-pub fn needs_join(current: Uuid, ca: &str, token: &Token) -> bool {
-    current != token.mesh || token.ca.as_deref().is_some_and(|pin| pin != ca)
+/// Whether the instance whose mesh file is `current` and whose CA has fingerprint `ca` still
+/// has to join with `token`: it has not joined with it yet, and the token names another mesh
+/// or (an instance from before TLS made its own CA at start) another CA.
+pub fn needs_join(current: &MeshFile, ca: &str, token: &Token) -> bool {
+    current.joined_with.as_deref() != Some(token.id.as_str())
+        && (current.mesh != token.mesh || token.ca.as_deref().is_some_and(|pin| pin != ca))
 }
 
 /// Loads the invitations of `dir` for the agent.
@@ -493,19 +571,30 @@ mod tests {
 
     #[test]
     fn a_token_of_another_ca_of_the_same_mesh_joins_again() {
-        let mesh = Uuid::from_u128(1);
-        assert!(!needs_join(mesh, "ab", &token(1, Some("ab"))), "joined");
+        let mesh = MeshFile {
+            mesh: Uuid::from_u128(1),
+            joined_with: None,
+        };
+        assert!(!needs_join(&mesh, "ab", &token(1, Some("ab"))), "joined");
         assert!(
-            needs_join(mesh, "ab", &token(2, Some("ab"))),
+            needs_join(&mesh, "ab", &token(2, Some("ab"))),
             "another mesh"
         );
         assert!(
-            needs_join(mesh, "ab", &token(1, Some("cd"))),
+            needs_join(&mesh, "ab", &token(1, Some("cd"))),
             "an instance from before TLS made a CA of its own"
         );
         assert!(
-            !needs_join(mesh, "ab", &token(1, None)),
+            !needs_join(&mesh, "ab", &token(1, None)),
             "a token from before TLS"
+        );
+        let done = MeshFile {
+            joined_with: Some("i".into()),
+            ..mesh
+        };
+        assert!(
+            !needs_join(&done, "ab", &token(2, Some("cd"))),
+            "joined with it already"
         );
     }
 }

@@ -14,6 +14,21 @@ use crate::model::{self, ObjectId, Value};
 use crate::ratelimit::warn_limited;
 use crate::router::{self, Target};
 
+/// Duplicates of commands in progress that wait for the same answer, at most.
+pub(super) const MAX_WAITING: usize = 256;
+
+/// The id a client's command is known by in the mesh: a digest of who sent it, the object and
+/// the client's own id, so equal ids of different clients or objects never meet.
+pub(super) fn command_key(sender: Option<&str>, object: &str, id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [sender.unwrap_or(""), object, id] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    format!("c-{}", crate::secret::to_hex(&h.finalize()[..16]))
+}
+
 impl Agent {
     /// Dispatches a message from our own broker. `response` is where an MQTT 5 client asked
     /// for the answer; it takes precedence over a `reply-to` in the payload.
@@ -22,9 +37,10 @@ impl Agent {
         topic: &str,
         payload: &[u8],
         response: Option<ResponseTo>,
+        sender: Option<&str>,
     ) {
         match api::route(&self.base, topic) {
-            Some(Route::Set(object)) => self.on_set(&object, payload, response).await,
+            Some(Route::Set(object)) => self.on_set(&object, payload, response, sender).await,
             Some(Route::Get) => self.on_get(payload, response).await,
             Some(Route::Peers) => self.on_peers(payload, response).await,
             Some(Route::Send(device)) => self.on_send(&device, payload),
@@ -37,7 +53,18 @@ impl Agent {
     }
 
     /// Handles `<base>/<object>/set` from a client.
-    async fn on_set(&mut self, object: &str, payload: &[u8], response: Option<ResponseTo>) {
+    ///
+    /// A command id only means something to its sender and for one object: two clients that
+    /// both number their commands from 1 must not be taken for each other. So the id the
+    /// mesh dedupes and routes by is a digest of (sender, object, id); the answer carries the
+    /// client's own id.
+    async fn on_set(
+        &mut self,
+        object: &str,
+        payload: &[u8],
+        response: Option<ResponseTo>,
+        sender: Option<&str>,
+    ) {
         let mut req = match api::parse_set(payload) {
             Ok(req) => req,
             Err(e) => {
@@ -51,24 +78,37 @@ impl Agent {
             }
         };
         let reply_to = response.or(req.reply_to.take().map(ResponseTo::topic));
-        if let Some(id) = &req.id {
-            if self.pending.contains_key(id) || self.is_queued(id) {
-                tracing::info!(%object, command = %id, "duplicate of a command in progress: ignored");
+        let client_id = req.id.take();
+        if let Some(own) = &client_id {
+            let key = command_key(sender, object, own);
+            if self.pending.contains_key(&key) || self.is_queued(&key) {
+                if self.waiting.len() < MAX_WAITING {
+                    tracing::info!(%object, command = %own, "duplicate of a command in progress: answered when it completes");
+                    let waiter = super::forward::Waiter::Client {
+                        id: client_id.clone(),
+                        reply_to,
+                    };
+                    self.waiting.push((key, waiter));
+                } else {
+                    warn_limited!(self.warns, "waiting-full", %object, command = %own, "duplicate of a command in progress, and too many wait already: not answered");
+                }
                 return;
             }
-            if let Some(earlier) = self.remembered(id) {
-                tracing::info!(%object, command = %id, "duplicate command: answering again, not executing again");
+            if let Some(mut earlier) = self.remembered(&key) {
+                tracing::info!(%object, command = %own, "duplicate command: answering again, not executing again");
+                earlier.id = client_id;
                 self.answer(reply_to.as_ref(), earlier).await;
                 return;
             }
         }
         // Forwarded commands need an id for the executor's duplicate check.
-        let id = req
-            .id
-            .get_or_insert_with(|| uuid::Uuid::new_v4().to_string())
-            .clone();
+        let id = match &client_id {
+            Some(own) => command_key(sender, object, own),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
         let origin = Origin::Client {
             reply_to,
+            id: client_id,
             tried: Vec::new(),
         };
         self.dispatch(object, id, req, origin, false).await;
@@ -102,7 +142,7 @@ impl Agent {
         let (kind, holders, now_on) = match self.replica.get(&oid) {
             Some(obj) => (
                 obj.text(model::KIND).unwrap_or("object").to_string(),
-                claimants(obj),
+                claimants(&self.replica, obj),
                 obj.text(model::STATE) == Some(model::ON),
             ),
             None => ("object".to_string(), Vec::new(), false),
@@ -172,7 +212,7 @@ impl Agent {
                 Some(format!("unknown object {object:?}")),
             );
         };
-        let mine = claimants(obj).contains(&self.uuid);
+        let mine = claimants(&self.replica, obj).contains(&self.uuid);
         let kind = obj.text(model::KIND).unwrap_or("object").to_string();
         let current_on = obj.text(model::STATE) == Some(model::ON);
         let mut props: Vec<(String, Value)> = Vec::new();

@@ -28,6 +28,9 @@ pub(super) enum Origin {
     Client {
         /// Where to answer.
         reply_to: Option<ResponseTo>,
+        /// The client's own command id, which its answer carries (the mesh knows the command
+        /// by a digest of it, see `command.rs`).
+        id: Option<String>,
         /// Executors already tried (they died before answering).
         tried: Vec<Uuid>,
     },
@@ -61,6 +64,18 @@ impl Origin {
         }
         self
     }
+}
+
+/// A duplicate of a command in progress, answered when the command is.
+#[derive(Debug)]
+pub(super) enum Waiter {
+    /// A client, with its own command id.
+    Client {
+        id: Option<String>,
+        reply_to: Option<ResponseTo>,
+    },
+    /// An instance that forwarded the same command again.
+    Peer(Uuid),
 }
 
 /// A command sent to another instance, waiting for its answer.
@@ -145,16 +160,39 @@ impl Agent {
     /// carries our updates, and updates only leave once durable.
     pub(super) async fn respond(&mut self, origin: Origin, reply: Reply) {
         self.publish_dirty().await;
-        if let Some(id) = &reply.id {
-            if reply.result != Outcome::Unavailable {
-                self.remember(id, &reply);
+        if let Some(key) = &reply.id {
+            // Only what the executor decided is kept: a retry after `unavailable`, `timeout`
+            // or `unknown` must run.
+            let decided = !matches!(
+                reply.result,
+                Outcome::Unavailable | Outcome::Timeout | Outcome::Unknown
+            );
+            if decided {
+                self.remember(key, &reply);
+            }
+            // Duplicates that arrived while it ran get the same answer.
+            let (waiting, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+                .into_iter()
+                .partition(|(k, _)| k == key);
+            self.waiting = rest;
+            for (_, waiter) in waiting {
+                let mut copy = reply.clone();
+                match waiter {
+                    Waiter::Client { id, reply_to } => {
+                        copy.id = id;
+                        self.answer(reply_to.as_ref(), copy).await;
+                    }
+                    Waiter::Peer(sender) => self.send_forward_reply(sender, copy).await,
+                }
             }
         }
         match origin {
-            Origin::Client { reply_to, .. } => {
+            Origin::Client { reply_to, id, .. } => {
                 if reply.result != Outcome::Ok {
                     warn_limited!(self.warns, "command-not-executed", object = %reply.object, result = ?reply.result, error = ?reply.error, "command not executed");
                 }
+                let mut reply = reply;
+                reply.id = id;
                 self.answer(reply_to.as_ref(), reply).await
             }
             Origin::Peer { sender } => {
@@ -211,6 +249,11 @@ impl Agent {
             return self.respond(origin, reply).await;
         }
         if self.pending.contains_key(&fwd.id) || self.is_queued(&fwd.id) {
+            // Sent again (through another instance, or after its sender's timeout): it gets
+            // the answer when the command completes.
+            if self.waiting.len() < super::command::MAX_WAITING {
+                self.waiting.push((fwd.id, Waiter::Peer(sender)));
+            }
             return;
         }
         if let Some(earlier) = self.remembered(&fwd.id) {
@@ -304,8 +347,16 @@ impl Agent {
                     .name_of(executor)
                     .unwrap_or("its holder")
                     .to_string();
-                let why = format!("{name} went offline before answering");
-                let reply = self.reply(&p.object, Some(id), Outcome::Unavailable, Some(why));
+                // It may have switched before it went: say so, with the state as last known.
+                let why = format!(
+                    "{name} went offline before answering; the command may or may not have run"
+                );
+                let mut reply = self.reply(&p.object, Some(id), Outcome::Unknown, Some(why));
+                reply.state = ObjectId::new(&p.object).ok().and_then(|o| {
+                    self.replica
+                        .get(&o)
+                        .map(|obj| crate::api::state_json(&o, obj))
+                });
                 self.respond(origin, reply).await;
             }
         }

@@ -46,7 +46,7 @@ impl Agent {
         let ours = self.replica.get(id).is_some_and(|o| {
             !o.is_deleted()
                 && o.text(model::KIND) == Some("relay")
-                && claimants(o).contains(&self.uuid)
+                && claimants(&self.replica, o).contains(&self.uuid)
         });
         if ours && req.state.is_some() && self.relays.contains_key(id) {
             return self.command_relay(id, req, cmd, origin).await;

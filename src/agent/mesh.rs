@@ -208,7 +208,7 @@ impl Agent {
                         .peers
                         .heard(uuid, None, Instant::now(), clock::now_ms());
                     self.on_changes(changes).await;
-                    if !self.apply_remote(&own).is_empty() && !self.syncs.contains_key(&uuid) {
+                    if !self.apply_remote(&own).gaps.is_empty() && !self.syncs.contains_key(&uuid) {
                         tracing::info!(peer = %addr, "gap in the live stream (messages lost); syncing");
                         self.start_sync(uuid).await;
                     }
@@ -292,6 +292,11 @@ impl Agent {
             self.publish_owner_hello().await;
             return;
         }
+        if self.replica.is_retired(hello.uuid) {
+            warn_limited!(self.warns, "retired-peer", peer = %addr, uuid = %hello.uuid, "that broker belongs to an instance that was forgotten; not linking to it");
+            self.drop_link(addr);
+            return;
+        }
         match self.peers.identify(addr, &hello) {
             Identified::Myself => {
                 tracing::debug!(peer = %addr, "that address is our own broker");
@@ -301,32 +306,40 @@ impl Agent {
                 tracing::debug!(peer = %addr, uuid = %hello.uuid, "already linked to that instance");
                 self.drop_link(addr);
             }
-            Identified::Peer(uuid) => {
-                if hello.name == self.name {
-                    tracing::error!(peer = %addr, other = %uuid, "name conflict: instance {uuid} at {addr} is also called {:?}; give one of them another name", self.name);
-                }
-                if let Some(pl) = self.links.get_mut(addr) {
-                    let filters = [
-                        self.topics.beat(uuid),
-                        self.topics.updates(uuid),
-                        self.topics.sync_page(uuid, self.uuid),
-                        self.topics.answer(uuid, self.uuid),
-                    ];
-                    pl.sync_on_suback = true;
-                    if let Err(e) = pl.link.subscribe_many(&filters, Qos::AtLeastOnce) {
-                        tracing::warn!(peer = %addr, error = %e, "cannot subscribe on peer");
-                    }
-                }
-                tracing::info!(peer = %addr, name = %hello.name, %uuid, "peer identified");
-                // Its broker answered with its retained hello: its process is alive.
-                let changes = self
-                    .peers
-                    .heard(uuid, None, Instant::now(), clock::now_ms());
-                self.on_changes(changes).await;
-                self.learn(&hello);
-                self.publish_owner_hello().await;
+            Identified::Moved { uuid, from } => {
+                tracing::info!(peer = %hello.name, %from, to = %addr, "a peer moved to a new address; following it");
+                self.drop_link(&from);
+                self.subscribe_peer(addr, uuid, &hello).await;
+            }
+            Identified::Peer(uuid) => self.subscribe_peer(addr, uuid, &hello).await,
+        }
+    }
+
+    /// Subscribes to the topics of `uuid` on its broker at `addr`, just identified.
+    async fn subscribe_peer(&mut self, addr: &str, uuid: uuid::Uuid, hello: &Hello) {
+        if hello.name == self.name {
+            tracing::error!(peer = %addr, other = %uuid, "name conflict: instance {uuid} at {addr} is also called {:?}; give one of them another name", self.name);
+        }
+        if let Some(pl) = self.links.get_mut(addr) {
+            let filters = [
+                self.topics.beat(uuid),
+                self.topics.updates(uuid),
+                self.topics.sync_page(uuid, self.uuid),
+                self.topics.answer(uuid, self.uuid),
+            ];
+            pl.sync_on_suback = true;
+            if let Err(e) = pl.link.subscribe_many(&filters, Qos::AtLeastOnce) {
+                tracing::warn!(peer = %addr, error = %e, "cannot subscribe on peer");
             }
         }
+        tracing::info!(peer = %addr, name = %hello.name, %uuid, "peer identified");
+        // Its broker answered with its retained hello: its process is alive.
+        let changes = self
+            .peers
+            .heard(uuid, None, Instant::now(), clock::now_ms());
+        self.on_changes(changes).await;
+        self.learn(hello);
+        self.publish_owner_hello().await;
     }
 
     /// Links to the brokers a hello mentions (peer exchange), at most
@@ -454,7 +467,7 @@ impl Agent {
             let held: Vec<_> = self
                 .replica
                 .objects()
-                .filter(|(_, o)| super::state::claimants(o).contains(&uuid))
+                .filter(|(_, o)| super::state::claimants(&self.replica, o).contains(&uuid))
                 .map(|(id, _)| id.clone())
                 .collect();
             self.dirty.extend(held);

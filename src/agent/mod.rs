@@ -100,7 +100,7 @@ enum Internal {
     /// A serial channel command got its device's answer.
     SerialDone(Box<serial::SerialDone>),
     /// Joining with the invitation finished.
-    Joined(Result<Option<crate::tls::MeshCa>, String>),
+    Joined(Result<(Uuid, Option<crate::tls::MeshCa>), String>),
 }
 
 /// The agent task's state: the one owner of the store, the hardware and the mesh view.
@@ -192,6 +192,8 @@ struct Agent {
     last_hello: Option<crate::mesh::proto::Hello>,
     /// Commands sent to other instances, by command id, until they answer.
     pending: HashMap<String, forward::Pending>,
+    /// Duplicates of commands in progress, answered with them, by the command's mesh id.
+    waiting: Vec<(String, forward::Waiter)>,
     /// Rotation over the runners of virtual objects.
     rr: crate::router::RoundRobin,
     /// Rotation of automation jobs over live instances.
@@ -210,6 +212,8 @@ struct Agent {
     /// Claims of a peer's last sync page we refused, by peer, so its heartbeats showing the
     /// same claims do not start a sync after every beat.
     unjustified: HashMap<Uuid, crate::replica::VersionVector>,
+    /// Remote updates signed by a member whose record has not arrived yet (see `state.rs`).
+    held: Vec<Update>,
     /// Hashes of the retained payloads we published lately, so our own echo of an older
     /// value is told apart from someone else overwriting it (see `state.rs`).
     echoes: heapless::Deque<u64, 256>,
@@ -242,12 +246,14 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
 
     let local_secret = crate::secret::local_password(&data_dir)?;
     let key = crate::secret::instance_key(&data_dir)?;
+    replica.set_signer(key.clone());
     let mesh = match crate::membership::MeshFile::load(&data_dir)? {
         Some(m) => m,
         None => {
             // A new instance founds a mesh of its own; an invitation moves it to another.
             let m = crate::membership::MeshFile {
                 mesh: Uuid::new_v4(),
+                joined_with: None,
             };
             m.save(&data_dir)?;
             m
@@ -259,7 +265,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         Some(text) => {
             let token = crate::membership::Token::decode(text)
                 .map_err(|e| AgentError::Join(e.to_string()))?;
-            admin::needs_join(mesh.mesh, &tls.ca.fingerprint(), &token).then_some(token)
+            admin::needs_join(&mesh, &tls.ca.fingerprint(), &token).then_some(token)
         }
         None => None,
     };
@@ -284,7 +290,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         client_id: format!("pimesh-agent-{uuid}"),
         base: base.clone(),
         auth: auth.clone(),
-        limits: Default::default(),
+        limits: crate::door::Limits {
+            max_retained_topics: broker_cfg.max_retained,
+            ..Default::default()
+        },
         stop: cancel.child_token(),
     })?;
     let mut broker = broker;
@@ -346,6 +355,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         join,
         last_hello: None,
         pending: HashMap::new(),
+        waiting: Vec::new(),
         rr: Default::default(),
         rr_jobs: Default::default(),
         jobs: Vec::new(),
@@ -354,10 +364,15 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         warns: Default::default(),
         announced: Default::default(),
         unjustified: HashMap::new(),
+        held: Vec::new(),
         echoes: heapless::Deque::new(),
     };
+    agent
+        .peers
+        .set_stale_after(settings.config.mesh.stale_after_ms);
     agent.reconcile_objects(&settings.config);
     agent.record_self_as_member();
+    agent.adopt_unsigned();
     let mut claimed = Vec::new();
     for cfg in &settings.config.relays {
         let on = agent.claim_relay(gpio.as_mut(), cfg.clone())?;
@@ -533,6 +548,7 @@ impl Agent {
                 topic,
                 payload,
                 response,
+                sender,
             } => {
                 let join = topic
                     .strip_prefix(&format!("{}/join/", self.base))
@@ -545,7 +561,8 @@ impl Agent {
                 } else if let Some(invitation) = join {
                     self.on_join_request(&invitation, &payload).await;
                 } else {
-                    self.on_message(&topic, &payload, response).await
+                    self.on_message(&topic, &payload, response, sender.as_deref())
+                        .await
                 }
             }
             LocalEvent::Closed => {
@@ -602,9 +619,9 @@ impl Agent {
                 self.perform_press(i, actions).await;
             }
             Internal::SerialDone(done) => self.serial_done(*done).await,
-            Internal::Joined(Ok(ca)) => {
+            Internal::Joined(Ok((mesh, ca))) => {
                 if let Some(token) = self.join.take() {
-                    self.joined(&token, ca);
+                    self.joined(&token, mesh, ca);
                 }
             }
             Internal::Joined(Err(why)) => {

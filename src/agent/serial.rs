@@ -71,7 +71,9 @@ impl Agent {
         let (Some(switch), Some(handle)) = (req.state, handle) else {
             return Some(origin);
         };
-        if obj.text(model::KIND) != Some(CHANNEL_KIND) || !claimants(obj).contains(&self.uuid) {
+        if obj.text(model::KIND) != Some(CHANNEL_KIND)
+            || !claimants(&self.replica, obj).contains(&self.uuid)
+        {
             return Some(origin);
         }
         let on = switch.target(obj.text(model::STATE) == Some(model::ON));

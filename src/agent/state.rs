@@ -18,18 +18,33 @@ use crate::replica::Object;
 use std::collections::BTreeSet;
 use uuid::Uuid;
 
+/// Updates held until their signer's member record arrives, at most.
+const MAX_HELD: usize = 16_384;
+
+/// What applying a peer's updates found.
+#[derive(Debug, Default)]
+pub(super) struct Received {
+    /// Origins with a gap in their sequence, for the mesh to repair.
+    pub(super) gaps: BTreeSet<Uuid>,
+    /// The (origin, seq) of every update refused or still held: a sync must not claim to hold
+    /// them.
+    pub(super) refused: BTreeSet<(Uuid, u64)>,
+}
+
 /// The claim property of instance `uuid`.
 pub fn claim_prop(uuid: Uuid) -> String {
     format!("{}{uuid}", model::CLAIM_PREFIX)
 }
 
-/// Instances currently claiming `obj` as their hardware.
-pub fn claimants(obj: &Object) -> Vec<Uuid> {
+/// Instances currently claiming `obj` as their hardware; a retired instance's claims count
+/// for nothing (`pimesh forget`), so a replacement Pi takes its objects.
+pub fn claimants(replica: &crate::replica::Replica, obj: &Object) -> Vec<Uuid> {
     obj.props
         .iter()
         .filter(|(_, r)| r.value == Value::Bool(true))
         .filter_map(|(p, _)| p.strip_prefix(model::CLAIM_PREFIX))
         .filter_map(|u| Uuid::parse_str(u).ok())
+        .filter(|u| !replica.is_retired(*u))
         .collect()
 }
 
@@ -44,8 +59,9 @@ fn echo_hash(topic: &str, payload: &[u8]) -> u64 {
 
 impl Agent {
     /// Makes the store agree with the config about which objects this instance holds:
-    /// configured objects exist and carry our claim (room and position only on creation — a
-    /// later move wins over the file); objects we claimed that left the config lose our claim
+    /// configured objects exist and carry our claim; room, position (and a virtual object's
+    /// state) are where an object starts, written so that any value the mesh already holds
+    /// wins, also on a new or rebuilt instance whose store is empty; objects we claimed that left the config lose our claim
     /// and, when nobody else claims them, are deleted.
     pub(super) fn reconcile_objects(&mut self, config: &Config) {
         let mut configured = Vec::new();
@@ -65,35 +81,36 @@ impl Agent {
         });
         for (id, kind, name, room, x, y) in objects.chain(channels) {
             configured.push(id.clone());
-            let mut props: Vec<(String, Value)> = vec![
+            let props: Vec<(String, Value)> = vec![
                 (model::KIND.into(), kind.into()),
                 (claim_prop(self.uuid), true.into()),
                 (model::NAME.into(), name.as_str().into()),
                 (model::DELETED.into(), false.into()),
             ];
-            let exists = self.replica.get(id).is_some_and(|o| !o.is_deleted());
-            if !exists {
-                props.push((model::ROOM.into(), room.as_str().into()));
-                props.push((model::X.into(), x.into()));
-                props.push((model::Y.into(), y.into()));
-            }
             self.record(id, props);
+            let start = vec![
+                (model::ROOM.into(), room.as_str().into()),
+                (model::X.into(), x.into()),
+                (model::Y.into(), y.into()),
+            ];
+            self.record_initial(id, start);
         }
         for v in &config.virtuals {
             configured.push(v.id.clone());
-            let mut props: Vec<(String, Value)> = vec![
+            let props: Vec<(String, Value)> = vec![
                 (model::KIND.into(), "virtual".into()),
                 (claim_prop(self.uuid), true.into()),
                 (model::NAME.into(), v.name.as_str().into()),
                 (model::DELETED.into(), false.into()),
             ];
-            if self.replica.get(&v.id).is_none_or(|o| o.is_deleted()) {
-                props.push((model::ROOM.into(), v.room.as_str().into()));
-                props.push((model::X.into(), v.x.into()));
-                props.push((model::Y.into(), v.y.into()));
-                props.push((model::STATE.into(), model::OFF.into()));
-            }
             self.record(&v.id, props);
+            let start = vec![
+                (model::ROOM.into(), v.room.as_str().into()),
+                (model::X.into(), v.x.into()),
+                (model::Y.into(), v.y.into()),
+                (model::STATE.into(), model::OFF.into()),
+            ];
+            self.record_initial(&v.id, start);
         }
         for a in &config.automations {
             self.record(&a.id, super::automation::rule_props(a));
@@ -101,8 +118,10 @@ impl Agent {
         let gone: Vec<(ObjectId, bool)> = self
             .replica
             .objects()
-            .filter(|(id, o)| claimants(o).contains(&self.uuid) && !configured.contains(id))
-            .map(|(id, o)| (id.clone(), claimants(o).len() == 1))
+            .filter(|(id, o)| {
+                claimants(&self.replica, o).contains(&self.uuid) && !configured.contains(id)
+            })
+            .map(|(id, o)| (id.clone(), claimants(&self.replica, o).len() == 1))
             .collect();
         for (id, last_claim) in gone {
             tracing::info!(object = %id, "object no longer in the config: releasing it");
@@ -131,6 +150,13 @@ impl Agent {
     /// executor may have died right after); automations still fire only on real changes.
     pub(super) fn record_command(&mut self, id: &ObjectId, props: Vec<(String, Value)>) {
         self.record_with(id, props, true);
+    }
+
+    /// Records where an object starts, from the config: only properties it has no value for
+    /// yet, and so that any value the mesh holds wins ([`crate::replica::Replica::prepare_initial`]).
+    fn record_initial(&mut self, id: &ObjectId, props: Vec<(String, Value)>) {
+        let updates = self.replica.prepare_initial(id, props);
+        self.record_prepared(id, updates, None);
     }
 
     fn record_with(&mut self, id: &ObjectId, props: Vec<(String, Value)>, touch: bool) -> bool {
@@ -163,6 +189,21 @@ impl Agent {
                 .map(|(_, u)| u.clone())
                 .collect()
         });
+        self.record_prepared(id, updates, real_changes)
+    }
+
+    /// Persists, applies and publishes prepared local updates of `id`; automations see
+    /// `real_changes` when given, else all of them.
+    fn record_prepared(
+        &mut self,
+        id: &ObjectId,
+        updates: Vec<Update>,
+        real_changes: Option<Vec<Update>>,
+    ) -> bool {
+        if updates.is_empty() {
+            return false;
+        }
+        let now = clock::now_ms();
         // During start-up nothing is acknowledged yet: queue, and flush once at the end (a
         // config with thousands of objects would otherwise cost thousands of writes).
         let result = if self.running {
@@ -197,33 +238,31 @@ impl Agent {
         }
     }
 
-    /// Applies updates from a peer (live stream, sync page, answer): admit, persist, apply,
-    /// mark what changed. An update the replica refuses (a stamp from the future, a bound
-    /// passed) is logged with its claimed origin and neither stored nor applied. Returns the
-    /// origins with gaps in their sequence, for the mesh to repair.
-    pub(super) fn apply_remote(&mut self, updates: &[Update]) -> BTreeSet<Uuid> {
-        let mut gaps = BTreeSet::new();
+    /// Applies updates from a peer (live stream, sync page, answer): admit, check the
+    /// signature, persist, apply, mark what changed. An update the replica refuses (a stamp
+    /// from the future, a bound passed, a signature that is not its origin's) is logged with
+    /// its claimed origin and neither stored nor applied. One signed by a member whose record
+    /// has not arrived yet (pages come in origin order, records are written by other origins)
+    /// is held, a bounded number, and tried again whenever a member's key becomes known.
+    pub(super) fn apply_remote(&mut self, updates: &[Update]) -> Received {
+        let mut received = Received::default();
         if updates.is_empty() {
-            return gaps;
+            return received;
         }
         let now = clock::now_ms();
+        let known = self.replica.known_members();
         let mut admitted = Vec::with_capacity(updates.len());
         for u in updates {
-            let applied = match self.replica.apply_remote(u, now) {
-                Ok(applied) => applied,
-                Err(e) => {
-                    warn_limited!(self.warns, "refused-update", origin = %u.stamp.origin, object = %u.object, seq = u.seq, error = %e, "refusing a replicated update");
-                    continue;
-                }
-            };
-            admitted.push(u.clone());
-            if applied.changed {
-                self.dirty.insert(u.object.clone());
-                self.check_claim(u);
+            self.apply_one(u, now, &mut admitted, &mut received);
+        }
+        // A member record may vouch for held updates: try them again while that helps.
+        let mut learned = self.replica.known_members() > known;
+        while learned && !self.held.is_empty() {
+            let known = self.replica.known_members();
+            for u in std::mem::take(&mut self.held) {
+                self.apply_one(&u, now, &mut admitted, &mut received);
             }
-            if let Some(gap) = applied.gap {
-                gaps.insert(gap.origin);
-            }
+            learned = self.replica.known_members() > known;
         }
         // Written with the next local change or heartbeat: the origin holds these durably,
         // and a sync after a crash fetches whatever was not written yet.
@@ -231,7 +270,60 @@ impl Agent {
             tracing::error!(error = %e, "a replicated update cannot be stored; it stays in memory only");
         }
         self.maybe_compact();
-        gaps
+        received
+    }
+
+    /// [`Agent::apply_remote`] for one update.
+    fn apply_one(
+        &mut self,
+        u: &Update,
+        now: u64,
+        admitted: &mut Vec<Update>,
+        received: &mut Received,
+    ) {
+        let applied = match self.replica.apply_remote(u, now) {
+            Ok(applied) => applied,
+            Err(e) => {
+                received.refused.insert((u.stamp.origin, u.seq));
+                if e.awaits_signer() && self.held.len() < MAX_HELD {
+                    self.held.push(u.clone());
+                } else {
+                    warn_limited!(self.warns, "refused-update", origin = %u.stamp.origin, object = %u.object, seq = u.seq, error = %e, "refusing a replicated update");
+                }
+                return;
+            }
+        };
+        received.refused.remove(&(u.stamp.origin, u.seq));
+        admitted.push(u.clone());
+        if applied.changed {
+            self.dirty.insert(u.object.clone());
+            self.check_claim(u);
+        }
+        if let Some(gap) = applied.gap {
+            received.gaps.insert(gap.origin);
+        }
+    }
+
+    /// Writes again, signed, what the store kept from before signatures existed (see
+    /// [`crate::replica::trust`]); nothing once that is done.
+    pub(super) fn adopt_unsigned(&mut self) {
+        let updates = self.replica.adopt_unsigned();
+        if updates.is_empty() {
+            return;
+        }
+        tracing::info!(
+            registers = updates.len(),
+            "signing the values kept from before signatures existed, as this instance's own"
+        );
+        if let Err(e) = self.store.queue(&updates) {
+            tracing::error!(error = %e, queued = self.store.pending(), "state not saved yet; will retry");
+        }
+        let now = clock::now_ms();
+        for u in &updates {
+            self.replica.apply(u, now);
+            self.dirty.insert(u.object.clone());
+        }
+        self.unsaved.extend(updates);
     }
 
     /// Our version vector as peers may see it: our own entry stops below the first of our
@@ -321,6 +413,12 @@ impl Agent {
             if id.is_system() {
                 // Members and users are never public; they change who the door lets in.
                 self.keys_dirty = true;
+                if let Some(member) = crate::replica::trust::member_of(&id) {
+                    if self.replica.is_retired(member) && self.peers.name_of(member).is_some() {
+                        tracing::info!(%member, "an instance was forgotten by another member");
+                        self.member_retired(member);
+                    }
+                }
             } else {
                 self.publish_state(&id).await;
             }
@@ -417,7 +515,7 @@ impl Agent {
             return serde_json::Value::Null;
         };
         let mut json = api::state_json(id, obj);
-        let holders = claimants(obj);
+        let holders = claimants(&self.replica, obj);
         if let serde_json::Value::Object(map) = &mut json {
             match holders.as_slice() {
                 [] => {}

@@ -30,6 +30,9 @@ pub(super) struct SyncState {
     sent: Instant,
     /// Updates received so far, for the log.
     received: usize,
+    /// Per origin, the lowest seq of this sync's updates that were refused or are held: our
+    /// version vector must stay below it.
+    refused: VersionVector,
 }
 
 /// A sync round we are answering: the delta and version vector taken when it began.
@@ -65,6 +68,7 @@ impl Agent {
                 after: None,
                 sent: Instant::now(),
                 received: 0,
+                refused: VersionVector::new(),
             },
         );
         self.send_sync_req(peer).await;
@@ -164,13 +168,26 @@ impl Agent {
         if let Some(last) = page.updates.last() {
             st.after = Some((last.stamp.origin, last.seq));
         }
-        self.apply_remote(&page.updates);
+        let received = self.apply_remote(&page.updates);
+        if let Some(st) = self.syncs.get_mut(&peer) {
+            for (origin, seq) in received.refused {
+                let lowest = st.refused.entry(origin).or_insert(seq);
+                *lowest = (*lowest).min(seq);
+            }
+        }
         if page.more {
             self.send_sync_req(peer).await;
             return;
         }
         if let Some(st) = self.syncs.remove(&peer) {
-            if let Some(vv) = st.first_vv {
+            if let Some(mut vv) = st.first_vv {
+                // What we refused or still hold is not ours: claiming it would stop us from
+                // ever fetching the real update (or the held one, once its signer is known).
+                for (origin, lowest) in &st.refused {
+                    if let Some(seq) = vv.get_mut(origin) {
+                        *seq = (*seq).min(lowest.saturating_sub(1));
+                    }
+                }
                 let refused = self.replica.merge_page_version_vector(&vv, &self.announced);
                 if refused.is_empty() {
                     self.unjustified.remove(&peer);
@@ -181,6 +198,10 @@ impl Agent {
                     let kept = refused.into_iter().take(crate::replica::MAX_ORIGINS);
                     self.unjustified.insert(peer, kept.collect());
                 }
+            }
+            if !self.held.is_empty() {
+                warn_limited!(self.warns, "unverified", count = self.held.len(), first_origin = %self.held[0].stamp.origin, "dropping updates signed by no known member");
+                self.held.clear();
             }
             if st.received > 0 {
                 let name = self.peers.name_of(peer).unwrap_or("?").to_string();

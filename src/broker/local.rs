@@ -49,6 +49,8 @@ pub enum LocalEvent {
         payload: Bytes,
         /// Set when an MQTT 5 client published with a response topic.
         response: Option<ResponseTo>,
+        /// Who sent it, as the front door named it ([`crate::door::SENDER_PROPERTY`]).
+        sender: Option<String>,
     },
     /// The router dropped the link; nothing arrives any more.
     Closed,
@@ -159,7 +161,13 @@ impl LocalRx {
             };
             match notification {
                 Notification::Forward(forward) => {
+                    let mut sender = None;
                     let response = forward.properties.and_then(|p| {
+                        sender = p
+                            .user_properties
+                            .into_iter()
+                            .find(|(k, _)| k == crate::door::SENDER_PROPERTY)
+                            .map(|(_, v)| v);
                         let topic = p.response_topic?;
                         Some(ResponseTo {
                             topic,
@@ -170,6 +178,7 @@ impl LocalRx {
                         topic: String::from_utf8_lossy(&forward.publish.topic).into_owned(),
                         payload: forward.publish.payload,
                         response,
+                        sender,
                     };
                 }
                 ack @ Notification::DeviceAck(_) => {

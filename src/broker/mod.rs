@@ -149,6 +149,10 @@ pub fn start(opts: BrokerOptions) -> Result<Broker, BrokerError> {
         base: opts.base,
         auth: opts.auth,
         slots: door::Slots::new(opts.limits.clone()),
+        retained: door::retained::RetainedBudget::new(
+            opts.limits.max_retained_topics,
+            opts.limits.max_retained_bytes,
+        ),
         limits: opts.limits,
         log: Default::default(),
         tls: Arc::new(crate::tls::ServerSlot::new(opts.tls)),

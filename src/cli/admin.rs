@@ -140,6 +140,21 @@ pub fn user_remove(data_dir: Option<PathBuf>, name: String) -> Exit {
     }
 }
 
+/// `pimesh forget`.
+pub fn forget(data_dir: Option<PathBuf>, who: String) -> Exit {
+    match admin(data_dir, |id| AdminRequest::Forget {
+        id,
+        who: who.clone(),
+    }) {
+        Ok(reply) => {
+            let gone = reply.users.first().cloned().unwrap_or(who);
+            eprintln!("{gone} is forgotten: its objects are free for another instance, and it is no longer a member");
+            Exit::Ok
+        }
+        Err(code) => code,
+    }
+}
+
 /// `pimesh user list`.
 pub fn user_list(data_dir: Option<PathBuf>) -> Exit {
     match admin(data_dir, |id| AdminRequest::UserList { id }) {

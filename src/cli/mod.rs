@@ -68,8 +68,21 @@ pub enum Command {
     Invite(InviteArgs),
     /// Manage the users that may use the brokers (Home Assistant, scripts, devices).
     User(UserArgs),
+    /// Retire an instance for good (a dead Pi): its claims are released so a replacement
+    /// takes its relays, it leaves `pimesh peers`, and it is no longer trusted.
+    Forget(ForgetArgs),
     /// Print the mesh's CA certificate (PEM), for TLS clients (`mosquitto_pub --cafile`).
     Ca(CaArgs),
+}
+
+/// `pimesh forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The instance: its name or UUID (a UUID when several share the name).
+    pub instance: String,
+    /// Data dir of the local agent (a member of the mesh).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// `pimesh ca`.
@@ -302,6 +315,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Doctor(args) => crate::doctor::run(args.root.as_deref()),
         Command::Invite(args) => admin::invite(args.data_dir, &args.expires),
         Command::Ca(args) => print_ca(args.data_dir.unwrap_or_else(default_data_dir)),
+        Command::Forget(args) => admin::forget(args.data_dir, args.instance),
         Command::User(args) => match args.action {
             UserAction::Add {
                 name,

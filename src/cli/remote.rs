@@ -100,7 +100,7 @@ pub(super) fn send_set(object: &str, mut req: SetRequest, conn: &Conn) -> Exit {
                 Outcome::Failed => Exit::Failed,
                 Outcome::Rejected => Exit::Usage,
                 Outcome::Unavailable => Exit::Unavailable,
-                Outcome::Timeout | Outcome::Ok => Exit::Timeout,
+                Outcome::Timeout | Outcome::Unknown | Outcome::Ok => Exit::Timeout,
             }
         }
     }

@@ -163,6 +163,8 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             allow_anonymous: raw.broker.allow_anonymous.unwrap_or(false),
             tls_port: nonzero_port(&src, "tls-port", raw.broker.tls_port)?,
             plaintext,
+            max_retained: at_least(&src, "max-retained", raw.broker.max_retained, 1)?
+                .unwrap_or(crate::door::Limits::default().max_retained_topics),
         },
         mesh,
         relays,
@@ -332,11 +334,25 @@ fn mesh(src: &Source, raw: super::raw::RawMesh) -> Result<MeshConfig, ConfigErro
         }
         Some(s) => s.into_inner() * 1000,
     };
+    let stale_after_ms = match raw.stale_after_s {
+        None => crate::mesh::peers::STALE_AFTER_MS,
+        Some(s) if *s.get_ref() == 0 || *s.get_ref() > 365 * 86_400 => {
+            return Err(src.error(
+                s.span(),
+                format!(
+                    "mesh stale-after-s is {}; give 1 second to a year",
+                    s.get_ref()
+                ),
+            ))
+        }
+        Some(s) => s.into_inner() * 1000,
+    };
     Ok(MeshConfig {
         peers: raw.peers.into_iter().map(Spanned::into_inner).collect(),
         join: raw.join.map(Spanned::into_inner),
         max_clock_ahead_ms,
         tls: raw.tls.unwrap_or(true),
+        stale_after_ms,
     })
 }
 

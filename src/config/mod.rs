@@ -143,6 +143,8 @@ pub struct BrokerConfig {
     pub tls_port: Option<u16>,
     /// Whether the plaintext ports (MQTT 3.1.1 and 5 in the clear) listen at all.
     pub plaintext: bool,
+    /// Retained topics users may leave on the broker (`max-retained`).
+    pub max_retained: usize,
 }
 
 /// The `[mesh]` table.
@@ -159,6 +161,8 @@ pub struct MeshConfig {
     /// Mesh links use TLS (mutually authenticated by the mesh CA); off, they run in the
     /// clear on the peers' plaintext ports.
     pub tls: bool,
+    /// After how long unheard an offline peer shows as `stale` (`stale-after-s`).
+    pub stale_after_ms: u64,
 }
 
 /// What a relay does when the agent starts.

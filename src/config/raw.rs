@@ -126,6 +126,8 @@ pub(super) struct RawBroker {
     pub tls_port: Option<Spanned<u16>>,
     /// Whether the plaintext ports listen; checked against the mesh's need of them.
     pub plaintext: Option<Spanned<bool>>,
+    /// Retained topics users may leave; checked against a minimum.
+    pub max_retained: Option<Spanned<usize>>,
 }
 
 /// The `[mesh]` table.
@@ -141,6 +143,8 @@ pub(super) struct RawMesh {
     pub max_clock_ahead_s: Option<Spanned<u64>>,
     /// Whether mesh links use TLS.
     pub tls: Option<bool>,
+    /// After how long unheard an offline peer shows as `stale`, in seconds; at least 1.
+    pub stale_after_s: Option<Spanned<u64>>,
 }
 
 /// One `[[relay]]` table.

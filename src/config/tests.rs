@@ -70,12 +70,14 @@ fn an_empty_file_gives_every_default() {
                 allow_anonymous: false,
                 tls_port: None,
                 plaintext: true,
+                max_retained: 10_000,
             },
             mesh: MeshConfig {
                 peers: vec![],
                 join: None,
                 max_clock_ahead_ms: 300_000,
                 tls: true,
+                stale_after_ms: 3_600_000,
             },
             relays: vec![],
             inputs: vec![],
@@ -195,6 +197,7 @@ fn every_key_is_read() {
             allow_anonymous: true,
             tls_port: None,
             plaintext: true,
+            max_retained: 10_000,
         }
     );
     assert_eq!(
@@ -280,7 +283,7 @@ fn an_unknown_key_lists_the_allowed_ones() {
     );
     assert_eq!(
         refusal(&["[broker]", "ports = 1883"]),
-        "house.toml:2: unknown field `ports`, expected one of `port`, `base-port`, `mqtt5-port`, `bind`, `segment-bytes`, `segment-count`, `allow-anonymous`, `tls-port`, `plaintext`"
+        "house.toml:2: unknown field `ports`, expected one of `port`, `base-port`, `mqtt5-port`, `bind`, `segment-bytes`, `segment-count`, `allow-anonymous`, `tls-port`, `plaintext`, `max-retained`"
     );
 }
 

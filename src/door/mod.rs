@@ -20,7 +20,14 @@
 //! client's CONNACK or PINGRESP.
 
 pub mod acl;
+
+/// The MQTT 5 user property the front door puts on every publish of a user or the local CLI
+/// under the base topic, naming who sent it (`user NAME/CLIENT-ID`): the agent scopes command
+/// ids by it. A client's own property of that name is replaced, and it is never passed on
+/// to subscribers.
+pub const SENDER_PROPERTY: &str = "pimesh-sender";
 pub mod auth;
+pub mod retained;
 pub mod session;
 pub mod wire;
 
@@ -51,6 +58,10 @@ pub struct Limits {
     pub commands_per_s: f64,
     /// How many commands a user connection may send at once before the rate applies.
     pub command_burst: f64,
+    /// Retained topics clients may leave on the broker, in all.
+    pub max_retained_topics: usize,
+    /// Payload bytes of those retained messages, in all.
+    pub max_retained_bytes: usize,
 }
 
 impl Default for Limits {
@@ -64,6 +75,8 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(5),
             commands_per_s: 50.0,
             command_burst: 100.0,
+            max_retained_topics: 10_000,
+            max_retained_bytes: 16 << 20,
         }
     }
 }
@@ -84,6 +97,8 @@ pub struct Door {
     pub tls: Arc<crate::tls::ServerSlot>,
     /// rumqttd, for a router link per session.
     pub router: Arc<rumqttd::Broker>,
+    /// What clients keep retained on the broker.
+    pub retained: retained::RetainedBudget,
     /// Ends every session.
     pub stop: CancellationToken,
 }

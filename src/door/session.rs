@@ -392,25 +392,43 @@ impl Session {
     }
 
     async fn on_publish(&mut self, m: Message) -> Option<End> {
-        let allowed = acl::may_publish(&self.door.base, &self.role, &m.topic);
+        let mut allowed = acl::may_publish(&self.door.base, &self.role, &m.topic);
         if !allowed {
             self.door.log.refused(
                 self.peer,
                 &self.client_id,
                 &format!("{} may not publish on {:?}", self.role.describe(), m.topic),
             );
+        } else if let Err(full) = if m.retain && !self.role.is_trusted() {
+            self.door.retained.admit(&m.topic, m.payload.len())
+        } else {
+            Ok(())
+        } {
+            allowed = false;
+            let why = format!("a retained message on {:?} is not kept: {full}", m.topic);
+            self.door.log.refused(self.peer, &self.client_id, &why);
         } else if !self.role.is_trusted() && m.topic.starts_with(&self.door.base) {
             self.take_token().await;
         }
         let duplicate = m.qos == 2 && self.awaiting_rel.contains(&m.pkid);
         if allowed && !duplicate {
             let publish = Publish::new(Bytes::from(m.topic.into_bytes()), m.payload, m.retain);
-            let properties = m.properties.map(|mut p| {
+            let mut properties = m.properties.map(|mut p| {
                 // Aliases are not offered; a client that sends one anyway gets it ignored.
                 p.topic_alias = None;
                 p.subscription_identifiers.clear();
+                p.user_properties
+                    .retain(|(k, _)| k != super::SENDER_PROPERTY);
                 p
             });
+            let command = publish.topic.starts_with(self.door.base.as_bytes())
+                && publish.topic.get(self.door.base.len()) == Some(&b'/');
+            if command && !matches!(self.role, Role::Member(_)) {
+                let sender = format!("{}/{}", self.role.describe(), self.client_id);
+                let p = properties.get_or_insert_with(Default::default);
+                p.user_properties
+                    .push((super::SENDER_PROPERTY.to_string(), sender));
+            }
             if let Err(e) = send_now(&mut self.tx, Packet::Publish(publish, properties)) {
                 return Some(End::Abnormal(e));
             }
@@ -521,6 +539,8 @@ impl Session {
                 let properties = forward.properties.map(|mut p| {
                     p.topic_alias = None;
                     p.subscription_identifiers.clear();
+                    p.user_properties
+                        .retain(|(k, _)| k != super::SENDER_PROPERTY);
                     p
                 });
                 self.send(Outbound::Publish(Message {
@@ -558,6 +578,13 @@ impl Session {
     }
 
     fn publish_will(&mut self, will: Will) {
+        if will.retain && !self.role.is_trusted() {
+            if let Err(full) = self.door.retained.admit(&will.topic, will.payload.len()) {
+                let why = format!("its will on {:?} is not kept: {full}", will.topic);
+                self.door.log.refused(self.peer, &self.client_id, &why);
+                return;
+            }
+        }
         let publish = Publish::new(
             Bytes::from(will.topic.into_bytes()),
             will.payload,

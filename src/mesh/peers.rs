@@ -58,6 +58,9 @@ pub enum Identified {
     Myself,
     /// Another link already reaches that instance: drop this one.
     Duplicate,
+    /// The instance moved here (DHCP, another port) from `from`, whose link is down: drop
+    /// that one and subscribe here.
+    Moved { uuid: Uuid, from: String },
     /// A peer: subscribe to its topics.
     Peer(Uuid),
 }
@@ -86,7 +89,12 @@ pub struct Peers {
     instances: BTreeMap<Uuid, Instance>,
     /// Learnt addresses that never answered, with when they were given up.
     given_up: BTreeMap<String, Instant>,
+    /// An offline peer unheard of for longer than this shows as `stale`.
+    stale_after_ms: u64,
 }
+
+/// Default for how long an offline peer goes unheard before it shows as `stale`.
+pub const STALE_AFTER_MS: u64 = 3_600_000;
 
 /// A row of `pimesh peers`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -116,7 +124,31 @@ impl Peers {
             own_addrs: Vec::new(),
             instances: BTreeMap::new(),
             given_up: BTreeMap::new(),
+            stale_after_ms: STALE_AFTER_MS,
         }
+    }
+
+    /// Sets how long an offline peer goes unheard before `pimesh peers` calls it `stale`.
+    pub fn set_stale_after(&mut self, ms: u64) {
+        self.stale_after_ms = ms;
+    }
+
+    /// Forgets instance `uuid` for good (retired): its entry and its links go, and its
+    /// address is not dialled again for a while. Returns the address the agent linked to.
+    pub fn forget(&mut self, uuid: Uuid) -> Option<String> {
+        let inst = self.instances.remove(&uuid);
+        let addrs: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.uuid == Some(uuid))
+            .map(|(a, _)| a.clone())
+            .collect();
+        let now = Instant::now();
+        for a in &addrs {
+            self.links.remove(a);
+            self.given_up.insert(a.clone(), now);
+        }
+        addrs.into_iter().next().or(inst.map(|i| i.addr))
     }
 
     /// Whether a link to `addr` should be opened: not ours, not already linked, not given up
@@ -218,14 +250,24 @@ impl Peers {
             self.own_addrs.push(addr.to_string());
             return Identified::Myself;
         }
-        let taken = self
+        // Peers are known by UUID: another link to the same instance is a duplicate while it
+        // is up, and the address it left when it is down.
+        let other = self
             .links
             .iter()
-            .any(|(a, l)| a != addr && l.uuid == Some(hello.uuid));
-        if taken {
-            self.links.remove(addr);
-            return Identified::Duplicate;
-        }
+            .find(|(a, l)| a.as_str() != addr && l.uuid == Some(hello.uuid))
+            .map(|(a, l)| (a.clone(), l.connected));
+        let moved_from = match other {
+            Some((_, true)) => {
+                self.links.remove(addr);
+                return Identified::Duplicate;
+            }
+            Some((old, false)) => {
+                self.links.remove(&old);
+                Some(old)
+            }
+            None => None,
+        };
         if let Some(l) = self.links.get_mut(addr) {
             l.uuid = Some(hello.uuid);
         }
@@ -238,7 +280,13 @@ impl Peers {
         });
         inst.name = hello.name.clone();
         inst.addr = addr.to_string();
-        Identified::Peer(hello.uuid)
+        match moved_from {
+            Some(from) => Identified::Moved {
+                uuid: hello.uuid,
+                from,
+            },
+            None => Identified::Peer(hello.uuid),
+        }
     }
 
     /// Heard from `uuid` (a heartbeat or any message on its broker) at `now`.
@@ -353,6 +401,9 @@ impl Peers {
                 addr: addr.clone(),
                 status: match inst {
                     Some(i) if i.online => "online",
+                    Some(i) if now_ms.saturating_sub(i.last_seen_ms) > self.stale_after_ms => {
+                        "stale"
+                    }
                     Some(_) => "offline",
                     None => "connecting",
                 }
@@ -419,11 +470,56 @@ mod tests {
         p.add_link("h:1");
         p.add_link("10.0.0.2:1");
         assert_eq!(p.identify("h:1", &hello(b, "b")), Identified::Peer(b));
+        p.link_up("h:1");
         assert_eq!(
             p.identify("10.0.0.2:1", &hello(b, "b")),
             Identified::Duplicate
         );
         assert_eq!(p.known().len(), 1);
+    }
+
+    #[test]
+    fn a_long_silent_peer_is_stale_and_a_forgotten_one_gone() {
+        let b = Uuid::new_v4();
+        let mut p = Peers::new(Uuid::new_v4(), "a");
+        p.set_stale_after(60_000);
+        p.add_link("h:1");
+        p.identify("h:1", &hello(b, "b"));
+        p.link_up("h:1");
+        p.heard(b, None, Instant::now(), 1_000);
+        p.link_down("h:1");
+        let status = |p: &Peers, now_ms| p.rows(&[], now_ms)[1].status.clone();
+        assert_eq!(status(&p, 60_000), "offline");
+        assert_eq!(status(&p, 61_001), "stale");
+        assert_eq!(p.forget(b).as_deref(), Some("h:1"));
+        assert_eq!(p.rows(&[], 0).len(), 1, "only this instance is left");
+        assert!(!p.want_link("h:1"), "not dialled again for a while");
+    }
+
+    #[test]
+    fn a_peer_is_followed_to_a_new_address_once_its_old_link_is_down() {
+        let b = Uuid::new_v4();
+        let mut p = Peers::new(Uuid::new_v4(), "a");
+        p.add_link("10.0.0.2:1883");
+        assert_eq!(
+            p.identify("10.0.0.2:1883", &hello(b, "b")),
+            Identified::Peer(b)
+        );
+        p.link_up("10.0.0.2:1883");
+        p.link_down("10.0.0.2:1883");
+        p.add_learnt_link("10.0.0.9:1883", Instant::now());
+        assert_eq!(
+            p.identify("10.0.0.9:1883", &hello(b, "b")),
+            Identified::Moved {
+                uuid: b,
+                from: "10.0.0.2:1883".into()
+            }
+        );
+        assert_eq!(p.addr_of(b), Some("10.0.0.9:1883"));
+        assert!(
+            p.want_link("10.0.0.2:1883"),
+            "the old address is no longer linked"
+        );
     }
 
     #[test]

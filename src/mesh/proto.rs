@@ -315,6 +315,7 @@ mod tests {
                 origin,
             },
             seq,
+            sig: None,
         }
     }
 

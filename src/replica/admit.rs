@@ -52,6 +52,39 @@ pub enum Refused {
     /// A new origin would pass [`MAX_ORIGINS`].
     #[error("{MAX_ORIGINS} origins are known, the most allowed; updates of {origin} are refused")]
     TooManyOrigins { origin: Uuid },
+    /// No signature, where every update must carry its origin's.
+    #[error("update {seq} of {origin} carries no signature")]
+    Unsigned { origin: Uuid, seq: u64 },
+    /// The signature is not its origin's over this update.
+    #[error("update {seq} of {origin} has a signature that is not {origin}'s")]
+    BadSignature { origin: Uuid, seq: u64 },
+    /// No member record names the origin's key (yet).
+    #[error("update {seq} of {origin} is signed by no known member")]
+    UnknownSigner { origin: Uuid, seq: u64 },
+    /// A member record naming another key for a member whose key is known.
+    #[error("{origin} tried to replace the key of member {member}")]
+    KeyChange { member: Uuid, origin: Uuid },
+    /// A member record whose key is not an ed25519 public key.
+    #[error("update {seq} of {origin} records a malformed key for member {member}")]
+    BadKey {
+        member: Uuid,
+        origin: Uuid,
+        seq: u64,
+    },
+    /// An update of a retired member (`pimesh forget`), stamped after its retirement.
+    #[error("update {seq} of {origin} comes after that instance was forgotten")]
+    Retired { origin: Uuid, seq: u64 },
+    /// A claim written for another instance.
+    #[error("{origin} wrote a claim on {object} for another instance")]
+    ForeignClaim { origin: Uuid, object: String },
+}
+
+impl Refused {
+    /// The update may be good but its signer's record has not arrived yet: worth keeping for
+    /// a retry once more member records are known.
+    pub fn awaits_signer(&self) -> bool {
+        matches!(self, Refused::UnknownSigner { .. })
+    }
 }
 
 impl Replica {
@@ -104,10 +137,14 @@ impl Replica {
         Ok(())
     }
 
-    /// Applies a remote update if [`admit`](Self::admit) lets it in; a refused one changes
-    /// nothing, not even the clock.
+    /// Applies a remote update if [`admit`](Self::admit) lets it in and, while signatures are
+    /// enforced, it is signed by its origin ([`check_signature`](Self::check_signature)); a
+    /// refused one changes nothing, not even the clock.
     pub fn apply_remote(&mut self, u: &Update, wall_ms: u64) -> Result<super::Applied, Refused> {
         self.admit(u, wall_ms)?;
+        if self.enforces_signatures() {
+            self.check_signature(u)?;
+        }
         Ok(self.apply(u, wall_ms))
     }
 
@@ -185,6 +222,7 @@ mod tests {
                 origin,
             },
             seq,
+            sig: None,
         }
     }
 

@@ -43,11 +43,13 @@ mod seqs;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+pub mod trust;
 
 pub use admit::{
     Refused, MAX_OBJECTS, MAX_ORIGINS, MAX_PROPS, MAX_PROP_LEN, MAX_SEQ, MAX_TEXT_LEN,
 };
 pub use log::{Store, StoreError};
+pub use trust::Signature;
 
 use crate::clock::{Hlc, Stamp};
 use crate::model::{ObjectId, Value, DELETED};
@@ -71,6 +73,10 @@ pub struct Update {
     /// The origin's own sequence number (1, 2, 3, ... over all updates that origin ever made);
     /// lets every replica notice a lost message.
     pub seq: u64,
+    /// The origin's signature over all of the above (see [`trust`]); absent only in stores
+    /// written before signatures existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<Signature>,
 }
 
 /// The winning write of one property, kept with its stamp and seq so it can be compared with
@@ -83,14 +89,21 @@ pub struct Register {
     pub stamp: Stamp,
     /// The seq of that write within its origin, so anti-entropy knows who has it.
     pub seq: u64,
+    /// The writer's signature, sent on with the register.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<Signature>,
 }
 
 impl Register {
-    /// Whether `update` beats this register: a higher stamp wins. Equal stamps only come from
-    /// forged or corrupt updates; the value (then the seq) still settles them so every replica
-    /// agrees.
+    /// Whether `update` beats this register: a higher stamp wins. At an equal wall time and
+    /// counter a signed write beats an unsigned one (how a store from before signatures is
+    /// adopted, see [`trust`]), then the origin decides as in the stamp's order. Equal stamps
+    /// only come from forged or corrupt updates; the value (then the seq) still settles them
+    /// so every replica agrees.
     fn loses_to(&self, update: &Update) -> bool {
-        match update.stamp.cmp(&self.stamp) {
+        let key = |s: &Stamp, signed: bool| (s.wall_ms, s.counter, signed, s.origin);
+        let theirs = key(&update.stamp, update.sig.is_some());
+        match theirs.cmp(&key(&self.stamp, self.sig.is_some())) {
             Ordering::Greater => true,
             Ordering::Less => false,
             Ordering::Equal => {
@@ -171,6 +184,10 @@ pub struct Replica {
     registers: usize,
     /// How far ahead of our wall clock a remote stamp may be (see [`admit`]).
     max_ahead_ms: u64,
+    /// Signs our updates; while set, remote updates must be signed (see [`trust`]).
+    signer: Option<trust::Signer>,
+    /// Every member key known, from member records applied (and our own).
+    keys: std::collections::HashMap<Uuid, ed25519_dalek::VerifyingKey>,
 }
 
 impl Replica {
@@ -183,6 +200,8 @@ impl Replica {
             seqs: Seqs::default(),
             registers: 0,
             max_ahead_ms: crate::clock::DEFAULT_MAX_AHEAD_MS,
+            signer: None,
+            keys: Default::default(),
         }
     }
 
@@ -219,6 +238,39 @@ impl Replica {
         self.prepare_with(object, props, wall_ms, true)
     }
 
+    /// Writes of where an object *starts* (from the config): only the properties that have no
+    /// register yet, stamped at the very beginning of time, so every value the mesh holds for
+    /// them wins wherever the two meet, and a new or rebuilt instance never overwrites the
+    /// house with its config. Between two such writes the stamp's origin decides, as always.
+    pub fn prepare_initial(&self, object: &ObjectId, props: Vec<(String, Value)>) -> Vec<Update> {
+        let current = self.objects.get(object);
+        let mut seq = self.seqs.highest(&self.origin);
+        let mut updates: Vec<Update> = Vec::new();
+        for (prop, value) in props {
+            let held = current.is_some_and(|o| o.props.contains_key(&prop))
+                || updates.iter().any(|u| u.prop == prop);
+            if held {
+                continue;
+            }
+            seq = seq.saturating_add(1);
+            let mut u = Update {
+                object: object.clone(),
+                prop,
+                value,
+                stamp: Stamp {
+                    wall_ms: 0,
+                    counter: 0,
+                    origin: self.origin,
+                },
+                seq,
+                sig: None,
+            };
+            self.sign_own(&mut u);
+            updates.push(u);
+        }
+        updates
+    }
+
     fn prepare_with(
         &self,
         object: &ObjectId,
@@ -241,13 +293,16 @@ impl Replica {
                 continue;
             }
             seq = seq.saturating_add(1);
-            updates.push(Update {
+            let mut u = Update {
                 object: object.clone(),
                 prop,
                 value,
                 stamp: clock.tick(wall_ms),
                 seq,
-            });
+                sig: None,
+            };
+            self.sign_own(&mut u);
+            updates.push(u);
         }
         updates
     }
@@ -272,6 +327,7 @@ impl Replica {
             value: u.value.clone(),
             stamp: u.stamp,
             seq: u.seq,
+            sig: u.sig,
         };
         let changed = match object.props.get_mut(&u.prop) {
             None => {
@@ -286,6 +342,7 @@ impl Replica {
             }
             Some(_) => false,
         };
+        self.learn_key(u);
         Applied { changed, gap }
     }
 
@@ -321,11 +378,14 @@ impl Replica {
     }
 
     /// Every update a peer with version vector `vv` may lack: each register whose (origin, seq) is not covered by vv.
+    /// While signatures are enforced, unsigned registers are left out: no peer would take
+    /// them (there are some only in a store from before signatures, until adopted).
     ///
     /// Sorted by origin then seq, so the peer's vector advances as it applies them. Send it
     /// together with this replica's [`version_vector`](Self::version_vector) read at the same
     /// moment (see the module doc for why that pair is enough).
     pub fn delta_since(&self, vv: &VersionVector) -> Vec<Update> {
+        let signed = self.enforces_signatures();
         let mut delta: Vec<Update> = self
             .objects
             .iter()
@@ -334,12 +394,14 @@ impl Replica {
                     .props
                     .iter()
                     .filter(|(_, r)| r.seq > vv.get(&r.stamp.origin).copied().unwrap_or(0))
+                    .filter(move |(_, r)| r.sig.is_some() || !signed)
                     .map(move |(prop, r)| Update {
                         object: id.clone(),
                         prop: prop.clone(),
                         value: r.value.clone(),
                         stamp: r.stamp,
                         seq: r.seq,
+                        sig: r.sig,
                     })
             })
             .collect();

@@ -126,6 +126,7 @@ mod tests {
                 origin: Uuid::from_bytes([1; 16]),
             },
             seq,
+            sig: None,
         }
     }
 

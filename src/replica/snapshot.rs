@@ -101,9 +101,20 @@ fn into_replica(snapshot: SnapshotIn, origin: Uuid) -> Replica {
     let mut clock = Hlc::new(origin);
     clock.restore(&snapshot.clock);
     let mut registers = 0;
-    for register in snapshot.objects.values().flat_map(|o| o.props.values()) {
-        clock.restore(&register.stamp);
-        registers += 1;
+    let mut keys = std::collections::HashMap::new();
+    for (id, object) in &snapshot.objects {
+        for register in object.props.values() {
+            clock.restore(&register.stamp);
+            registers += 1;
+        }
+        if let Some(member) = super::trust::member_of(id) {
+            let key = object
+                .text(super::trust::KEY_PROP)
+                .and_then(super::trust::parse_key);
+            if let Some(key) = key {
+                keys.insert(member, key);
+            }
+        }
     }
     Replica {
         origin,
@@ -115,6 +126,8 @@ fn into_replica(snapshot: SnapshotIn, origin: Uuid) -> Replica {
         },
         registers,
         max_ahead_ms: crate::clock::DEFAULT_MAX_AHEAD_MS,
+        signer: None,
+        keys,
     }
 }
 

@@ -415,6 +415,7 @@ fn equal_stamps_settle_the_same_way_in_either_order() {
         value: value.into(),
         stamp,
         seq: 1,
+        sig: None,
     };
     let (on, off) = (forged("ON"), forged("OFF"));
     let mut x = Replica::new(node(1));
@@ -439,6 +440,7 @@ fn an_update_with_seq_zero_is_ignored() {
             origin: node(2),
         },
         seq: 0,
+        sig: None,
     };
     assert!(!r.apply(&update, T0).changed);
     assert!(r.is_empty());
@@ -499,4 +501,37 @@ fn prepare_touching_restamps_an_unchanged_value() {
     assert_eq!(again[0].value, Value::from("ON"));
     assert!(again[0].stamp > first[0].stamp);
     assert_eq!(again[0].seq, first[0].seq + 1);
+}
+
+#[test]
+fn where_an_object_starts_never_beats_what_the_house_holds() {
+    let mut house = Replica::new(node(1));
+    let moved = write(&mut house, "lamp", &[(ROOM, "attic".into())], T0);
+    // A new instance writes the config's start before it syncs; either order, the move wins.
+    let fresh = Replica::new(node(9));
+    let start = fresh.prepare_initial(
+        &oid("lamp"),
+        vec![(ROOM.into(), "hall".into()), (STATE.into(), "OFF".into())],
+    );
+    assert_eq!(start.len(), 2);
+    assert!(start.iter().all(|u| u.stamp.wall_ms == 0));
+    let mut joiner = fresh.clone();
+    for u in start.iter().chain(&moved) {
+        joiner.apply(u, T0);
+    }
+    for u in &start {
+        house.apply(u, T0);
+    }
+    for r in [&house, &joiner] {
+        assert_eq!(r.get(&oid("lamp")).unwrap().text(ROOM), Some("attic"));
+        assert_eq!(
+            r.get(&oid("lamp")).unwrap().text(STATE),
+            Some("OFF"),
+            "new to the house"
+        );
+    }
+    // Properties that have a value are not written again.
+    assert!(house
+        .prepare_initial(&oid("lamp"), vec![(ROOM.into(), "hall".into())])
+        .is_empty());
 }

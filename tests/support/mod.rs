@@ -387,6 +387,18 @@ impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            // What the agent saw is what explains a failed test, in CI most of all.
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "--- last {} log lines of the agent in {} ---\n{}",
+                tail.len(),
+                self.dir.display(),
+                tail.join("\n")
+            );
+        }
     }
 }
 
@@ -623,7 +635,17 @@ pub fn config_file(contents: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// Runs `mosquitto_pub` against a port.
 pub fn mosquitto_pub(port: u16, topic: &str, message: &str) {
-    let st = Command::new("mosquitto_pub")
+    mosquitto_pub_as_client(port, None, topic, message)
+}
+
+/// Runs `mosquitto_pub` against a port with a given MQTT client id (a client that sends
+/// again, as opposed to another client).
+pub fn mosquitto_pub_as_client(port: u16, client: Option<&str>, topic: &str, message: &str) {
+    let mut cmd = Command::new("mosquitto_pub");
+    if let Some(client) = client {
+        cmd.args(["-i", client]);
+    }
+    let st = cmd
         .args(mosquitto_auth(port))
         .args([
             "-h",
