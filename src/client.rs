@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// The broker of the agent a command is sent to.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Target {
     /// Host name or address.
     pub host: String,
@@ -19,6 +19,8 @@ pub struct Target {
     pub base: String,
     /// User name and password presented to it.
     pub credentials: Option<(String, String)>,
+    /// TLS, trusting these roots; plaintext when none.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Environment variable with the user name for `--via`.
@@ -51,6 +53,19 @@ pub enum ClientError {
     PasswordFile { file: String, reason: String },
     #[error("cannot read the local credentials: {0}")]
     Credentials(#[from] crate::secret::SecretError),
+    #[error("cannot use the CA certificate {file}: {reason}")]
+    CaFile { file: String, reason: String },
+}
+
+/// A TLS client configuration trusting the CA certificate(s) in `file` (PEM), as `pimesh ca`
+/// prints them.
+pub fn tls_from_cafile(file: &Path) -> Result<std::sync::Arc<rustls::ClientConfig>, ClientError> {
+    let fail = |reason: String| ClientError::CaFile {
+        file: file.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(file).map_err(|e| fail(e.to_string()))?;
+    crate::tls::client_config_for_ca(&pem).map_err(fail)
 }
 
 /// A user's credentials for `--via`: `user` with the password from `password_file`, else the
@@ -76,13 +91,15 @@ pub fn user_credentials(
     Ok(user.zip(password))
 }
 
-/// Finds the agent: `via` if given (with the user's `credentials`), else the one running on
-/// `data_dir` (with that instance's own credentials).
+/// Finds the agent: `via` if given (with the user's `credentials`, over TLS when `tls` is
+/// given), else the one running on `data_dir` (with that instance's own credentials; over TLS
+/// with its CA when it serves no plaintext port).
 pub fn resolve(
     via: Option<&str>,
     data_dir: &Path,
     base: &str,
     credentials: Option<(String, String)>,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 ) -> Result<Target, ClientError> {
     match via {
         Some(v) => {
@@ -96,17 +113,33 @@ pub fn resolve(
                 port,
                 base: base.to_string(),
                 credentials,
+                tls,
             })
         }
         None => {
             let info = RuntimeInfo::read(data_dir)?;
             let local = crate::secret::read_local_password(data_dir)?
                 .map(|p| (crate::door::auth::LOCAL_USER.to_string(), p));
+            let (port, tls) = match (info.port, info.tls_port) {
+                (Some(port), _) => (port, None),
+                (None, Some(tls_port)) => {
+                    // The certificate only: the CA's key is not the CLI's business.
+                    let file = data_dir.join(crate::tls::CA_CERT_FILE);
+                    (tls_port, Some(tls_from_cafile(&file)?))
+                }
+                (None, None) => {
+                    return Err(RuntimeError::NotRunning {
+                        dir: data_dir.to_path_buf(),
+                    }
+                    .into())
+                }
+            };
             Ok(Target {
                 host: "127.0.0.1".into(),
-                port: info.port,
+                port,
                 base: info.base_topic,
                 credentials: local.or(credentials),
+                tls,
             })
         }
     }
@@ -146,6 +179,7 @@ pub async fn request_on(
         .credentials
         .clone()
         .map(|(u, p)| fixed_credentials(u, p));
+    opts.tls = target.tls.clone();
     let (link, mut events) = Link::spawn(opts, stop);
     let deadline = Instant::now() + timeout;
     let timed_out = || ClientError::Timeout {

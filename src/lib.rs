@@ -25,3 +25,4 @@ pub mod replica;
 pub mod router;
 pub mod runtime;
 pub mod secret;
+pub mod tls;

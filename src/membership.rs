@@ -80,12 +80,17 @@ pub struct Token {
     pub by: Uuid,
     /// Its public key, hex: the joiner checks the answer to its request with it.
     pub key: String,
-    /// Its broker addresses, `HOST:PORT`.
+    /// Its broker addresses, `HOST:PORT` (its TLS port, unless mesh links are in the clear;
+    /// a plaintext port takes a TLS join too).
     pub addrs: Vec<String>,
     /// The invitation id.
     pub id: String,
     /// The invitation secret.
     pub secret: String,
+    /// SHA-256 of the mesh CA's certificate, hex: the joiner talks TLS to a server that
+    /// presents this CA and is issued by it. None in tokens from before TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 /// Why a token is not one.
@@ -120,6 +125,9 @@ pub struct JoinRequest {
     pub name: String,
     /// Its public key, hex.
     pub key: String,
+    /// Sent over TLS to the CA the token names: the reply may carry the CA's key.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 /// The inviting instance's answer on `<base>/join/<id>/reply`.
@@ -127,13 +135,31 @@ pub struct JoinRequest {
 pub struct JoinReply {
     /// The mesh joined (as the token said).
     pub mesh: Uuid,
-    /// Signature of the inviting instance over [`join_message`], hex.
+    /// Signature of the inviting instance over [`join_message`] (or [`join_message_ca`] when
+    /// the CA is handed over), hex.
     pub sig: String,
+    /// The mesh CA's certificate, PEM, for a request that came over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    /// The mesh CA's key, PEM, with it: every member can invite and issue its certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_key: Option<String>,
 }
 
 /// What the inviting instance signs: the joiner learns that the mesh accepted exactly its key.
 pub fn join_message(mesh: Uuid, joiner: Uuid, key: &str) -> Vec<u8> {
     format!("pimesh-join-v1\n{mesh}\n{joiner}\n{key}").into_bytes()
+}
+
+/// What the inviting instance signs when it hands over the CA: the join, and SHA-256 of the CA
+/// certificate and key texts, so nobody can swap either on the way.
+pub fn join_message_ca(mesh: Uuid, joiner: Uuid, key: &str, cert: &str, ca_key: &str) -> Vec<u8> {
+    format!(
+        "pimesh-join-v2\n{mesh}\n{joiner}\n{key}\n{}\n{}",
+        crate::tls::fingerprint(cert.as_bytes()),
+        crate::tls::fingerprint(ca_key.as_bytes())
+    )
+    .into_bytes()
 }
 
 /// Checks the inviting instance's signature on a join reply.
@@ -149,11 +175,15 @@ pub fn verify_join(token: &Token, request: &JoinRequest, reply: &JoinReply) -> b
     let Some(sig) = secret::from_hex(&reply.sig).and_then(|b| <[u8; 64]>::try_from(b).ok()) else {
         return false;
     };
-    key.verify_strict(
-        &join_message(reply.mesh, request.uuid, &request.key),
-        &ed25519_dalek::Signature::from_bytes(&sig),
-    )
-    .is_ok()
+    let message = match (&reply.ca_cert, &reply.ca_key) {
+        (None, None) => join_message(reply.mesh, request.uuid, &request.key),
+        (Some(cert), Some(ca_key)) => {
+            join_message_ca(reply.mesh, request.uuid, &request.key, cert, ca_key)
+        }
+        _ => return false,
+    };
+    key.verify_strict(&message, &ed25519_dalek::Signature::from_bytes(&sig))
+        .is_ok()
 }
 
 /// A public key from its hex form.
@@ -339,6 +369,7 @@ mod tests {
             addrs: vec!["127.0.0.1:1883".into()],
             id: "i".into(),
             secret: "s".into(),
+            ca: Some("ab01".into()),
         };
         assert_eq!(Token::decode(&t.encode()).unwrap(), t);
         let err = Token::decode("hello").unwrap_err().to_string();
@@ -371,18 +402,44 @@ mod tests {
             addrs: vec![],
             id: "i".into(),
             secret: "s".into(),
+            ca: None,
         };
         let req = JoinRequest {
             uuid: Uuid::from_u128(3),
             name: "b".into(),
             key: "cd".into(),
+            tls: false,
         };
         let sig = inviter.sign(&join_message(token.mesh, req.uuid, &req.key));
         let reply = JoinReply {
             mesh: token.mesh,
             sig: secret::to_hex(&sig.to_bytes()),
+            ca_cert: None,
+            ca_key: None,
         };
         assert!(verify_join(&token, &req, &reply));
+        let ca_sig = inviter.sign(&join_message_ca(token.mesh, req.uuid, &req.key, "C", "K"));
+        let with_ca = JoinReply {
+            sig: secret::to_hex(&ca_sig.to_bytes()),
+            ca_cert: Some("C".into()),
+            ca_key: Some("K".into()),
+            ..reply.clone()
+        };
+        assert!(verify_join(&token, &req, &with_ca));
+        let swapped = JoinReply {
+            ca_key: Some("another key".into()),
+            ..with_ca.clone()
+        };
+        assert!(!verify_join(&token, &req, &swapped), "the CA key is signed");
+        let stripped = JoinReply {
+            ca_cert: None,
+            ca_key: None,
+            ..with_ca
+        };
+        assert!(
+            !verify_join(&token, &req, &stripped),
+            "the signature covers the CA"
+        );
         let other = ed25519_dalek::SigningKey::from_bytes(&[2; 32]);
         let forged = JoinReply {
             mesh: token.mesh,
@@ -391,6 +448,8 @@ mod tests {
                     .sign(&join_message(token.mesh, req.uuid, &req.key))
                     .to_bytes(),
             ),
+            ca_cert: None,
+            ca_key: None,
         };
         assert!(!verify_join(&token, &req, &forged));
         // The inviter moved to another mesh since: it vouches for that one.
@@ -402,11 +461,15 @@ mod tests {
                     .sign(&join_message(moved, req.uuid, &req.key))
                     .to_bytes(),
             ),
+            ca_cert: None,
+            ca_key: None,
         };
         assert!(verify_join(&token, &req, &reply));
         let claimed = JoinReply {
             mesh: moved,
             sig: secret::to_hex(&sig.to_bytes()),
+            ca_cert: None,
+            ca_key: None,
         };
         assert!(
             !verify_join(&token, &req, &claimed),

@@ -1,5 +1,5 @@
 //! A resilient MQTT client link: rumqttc with capped reconnect backoff, re-subscription on
-//! every ConnAck, and TCP_NODELAY on.
+//! every ConnAck, TCP_NODELAY on, and TLS when the options carry a rustls configuration.
 //!
 //! rumqttc reconnects as fast as `poll` is called and forgets subscriptions with a clean
 //! session. Every link the agent opens (to its own broker, later to each peer) goes through
@@ -36,6 +36,9 @@ pub struct LinkOptions {
     pub last_will: Option<LastWill>,
     /// Keep-alive interval; also bounds how fast a dead broker is noticed.
     pub keep_alive: Duration,
+    /// TLS with this configuration (which says whom to trust and what certificate to
+    /// present), or plaintext when none.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for LinkOptions {
@@ -58,6 +61,7 @@ impl LinkOptions {
             credentials: None,
             last_will: None,
             keep_alive: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -123,6 +127,11 @@ impl Link {
         }
         if let Some(will) = &opts.last_will {
             mqtt.set_last_will(will.clone());
+        }
+        if let Some(tls) = &opts.tls {
+            mqtt.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
         }
         let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
         let mut net = NetworkOptions::new();
@@ -221,7 +230,7 @@ impl Link {
                             rumqttc::ConnectReturnCode::BadUserNamePassword
                                 | rumqttc::ConnectReturnCode::NotAuthorized
                         )
-                    );
+                    ) || certificate_refused(&e);
                     let reason = e.to_string();
                     let event = if refused {
                         // Credentials become valid when a new member's record arrives by
@@ -267,4 +276,22 @@ impl Link {
             }
         }
     }
+}
+
+/// Whether a connection failed on a certificate: the server's is not from the CA we trust, or
+/// the server did not take ours (a TLS alert). Like refused credentials, that is about who we
+/// are, not the network: it may change as soon as a join brings the mesh's CA.
+fn certificate_refused(e: &rumqttc::ConnectionError) -> bool {
+    let rustls_error = match e {
+        rumqttc::ConnectionError::Tls(rumqttc::TlsError::TLS(r)) => Some(r),
+        rumqttc::ConnectionError::Tls(rumqttc::TlsError::Io(io))
+        | rumqttc::ConnectionError::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    matches!(
+        rustls_error,
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::AlertReceived(_))
+    )
 }

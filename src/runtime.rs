@@ -1,8 +1,9 @@
 //! The running agent's advertisement in its data dir, and the lock that keeps it alone there.
 //!
 //! `pimesh set`, `get` and `move` find the local agent by reading `agent.json` from the data dir:
-//! which port its broker took (it may be the first free one), its UUID and name. The lock file
-//! makes a second agent on the same data dir fail at start instead of corrupting the store.
+//! which ports its broker took (they may be the first free ones: `port`, `mqtt5-port` in the
+//! clear, `tls-port`), its UUID and name. The lock file makes a second agent on the same data
+//! dir fail at start instead of corrupting the store.
 
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -24,11 +25,16 @@ pub struct RuntimeInfo {
     pub uuid: Uuid,
     /// The instance name.
     pub name: String,
-    /// The TCP port the embedded broker serves MQTT 3.1.1 on.
-    pub port: u16,
-    /// The TCP port it serves MQTT 5 on.
-    #[serde(default)]
+    /// The TCP port the embedded broker serves MQTT 3.1.1 on in the clear; none when the
+    /// plaintext ports are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The TCP port it serves MQTT 5 on in the clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt5_port: Option<u16>,
+    /// The TCP port it serves MQTT over TLS on (certificates from the mesh CA in `ca.pem`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_port: Option<u16>,
     /// The base topic of the public interface.
     pub base_topic: String,
 }
@@ -146,8 +152,9 @@ mod tests {
             pid: std::process::id(),
             uuid: Uuid::new_v4(),
             name: "a".into(),
-            port: 1883,
+            port: Some(1883),
             mqtt5_port: Some(1884),
+            tls_port: Some(8883),
             base_topic: "pimesh".into(),
         };
         info.write(dir.path()).unwrap();

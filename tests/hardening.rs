@@ -10,8 +10,13 @@ use support::*;
 
 /// Starts alpha and a member `rogue` that joined it; returns both and rogue's UUID.
 fn alpha_and_rogue() -> (Agent, Agent, String) {
-    let a = start_node("alpha", &node_config("a"), &[]);
-    let r = start_node("rogue", &node_config("r"), &["--peer", &a.addr()]);
+    alpha_and_rogue_with("")
+}
+
+/// [`alpha_and_rogue`] with `extra` config appended to every node's.
+fn alpha_and_rogue_with(extra: &str) -> (Agent, Agent, String) {
+    let a = start_node("alpha", &(node_config("a") + extra), &[]);
+    let r = start_node("rogue", &(node_config("r") + extra), &["--peer", &a.addr()]);
     wait_until("rogue joined", || a.peer_status("rogue") == "online");
     let ur = r.uuid();
     (a, r, ur)
@@ -316,8 +321,11 @@ fn updates_signed_as_another_member_or_badly_or_from_next_year_are_dropped_every
     use pimesh::clock::Stamp;
     use pimesh::model::{ObjectId, Value};
     use pimesh::replica::{trust, Update};
-    let (mut a, mut r, ur) = alpha_and_rogue();
-    let c = start_node("gamma", &node_config("c"), &["--peer", &a.addr()]);
+    // Mesh links in the clear: the impostor below is a plain MQTT broker on the rogue's
+    // plaintext port, which alpha must dial.
+    let clear = "[mesh]\ntls = false\n";
+    let (mut a, mut r, ur) = alpha_and_rogue_with(clear);
+    let c = start_node("gamma", &(node_config("c") + clear), &["--peer", &a.addr()]);
     wait_until("gamma has alpha's lamp", || {
         c.all()
             .get("a-light")

@@ -384,7 +384,13 @@ fn a_new_or_rebuilt_instance_takes_the_house_as_the_mesh_has_it_not_from_its_con
     );
     // beta's SD card dies; it is rebuilt with the same name and config and an empty data dir.
     drop(b);
-    let rebuilt = start_node("beta", &b_config, &["--peer", &a.addr()]);
+    // Rebuilt on another port than the old one's (as the test's free ports always are).
+    let tls_port = free_port().to_string();
+    let rebuilt = start_node(
+        "beta",
+        &b_config,
+        &["--peer", &a.addr(), "--tls-port", &tls_port],
+    );
     for n in [&a, &c, &rebuilt] {
         wait_until("every instance knows all three houses", || {
             let all = n.all();
@@ -414,7 +420,10 @@ fn a_peer_that_comes_back_on_another_address_is_followed() {
     let old = b.addr();
     b.kill9();
     wait_until("alpha sees beta gone", || a.peer_status("beta") != "online");
-    // DHCP gave it another address; here, another port. Same data dir, same identity.
+    // DHCP gave it another address; here, other ports (its TLS port, which peers link to,
+    // too: the first free one from 8883 would be the old one again). Same data dir, same
+    // identity.
+    let tls_port = free_port().to_string();
     let moved = Agent::start_on_free_port(
         &dir,
         &[
@@ -424,6 +433,8 @@ fn a_peer_that_comes_back_on_another_address_is_followed() {
             &dir.parent().unwrap().join("pimesh.toml").to_string_lossy(),
             "--peer",
             &a.addr(),
+            "--tls-port",
+            &tls_port,
         ],
     );
     assert_ne!(moved.addr(), old);
@@ -433,7 +444,7 @@ fn a_peer_that_comes_back_on_another_address_is_followed() {
     let rows = a.peers();
     let beta: Vec<_> = rows.iter().filter(|p| p["name"] == "beta").collect();
     assert_eq!(beta.len(), 1, "one beta, at its new address: {rows:?}");
-    assert_eq!(beta[0]["addr"], moved.addr());
+    assert_eq!(beta[0]["addr"], format!("127.0.0.1:{tls_port}"));
     let out = a.cli(&["set", "b-light", "on"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     wait_until("beta's pin follows", || {
@@ -456,7 +467,13 @@ fn a_pi_rebuilt_after_its_card_died_gets_its_relays_back_with_one_forget() {
     let old_uuid = b.uuid();
     // The card dies; the Pi is rebuilt with the same name and config, and an empty data dir.
     b.kill9();
-    let rebuilt = start_node("beta", &b_config, &["--peer", &a.addr()]);
+    // Rebuilt on another port than the old one's (as the test's free ports always are).
+    let tls_port = free_port().to_string();
+    let rebuilt = start_node(
+        "beta",
+        &b_config,
+        &["--peer", &a.addr(), "--tls-port", &tls_port],
+    );
     wait_until("the conflict with its old self is visible", || {
         a.all()
             .get("b-light")

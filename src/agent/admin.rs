@@ -9,6 +9,7 @@ use crate::door::auth::member_proof;
 use crate::membership::{self, Invitations, JoinReply, JoinRequest, MeshFile, Token};
 use crate::mqtt::{fixed_credentials, Credentials, Link, LinkEvent, LinkOptions, Qos};
 use crate::secret;
+use crate::tls::MeshCa;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -141,6 +142,13 @@ impl Agent {
     }
 
     fn invite(&mut self, id: String, expires_s: Option<u64>) -> AdminReply {
+        if self.join.is_some() {
+            // Its token would name the mesh and CA this instance is about to leave.
+            return failed(
+                id,
+                "this instance is still joining the mesh of its invitation; invite again once it has joined".into(),
+            );
+        }
         let secs = expires_s.unwrap_or(INVITE_EXPIRES_S);
         if secs == 0 || secs > MAX_INVITE_EXPIRES_S {
             return failed(
@@ -160,6 +168,7 @@ impl Agent {
             addrs: self.own_addresses(),
             id: inv_id.clone(),
             secret,
+            ca: Some(self.tls.ca.fingerprint()),
         };
         tracing::info!(invitation = %inv_id, expires_s = secs, "invitation made");
         AdminReply {
@@ -317,12 +326,31 @@ impl Agent {
         self.refresh_keys();
         use ed25519_dalek::Signer;
         let mesh = self.mesh_id();
-        let sig = self
-            .key
-            .sign(&membership::join_message(mesh, request.uuid, &request.key));
-        let reply = JoinReply {
-            mesh,
-            sig: secret::to_hex(&sig.to_bytes()),
+        // The CA's key only ever leaves over TLS: a joiner that asks for it came through a
+        // TLS session pinned to the CA, so the reply is encrypted on the wire.
+        let reply = if request.tls {
+            let ca = &self.tls.ca;
+            let message = membership::join_message_ca(
+                mesh,
+                request.uuid,
+                &request.key,
+                &ca.cert_pem,
+                &ca.key_pem,
+            );
+            JoinReply {
+                mesh,
+                sig: secret::to_hex(&self.key.sign(&message).to_bytes()),
+                ca_cert: Some(ca.cert_pem.clone()),
+                ca_key: Some(ca.key_pem.clone()),
+            }
+        } else {
+            let message = membership::join_message(mesh, request.uuid, &request.key);
+            JoinReply {
+                mesh,
+                sig: secret::to_hex(&self.key.sign(&message).to_bytes()),
+                ca_cert: None,
+                ca_key: None,
+            }
         };
         let topic = format!("{}reply", acl::join_prefix(&self.base, invitation));
         let payload = serde_json::to_vec(&reply).unwrap_or_default();
@@ -341,8 +369,35 @@ impl Agent {
         self.mesh.lock().map(|m| *m).unwrap_or_default()
     }
 
-    /// A join finished: from now on this instance is a member of `mesh`, the inviter's.
-    pub(super) fn joined(&mut self, token: &Token, mesh: Uuid) {
+    /// Takes the mesh CA a join handed over: this instance's certificate is issued again by
+    /// it, and the front door and new peer links use both from now on.
+    fn adopt_ca(&mut self, ca: MeshCa) -> Result<(), crate::tls::TlsError> {
+        ca.save(&self.data_dir)?;
+        let identity = crate::tls::Identity::load_or_issue(
+            &self.data_dir,
+            &ca,
+            &self.tls_names,
+            rustls::pki_types::UnixTime::now(),
+        )?;
+        let material = crate::tls::Material { ca, identity };
+        self.door_tls.set(material.server_config()?);
+        if self.mesh_tls.is_some() {
+            self.mesh_tls = Some(material.mesh_client_config()?);
+        }
+        tracing::info!(fingerprint = %material.ca.fingerprint(), "took the mesh's certificate authority");
+        self.tls = material;
+        Ok(())
+    }
+
+    /// A join finished: from now on this instance is a member of `mesh`, the inviter's (and
+    /// holds its CA, when the join handed it over).
+    pub(super) fn joined(&mut self, token: &Token, mesh: Uuid, ca: Option<MeshCa>) {
+        if let Some(ca) = ca {
+            if let Err(e) = self.adopt_ca(ca) {
+                tracing::error!(error = %e, "cannot keep the mesh's CA; the join is repeated at the next start");
+                return;
+            }
+        }
         let file = MeshFile {
             mesh,
             joined_with: Some(token.id.clone()),
@@ -383,15 +438,21 @@ fn failed(id: String, error: String) -> AdminReply {
 /// Joins the mesh of `token`: tries the configured peers, then the token's addresses, until
 /// one answers with a reply signed by the inviting instance's key (any member's broker
 /// forwards nothing: only the inviting instance answers). Gives up only if every address
-/// refuses the invitation.
+/// refuses the invitation. A token that names the mesh CA is used over TLS pinned to that CA
+/// only, and the answer must hand over that CA (returned); an older one joins in the clear.
 pub async fn join(
     token: Token,
     peers: Vec<String>,
-    request: JoinRequest,
+    mut request: JoinRequest,
     base: String,
     stop: CancellationToken,
-) -> Result<Uuid, String> {
+) -> Result<(Uuid, Option<MeshCa>), String> {
     let mut addrs = peers;
+    let tls = match &token.ca {
+        Some(pin) => Some(crate::tls::pinned_client_config(pin).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    request.tls = tls.is_some();
     addrs.extend(token.addrs.iter().cloned());
     addrs.dedup();
     let prefix = acl::join_prefix(&base, &token.id);
@@ -409,6 +470,7 @@ pub async fn join(
                 format!("{}{}", crate::door::auth::JOIN_PREFIX, token.id),
                 token.secret.clone(),
             ));
+            opts.tls = tls.clone();
             let attempt = CancellationToken::new();
             let _end = attempt.clone().drop_guard();
             let (link, mut events) = Link::spawn(opts, attempt.clone());
@@ -425,7 +487,7 @@ pub async fn join(
                         }
                         LinkEvent::Message { topic, payload, .. } if topic == reply_topic => {
                             return match serde_json::from_slice::<JoinReply>(&payload) {
-                                Ok(reply) if membership::verify_join(&token, &request, &reply) => Ok(reply.mesh),
+                                Ok(reply) if membership::verify_join(&token, &request, &reply) => handed_ca(&token, reply),
                                 _ => Err(format!("{addr} answered the join with a reply not signed by the inviting instance")),
                             };
                         }
@@ -440,7 +502,7 @@ pub async fn join(
             .unwrap_or_else(|_| Err("no answer within 10 s".into()));
             link.disconnect().await;
             match outcome {
-                Ok(mesh) => return Ok(mesh),
+                Ok(joined) => return Ok(joined),
                 Err(why) => {
                     if why.starts_with("refused") {
                         refusals += 1;
@@ -460,12 +522,79 @@ pub async fn join(
     }
 }
 
-/// Whether the instance whose mesh file is `current` still has to join with `token`.
-pub fn needs_join(current: &MeshFile, token: &Token) -> bool {
-    current.mesh != token.mesh && current.joined_with.as_deref() != Some(token.id.as_str())
+/// The CA a verified join reply handed over: the one the token names, or none for a token
+/// from before TLS.
+fn handed_ca(token: &Token, reply: JoinReply) -> Result<(Uuid, Option<MeshCa>), String> {
+    let Some(pin) = &token.ca else {
+        return Ok((reply.mesh, None));
+    };
+    let (Some(cert), Some(key)) = (reply.ca_cert, reply.ca_key) else {
+        return Err("the inviting instance did not hand over the mesh's CA".into());
+    };
+    let ca = MeshCa::from_pem(&cert, &key).map_err(|e| format!("the mesh's CA: {e}"))?;
+    if ca.fingerprint() != *pin {
+        return Err(
+            "the inviting instance handed over another CA than the invitation names".into(),
+        );
+    }
+    Ok((reply.mesh, Some(ca)))
+}
+
+/// Whether the instance whose mesh file is `current` and whose CA has fingerprint `ca` still
+/// has to join with `token`: it has not joined with it yet, and the token names another mesh
+/// or (an instance from before TLS made its own CA at start) another CA.
+pub fn needs_join(current: &MeshFile, ca: &str, token: &Token) -> bool {
+    current.joined_with.as_deref() != Some(token.id.as_str())
+        && (current.mesh != token.mesh || token.ca.as_deref().is_some_and(|pin| pin != ca))
 }
 
 /// Loads the invitations of `dir` for the agent.
 pub fn load_invitations(dir: &std::path::Path) -> Invitations {
     Invitations::load(dir, clock::now_ms())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(mesh: u128, ca: Option<&str>) -> Token {
+        Token {
+            mesh: Uuid::from_u128(mesh),
+            by: Uuid::from_u128(9),
+            key: String::new(),
+            addrs: vec![],
+            id: "i".into(),
+            secret: "s".into(),
+            ca: ca.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_token_of_another_ca_of_the_same_mesh_joins_again() {
+        let mesh = MeshFile {
+            mesh: Uuid::from_u128(1),
+            joined_with: None,
+        };
+        assert!(!needs_join(&mesh, "ab", &token(1, Some("ab"))), "joined");
+        assert!(
+            needs_join(&mesh, "ab", &token(2, Some("ab"))),
+            "another mesh"
+        );
+        assert!(
+            needs_join(&mesh, "ab", &token(1, Some("cd"))),
+            "an instance from before TLS made a CA of its own"
+        );
+        assert!(
+            !needs_join(&mesh, "ab", &token(1, None)),
+            "a token from before TLS"
+        );
+        let done = MeshFile {
+            joined_with: Some("i".into()),
+            ..mesh
+        };
+        assert!(
+            !needs_join(&done, "ab", &token(2, Some("cd"))),
+            "joined with it already"
+        );
+    }
 }

@@ -57,6 +57,8 @@ pub struct Settings {
     pub port: PortChoice,
     /// A fixed MQTT 5 port; default: the first free one from 1000 above the broker's port.
     pub mqtt5_port: Option<u16>,
+    /// The TLS port's policy.
+    pub tls_port: PortChoice,
 }
 
 /// Why the agent stopped with an error.
@@ -74,6 +76,8 @@ pub enum AgentError {
     Hardware(#[from] hal::HalError),
     #[error(transparent)]
     Secret(#[from] crate::secret::SecretError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("{0}")]
     Join(String),
     #[error(
@@ -96,7 +100,7 @@ enum Internal {
     /// A serial channel command got its device's answer.
     SerialDone(Box<serial::SerialDone>),
     /// Joining with the invitation finished.
-    Joined(Result<Uuid, String>),
+    Joined(Result<(Uuid, Option<crate::tls::MeshCa>), String>),
     /// A peer's host name was looked up (off the agent task): our own address towards it.
     Resolved(String, IpAddr),
 }
@@ -111,7 +115,8 @@ struct Agent {
     base: String,
     /// The mesh topics under `base`.
     topics: Topics,
-    /// The port our broker listens on (advertised to peers).
+    /// The port peers link to (advertised to them): the TLS port, or the plaintext one with
+    /// `[mesh] tls = false`.
     port: u16,
     /// The address our broker is bound to (unspecified = every interface).
     bind: IpAddr,
@@ -171,6 +176,14 @@ struct Agent {
     mesh: std::sync::Arc<std::sync::Mutex<Uuid>>,
     /// What the front door checks credentials against.
     auth: crate::door::auth::Auth,
+    /// The mesh CA and this instance's certificate.
+    tls: crate::tls::Material,
+    /// The names this instance's certificate carries.
+    tls_names: crate::tls::Names,
+    /// The front door's TLS configuration, replaced when a join brings the mesh's CA.
+    door_tls: std::sync::Arc<crate::tls::ServerSlot>,
+    /// How peer links speak TLS (client certificate, mesh CA); none with `[mesh] tls = false`.
+    mesh_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Open invitations made here.
     invitations: crate::membership::Invitations,
     /// Members or users changed: refresh the front door's keys.
@@ -251,11 +264,13 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
             m
         }
     };
+    let tls_names = crate::tls::Names::of_this_host(uuid, settings.bind);
+    let tls = crate::tls::Material::load(&data_dir, &tls_names)?;
     let join = match settings.config.mesh.join.as_deref() {
         Some(text) => {
             let token = crate::membership::Token::decode(text)
                 .map_err(|e| AgentError::Join(e.to_string()))?;
-            admin::needs_join(&mesh, &token).then_some(token)
+            admin::needs_join(&mesh, &tls.ca.fingerprint(), &token).then_some(token)
         }
         None => None,
     };
@@ -273,6 +288,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         bind: settings.bind,
         choice: settings.port,
         mqtt5: settings.mqtt5_port,
+        plaintext: broker_cfg.plaintext,
+        tls_port: settings.tls_port,
+        tls: tls.server_config()?,
         segments: (broker_cfg.segment_bytes, broker_cfg.segment_count),
         client_id: format!("pimesh-agent-{uuid}"),
         base: base.clone(),
@@ -284,6 +302,15 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         stop: cancel.child_token(),
     })?;
     let mut broker = broker;
+    let mesh_port = match (settings.config.mesh.tls, broker.port) {
+        (false, Some(plain)) => plain,
+        _ => broker.tls_port,
+    };
+    let mesh_tls = if settings.config.mesh.tls {
+        Some(tls.mesh_client_config()?)
+    } else {
+        None
+    };
     let mut gpio = hal::open(settings.config.board.backend, &data_dir)?;
     let Some((link, mut link_rx)) = broker.local.take() else {
         return Err(AgentError::BrokerDied);
@@ -295,7 +322,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         name: settings.name.clone(),
         topics: Topics { base: base.clone() },
         base,
-        port: broker.port,
+        port: mesh_port,
         bind: settings.bind,
         replica,
         store,
@@ -325,6 +352,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         key,
         mesh: std::sync::Arc::new(std::sync::Mutex::new(mesh.mesh)),
         auth,
+        tls,
+        tls_names,
+        door_tls: broker.door.tls.clone(),
+        mesh_tls,
         keys_dirty: false,
         join,
         last_hello: None,
@@ -370,6 +401,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
             uuid,
             name: agent.name.clone(),
             key: crate::secret::to_hex(agent.key.verifying_key().as_bytes()),
+            tls: false,
         };
         let tx = agent.internal.clone();
         let (base, stop) = (agent.base.clone(), cancel.child_token());
@@ -386,7 +418,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         uuid,
         name: agent.name.clone(),
         port: broker.port,
-        mqtt5_port: Some(broker.port5),
+        mqtt5_port: broker.port5,
+        tls_port: Some(broker.tls_port),
         base_topic: agent.base.clone(),
     };
     agent.advertise = Some((data_dir.clone(), info));
@@ -514,8 +547,7 @@ impl Agent {
                     if let Err(e) = info.write(&dir) {
                         tracing::error!(error = %e, "cannot write the runtime file; local tools will not find this agent");
                     }
-                    let mqtt5 = info.mqtt5_port.unwrap_or_default();
-                    tracing::info!(name = %self.name, uuid = %self.uuid, port = self.port, mqtt5_port = mqtt5, objects = self.replica.len(), "pimesh agent running");
+                    tracing::info!(name = %self.name, uuid = %self.uuid, port = info.port, mqtt5_port = info.mqtt5_port, tls_port = info.tls_port, objects = self.replica.len(), "pimesh agent running");
                 }
             }
             LocalEvent::Message {
@@ -593,9 +625,9 @@ impl Agent {
                 self.perform_press(i, actions).await;
             }
             Internal::SerialDone(done) => self.serial_done(*done).await,
-            Internal::Joined(Ok(mesh)) => {
+            Internal::Joined(Ok((mesh, ca))) => {
                 if let Some(token) = self.join.take() {
-                    self.joined(&token, mesh);
+                    self.joined(&token, mesh, ca);
                 }
             }
             Internal::Resolved(host, ip) => {

@@ -1,5 +1,6 @@
 //! The embedded MQTT broker: rumqttd's router inside the agent, behind pimesh's own front
-//! door ([`crate::door`]) on a fixed or first-free port.
+//! door ([`crate::door`]) on fixed or first-free ports: MQTT over TLS, and (unless turned
+//! off) MQTT 3.1.1 and MQTT 5 in the clear.
 //!
 //! rumqttd runs only as a router here: it serves no socket. The ports are bound by us, before
 //! anything else starts, so a port problem stops the agent before any relay moves and there
@@ -54,6 +55,8 @@ pub enum BrokerError {
     PortInUse { bind: IpAddr, port: u16 },
     #[error("MQTT 5 port {port} on {bind} is already in use; choose another with --mqtt5-port (or [broker] mqtt5-port), or leave it unset to take the first free port from 1000 above the MQTT 3.1.1 one")]
     Mqtt5PortInUse { bind: IpAddr, port: u16 },
+    #[error("TLS port {port} on {bind} is already in use; choose another with --tls-port (or [broker] tls-port), or leave it unset to take the first free one from 8883")]
+    TlsPortInUse { bind: IpAddr, port: u16 },
     #[error("the MQTT 5 port and the MQTT 3.1.1 port are both {port}; each needs its own")]
     SamePorts { port: u16 },
     #[error("no free broker port on {bind} from {base} to {last}; set one with --port")]
@@ -72,10 +75,12 @@ pub enum BrokerError {
 
 /// A running embedded broker.
 pub struct Broker {
-    /// The port it serves MQTT 3.1.1 on.
-    pub port: u16,
-    /// The port it serves MQTT 5 on.
-    pub port5: u16,
+    /// The port it serves MQTT 3.1.1 on in the clear (none when plaintext is off).
+    pub port: Option<u16>,
+    /// The port it serves MQTT 5 on in the clear (none when plaintext is off).
+    pub port5: Option<u16>,
+    /// The port it serves MQTT over TLS on (both versions).
+    pub tls_port: u16,
     /// The agent's in-process link to the router (taken by the agent).
     pub local: Option<(local::LocalLink, local::LocalRx)>,
     /// The front door's shared state: the agent updates its credentials through it.
@@ -84,7 +89,11 @@ pub struct Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Broker({}, {})", self.port, self.port5)
+        write!(
+            f,
+            "Broker({:?}, {:?}, {})",
+            self.port, self.port5, self.tls_port
+        )
     }
 }
 
@@ -96,6 +105,12 @@ pub struct BrokerOptions {
     pub choice: PortChoice,
     /// A fixed MQTT 5 port, or the first free one from [`MQTT5_OFFSET`] above the other.
     pub mqtt5: Option<u16>,
+    /// Whether the plaintext ports listen at all.
+    pub plaintext: bool,
+    /// The TLS port policy.
+    pub tls_port: PortChoice,
+    /// The TLS configuration of the front door (a join replaces it through the door).
+    pub tls: Arc<rustls::ServerConfig>,
     /// (bytes per segment, segments per topic) of rumqttd's topic logs.
     pub segments: (usize, usize),
     /// The agent's own client id on the router.
@@ -111,24 +126,23 @@ pub struct BrokerOptions {
 }
 
 /// Starts rumqttd's router with the agent joined to it in process (see [`local`]), binds the
-/// MQTT 3.1.1 and MQTT 5 ports and serves them through the front door. Returns once both
-/// listen.
+/// TLS port and (unless plaintext is off) the MQTT 3.1.1 and MQTT 5 ports, and serves them
+/// through the front door. Returns once all listen.
 pub fn start(opts: BrokerOptions) -> Result<Broker, BrokerError> {
     let bind = opts.bind;
-    let (listener, port) = listen(bind, opts.choice)?;
-    let (listener5, port5) = match opts.mqtt5 {
-        Some(p) if p == port => return Err(BrokerError::SamePorts { port }),
-        Some(p) => listen(bind, PortChoice::Fixed(p)).map_err(|e| match e {
-            BrokerError::PortInUse { bind, port } => BrokerError::Mqtt5PortInUse { bind, port },
-            other => other,
-        })?,
-        None => {
-            let base = port
-                .checked_add(MQTT5_OFFSET)
-                .unwrap_or(port - MQTT5_OFFSET);
-            listen(bind, PortChoice::FirstFree(base))?
-        }
-    };
+    let mut listeners = Vec::new();
+    let (mut port, mut port5) = (None, None);
+    if opts.plaintext {
+        let (l, p, l5, p5) = listen_plain(bind, opts.choice, opts.mqtt5)?;
+        listeners.push((l, door::Listener::Plain));
+        listeners.push((l5, door::Listener::Plain));
+        (port, port5) = (Some(p), Some(p5));
+    }
+    let (tls_listener, tls_port) = listen(bind, opts.tls_port).map_err(|e| match e {
+        BrokerError::PortInUse { bind, port } => BrokerError::TlsPortInUse { bind, port },
+        other => other,
+    })?;
+    listeners.push((tls_listener, door::Listener::Tls));
     let router = rumqttd::Broker::new(config(opts.segments));
     let own = local::connect(&router, &opts.client_id).map_err(BrokerError::Link)?;
     let door = Arc::new(door::Door {
@@ -141,17 +155,42 @@ pub fn start(opts: BrokerOptions) -> Result<Broker, BrokerError> {
         ),
         limits: opts.limits,
         log: Default::default(),
+        tls: Arc::new(crate::tls::ServerSlot::new(opts.tls)),
         router: Arc::new(router),
         stop: opts.stop,
     });
-    door::serve(door.clone(), vec![listener, listener5]).map_err(BrokerError::Thread)?;
-    tracing::info!(%bind, port, mqtt5_port = port5, "embedded broker listening");
+    door::serve(door.clone(), listeners).map_err(BrokerError::Thread)?;
+    tracing::info!(%bind, port, mqtt5_port = port5, tls_port, "embedded broker listening");
     Ok(Broker {
         port,
         port5,
+        tls_port,
         local: Some(own),
         door,
     })
+}
+
+/// Binds the MQTT 3.1.1 port and the MQTT 5 port.
+fn listen_plain(
+    bind: IpAddr,
+    choice: PortChoice,
+    mqtt5: Option<u16>,
+) -> Result<(TcpListener, u16, TcpListener, u16), BrokerError> {
+    let (listener, port) = listen(bind, choice)?;
+    let (listener5, port5) = match mqtt5 {
+        Some(p) if p == port => return Err(BrokerError::SamePorts { port }),
+        Some(p) => listen(bind, PortChoice::Fixed(p)).map_err(|e| match e {
+            BrokerError::PortInUse { bind, port } => BrokerError::Mqtt5PortInUse { bind, port },
+            other => other,
+        })?,
+        None => {
+            let base = port
+                .checked_add(MQTT5_OFFSET)
+                .unwrap_or(port - MQTT5_OFFSET);
+            listen(bind, PortChoice::FirstFree(base))?
+        }
+    };
+    Ok((listener, port, listener5, port5))
 }
 
 /// Binds the port: fixed ports must be free, otherwise count up to the first free one.

@@ -14,7 +14,7 @@ fn admin(
     make: impl FnOnce(String) -> AdminRequest,
 ) -> Result<AdminReply, Exit> {
     let dir = data_dir.unwrap_or_else(default_data_dir);
-    let target: Target = client::resolve(None, &dir, "pimesh", None).map_err(|e| {
+    let target: Target = client::resolve(None, &dir, "pimesh", None, None).map_err(|e| {
         eprintln!("error: {e}");
         Exit::Timeout
     })?;

@@ -71,6 +71,8 @@ pub enum Command {
     /// Retire an instance for good (a dead Pi): its claims are released so a replacement
     /// takes its relays, it leaves `pimesh peers`, and it is no longer trusted.
     Forget(ForgetArgs),
+    /// Print the mesh's CA certificate (PEM), for TLS clients (`mosquitto_pub --cafile`).
+    Ca(CaArgs),
 }
 
 /// `pimesh forget`.
@@ -79,6 +81,14 @@ pub struct ForgetArgs {
     /// The instance: its name or UUID (a UUID when several share the name).
     pub instance: String,
     /// Data dir of the local agent (a member of the mesh).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `pimesh ca`.
+#[derive(Debug, Args)]
+pub struct CaArgs {
+    /// Data dir of the instance (default: the standard one).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
 }
@@ -142,6 +152,12 @@ pub struct RunArgs {
     /// Fixed MQTT 5 port (fail if taken). Default: first free from the broker port + 1000.
     #[arg(long)]
     pub mqtt5_port: Option<u16>,
+    /// Fixed TLS port (fail if taken). Default: first free from 8883.
+    #[arg(long)]
+    pub tls_port: Option<u16>,
+    /// Serve MQTT over TLS only: no plaintext ports. Overrides [broker] plaintext.
+    #[arg(long, conflicts_with_all = ["port", "mqtt5_port"])]
+    pub no_plaintext: bool,
     /// A peer's broker, HOST:PORT (repeatable). Adds to [mesh] peers.
     #[arg(long = "peer")]
     pub peers: Vec<String>,
@@ -159,6 +175,10 @@ pub struct Conn {
     /// The agent's broker, HOST:PORT. Default: the agent running on --data-dir.
     #[arg(long)]
     pub via: Option<String>,
+    /// With --via: speak TLS, trusting the CA certificate in this file (`pimesh ca` prints
+    /// it); HOST must be a name or address the agent's certificate carries.
+    #[arg(long, requires = "via")]
+    pub cafile: Option<PathBuf>,
     /// Data dir of the local agent to talk to.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -294,6 +314,7 @@ pub fn run(cli: Cli) -> Exit {
         },
         Command::Doctor(args) => crate::doctor::run(args.root.as_deref()),
         Command::Invite(args) => admin::invite(args.data_dir, &args.expires),
+        Command::Ca(args) => print_ca(args.data_dir.unwrap_or_else(default_data_dir)),
         Command::Forget(args) => admin::forget(args.data_dir, args.instance),
         Command::User(args) => match args.action {
             UserAction::Add {
@@ -350,6 +371,29 @@ pub fn default_data_dir() -> PathBuf {
     }
 }
 
+/// `pimesh ca`: the CA certificate from the data dir (the agent need not be running, and the
+/// CA's key is not read: `ca.pem` is readable by anyone).
+fn print_ca(dir: PathBuf) -> Exit {
+    let file = dir.join(crate::tls::CA_CERT_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(pem) => {
+            print!("{pem}");
+            Exit::Ok
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "error: {} does not exist; the mesh CA is made at the agent's first start: start `pimesh run` with this data dir once",
+                file.display()
+            );
+            Exit::Usage
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", file.display());
+            Exit::Failed
+        }
+    }
+}
+
 /// `pimesh run`: merge flags into the config and run the agent until SIGTERM/SIGINT.
 fn run_agent(args: RunArgs) -> Exit {
     let mut cfg: Config = match &args.config {
@@ -371,6 +415,17 @@ fn run_agent(args: RunArgs) -> Exit {
         cfg.mesh.join = Some(token);
     }
     cfg.broker.allow_anonymous |= args.allow_anonymous;
+    if args.no_plaintext {
+        if !cfg.mesh.tls {
+            eprintln!("error: --no-plaintext leaves mesh links nowhere to go with [mesh] tls = false; turn one of them on");
+            return Exit::Usage;
+        }
+        cfg.broker.plaintext = false;
+    }
+    let tls_port = match args.tls_port.or(cfg.broker.tls_port) {
+        Some(p) => PortChoice::Fixed(p),
+        None => PortChoice::FirstFree(crate::tls::DEFAULT_TLS_PORT),
+    };
     let data_dir = args
         .data_dir
         .or(cfg.data_dir.clone())
@@ -393,6 +448,7 @@ fn run_agent(args: RunArgs) -> Exit {
         data_dir,
         name,
         port,
+        tls_port,
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -23,7 +23,11 @@ fn target(conn: &Conn) -> Result<Target, Exit> {
     let dir = conn.data_dir.clone().unwrap_or_else(default_data_dir);
     let user = client::user_credentials(conn.user.as_deref(), conn.password_file.as_deref())
         .map_err(|e| report(&e))?;
-    client::resolve(conn.via.as_deref(), &dir, &conn.base_topic, user).map_err(|e| report(&e))
+    let tls = match &conn.cafile {
+        Some(file) => Some(client::tls_from_cafile(file).map_err(|e| report(&e))?),
+        None => None,
+    };
+    client::resolve(conn.via.as_deref(), &dir, &conn.base_topic, user, tls).map_err(|e| report(&e))
 }
 
 /// Prints a client error and maps it to its exit code.
@@ -33,6 +37,7 @@ fn report(e: &ClientError) -> Exit {
         ClientError::BadVia(_)
         | ClientError::Refused { .. }
         | ClientError::PasswordFile { .. }
+        | ClientError::CaFile { .. }
         | ClientError::Credentials(_) => Exit::Usage,
         _ => Exit::Timeout,
     }

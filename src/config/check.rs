@@ -130,6 +130,16 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     objects::interlock_groups(&src, &raw.relay)?;
 
     let mqtt5_port = mqtt5_port(&src, &raw.broker)?;
+    let plaintext = match &raw.broker.plaintext {
+        Some(p) if !*p.get_ref() && !mesh.tls => {
+            return Err(src.error(
+                p.span(),
+                "broker plaintext = false leaves mesh links nowhere to go with mesh tls = false; turn one of them on",
+            ))
+        }
+        Some(p) => *p.get_ref(),
+        None => true,
+    };
     Ok(Config {
         name,
         data_dir,
@@ -151,6 +161,8 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             segment_count: at_least(&src, "segment-count", raw.broker.segment_count, 1)?
                 .unwrap_or(crate::broker::SEGMENT_COUNT),
             allow_anonymous: raw.broker.allow_anonymous.unwrap_or(false),
+            tls_port: nonzero_port(&src, "tls-port", raw.broker.tls_port)?,
+            plaintext,
             max_retained: at_least(&src, "max-retained", raw.broker.max_retained, 1)?
                 .unwrap_or(crate::door::Limits::default().max_retained_topics),
         },
@@ -339,6 +351,7 @@ fn mesh(src: &Source, raw: super::raw::RawMesh) -> Result<MeshConfig, ConfigErro
         peers: raw.peers.into_iter().map(Spanned::into_inner).collect(),
         join: raw.join.map(Spanned::into_inner),
         max_clock_ahead_ms,
+        tls: raw.tls.unwrap_or(true),
         stale_after_ms,
     })
 }

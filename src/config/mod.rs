@@ -139,6 +139,10 @@ pub struct BrokerConfig {
     pub segment_count: usize,
     /// Clients without credentials are let in as the user `anonymous` (labs only).
     pub allow_anonymous: bool,
+    /// A fixed port for MQTT over TLS; without it, the first free one from 8883.
+    pub tls_port: Option<u16>,
+    /// Whether the plaintext ports (MQTT 3.1.1 and 5 in the clear) listen at all.
+    pub plaintext: bool,
     /// Retained topics users may leave on the broker (`max-retained`).
     pub max_retained: usize,
 }
@@ -154,6 +158,9 @@ pub struct MeshConfig {
     /// How far ahead of our wall clock a peer's stamp may be before it is refused
     /// (`max-clock-ahead-s`; [`crate::clock::DEFAULT_MAX_AHEAD_MS`] unless set).
     pub max_clock_ahead_ms: u64,
+    /// Mesh links use TLS (mutually authenticated by the mesh CA); off, they run in the
+    /// clear on the peers' plaintext ports.
+    pub tls: bool,
     /// After how long unheard an offline peer shows as `stale` (`stale-after-s`).
     pub stale_after_ms: u64,
 }

@@ -122,6 +122,10 @@ pub(super) struct RawBroker {
     pub segment_count: Option<Spanned<usize>>,
     /// Let clients without credentials in.
     pub allow_anonymous: Option<bool>,
+    /// Fixed TLS port, if any.
+    pub tls_port: Option<Spanned<u16>>,
+    /// Whether the plaintext ports listen; checked against the mesh's need of them.
+    pub plaintext: Option<Spanned<bool>>,
     /// Retained topics users may leave; checked against a minimum.
     pub max_retained: Option<Spanned<usize>>,
 }
@@ -137,6 +141,8 @@ pub(super) struct RawMesh {
     pub join: Option<Spanned<String>>,
     /// How far ahead of our wall clock a peer's stamp may be, in seconds; at least 1.
     pub max_clock_ahead_s: Option<Spanned<u64>>,
+    /// Whether mesh links use TLS.
+    pub tls: Option<bool>,
     /// After how long unheard an offline peer shows as `stale`, in seconds; at least 1.
     pub stale_after_s: Option<Spanned<u64>>,
 }

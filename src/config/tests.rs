@@ -68,12 +68,15 @@ fn an_empty_file_gives_every_default() {
                 segment_bytes: crate::broker::SEGMENT_SIZE,
                 segment_count: crate::broker::SEGMENT_COUNT,
                 allow_anonymous: false,
+                tls_port: None,
+                plaintext: true,
                 max_retained: 10_000,
             },
             mesh: MeshConfig {
                 peers: vec![],
                 join: None,
                 max_clock_ahead_ms: 300_000,
+                tls: true,
                 stale_after_ms: 3_600_000,
             },
             relays: vec![],
@@ -192,6 +195,8 @@ fn every_key_is_read() {
             segment_bytes: crate::broker::SEGMENT_SIZE,
             segment_count: crate::broker::SEGMENT_COUNT,
             allow_anonymous: true,
+            tls_port: None,
+            plaintext: true,
             max_retained: 10_000,
         }
     );
@@ -278,7 +283,7 @@ fn an_unknown_key_lists_the_allowed_ones() {
     );
     assert_eq!(
         refusal(&["[broker]", "ports = 1883"]),
-        "house.toml:2: unknown field `ports`, expected one of `port`, `base-port`, `mqtt5-port`, `bind`, `segment-bytes`, `segment-count`, `allow-anonymous`, `max-retained`"
+        "house.toml:2: unknown field `ports`, expected one of `port`, `base-port`, `mqtt5-port`, `bind`, `segment-bytes`, `segment-count`, `allow-anonymous`, `tls-port`, `plaintext`, `max-retained`"
     );
 }
 
@@ -489,6 +494,14 @@ fn broker_segments_below_what_rumqttd_accepts_are_refused() {
     assert_eq!(
         refusal(&["[broker]", "segment-bytes = 512"]),
         "house.toml:2: broker segment-bytes must be at least 1024"
+    );
+    assert_eq!(
+        refusal(&["[broker]", "plaintext = false", "[mesh]", "tls = false"]),
+        "house.toml:2: broker plaintext = false leaves mesh links nowhere to go with mesh tls = false; turn one of them on"
+    );
+    assert_eq!(
+        refusal(&["[broker]", "tls-port = 0"]),
+        "house.toml:2: broker tls-port must be from 1 to 65535; leave it out to take the first free port"
     );
     assert_eq!(
         refusal(&["[broker]", "segment-count = 0"]),

@@ -65,6 +65,18 @@ pub fn join_prefix(base: &str, invitation: &str) -> String {
     format!("{base}/join/{invitation}/")
 }
 
+/// Whether `role` may log in over `channel`: a member that comes over TLS must present a
+/// certificate of the mesh CA (mutual authentication) besides its key's proof. Over plaintext
+/// its proof alone is checked, as mesh links with `[mesh] tls = false` need.
+pub fn may_connect_over(role: &Role, channel: super::Channel) -> Result<(), &'static str> {
+    match (role, channel) {
+        (Role::Member(_), super::Channel::Tls { client_cert: false }) => {
+            Err("a member connecting over TLS must present its certificate from the mesh CA")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Whether `role` may publish on `topic`.
 pub fn may_publish(base: &str, role: &Role, topic: &str) -> bool {
     if topic.is_empty() || topic.starts_with('$') || topic.contains(['+', '#', '\0']) {
@@ -250,6 +262,18 @@ mod tests {
         assert!(may_subscribe(B, &j, "pimesh/join/abc/reply"));
         assert!(!may_subscribe(B, &j, "#"));
         assert!(!may_read(B, &j, "pimesh/relay-1"));
+    }
+
+    #[test]
+    fn a_member_over_tls_needs_the_mesh_certificate() {
+        use crate::door::Channel;
+        let m = Role::Member(Uuid::from_u128(1));
+        let no_cert = Channel::Tls { client_cert: false };
+        assert!(may_connect_over(&m, no_cert).is_err());
+        assert!(may_connect_over(&m, Channel::Tls { client_cert: true }).is_ok());
+        assert!(may_connect_over(&m, Channel::Plain).is_ok());
+        assert!(may_connect_over(&Role::User("ha".into()), no_cert).is_ok());
+        assert!(may_connect_over(&Role::Local, no_cert).is_ok());
     }
 
     #[test]

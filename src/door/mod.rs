@@ -8,8 +8,14 @@
 //! in-process link. rumqttd keeps what it is good at (routing, retained messages) and never
 //! parses a byte from the network.
 //!
-//! Both listeners serve both protocol versions (the version is read from each CONNECT); the
-//! MQTT 5 port is kept so existing clients and `agent.json` readers find what they expect.
+//! Both plaintext listeners serve both protocol versions (the version is read from each
+//! CONNECT); the MQTT 5 port is kept so existing clients and `agent.json` readers find what
+//! they expect. The TLS listener does the TLS handshake first (in the connection's own task,
+//! within the CONNECT timeout and holding a pending slot) and then serves the same session
+//! over the encrypted stream; plaintext on it fails the handshake and is closed. A plaintext
+//! listener also takes TLS when a connection's first byte starts a TLS handshake (no MQTT
+//! packet starts with 0x16), so a peer configured with an instance's plaintext port still
+//! links to it over TLS.
 //! The listeners run on a thread of their own, so a slow disk in the agent never delays a
 //! client's CONNACK or PINGRESP.
 
@@ -87,6 +93,8 @@ pub struct Door {
     pub slots: Arc<Slots>,
     /// Rate limit of warning lines.
     pub log: LogGate,
+    /// The TLS configuration for new connections (a join replaces it).
+    pub tls: Arc<crate::tls::ServerSlot>,
     /// rumqttd, for a router link per session.
     pub router: Arc<rumqttd::Broker>,
     /// What clients keep retained on the broker.
@@ -94,6 +102,27 @@ pub struct Door {
     /// Ends every session.
     pub stop: CancellationToken,
 }
+
+/// What a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// MQTT in the clear (and TLS, recognised by its first byte).
+    Plain,
+    /// MQTT over TLS only.
+    Tls,
+}
+
+/// How a session's bytes travel: the front door's rules differ for members.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// In the clear.
+    Plain,
+    /// Over TLS; `client_cert` when the client presented a certificate the mesh CA issued.
+    Tls { client_cert: bool },
+}
+
+/// First byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
 
 /// Counts connections by kind; each count is released when its guard drops.
 #[derive(Debug, Default)]
@@ -202,8 +231,11 @@ impl LogGate {
 
 /// Starts serving `listeners` on a thread of its own; returns at once. The thread ends when
 /// `door.stop` fires.
-pub fn serve(door: Arc<Door>, listeners: Vec<std::net::TcpListener>) -> std::io::Result<()> {
-    for l in &listeners {
+pub fn serve(
+    door: Arc<Door>,
+    listeners: Vec<(std::net::TcpListener, Listener)>,
+) -> std::io::Result<()> {
+    for (l, _) in &listeners {
         l.set_nonblocking(true)?;
     }
     std::thread::Builder::new()
@@ -221,10 +253,10 @@ pub fn serve(door: Arc<Door>, listeners: Vec<std::net::TcpListener>) -> std::io:
             };
             runtime.block_on(async move {
                 let mut tasks = tokio::task::JoinSet::new();
-                for l in listeners {
+                for (l, kind) in listeners {
                     match tokio::net::TcpListener::from_std(l) {
                         Ok(l) => {
-                            tasks.spawn(accept(door.clone(), l));
+                            tasks.spawn(accept(door.clone(), l, kind));
                         }
                         Err(e) => tracing::error!(error = %e, "cannot serve a listener"),
                     }
@@ -236,7 +268,7 @@ pub fn serve(door: Arc<Door>, listeners: Vec<std::net::TcpListener>) -> std::io:
     Ok(())
 }
 
-async fn accept(door: Arc<Door>, listener: tokio::net::TcpListener) {
+async fn accept(door: Arc<Door>, listener: tokio::net::TcpListener, kind: Listener) {
     let mut sessions = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -245,7 +277,7 @@ async fn accept(door: Arc<Door>, listener: tokio::net::TcpListener) {
                     // Answers leave at once instead of waiting for the client's next ACK
                     // (Nagle against delayed ACK costs ~40 ms per message otherwise).
                     let _ = stream.set_nodelay(true);
-                    sessions.spawn(session::serve(door.clone(), stream, peer));
+                    sessions.spawn(connection(door.clone(), stream, peer, kind));
                 }
                 Err(e) => {
                     // Out of file descriptors, most likely: wait a little instead of spinning.
@@ -260,4 +292,71 @@ async fn accept(door: Arc<Door>, listener: tokio::net::TcpListener) {
         }
     }
     sessions.shutdown().await;
+}
+
+/// One accepted connection: a pending slot, the TLS handshake where there is one, then the
+/// session.
+async fn connection(
+    door: Arc<Door>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    kind: Listener,
+) {
+    let Some(pending) = door.slots.pending(peer.ip()) else {
+        door.log.refused(
+            peer,
+            "",
+            "too many connections without CONNECT from this address",
+        );
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + door.limits.connect_timeout;
+    let tls = match kind {
+        Listener::Tls => true,
+        Listener::Plain => {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+                Ok(Ok(1)) => first[0] == TLS_HANDSHAKE,
+                Ok(_) => return,
+                Err(_) => {
+                    door.log.refused(peer, "", "no CONNECT in time");
+                    return;
+                }
+            }
+        }
+    };
+    if !tls {
+        return session::serve(door, stream, peer, (pending, deadline), Channel::Plain).await;
+    }
+    let Some(config) = door.tls.get() else {
+        door.log
+            .refused(peer, "", "TLS is not set up on this instance");
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            door.log
+                .refused(peer, "", &format!("TLS handshake failed: {e}"));
+            return;
+        }
+        Err(_) => {
+            door.log.refused(peer, "", "no TLS handshake in time");
+            return;
+        }
+    };
+    let client_cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .is_some_and(|c| !c.is_empty());
+    session::serve(
+        door,
+        stream,
+        peer,
+        (pending, deadline),
+        Channel::Tls { client_cert },
+    )
+    .await
 }

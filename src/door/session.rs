@@ -11,7 +11,7 @@
 
 use super::acl::{self, Role};
 use super::wire::{self, Granted, Inbound, Message, Outbound, Refusal, Version, Will};
-use super::{Door, LogGate};
+use super::{Channel, Door, LogGate, SlotGuard};
 use bytes::{Bytes, BytesMut};
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{Filter, Packet, Publish, QoS, RetainForwardRule, Subscribe, Unsubscribe};
@@ -83,18 +83,22 @@ impl Transport for tokio::net::TcpStream {
     }
 }
 
-/// Serves one accepted connection until it closes.
-pub async fn serve<S: Transport>(door: Arc<Door>, mut stream: S, peer: SocketAddr) {
-    let Some(_pending) = door.slots.pending(peer.ip()) else {
-        door.log.refused(
-            peer,
-            "",
-            "too many connections without CONNECT from this address",
-        );
-        return;
-    };
+impl Transport for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn quickack(&self) {
+        <tokio::net::TcpStream as Transport>::quickack(self.get_ref().0);
+    }
+}
+
+/// Serves one accepted connection until it closes; `pending` is its slot until CONNECT, which
+/// must arrive before `connect_deadline`.
+pub async fn serve<S: Transport>(
+    door: Arc<Door>,
+    mut stream: S,
+    peer: SocketAddr,
+    (pending, connect_deadline): (SlotGuard, Instant),
+    channel: Channel,
+) {
     let mut buf = BytesMut::with_capacity(1024);
-    let connect_deadline = Instant::now() + door.limits.connect_timeout;
     let read_connect = async {
         loop {
             match wire::sniff_version(&buf) {
@@ -148,6 +152,11 @@ pub async fn serve<S: Transport>(door: Arc<Door>, mut stream: S, peer: SocketAdd
             return;
         }
     };
+    if let Err(why) = acl::may_connect_over(&role, channel) {
+        door.log.refused(peer, &client_id, why);
+        refuse(&mut stream, version, Refusal::NotAuthorized).await;
+        return;
+    }
     if let Some(w) = &will {
         if !acl::may_publish(&door.base, &role, &w.topic) {
             door.log.refused(
@@ -172,7 +181,7 @@ pub async fn serve<S: Transport>(door: Arc<Door>, mut stream: S, peer: SocketAdd
         refuse(&mut stream, version, Refusal::Busy).await;
         return;
     };
-    drop(_pending);
+    drop(pending);
     let (client_id, assigned_id) = if client_id.is_empty() {
         let id = format!(
             "pimesh-{}",

@@ -91,6 +91,9 @@ pub struct Peers {
     given_up: BTreeMap<String, Instant>,
     /// An offline peer unheard of for longer than this shows as `stale`.
     stale_after_ms: u64,
+    /// Other addresses of instances we are linked to (a second interface): not dialled
+    /// while the link to that instance is up, or every hello naming them would dial again.
+    duplicates: BTreeMap<String, Uuid>,
 }
 
 /// Default for how long an offline peer goes unheard before it shows as `stale`.
@@ -125,6 +128,7 @@ impl Peers {
             instances: BTreeMap::new(),
             given_up: BTreeMap::new(),
             stale_after_ms: STALE_AFTER_MS,
+            duplicates: BTreeMap::new(),
         }
     }
 
@@ -133,10 +137,12 @@ impl Peers {
         self.stale_after_ms = ms;
     }
 
-    /// Forgets instance `uuid` for good (retired): its entry and its links go, and its
-    /// address is not dialled again for a while. Returns the address the agent linked to.
+    /// Forgets instance `uuid` for good (retired): its entry and its links go, and their
+    /// addresses are not dialled again for a while. Returns the address the agent linked to
+    /// it at, if a link still belongs to it (a Pi rebuilt at the same address has taken over
+    /// the old one's link, which must stay).
     pub fn forget(&mut self, uuid: Uuid) -> Option<String> {
-        let inst = self.instances.remove(&uuid);
+        self.instances.remove(&uuid);
         let addrs: Vec<String> = self
             .links
             .iter()
@@ -148,13 +154,19 @@ impl Peers {
             self.links.remove(a);
             self.given_up.insert(a.clone(), now);
         }
-        addrs.into_iter().next().or(inst.map(|i| i.addr))
+        addrs.into_iter().next()
     }
 
     /// Whether a link to `addr` should be opened: not ours, not already linked, not given up
     /// lately, and fewer than [`MAX_LINKS`] links open.
     pub fn want_link(&self, addr: &str) -> bool {
-        !self.links.contains_key(addr)
+        let duplicate = self.duplicates.get(addr).is_some_and(|u| {
+            self.links
+                .values()
+                .any(|l| l.uuid == Some(*u) && l.connected)
+        });
+        !duplicate
+            && !self.links.contains_key(addr)
             && !self.own_addrs.iter().any(|a| a == addr)
             && !self.given_up.contains_key(addr)
             && self.links.len() < MAX_LINKS
@@ -260,6 +272,10 @@ impl Peers {
         let moved_from = match other {
             Some((_, true)) => {
                 self.links.remove(addr);
+                if self.duplicates.len() >= MAX_GIVEN_UP {
+                    self.duplicates.pop_first();
+                }
+                self.duplicates.insert(addr.to_string(), hello.uuid);
                 return Identified::Duplicate;
             }
             Some((old, false)) => {
@@ -271,6 +287,7 @@ impl Peers {
         if let Some(l) = self.links.get_mut(addr) {
             l.uuid = Some(hello.uuid);
         }
+        self.duplicates.remove(addr);
         let inst = self.instances.entry(hello.uuid).or_insert(Instance {
             name: hello.name.clone(),
             addr: addr.to_string(),
@@ -476,6 +493,24 @@ mod tests {
             Identified::Duplicate
         );
         assert_eq!(p.known().len(), 1);
+        assert!(
+            !p.want_link("10.0.0.2:1"),
+            "a second address is not dialled again while the first link is up"
+        );
+        p.link_down("h:1");
+        assert!(p.want_link("10.0.0.2:1"), "but is once it is down");
+    }
+
+    #[test]
+    fn forgetting_a_pi_leaves_the_link_its_replacement_took_over() {
+        let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut p = Peers::new(Uuid::new_v4(), "a");
+        p.add_link("h:1");
+        p.identify("h:1", &hello(old, "b"));
+        // The rebuilt Pi answers at the same address.
+        p.identify("h:1", &hello(new, "b"));
+        assert_eq!(p.forget(old), None, "no link of the old one to drop");
+        assert_eq!(p.uuid_at("h:1"), Some(new));
     }
 
     #[test]

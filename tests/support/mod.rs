@@ -98,7 +98,7 @@ pub fn mosquitto_auth(port: u16) -> Vec<String> {
 pub fn invite(dir: &Path, netns: Option<&str>) -> String {
     let dir_s = dir.to_string_lossy().to_string();
     let args = ["invite", "--data-dir", dir_s.as_str()];
-    let out = match netns {
+    let run = || match netns {
         None => cli(&args),
         Some(ns) => Command::new("ip")
             .args(["netns", "exec", ns, bin()])
@@ -107,6 +107,18 @@ pub fn invite(dir: &Path, netns: Option<&str>) -> String {
             .output()
             .expect("run pimesh in netns"),
     };
+    // An instance that was just started with --join refuses to invite until it has joined,
+    // as a person would see and try again (and a CLI that read the CA a moment before the
+    // join replaced it is refused once).
+    let mut out = run();
+    wait_until("the inviting instance to have joined its mesh", || {
+        let again = ["still joining", "refused the connection"];
+        if !again.iter().any(|a| text(&out.stderr).contains(a)) {
+            return true;
+        }
+        out = run();
+        false
+    });
     assert!(
         out.status.success(),
         "pimesh invite failed: {}",
@@ -266,9 +278,17 @@ impl Agent {
             .and_then(|v| v["mqtt5-port"].as_u64())
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or(0);
+        let tls_port = std::fs::read_to_string(&info)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["tls-port"].as_u64())
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(0);
         if let Ok(mut agents) = AGENTS.lock() {
-            agents.retain(|(p, ..)| *p != port);
+            agents.retain(|(p, ..)| *p != port && *p != tls_port);
             agents.push((port, port5, self.dir.clone(), self.netns.clone()));
+            // Its TLS port serves the same credentials (`--peer` may name it too).
+            agents.push((tls_port, tls_port, self.dir.clone(), self.netns.clone()));
         }
     }
 
@@ -392,10 +412,16 @@ fn spawn(dir: &Path, port: u16, args: &[String], netns: Option<&str>) -> Child {
             c
         }
     };
+    // An agent without plaintext ports gets the test's port as its TLS port.
+    let port_flag = if args.iter().any(|a| a == "--no-plaintext") {
+        "--tls-port"
+    } else {
+        "--port"
+    };
     cmd.arg("run")
         .arg("--data-dir")
         .arg(dir)
-        .arg("--port")
+        .arg(port_flag)
         .arg(port.to_string())
         .args(args)
         .env("RUST_LOG", "info")
@@ -773,6 +799,16 @@ impl Drop for Socat {
 }
 
 impl Agent {
+    /// The port the agent serves MQTT over TLS on, as its runtime file advertises it.
+    pub fn tls_port(&self) -> u16 {
+        let text = std::fs::read_to_string(self.dir.join("agent.json")).expect("agent.json");
+        let info: serde_json::Value = serde_json::from_str(&text).expect("agent.json is JSON");
+        info["tls-port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok())
+            .expect("agent.json names the TLS port")
+    }
+
     /// The port the agent serves MQTT 5 on, as its runtime file advertises it.
     pub fn mqtt5_port(&self) -> u16 {
         let text = std::fs::read_to_string(self.dir.join("agent.json")).expect("agent.json");
