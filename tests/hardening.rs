@@ -291,7 +291,8 @@ impl Impostor {
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+            // Every interface, like the agent it replaces: alpha may link to any of them.
+            format!("listener {port}\nallow_anonymous true\n"),
         )
         .unwrap();
         let child = std::process::Command::new("mosquitto")
