@@ -253,22 +253,35 @@ impl Replica {
                 continue;
             }
             seq = seq.saturating_add(1);
-            let mut u = Update {
-                object: object.clone(),
-                prop,
-                value,
-                stamp: Stamp {
-                    wall_ms: 0,
-                    counter: 0,
-                    origin: self.origin,
-                },
-                seq,
-                sig: None,
+            let start = Stamp {
+                wall_ms: 0,
+                counter: 0,
+                origin: self.origin,
             };
-            self.sign_own(&mut u);
-            updates.push(u);
+            updates.push(self.own_update(object, prop, value, start, seq));
         }
         updates
+    }
+
+    /// One of our own updates, signed when a signer is set.
+    fn own_update(
+        &self,
+        object: &ObjectId,
+        prop: String,
+        value: Value,
+        stamp: Stamp,
+        seq: u64,
+    ) -> Update {
+        let mut u = Update {
+            object: object.clone(),
+            prop,
+            value,
+            stamp,
+            seq,
+            sig: None,
+        };
+        self.sign_own(&mut u);
+        u
     }
 
     fn prepare_with(
@@ -293,16 +306,8 @@ impl Replica {
                 continue;
             }
             seq = seq.saturating_add(1);
-            let mut u = Update {
-                object: object.clone(),
-                prop,
-                value,
-                stamp: clock.tick(wall_ms),
-                seq,
-                sig: None,
-            };
-            self.sign_own(&mut u);
-            updates.push(u);
+            let stamp = clock.tick(wall_ms);
+            updates.push(self.own_update(object, prop, value, stamp, seq));
         }
         updates
     }

@@ -249,19 +249,11 @@ impl Replica {
                     continue;
                 }
                 seq = seq.saturating_add(1);
-                let mut u = Update {
-                    object: id.clone(),
-                    prop: prop.clone(),
-                    value: r.value.clone(),
-                    stamp: crate::clock::Stamp {
-                        origin: self.origin,
-                        ..r.stamp
-                    },
-                    seq,
-                    sig: None,
+                let stamp = crate::clock::Stamp {
+                    origin: self.origin,
+                    ..r.stamp
                 };
-                self.sign_own(&mut u);
-                out.push(u);
+                out.push(self.own_update(id, prop.clone(), r.value.clone(), stamp, seq));
             }
         }
         out
