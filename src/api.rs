@@ -360,6 +360,11 @@ pub struct Reply {
     /// Why, for anything but `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `false` when the executor's disk refuses writes: the change is made (on the hardware
+    /// and in memory, and is written once the disk takes it) but not yet durable, so a crash
+    /// now would lose it. Absent when it is written as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persisted: Option<bool>,
 }
 
 #[cfg(test)]

@@ -37,6 +37,18 @@ fn a_full_disk_loses_nothing_and_says_which_file() {
             .lines()
             .any(|l| l.contains("cannot write the replica log") && l.contains("updates.log"))
     });
+    // The answer says so: done, not yet durable.
+    moves += 1;
+    let out = a.cli(&["move", "a-fan", &format!("attic-{moves}"), "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(reply["persisted"], false, "{reply}");
+    let out = a.cli(&["move", "a-fan", &format!("attic-{moves}")]);
+    assert!(
+        text(&out.stderr).contains("cannot write it to its disk yet"),
+        "{}",
+        text(&out.stderr)
+    );
     let attic = format!("attic-{moves}");
     assert_eq!(a.get("a-fan")["room"], attic, "the change is current here");
     // Not on disk, so not sent: a crash now must not leave peers holding what we lost.
@@ -60,6 +72,9 @@ fn a_full_disk_loses_nothing_and_says_which_file() {
             })
         },
     );
+    let out = a.cli(&["move", "a-light", "hall", "--json"]);
+    let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(reply.get("persisted").is_none(), "durable again: {reply}");
     a.kill9();
     a.restart();
     assert_eq!(a.get("a-fan")["room"], attic, "kept across a crash");

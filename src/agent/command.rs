@@ -252,7 +252,10 @@ impl Agent {
         result: Outcome,
         error: Option<String>,
     ) -> Reply {
+        // While the disk refuses writes, nothing this instance changes is durable.
+        let persisted = (result == Outcome::Ok && self.store.refusing()).then_some(false);
         Reply {
+            persisted,
             id,
             object: object.to_string(),
             result,

@@ -85,6 +85,9 @@ pub(super) fn send_set(object: &str, mut req: SetRequest, conn: &Conn) -> Exit {
         println!("{}", String::from_utf8_lossy(&bytes));
     }
     let by = reply.executed_by.as_deref().unwrap_or("?");
+    if reply.persisted == Some(false) {
+        eprintln!("warning: {object}: done, but {by} cannot write it to its disk yet (see its log); it is written once the disk takes it, and a crash before that loses it");
+    }
     match reply.result {
         Outcome::Ok => {
             if !conn.json {

@@ -450,6 +450,13 @@ impl Store {
         }
     }
 
+    /// Whether updates wait in memory because the disk refused them (or, at start-up, have
+    /// not been written yet); written updates that only wait for the event's fsync do not
+    /// count.
+    pub fn refusing(&self) -> bool {
+        self.pending_count > 0
+    }
+
     /// How many updates are not yet durable.
     pub fn pending(&self) -> usize {
         self.pending_count + self.unsynced_count
