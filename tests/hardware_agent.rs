@@ -443,3 +443,26 @@ fn a_raw_serial_device_is_a_byte_bridge() {
     let out = out.take(1);
     assert_eq!(out.first().map(String::as_str), Some("pimesh/modem pong"));
 }
+
+#[test]
+fn a_restored_relay_trusts_its_pin_after_a_restart_and_the_store_after_a_reboot() {
+    let config = "[board]\nbackend = \"sim\"\n[[relay]]\nid = \"lamp\"\npin = 19\n\
+                  power-on = \"restore\"\n";
+    let mut a = start_node("hall", config, &[]);
+    assert_eq!(a.get("lamp")["state"], "OFF");
+    // The lamp was switched on, and the store never took it (a full disk, then a crash):
+    // the pin holds ON, the store OFF. The machine did not reboot, so the pin is right.
+    a.kill9();
+    std::fs::write(a.pin_path(19), "1\n").unwrap();
+    a.restart();
+    assert_eq!(a.pin(19).as_deref(), Some("1"));
+    assert_eq!(a.get("lamp")["state"], "ON");
+    // After a reboot a pin holds its power-on default, not the relay's state: the store wins.
+    set(&a, "lamp", "off");
+    a.kill9();
+    std::fs::write(a.pin_path(19), "1\n").unwrap();
+    std::fs::write(a.dir.join("boot-id"), "another boot\n").unwrap();
+    a.restart();
+    assert_eq!(a.pin(19).as_deref(), Some("0"));
+    assert_eq!(a.get("lamp")["state"], "OFF");
+}

@@ -214,6 +214,9 @@ struct Agent {
     /// Claims of a peer's last sync page we refused, by peer, so its heartbeats showing the
     /// same claims do not start a sync after every beat.
     unjustified: HashMap<Uuid, crate::replica::VersionVector>,
+    /// The machine has not rebooted since the agent last ran here (same kernel boot id): an
+    /// output pin still holds what the agent left on it.
+    same_boot: bool,
     /// Our own address towards peers known by host name, looked up off the agent task so a
     /// slow DNS never holds up a heartbeat.
     resolved: HashMap<String, IpAddr>,
@@ -371,6 +374,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         unjustified: HashMap::new(),
         held: Vec::new(),
         resolved: HashMap::new(),
+        same_boot: runtime::same_boot(&data_dir),
         echoes: heapless::Deque::new(),
     };
     agent
@@ -465,12 +469,23 @@ impl Agent {
             .get(&cfg.id)
             .and_then(|o| o.text(model::STATE))
             .map(|s| s == model::ON);
-        let on = relay::power_on_state(cfg.power_on, recorded);
-        if cfg.power_on == PowerOn::Restore {
-            tracing::info!(object = %cfg.id, on, "restoring relay to its last state");
-        }
         let id = cfg.id.clone();
-        let relay = Relay::claim(gpio, cfg, on)?;
+        let (relay, on) = if cfg.power_on == PowerOn::Restore && self.same_boot {
+            // The agent restarted, the machine did not: the pin still holds the relay's real
+            // state, which the store may lack (a change a full disk never took, a crash).
+            let relay = Relay::claim_as_it_is(gpio, cfg)?;
+            let on = relay.is_on()?;
+            if Some(on) != recorded {
+                tracing::warn!(object = %id, on, recorded = ?recorded, "the relay's pin differs from the recorded state; keeping the pin's");
+            }
+            (relay, on)
+        } else {
+            let on = relay::power_on_state(cfg.power_on, recorded);
+            (Relay::claim(gpio, cfg, on)?, on)
+        };
+        if relay.config.power_on == PowerOn::Restore {
+            tracing::info!(object = %id, on, "restoring relay to its last state");
+        }
         self.relays.insert(id.clone(), relay);
         self.record(&id, vec![(model::STATE.into(), on_off(on).into())]);
         Ok(on)

@@ -20,6 +20,13 @@ impl Relay {
         Ok(Relay { config, pin })
     }
 
+    /// Claims the relay's pin at the level it already has, where the backend can know it
+    /// (rppal and sim keep an output's level across an agent restart); see [`Gpio::output`].
+    pub fn claim_as_it_is(gpio: &mut dyn Gpio, config: RelayConfig) -> Result<Relay, HalError> {
+        let pin = gpio.output(config.pin, None)?;
+        Ok(Relay { config, pin })
+    }
+
     /// Switches the relay on or off.
     pub fn switch(&mut self, on: bool) -> Result<(), HalError> {
         self.pin.write(on != self.config.active_low)
