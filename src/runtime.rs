@@ -129,6 +129,28 @@ impl RuntimeInfo {
     }
 }
 
+/// File in the data dir with the kernel boot id of the agent's last start.
+pub const BOOT_FILE: &str = "boot-id";
+
+/// Whether the machine is still in the boot the agent last started in (then output pins still
+/// hold what the agent left on them; after a reboot they hold their power-on defaults), and
+/// records the current boot. False when the kernel does not say.
+pub fn same_boot(dir: &Path) -> bool {
+    let now = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let path = dir.join(BOOT_FILE);
+    let before = std::fs::read_to_string(&path).ok();
+    let Some(now) = now else {
+        return false;
+    };
+    if let Err(e) = std::fs::write(&path, &now) {
+        tracing::warn!(file = %path.display(), error = %e, "cannot record the boot id; after the next restart, restored relays follow the store, not their pins");
+    }
+    before.is_some_and(|b| b.trim() == now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,26 +188,4 @@ mod tests {
             Err(RuntimeError::Stale { .. })
         ));
     }
-}
-
-/// File in the data dir with the kernel boot id of the agent's last start.
-pub const BOOT_FILE: &str = "boot-id";
-
-/// Whether the machine is still in the boot the agent last started in (then output pins still
-/// hold what the agent left on them; after a reboot they hold their power-on defaults), and
-/// records the current boot. False when the kernel does not say.
-pub fn same_boot(dir: &Path) -> bool {
-    let now = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty());
-    let path = dir.join(BOOT_FILE);
-    let before = std::fs::read_to_string(&path).ok();
-    let Some(now) = now else {
-        return false;
-    };
-    if let Err(e) = std::fs::write(&path, &now) {
-        tracing::warn!(file = %path.display(), error = %e, "cannot record the boot id; after the next restart, restored relays follow the store, not their pins");
-    }
-    before.is_some_and(|b| b.trim() == now)
 }
