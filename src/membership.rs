@@ -226,15 +226,11 @@ pub fn keys_from(
         if !id.is_system() || obj.is_deleted() {
             continue;
         }
-        let id = id.as_str();
-        if let Some(uuid) = id
-            .strip_prefix("_member-")
-            .and_then(|u| u.parse::<Uuid>().ok())
-        {
+        if let Some(uuid) = crate::replica::trust::member_of(id) {
             if let Some(key) = obj.text(KEY).and_then(public_key) {
                 members.insert(uuid, key);
             }
-        } else if let Some(name) = id.strip_prefix("_user-") {
+        } else if let Some(name) = id.as_str().strip_prefix("_user-") {
             if let Some(hash) = obj.text(HASH) {
                 users.insert(name.to_string(), hash.to_string());
             }

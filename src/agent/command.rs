@@ -81,17 +81,11 @@ impl Agent {
         let client_id = req.id.take();
         if let Some(own) = &client_id {
             let key = command_key(sender, object, own);
-            if self.pending.contains_key(&key) || self.is_queued(&key) {
-                if self.waiting.len() < MAX_WAITING {
-                    tracing::info!(%object, command = %own, "duplicate of a command in progress: answered when it completes");
-                    let waiter = super::forward::Waiter::Client {
-                        id: client_id.clone(),
-                        reply_to,
-                    };
-                    self.waiting.push((key, waiter));
-                } else {
-                    warn_limited!(self.warns, "waiting-full", %object, command = %own, "duplicate of a command in progress, and too many wait already: not answered");
-                }
+            let waiter = || super::forward::Waiter::Client {
+                id: client_id.clone(),
+                reply_to: reply_to.clone(),
+            };
+            if self.wait_if_in_progress(&key, waiter) {
                 return;
             }
             if let Some(mut earlier) = self.remembered(&key) {

@@ -78,6 +78,24 @@ pub(super) enum Waiter {
     Peer(Uuid),
 }
 
+impl Agent {
+    /// If the command known as `key` is in progress here (forwarded and pending, or queued on
+    /// its hardware), the `waiter` made by `make` gets its answer when it completes (at most
+    /// [`MAX_WAITING`](super::command::MAX_WAITING) wait) and this returns true.
+    pub(super) fn wait_if_in_progress(&mut self, key: &str, make: impl FnOnce() -> Waiter) -> bool {
+        if !self.pending.contains_key(key) && !self.is_queued(key) {
+            return false;
+        }
+        if self.waiting.len() < super::command::MAX_WAITING {
+            tracing::info!(command = %key, "duplicate of a command in progress: answered when it completes");
+            self.waiting.push((key.to_string(), make()));
+        } else {
+            warn_limited!(self.warns, "waiting-full", command = %key, "duplicate of a command in progress, and too many wait already: not answered");
+        }
+        true
+    }
+}
+
 /// A command sent to another instance, waiting for its answer.
 #[derive(Debug)]
 pub(super) struct Pending {
@@ -248,12 +266,9 @@ impl Agent {
             let reply = self.reply(&shown, id, Outcome::Rejected, Some(why));
             return self.respond(origin, reply).await;
         }
-        if self.pending.contains_key(&fwd.id) || self.is_queued(&fwd.id) {
-            // Sent again (through another instance, or after its sender's timeout): it gets
-            // the answer when the command completes.
-            if self.waiting.len() < super::command::MAX_WAITING {
-                self.waiting.push((fwd.id, Waiter::Peer(sender)));
-            }
+        // Sent again (through another instance, or after its sender's timeout): it gets the
+        // answer when the command completes.
+        if self.wait_if_in_progress(&fwd.id, || Waiter::Peer(sender)) {
             return;
         }
         if let Some(earlier) = self.remembered(&fwd.id) {

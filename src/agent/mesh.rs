@@ -37,11 +37,8 @@ impl Agent {
             tokio::spawn(async move {
                 let found = tokio::net::lookup_host((name.as_str(), port)).await;
                 let target = found.ok().and_then(|mut a| a.next());
-                let local = tokio::task::spawn_blocking(move || {
-                    target.and_then(|t| local_ip_towards(t.ip(), t.port()))
-                })
-                .await;
-                if let Ok(Some(ip)) = local {
+                // Only the lookup can take long; this is a local socket call.
+                if let Some(ip) = target.and_then(|t| local_ip_towards(t.ip(), t.port())) {
                     let _ = tx.send(super::Internal::Resolved(name, ip));
                 }
             });

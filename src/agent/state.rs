@@ -61,8 +61,8 @@ impl Agent {
     /// Makes the store agree with the config about which objects this instance holds:
     /// configured objects exist and carry our claim; room, position (and a virtual object's
     /// state) are where an object starts, written so that any value the mesh already holds
-    /// wins, also on a new or rebuilt instance whose store is empty; objects we claimed that left the config lose our claim
-    /// and, when nobody else claims them, are deleted.
+    /// wins, also on a new or rebuilt instance whose store is empty; objects we claimed that
+    /// left the config lose our claim and, when nobody else claims them, are deleted.
     pub(super) fn reconcile_objects(&mut self, config: &Config) {
         let mut configured = Vec::new();
         let objects = config
@@ -315,15 +315,11 @@ impl Agent {
             registers = updates.len(),
             "signing the values kept from before signatures existed, as this instance's own"
         );
-        if let Err(e) = self.store.queue(&updates) {
-            tracing::error!(error = %e, queued = self.store.pending(), "state not saved yet; will retry");
+        // They come object by object; each object's go the way of any local change.
+        for group in updates.chunk_by(|a, b| a.object == b.object) {
+            let id = group[0].object.clone();
+            self.record_prepared(&id, group.to_vec(), None);
         }
-        let now = clock::now_ms();
-        for u in &updates {
-            self.replica.apply(u, now);
-            self.dirty.insert(u.object.clone());
-        }
-        self.unsaved.extend(updates);
     }
 
     /// Our version vector as peers may see it: our own entry stops below the first of our
