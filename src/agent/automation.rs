@@ -86,7 +86,7 @@ impl Agent {
                 // The reset between two identical press events is not an event.
                 continue;
             }
-            for (rule_id, rule) in self.replica.objects() {
+            for (rule_id, rule) in self.node.replica().objects() {
                 let matches = !rule.is_deleted()
                     && rule.text(model::KIND) == Some("automation")
                     && rule.text(WHEN) == Some(u.object.as_str())

@@ -123,7 +123,7 @@ impl Agent {
         };
         let Some(oid) = ObjectId::new(object)
             .ok()
-            .filter(|oid| self.replica.get(oid).is_some_and(|o| !o.is_deleted()))
+            .filter(|oid| self.replica().get(oid).is_some_and(|o| !o.is_deleted()))
         else {
             let reply = reject(self, format!("unknown object {object:?}"));
             return self.respond(origin, reply).await;
@@ -133,10 +133,10 @@ impl Agent {
             let reply = self.execute_local(&oid, &req, &id);
             return self.respond(origin, reply).await;
         }
-        let (kind, holders, now_on) = match self.replica.get(&oid) {
+        let (kind, holders, now_on) = match self.replica().get(&oid) {
             Some(obj) => (
                 obj.text(model::KIND).unwrap_or("object").to_string(),
-                claimants(&self.replica, obj),
+                claimants(self.replica(), obj),
                 obj.text(model::STATE) == Some(model::ON),
             ),
             None => ("object".to_string(), Vec::new(), false),
@@ -198,7 +198,7 @@ impl Agent {
     /// only ever touched when this instance holds it, whatever routed the command here.
     pub(super) fn execute_local(&mut self, id: &ObjectId, req: &SetRequest, cmd: &str) -> Reply {
         let object = id.as_str();
-        let Some(obj) = self.replica.get(id).filter(|o| !o.is_deleted()) else {
+        let Some(obj) = self.replica().get(id).filter(|o| !o.is_deleted()) else {
             return self.reply(
                 object,
                 Some(cmd.into()),
@@ -206,7 +206,7 @@ impl Agent {
                 Some(format!("unknown object {object:?}")),
             );
         };
-        let mine = claimants(&self.replica, obj).contains(&self.uuid);
+        let mine = claimants(self.replica(), obj).contains(&self.uuid);
         let kind = obj.text(model::KIND).unwrap_or("object").to_string();
         let current_on = obj.text(model::STATE) == Some(model::ON);
         let mut props: Vec<(String, Value)> = Vec::new();
@@ -314,7 +314,8 @@ impl Agent {
             return;
         };
         let objects = self
-            .replica
+            .node
+            .replica()
             .objects()
             .filter(|(id, o)| !o.is_deleted() && !id.is_system())
             .map(|(id, _)| self.state_json(id))

@@ -143,7 +143,7 @@ impl Agent {
             object: object.to_string(),
             request: req.clone(),
             onward,
-            clock: Some(self.replica.clock()),
+            clock: Some(self.replica().clock()),
         };
         let payload = serde_json::to_vec(&msg).unwrap_or_default();
         self.pending.insert(
@@ -214,7 +214,7 @@ impl Agent {
                 self.answer(reply_to.as_ref(), reply).await
             }
             Origin::Peer { sender } => {
-                if !self.unsaved.is_empty() && self.resolved_by_receiver(&reply.object) {
+                if self.node.has_unsaved() && self.resolved_by_receiver(&reply.object) {
                     self.deferred.push((sender, reply));
                 } else {
                     self.send_forward_reply(sender, reply).await;
@@ -235,14 +235,14 @@ impl Agent {
     fn resolved_by_receiver(&self, object: &str) -> bool {
         ObjectId::new(object)
             .ok()
-            .and_then(|o| self.replica.get(&o))
+            .and_then(|o| self.replica().get(&o))
             .and_then(|o| o.text(model::KIND))
             == Some("virtual")
     }
 
     /// Sends the answer to a forwarded command, with our durable updates not yet streamed.
     pub(super) async fn send_forward_reply(&mut self, sender: Uuid, reply: Reply) {
-        let updates = self.outbox.clone();
+        let updates = self.node.outbox().to_vec();
         let payload = serde_json::to_vec(&ForwardReply { reply, updates }).unwrap_or_default();
         let topic = self.topics.answer(self.uuid, sender);
         if let Err(e) = self
@@ -308,7 +308,8 @@ impl Agent {
         crate::api::check(&fwd.request).map_err(|e| e.to_string())?;
         if let Some(stamp) = &fwd.clock {
             let now = crate::clock::now_ms();
-            self.replica
+            self.node
+                .replica_mut()
                 .observe(stamp, now)
                 .map_err(|e| e.to_string())?;
         }
@@ -351,7 +352,7 @@ impl Agent {
             }
             let kind = ObjectId::new(&p.object)
                 .ok()
-                .and_then(|o| self.replica.get(&o))
+                .and_then(|o| self.replica().get(&o))
                 .and_then(|o| o.text(model::KIND).map(str::to_string));
             if kind.as_deref() == Some("virtual") {
                 tracing::info!(command = %id, "executor went offline before answering; trying the next instance");
@@ -368,7 +369,7 @@ impl Agent {
                 );
                 let mut reply = self.reply(&p.object, Some(id), Outcome::Unknown, Some(why));
                 reply.state = ObjectId::new(&p.object).ok().and_then(|o| {
-                    self.replica
+                    self.replica()
                         .get(&o)
                         .map(|obj| crate::api::state_json(&o, obj))
                 });

@@ -43,10 +43,10 @@ impl Agent {
         cmd: &str,
         origin: Origin,
     ) {
-        let ours = self.replica.get(id).is_some_and(|o| {
+        let ours = self.replica().get(id).is_some_and(|o| {
             !o.is_deleted()
                 && o.text(model::KIND) == Some("relay")
-                && claimants(&self.replica, o).contains(&self.uuid)
+                && claimants(self.replica(), o).contains(&self.uuid)
         });
         if ours && req.state.is_some() && self.relays.contains_key(id) {
             return self.command_relay(id, req, cmd, origin).await;
@@ -230,7 +230,8 @@ impl Agent {
                     let word = press.as_str();
                     tracing::info!(object = %id, press = word, "button pressed");
                     let repeated = self
-                        .replica
+                        .node
+                        .replica()
                         .get(&id)
                         .and_then(|o| o.text(EVENT))
                         .is_some_and(|last| last == word);

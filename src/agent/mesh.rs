@@ -4,11 +4,11 @@
 
 use super::{Agent, PeerLink};
 use crate::clock;
+use crate::mesh::node::{Msg, Now};
 use crate::mesh::peers::{Change, Identified};
-use crate::mesh::proto::{check_count, Batch, Beat, Hello, Kind, SyncPage, SyncReq, BATCH, PAGE};
+use crate::mesh::proto::{Batch, Beat, Hello, Kind, SyncPage, SyncReq};
 use crate::mqtt::{Link, LinkEvent, LinkOptions, Qos};
 use crate::ratelimit::warn_limited;
-use crate::replica::MAX_SEQ;
 use rumqttc::LastWill;
 use std::net::{IpAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -132,7 +132,7 @@ impl Agent {
             LinkEvent::Subscribed => {
                 if std::mem::take(&mut pl.sync_on_suback) {
                     if let Some(uuid) = self.peers.uuid_at(addr) {
-                        self.start_sync(uuid).await;
+                        self.node.link_ready(uuid, Now::real());
                     }
                 }
             }
@@ -181,64 +181,25 @@ impl Agent {
                         self.peers
                             .heard(uuid, Some(&beat.name), Instant::now(), clock::now_ms());
                     self.on_changes(changes).await;
-                    if let Some(&own) = beat.vv.get(&uuid).filter(|s| **s <= MAX_SEQ) {
-                        self.announced.insert(uuid, own);
-                    }
-                    // Claims of this peer we already refused start no new sync.
-                    let refused = self.unjustified.get(&uuid);
-                    let ahead = beat.vv.iter().any(|(origin, seq)| {
-                        *seq > self
-                            .replica
-                            .version_vector()
-                            .get(origin)
-                            .copied()
-                            .unwrap_or(0)
-                            && *seq <= MAX_SEQ
-                            && refused.and_then(|r| r.get(origin)) != Some(seq)
-                    });
-                    if ahead {
-                        self.start_sync(uuid).await;
-                    }
+                    self.node.receive(uuid, Msg::Beat(beat), Now::real());
                 }
                 Err(e) => bad("heartbeat", &e),
             },
             Kind::Updates => match serde_json::from_slice::<Batch>(payload) {
-                Ok(batch) if check_count("an update batch", &batch.updates, BATCH).is_err() => {
-                    if let Err(e) = check_count("an update batch", &batch.updates, BATCH) {
-                        bad("update batch", &e);
-                    }
-                }
                 Ok(batch) => {
-                    let (own, forged): (Vec<_>, Vec<_>) = batch
-                        .updates
-                        .into_iter()
-                        .partition(|u| u.stamp.origin == uuid);
-                    if !forged.is_empty() {
-                        warn_limited!(self.warns, "foreign-origin", peer = %addr, count = forged.len(), "dropping updates a peer sent for another origin");
-                    }
                     let changes = self
                         .peers
                         .heard(uuid, None, Instant::now(), clock::now_ms());
                     self.on_changes(changes).await;
-                    if !self.apply_remote(&own).gaps.is_empty() && !self.syncs.contains_key(&uuid) {
-                        tracing::info!(peer = %addr, "gap in the live stream (messages lost); syncing");
-                        self.start_sync(uuid).await;
-                    }
+                    self.node.receive(uuid, Msg::Updates(batch), Now::real());
                 }
                 Err(e) => bad("update batch", &e),
             },
             Kind::Answer(to) if to == self.uuid => {
                 match serde_json::from_slice::<crate::mesh::proto::ForwardReply>(payload) {
                     Ok(answer) => {
-                        // Only the executor's own updates, and no more than a page; a gap
-                        // they open is filled by its live stream, which carries them too.
-                        let own: Vec<_> = answer
-                            .updates
-                            .into_iter()
-                            .filter(|u| u.stamp.origin == uuid)
-                            .take(PAGE)
-                            .collect();
-                        self.apply_remote(&own);
+                        self.node.receive_answer(uuid, answer.updates, Now::real());
+                        self.persist();
                         self.on_forward_reply(uuid, answer.reply).await
                     }
                     Err(e) => bad("answer", &e),
@@ -246,10 +207,7 @@ impl Agent {
             }
             Kind::SyncPage(requester) if requester == self.uuid => {
                 match serde_json::from_slice::<SyncPage>(payload) {
-                    Ok(page) => match check_count("a sync page", &page.updates, PAGE) {
-                        Ok(()) => self.on_sync_page(uuid, page).await,
-                        Err(e) => bad("sync page", &e),
-                    },
+                    Ok(page) => self.node.receive(uuid, Msg::SyncPage(page), Now::real()),
                     Err(e) => bad("sync page", &e),
                 }
             }
@@ -280,8 +238,7 @@ impl Agent {
                 }
             },
             Kind::SyncReq => match serde_json::from_slice::<SyncReq>(payload) {
-                Ok(req) if req.to == self.uuid => self.answer_sync(uuid, req).await,
-                Ok(_) => {}
+                Ok(req) => self.node.receive(uuid, Msg::SyncReq(req), Now::real()),
                 Err(e) => {
                     warn_limited!(self.warns, "malformed-own-mesh-message", %topic, error = %e, "ignoring a malformed sync request")
                 }
@@ -304,7 +261,7 @@ impl Agent {
             self.publish_owner_hello().await;
             return;
         }
-        if self.replica.is_retired(hello.uuid) {
+        if self.replica().is_retired(hello.uuid) {
             warn_limited!(self.warns, "retired-peer", peer = %addr, uuid = %hello.uuid, "that broker belongs to an instance that was forgotten; not linking to it");
             self.drop_link(addr);
             return;
@@ -435,16 +392,7 @@ impl Agent {
 
     /// Every heartbeat: tell peers we are alive and what we hold; notice silent peers.
     pub(super) async fn on_beat(&mut self) {
-        let beat = Beat {
-            name: self.name.clone(),
-            vv: self.shareable_version_vector(),
-        };
-        let payload = serde_json::to_vec(&beat).unwrap_or_default();
-        let topic = self.topics.beat(self.uuid);
-        let _ = self
-            .link
-            .publish(&topic, Qos::AtMostOnce, false, payload)
-            .await;
+        self.node.beat(Now::real());
         let now = Instant::now();
         let changes = self.peers.expire(now);
         self.on_changes(changes).await;
@@ -457,9 +405,8 @@ impl Agent {
         for (site, suppressed) in self.warns.flush(now) {
             tracing::warn!(site, suppressed, "similar warnings were suppressed");
         }
-        self.expire_syncs();
         self.expire_pending().await;
-        if !self.unsaved.is_empty() || self.store.pending() > 0 {
+        if self.node.has_unsaved() || self.store.pending() > 0 {
             self.flush_store();
         }
     }
@@ -476,17 +423,17 @@ impl Agent {
                 tracing::info!(peer = %name, %uuid, "peer online");
             } else {
                 tracing::warn!(peer = %name, %uuid, "peer offline");
-                self.syncs.remove(&uuid);
+                self.node.peer_offline(uuid);
                 self.executor_gone(uuid).await;
             }
             self.publish_status(uuid, online).await;
             let held: Vec<_> = self
-                .replica
+                .replica()
                 .objects()
-                .filter(|(_, o)| super::state::claimants(&self.replica, o).contains(&uuid))
+                .filter(|(_, o)| super::state::claimants(self.replica(), o).contains(&uuid))
                 .map(|(id, _)| id.clone())
                 .collect();
-            self.dirty.extend(held);
+            self.node.mark_dirty(held);
         }
     }
 

@@ -14,10 +14,11 @@ mod automation;
 mod command;
 mod forward;
 mod hardware;
+mod join;
 mod mesh;
 mod serial;
+mod start;
 mod state;
-mod sync;
 
 use crate::api;
 use crate::broker::local::{LocalEvent, LocalLink};
@@ -25,6 +26,7 @@ use crate::broker::{self, PortChoice};
 use crate::config::{Config, InputConfig, PowerOn, RelayConfig};
 use crate::hal;
 use crate::identity;
+use crate::mesh::node::Node;
 use crate::mesh::peers::{Peers, BEAT_MS};
 use crate::mesh::proto::Topics;
 use crate::model::{self, ObjectId};
@@ -32,7 +34,7 @@ use crate::mqtt::{Link, LinkEvent, Qos};
 use crate::plugins::press::{PressDetector, PressTimer};
 use crate::plugins::relay_bank::{RelayBank, RelaySpec, Timer};
 use crate::plugins::{relay, Input, Relay};
-use crate::replica::{Replica, Store, Update};
+use crate::replica::Store;
 use crate::runtime::{self, RuntimeInfo};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -120,8 +122,8 @@ struct Agent {
     port: u16,
     /// The address our broker is bound to (unspecified = every interface).
     bind: IpAddr,
-    /// The in-memory replicated store.
-    replica: Replica,
+    /// The replication protocol and the replicated house, without I/O.
+    node: Node,
     /// The store's files.
     store: Store,
     /// Relays this instance holds, by object id.
@@ -147,13 +149,6 @@ struct Agent {
     /// Answers to recently executed commands by command id, so a retried command is
     /// answered again instead of executed again.
     recent: heapless::Deque<(String, api::Reply), 256>,
-    /// Objects whose public state must be republished after the current event.
-    dirty: BTreeSet<ObjectId>,
-    /// Our own updates, durable on disk, not yet sent on the live stream.
-    outbox: Vec<Update>,
-    /// Our own updates the disk has not taken yet: they go out once it has, so a crash can
-    /// never make us reuse a seq a peer already holds.
-    unsaved: Vec<Update>,
     /// Forwarded answers waiting for this event's fsync to carry its updates, by sender.
     deferred: Vec<(Uuid, api::Reply)>,
     /// Who is in the mesh and alive.
@@ -162,12 +157,6 @@ struct Agent {
     links: HashMap<String, PeerLink>,
     /// Sender the peer links' forwarders use.
     mesh_tx: mpsc::Sender<(String, LinkEvent)>,
-    /// Syncs in progress, by the peer answering them.
-    syncs: HashMap<Uuid, sync::SyncState>,
-    /// Sync rounds we are answering, by requester.
-    serving: HashMap<Uuid, sync::Serving>,
-    /// Counter giving every sync its own round number.
-    rounds: u64,
     /// Where the identity, store and secrets live.
     data_dir: PathBuf,
     /// This instance's signing key: proves membership, signs join answers.
@@ -208,20 +197,12 @@ struct Agent {
     advertise: Option<(PathBuf, RuntimeInfo)>,
     /// Rate limits of the warnings that input from the network can trigger.
     warns: crate::ratelimit::WarnLimit,
-    /// Each linked peer's count of its own updates, from its heartbeat: how far a sync page
-    /// may raise our version vector for that origin (see `sync.rs`).
-    announced: crate::replica::VersionVector,
-    /// Claims of a peer's last sync page we refused, by peer, so its heartbeats showing the
-    /// same claims do not start a sync after every beat.
-    unjustified: HashMap<Uuid, crate::replica::VersionVector>,
     /// The machine has not rebooted since the agent last ran here (same kernel boot id): an
     /// output pin still holds what the agent left on it.
     same_boot: bool,
     /// Our own address towards peers known by host name, looked up off the agent task so a
     /// slow DNS never holds up a heartbeat.
     resolved: HashMap<String, IpAddr>,
-    /// Remote updates signed by a member whose record has not arrived yet (see `state.rs`).
-    held: Vec<Update>,
     /// Hashes of the retained payloads we published lately, so our own echo of an older
     /// value is told apart from someone else overwriting it (see `state.rs`).
     echoes: heapless::Deque<u64, 256>,
@@ -239,225 +220,14 @@ struct PeerLink {
     refused: bool,
 }
 
-/// Runs the agent until `cancel` fires or a fatal error happens.
-pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), AgentError> {
-    let data_dir = settings.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).map_err(|source| identity::IdentityError::DataDir {
-        dir: data_dir.clone(),
-        source,
-    })?;
-    let _lock = runtime::lock(&data_dir)?;
-    let uuid = identity::load_or_create(&data_dir)?;
-    let (store, mut replica) = Store::open(&data_dir.join("store"), uuid)?;
-    replica.set_max_clock_ahead(settings.config.mesh.max_clock_ahead_ms);
-    let base = settings.config.base_topic.clone();
-
-    let local_secret = crate::secret::local_password(&data_dir)?;
-    let key = crate::secret::instance_key(&data_dir)?;
-    replica.set_signer(key.clone());
-    let mesh = match crate::membership::MeshFile::load(&data_dir)? {
-        Some(m) => m,
-        None => {
-            // A new instance founds a mesh of its own; an invitation moves it to another.
-            let m = crate::membership::MeshFile {
-                mesh: Uuid::new_v4(),
-                joined_with: None,
-            };
-            m.save(&data_dir)?;
-            m
-        }
-    };
-    let tls_names = crate::tls::Names::of_this_host(uuid, settings.bind);
-    let tls = crate::tls::Material::load(&data_dir, &tls_names)?;
-    let join = match settings.config.mesh.join.as_deref() {
-        Some(text) => {
-            let token = crate::membership::Token::decode(text)
-                .map_err(|e| AgentError::Join(e.to_string()))?;
-            admin::needs_join(&mesh, &tls.ca.fingerprint(), &token).then_some(token)
-        }
-        None => None,
-    };
-    let broker_cfg = &settings.config.broker;
-    if broker_cfg.allow_anonymous {
-        tracing::warn!("[broker] allow-anonymous is on: any client that reaches the broker can switch relays without a password; use it in a lab only");
-    }
-    let auth = crate::door::auth::Auth::new(crate::door::auth::Keys {
-        mesh: mesh.mesh,
-        local_secret,
-        allow_anonymous: broker_cfg.allow_anonymous,
-        ..Default::default()
-    });
-    let broker = broker::start(broker::BrokerOptions {
-        bind: settings.bind,
-        choice: settings.port,
-        mqtt5: settings.mqtt5_port,
-        plaintext: broker_cfg.plaintext,
-        tls_port: settings.tls_port,
-        tls: tls.server_config()?,
-        segments: (broker_cfg.segment_bytes, broker_cfg.segment_count),
-        client_id: format!("pimesh-agent-{uuid}"),
-        base: base.clone(),
-        auth: auth.clone(),
-        limits: crate::door::Limits {
-            max_retained_topics: broker_cfg.max_retained,
-            ..Default::default()
-        },
-        stop: cancel.child_token(),
-    })?;
-    let mut broker = broker;
-    let mesh_port = match (settings.config.mesh.tls, broker.port) {
-        (false, Some(plain)) => plain,
-        _ => broker.tls_port,
-    };
-    let mesh_tls = if settings.config.mesh.tls {
-        Some(tls.mesh_client_config()?)
-    } else {
-        None
-    };
-    let mut gpio = hal::open(settings.config.board.backend, &data_dir)?;
-    let Some((link, mut link_rx)) = broker.local.take() else {
-        return Err(AgentError::BrokerDied);
-    };
-    let (internal, mut internal_rx) = mpsc::unbounded_channel();
-    let (mesh_tx, mut mesh_rx) = mpsc::channel(1024);
-    let mut agent = Agent {
-        uuid,
-        name: settings.name.clone(),
-        topics: Topics { base: base.clone() },
-        base,
-        port: mesh_port,
-        bind: settings.bind,
-        replica,
-        store,
-        relays: BTreeMap::new(),
-        bank: RelayBank::new(settings.config.relays.iter().map(RelaySpec::from).collect()),
-        queued: HashMap::new(),
-        inputs: Vec::new(),
-        presses: Vec::new(),
-        serials: BTreeMap::new(),
-        channels: BTreeMap::new(),
-        in_flight: BTreeSet::new(),
-        link,
-        internal,
-        recent: heapless::Deque::new(),
-        dirty: BTreeSet::new(),
-        outbox: Vec::new(),
-        unsaved: Vec::new(),
-        deferred: Vec::new(),
-        peers: Peers::new(uuid, &settings.name),
-        links: HashMap::new(),
-        mesh_tx,
-        syncs: HashMap::new(),
-        serving: HashMap::new(),
-        rounds: 0,
-        invitations: admin::load_invitations(&data_dir),
-        data_dir: data_dir.clone(),
-        key,
-        mesh: std::sync::Arc::new(std::sync::Mutex::new(mesh.mesh)),
-        auth,
-        tls,
-        tls_names,
-        door_tls: broker.door.tls.clone(),
-        mesh_tls,
-        keys_dirty: false,
-        join,
-        last_hello: None,
-        pending: HashMap::new(),
-        waiting: Vec::new(),
-        rr: Default::default(),
-        rr_jobs: Default::default(),
-        jobs: Vec::new(),
-        running: false,
-        advertise: None,
-        warns: Default::default(),
-        announced: Default::default(),
-        unjustified: HashMap::new(),
-        held: Vec::new(),
-        resolved: HashMap::new(),
-        same_boot: runtime::same_boot(&data_dir),
-        echoes: heapless::Deque::new(),
-    };
-    agent
-        .peers
-        .set_stale_after(settings.config.mesh.stale_after_ms);
-    agent.reconcile_objects(&settings.config);
-    agent.record_self_as_member();
-    agent.adopt_unsigned();
-    let mut claimed = Vec::new();
-    for cfg in &settings.config.relays {
-        let on = agent.claim_relay(gpio.as_mut(), cfg.clone())?;
-        claimed.push((cfg.id.clone(), on, agent.on_for(&cfg.id)));
-    }
-    let start = agent.bank.start(&claimed, std::time::Instant::now());
-    agent.perform(start).await;
-    for cfg in &settings.config.inputs {
-        agent.claim_input(gpio.as_mut(), cfg.clone())?;
-    }
-    let (serial_tx, mut serial_rx) = mpsc::unbounded_channel();
-    agent.start_serials(&settings.config.serials, &serial_tx, &cancel);
-    agent.flush_store();
-    for peer in &settings.config.mesh.peers {
-        agent.connect_peer(peer);
-    }
-    if let Some(token) = agent.join.clone() {
-        tracing::info!(mesh = %token.mesh, "joining the mesh of the invitation");
-        let request = crate::membership::JoinRequest {
-            uuid,
-            name: agent.name.clone(),
-            key: crate::secret::to_hex(agent.key.verifying_key().as_bytes()),
-            tls: false,
-        };
-        let tx = agent.internal.clone();
-        let (base, stop) = (agent.base.clone(), cancel.child_token());
-        let peers = settings.config.mesh.peers.clone();
-        tokio::spawn(async move {
-            let result = admin::join(token, peers, request, base, stop).await;
-            let _ = tx.send(Internal::Joined(result));
-        });
-    }
-    agent.running = true;
-
-    let info = RuntimeInfo {
-        pid: std::process::id(),
-        uuid,
-        name: agent.name.clone(),
-        port: broker.port,
-        mqtt5_port: broker.port5,
-        tls_port: Some(broker.tls_port),
-        base_topic: agent.base.clone(),
-    };
-    agent.advertise = Some((data_dir.clone(), info));
-    agent.on_link_up().await;
-
-    let mut beat = tokio::time::interval(Duration::from_millis(BEAT_MS));
-    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let result = loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break Ok(()),
-            ev = link_rx.recv() => {
-                if !agent.on_link(ev).await {
-                    break Err(AgentError::BrokerDied);
-                }
-            }
-            Some((addr, ev)) = mesh_rx.recv() => agent.on_peer_link(&addr, ev).await,
-            Some(ev) = internal_rx.recv() => agent.on_internal(ev).await,
-            Some(ev) = serial_rx.recv() => agent.on_serial(ev).await,
-            _ = beat.tick() => agent.on_beat().await,
-        }
-        // Durable before any automation job goes out: a job's id is derived from the
-        // triggering update's sequence number, which must never be reused.
-        agent.commit().await;
-        agent.run_jobs().await;
-        agent.commit().await;
-        agent.publish_pending().await;
-    };
-    agent.shut_down().await;
-    RuntimeInfo::remove(&data_dir);
-    drop(gpio);
-    result
-}
+pub use start::run;
 
 impl Agent {
+    /// The replicated house.
+    fn replica(&self) -> &crate::replica::Replica {
+        self.node.replica()
+    }
+
     /// Claims a relay's pin and applies its power-on policy; returns the state it is in.
     fn claim_relay(
         &mut self,
@@ -465,7 +235,8 @@ impl Agent {
         cfg: RelayConfig,
     ) -> Result<bool, hal::HalError> {
         let recorded = self
-            .replica
+            .node
+            .replica()
             .get(&cfg.id)
             .and_then(|o| o.text(model::STATE))
             .map(|s| s == model::ON);
@@ -494,7 +265,11 @@ impl Agent {
     /// How long relay `id` has been on, from the stamp of its recorded `ON` (zero when off, or
     /// when the clock says the stamp is in the future — a Pi without a clock before NTP).
     fn on_for(&self, id: &ObjectId) -> Duration {
-        let Some(register) = self.replica.get(id).and_then(|o| o.props.get(model::STATE)) else {
+        let Some(register) = self
+            .replica()
+            .get(id)
+            .and_then(|o| o.props.get(model::STATE))
+        else {
             return Duration::ZERO;
         };
         if register.value.as_text() != Some(model::ON) {
@@ -549,8 +324,8 @@ impl Agent {
         self.publish_status(self.uuid, true).await;
         self.last_hello = None;
         self.publish_owner_hello().await;
-        let ids: Vec<ObjectId> = self.replica.objects().map(|(id, _)| id.clone()).collect();
-        self.dirty.extend(ids);
+        let ids: Vec<ObjectId> = self.replica().objects().map(|(id, _)| id.clone()).collect();
+        self.node.mark_dirty(ids);
     }
 
     /// Handles an event of the link to our own broker; false when the link is gone.
@@ -562,7 +337,7 @@ impl Agent {
                     if let Err(e) = info.write(&dir) {
                         tracing::error!(error = %e, "cannot write the runtime file; local tools will not find this agent");
                     }
-                    tracing::info!(name = %self.name, uuid = %self.uuid, port = info.port, mqtt5_port = info.mqtt5_port, tls_port = info.tls_port, objects = self.replica.len(), "pimesh agent running");
+                    tracing::info!(name = %self.name, uuid = %self.uuid, port = info.port, mqtt5_port = info.mqtt5_port, tls_port = info.tls_port, objects = self.replica().len(), "pimesh agent running");
                 }
             }
             LocalEvent::Message {

@@ -61,7 +61,7 @@ impl Agent {
         cmd: &str,
         origin: Origin,
     ) -> Option<Origin> {
-        let Some(obj) = self.replica.get(id).filter(|o| !o.is_deleted()) else {
+        let Some(obj) = self.replica().get(id).filter(|o| !o.is_deleted()) else {
             return Some(origin);
         };
         let handle = self
@@ -72,7 +72,7 @@ impl Agent {
             return Some(origin);
         };
         if obj.text(model::KIND) != Some(CHANNEL_KIND)
-            || !claimants(&self.replica, obj).contains(&self.uuid)
+            || !claimants(self.replica(), obj).contains(&self.uuid)
         {
             return Some(origin);
         }

@@ -6,30 +6,15 @@
 //! overwrite each other, so two instances configuring the same object id both see the
 //! conflict instead of one silently winning.
 
-use super::{Agent, Update};
+use super::Agent;
 use crate::api;
-use crate::clock;
 use crate::config::Config;
-use crate::mesh::proto::{Batch, BATCH};
+use crate::mesh::node::{Msg, Now, Send};
 use crate::model::{self, ObjectId, Value};
 use crate::mqtt::Qos;
 use crate::ratelimit::warn_limited;
 use crate::replica::Object;
-use std::collections::BTreeSet;
 use uuid::Uuid;
-
-/// Updates held until their signer's member record arrives, at most.
-const MAX_HELD: usize = 16_384;
-
-/// What applying a peer's updates found.
-#[derive(Debug, Default)]
-pub(super) struct Received {
-    /// Origins with a gap in their sequence, for the mesh to repair.
-    pub(super) gaps: BTreeSet<Uuid>,
-    /// The (origin, seq) of every update refused or still held: a sync must not claim to hold
-    /// them.
-    pub(super) refused: BTreeSet<(Uuid, u64)>,
-}
 
 /// The claim property of instance `uuid`.
 pub fn claim_prop(uuid: Uuid) -> String {
@@ -116,12 +101,13 @@ impl Agent {
             self.record(&a.id, super::automation::rule_props(a));
         }
         let gone: Vec<(ObjectId, bool)> = self
-            .replica
+            .node
+            .replica()
             .objects()
             .filter(|(id, o)| {
-                claimants(&self.replica, o).contains(&self.uuid) && !configured.contains(id)
+                claimants(self.replica(), o).contains(&self.uuid) && !configured.contains(id)
             })
-            .map(|(id, o)| (id.clone(), claimants(&self.replica, o).len() == 1))
+            .map(|(id, o)| (id.clone(), claimants(self.replica(), o).len() == 1))
             .collect();
         for (id, last_claim) in gone {
             tracing::info!(object = %id, "object no longer in the config: releasing it");
@@ -133,7 +119,7 @@ impl Agent {
         }
     }
 
-    /// Records local changes of one object: hand them to the disk, then apply. Returns
+    /// Records local changes of one object: apply them and hand them to the disk. Returns
     /// whether anything changed. The fsync comes once per event, in [`Agent::commit`]: the
     /// records are in the kernel at once (a killed process loses none), and our updates only
     /// leave for peers once they are durable, so a power cut can never make us reuse a
@@ -155,82 +141,56 @@ impl Agent {
     /// Records where an object starts, from the config: only properties it has no value for
     /// yet, and so that any value the mesh holds wins ([`crate::replica::Replica::prepare_initial`]).
     fn record_initial(&mut self, id: &ObjectId, props: Vec<(String, Value)>) {
-        let updates = self.replica.prepare_initial(id, props);
-        self.record_prepared(id, updates, None);
+        self.node.record_initial(id, props, Now::real());
+        self.persist();
     }
 
     fn record_with(&mut self, id: &ObjectId, props: Vec<(String, Value)>, touch: bool) -> bool {
-        let now = clock::now_ms();
-        let updates = if touch {
-            self.replica.prepare_touching(id, props, now)
-        } else {
-            self.replica.prepare(id, props, now)
-        };
-        if updates.is_empty() {
+        let Some(changes) = self.node.record(id, props, touch, Now::real()) else {
             return false;
+        };
+        self.persist();
+        if self.running {
+            self.trigger(&changes);
         }
-        // What automations see: the updates that change a value. `prepare` left out the
-        // others; touched ones may not change anything, each compared with the one before it
-        // (which may be earlier in this same call).
-        let real_changes: Option<Vec<Update>> = touch.then(|| {
-            let current = self.replica.get(id);
-            updates
-                .iter()
-                .enumerate()
-                .filter(|(i, u)| {
-                    let before = updates[..*i]
-                        .iter()
-                        .rev()
-                        .find(|p| p.prop == u.prop)
-                        .map(|p| &p.value)
-                        .or_else(|| current.and_then(|o| o.value(&u.prop)));
-                    before != Some(&u.value)
-                })
-                .map(|(_, u)| u.clone())
-                .collect()
-        });
-        self.record_prepared(id, updates, real_changes)
+        true
     }
 
-    /// Persists, applies and publishes prepared local updates of `id`; automations see
-    /// `real_changes` when given, else all of them.
-    fn record_prepared(
-        &mut self,
-        id: &ObjectId,
-        updates: Vec<Update>,
-        real_changes: Option<Vec<Update>>,
-    ) -> bool {
-        if updates.is_empty() {
-            return false;
+    /// Carries out what the node asked of the store: our own updates are written at once
+    /// (during start-up only queued, and flushed once at the end: a config with thousands of
+    /// objects would otherwise cost thousands of writes); a peer's are queued for the next
+    /// fsync, since their origin holds them durably and a sync after a crash fetches whatever
+    /// was not written yet.
+    pub(super) fn persist(&mut self) {
+        let requests = self.node.take_store();
+        if requests.is_empty() {
+            return;
         }
-        let now = clock::now_ms();
-        // During start-up nothing is acknowledged yet: queue, and flush once at the end (a
-        // config with thousands of objects would otherwise cost thousands of writes).
-        let result = if self.running {
-            self.store.write(&updates)
-        } else {
-            self.store.queue(&updates)
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, queued = self.store.pending(), "state not saved yet; will retry");
+        for p in requests {
+            let result = if p.own && self.running {
+                self.store.write(&p.updates)
+            } else {
+                self.store.queue(&p.updates)
+            };
+            match result {
+                Err(e) if p.own => {
+                    tracing::error!(error = %e, queued = self.store.pending(), "state not saved yet; will retry")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a replicated update cannot be stored; it stays in memory only")
+                }
+                Ok(()) => {}
+            }
         }
-        for u in &updates {
-            self.replica.apply(u, now);
-        }
-        self.dirty.insert(id.clone());
-        if self.running {
-            self.trigger(real_changes.as_deref().unwrap_or(&updates));
-        }
-        self.unsaved.extend(updates);
         self.maybe_compact();
-        true
     }
 
     /// Group commit, once per event: one fsync makes every change the event recorded
     /// durable; then those updates may go to peers, with the forwarded answers that waited
     /// to carry them.
     pub(super) async fn commit(&mut self) {
-        if !self.unsaved.is_empty() {
+        self.persist();
+        if self.node.has_unsaved() {
             self.flush_store();
         }
         for (sender, reply) in std::mem::take(&mut self.deferred) {
@@ -238,128 +198,46 @@ impl Agent {
         }
     }
 
-    /// Applies updates from a peer (live stream, sync page, answer): admit, check the
-    /// signature, persist, apply, mark what changed. An update the replica refuses (a stamp
-    /// from the future, a bound passed, a signature that is not its origin's) is logged with
-    /// its claimed origin and neither stored nor applied. One signed by a member whose record
-    /// has not arrived yet (pages come in origin order, records are written by other origins)
-    /// is held, a bounded number, and tried again whenever a member's key becomes known.
-    pub(super) fn apply_remote(&mut self, updates: &[Update]) -> Received {
-        let mut received = Received::default();
-        if updates.is_empty() {
-            return received;
-        }
-        let now = clock::now_ms();
-        let known = self.replica.known_members();
-        let mut admitted = Vec::with_capacity(updates.len());
-        for u in updates {
-            self.apply_one(u, now, &mut admitted, &mut received);
-        }
-        // A member record may vouch for held updates: try them again while that helps.
-        let mut learned = self.replica.known_members() > known;
-        while learned && !self.held.is_empty() {
-            let known = self.replica.known_members();
-            for u in std::mem::take(&mut self.held) {
-                self.apply_one(&u, now, &mut admitted, &mut received);
-            }
-            learned = self.replica.known_members() > known;
-        }
-        // Written with the next local change or heartbeat: the origin holds these durably,
-        // and a sync after a crash fetches whatever was not written yet.
-        if let Err(e) = self.store.queue(&admitted) {
-            tracing::error!(error = %e, "a replicated update cannot be stored; it stays in memory only");
-        }
-        self.maybe_compact();
-        received
-    }
-
-    /// [`Agent::apply_remote`] for one update.
-    fn apply_one(
-        &mut self,
-        u: &Update,
-        now: u64,
-        admitted: &mut Vec<Update>,
-        received: &mut Received,
-    ) {
-        let applied = match self.replica.apply_remote(u, now) {
-            Ok(applied) => applied,
-            Err(e) => {
-                received.refused.insert((u.stamp.origin, u.seq));
-                if e.awaits_signer() && self.held.len() < MAX_HELD {
-                    self.held.push(u.clone());
-                } else {
-                    warn_limited!(self.warns, "refused-update", origin = %u.stamp.origin, object = %u.object, seq = u.seq, error = %e, "refusing a replicated update");
-                }
-                return;
-            }
-        };
-        received.refused.remove(&(u.stamp.origin, u.seq));
-        admitted.push(u.clone());
-        if applied.changed {
-            self.dirty.insert(u.object.clone());
-            self.check_claim(u);
-        }
-        if let Some(gap) = applied.gap {
-            received.gaps.insert(gap.origin);
-        }
-    }
-
     /// Writes again, signed, what the store kept from before signatures existed (see
     /// [`crate::replica::trust`]); nothing once that is done.
     pub(super) fn adopt_unsigned(&mut self) {
-        let updates = self.replica.adopt_unsigned();
-        if updates.is_empty() {
-            return;
+        let registers = self.node.adopt_unsigned(Now::real());
+        if registers > 0 {
+            tracing::info!(
+                registers,
+                "signing the values kept from before signatures existed, as this instance's own"
+            );
         }
-        tracing::info!(
-            registers = updates.len(),
-            "signing the values kept from before signatures existed, as this instance's own"
-        );
-        // They come object by object; each object's go the way of any local change.
-        for group in updates.chunk_by(|a, b| a.object == b.object) {
-            let id = group[0].object.clone();
-            self.record_prepared(&id, group.to_vec(), None);
-        }
+        self.persist();
     }
 
-    /// Our version vector as peers may see it: our own entry stops below the first of our
-    /// updates not yet on disk (there are some only while the disk refuses writes).
-    pub(super) fn shareable_version_vector(&self) -> crate::replica::VersionVector {
-        let mut vv = self.replica.version_vector().clone();
-        if let Some(first) = self.unsaved.iter().map(|u| u.seq).min() {
-            let durable = first.saturating_sub(1);
-            vv.entry(self.uuid).and_modify(|s| *s = (*s).min(durable));
-        }
-        vv
-    }
-
-    /// Reports another instance claiming an object whose hardware is ours.
-    fn check_claim(&mut self, u: &Update) {
-        let Some(other) = u.prop.strip_prefix(model::CLAIM_PREFIX) else {
-            return;
-        };
-        let ours = self.relays.contains_key(&u.object)
-            || self.channels.contains_key(&u.object)
-            || self.inputs.iter().any(|(id, _)| *id == u.object);
-        if ours && u.value == Value::Bool(true) && other != self.uuid.to_string() {
-            let name = Uuid::parse_str(other)
-                .ok()
-                .and_then(|o| self.peers.name_of(o))
-                .unwrap_or(other)
-                .to_string();
+    /// Reports other instances claiming objects whose hardware is ours.
+    pub(super) fn check_claims(&mut self) {
+        for (object, other) in self.node.take_claims() {
+            let ours = self.relays.contains_key(&object)
+                || self.channels.contains_key(&object)
+                || self.inputs.iter().any(|(id, _)| *id == object);
+            if !ours || other == self.uuid {
+                continue;
+            }
+            let name = self
+                .peers
+                .name_of(other)
+                .map(str::to_string)
+                .unwrap_or(other.to_string());
             if let Some(suppressed) = self
                 .warns
                 .allow("claim-conflict", std::time::Instant::now())
             {
-                tracing::error!(suppressed, object = %u.object, other = %name, "object id conflict: {} is configured on this instance ({}) and on {name}; commands for it are refused until one config drops it", u.object, self.name);
+                tracing::error!(suppressed, %object, other = %name, "object id conflict: {object} is configured on this instance ({}) and on {name}; commands for it are refused until one config drops it", self.name);
             }
         }
     }
 
     /// Compacts the store's log when it has grown well past the live state.
     fn maybe_compact(&mut self) {
-        if self.store.should_compact(&self.replica) {
-            if let Err(e) = self.store.compact(&self.replica) {
+        if self.store.should_compact(self.node.replica()) {
+            if let Err(e) = self.store.compact(self.node.replica()) {
                 tracing::error!(error = %e, "store compaction failed; the log keeps growing until it succeeds");
             }
         }
@@ -368,7 +246,7 @@ impl Agent {
     /// Retries queued store writes; once they are on disk, our updates may go to peers.
     pub(super) fn flush_store(&mut self) {
         match self.store.flush() {
-            Ok(()) => self.outbox.append(&mut self.unsaved),
+            Ok(()) => self.node.durable(),
             Err(e) => {
                 tracing::error!(error = %e, queued = self.store.pending(), "state not saved")
             }
@@ -384,33 +262,69 @@ impl Agent {
 
     /// Sends our durable updates on the live stream.
     async fn publish_updates(&mut self) {
-        if !self.outbox.is_empty() {
-            let topic = self.topics.updates(self.uuid);
-            let outbox = std::mem::take(&mut self.outbox);
-            for chunk in outbox.chunks(BATCH) {
-                let batch = Batch {
-                    updates: chunk.to_vec(),
-                };
-                let payload = serde_json::to_vec(&batch).unwrap_or_default();
-                if let Err(e) = self
-                    .link
-                    .publish(&topic, Qos::AtLeastOnce, false, payload)
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not send updates to the mesh; anti-entropy will");
+        self.node.stream();
+        self.send_node_messages().await;
+    }
+
+    /// Sends what the node asked to send: heartbeats, the live stream and sync pages on our
+    /// own broker, sync requests on the broker of the peer that should answer.
+    pub(super) async fn send_node_messages(&mut self) {
+        for send in self.node.take_sends() {
+            let (topic, payload, qos, link) = match send {
+                Send::All(Msg::Beat(beat)) => (
+                    self.topics.beat(self.uuid),
+                    serde_json::to_vec(&beat),
+                    Qos::AtMostOnce,
+                    self.link.clone(),
+                ),
+                Send::All(Msg::Updates(batch)) => (
+                    self.topics.updates(self.uuid),
+                    serde_json::to_vec(&batch),
+                    Qos::AtLeastOnce,
+                    self.link.clone(),
+                ),
+                Send::To(peer, Msg::SyncPage(page)) => (
+                    self.topics.sync_page(self.uuid, peer),
+                    serde_json::to_vec(&page),
+                    Qos::AtLeastOnce,
+                    self.link.clone(),
+                ),
+                Send::To(peer, Msg::SyncReq(req)) => {
+                    let Some(link) = self
+                        .peers
+                        .addr_of(peer)
+                        .and_then(|a| self.links.get(a))
+                        .map(|pl| pl.link.clone())
+                    else {
+                        continue;
+                    };
+                    let topic = self.topics.sync_req(self.uuid);
+                    let payload = serde_json::to_vec(&req).unwrap_or_default();
+                    if let Err(e) = link.publish(&topic, Qos::AtLeastOnce, false, payload).await {
+                        tracing::warn!(error = %e, "cannot send a sync request");
+                    }
+                    continue;
                 }
+                other => {
+                    tracing::debug!(?other, "no route for a mesh message");
+                    continue;
+                }
+            };
+            let payload = payload.unwrap_or_default();
+            if let Err(e) = link.publish(&topic, qos, false, payload).await {
+                tracing::warn!(%topic, error = %e, "could not send to the mesh; anti-entropy will repair it");
             }
         }
     }
 
     /// Publishes the retained public state of every object that changed.
     pub(super) async fn publish_dirty(&mut self) {
-        for id in std::mem::take(&mut self.dirty) {
+        for id in self.node.take_dirty() {
             if id.is_system() {
                 // Members and users are never public; they change who the door lets in.
                 self.keys_dirty = true;
                 if let Some(member) = crate::replica::trust::member_of(&id) {
-                    if self.replica.is_retired(member) && self.peers.name_of(member).is_some() {
+                    if self.replica().is_retired(member) && self.peers.name_of(member).is_some() {
                         tracing::info!(%member, "an instance was forgotten by another member");
                         self.member_retired(member);
                     }
@@ -457,7 +371,7 @@ impl Agent {
 
     /// What the retained state topic of `id` holds: its JSON, or nothing once deleted.
     fn state_payload(&self, id: &ObjectId) -> Vec<u8> {
-        match self.replica.get(id) {
+        match self.replica().get(id) {
             Some(obj) if !obj.is_deleted() => self.state_json(id).to_string().into_bytes(),
             _ => Vec::new(),
         }
@@ -470,7 +384,7 @@ impl Agent {
     pub(super) async fn on_state_topic(&mut self, object: &str, payload: &[u8]) {
         let Some(id) = ObjectId::new(object)
             .ok()
-            .filter(|id| self.replica.get(id).is_some())
+            .filter(|id| self.replica().get(id).is_some())
         else {
             return;
         };
@@ -507,11 +421,11 @@ impl Agent {
     /// The public JSON of one object, with who holds it, whether that instance is alive, and
     /// any claim conflict.
     pub(super) fn state_json(&self, id: &ObjectId) -> serde_json::Value {
-        let Some(obj) = self.replica.get(id) else {
+        let Some(obj) = self.replica().get(id) else {
             return serde_json::Value::Null;
         };
         let mut json = api::state_json(id, obj);
-        let holders = claimants(&self.replica, obj);
+        let holders = claimants(self.replica(), obj);
         if let serde_json::Value::Object(map) = &mut json {
             match holders.as_slice() {
                 [] => {}

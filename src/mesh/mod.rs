@@ -16,5 +16,10 @@
 //!   sees the sender holding more of any origin than itself syncs from it. That repairs
 //!   messages rumqttd dropped, updates made while an instance was off, and partitions.
 
+mod apply;
+pub mod node;
 pub mod peers;
 pub mod proto;
+#[cfg(test)]
+mod sim;
+mod sync;

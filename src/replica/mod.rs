@@ -100,7 +100,7 @@ impl Register {
     /// adopted, see [`trust`]), then the origin decides as in the stamp's order. Equal stamps
     /// only come from forged or corrupt updates; the value (then the seq) still settles them
     /// so every replica agrees.
-    fn loses_to(&self, update: &Update) -> bool {
+    pub fn loses_to(&self, update: &Update) -> bool {
         let key = |s: &Stamp, signed: bool| (s.wall_ms, s.counter, signed, s.origin);
         let theirs = key(&update.stamp, update.sig.is_some());
         match theirs.cmp(&key(&self.stamp, self.sig.is_some())) {

@@ -1,0 +1,215 @@
+//! Start-up and the event loop: the config is already valid, then the data dir is locked,
+//! the store loaded, the broker bound, pins claimed and power-on policies applied, the mesh
+//! joined; then one task handles every event until the agent stops.
+
+use super::*;
+
+/// Runs the agent until `cancel` fires or a fatal error happens.
+pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), AgentError> {
+    let data_dir = settings.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| identity::IdentityError::DataDir {
+        dir: data_dir.clone(),
+        source,
+    })?;
+    let _lock = runtime::lock(&data_dir)?;
+    let uuid = identity::load_or_create(&data_dir)?;
+    let (store, mut replica) = Store::open(&data_dir.join("store"), uuid)?;
+    replica.set_max_clock_ahead(settings.config.mesh.max_clock_ahead_ms);
+    let base = settings.config.base_topic.clone();
+
+    let local_secret = crate::secret::local_password(&data_dir)?;
+    let key = crate::secret::instance_key(&data_dir)?;
+    replica.set_signer(key.clone());
+    let mesh = match crate::membership::MeshFile::load(&data_dir)? {
+        Some(m) => m,
+        None => {
+            // A new instance founds a mesh of its own; an invitation moves it to another.
+            let m = crate::membership::MeshFile {
+                mesh: Uuid::new_v4(),
+                joined_with: None,
+            };
+            m.save(&data_dir)?;
+            m
+        }
+    };
+    let tls_names = crate::tls::Names::of_this_host(uuid, settings.bind);
+    let tls = crate::tls::Material::load(&data_dir, &tls_names)?;
+    let join = match settings.config.mesh.join.as_deref() {
+        Some(text) => {
+            let token = crate::membership::Token::decode(text)
+                .map_err(|e| AgentError::Join(e.to_string()))?;
+            join::needs_join(&mesh, &tls.ca.fingerprint(), &token).then_some(token)
+        }
+        None => None,
+    };
+    let broker_cfg = &settings.config.broker;
+    if broker_cfg.allow_anonymous {
+        tracing::warn!("[broker] allow-anonymous is on: any client that reaches the broker can switch relays without a password; use it in a lab only");
+    }
+    let auth = crate::door::auth::Auth::new(crate::door::auth::Keys {
+        mesh: mesh.mesh,
+        local_secret,
+        allow_anonymous: broker_cfg.allow_anonymous,
+        ..Default::default()
+    });
+    let broker = broker::start(broker::BrokerOptions {
+        bind: settings.bind,
+        choice: settings.port,
+        mqtt5: settings.mqtt5_port,
+        plaintext: broker_cfg.plaintext,
+        tls_port: settings.tls_port,
+        tls: tls.server_config()?,
+        segments: (broker_cfg.segment_bytes, broker_cfg.segment_count),
+        client_id: format!("pimesh-agent-{uuid}"),
+        base: base.clone(),
+        auth: auth.clone(),
+        limits: crate::door::Limits {
+            max_retained_topics: broker_cfg.max_retained,
+            ..Default::default()
+        },
+        stop: cancel.child_token(),
+    })?;
+    let mut broker = broker;
+    let mesh_port = match (settings.config.mesh.tls, broker.port) {
+        (false, Some(plain)) => plain,
+        _ => broker.tls_port,
+    };
+    let mesh_tls = if settings.config.mesh.tls {
+        Some(tls.mesh_client_config()?)
+    } else {
+        None
+    };
+    let mut gpio = hal::open(settings.config.board.backend, &data_dir)?;
+    let Some((link, mut link_rx)) = broker.local.take() else {
+        return Err(AgentError::BrokerDied);
+    };
+    let (internal, mut internal_rx) = mpsc::unbounded_channel();
+    let (mesh_tx, mut mesh_rx) = mpsc::channel(1024);
+    let mut agent = Agent {
+        uuid,
+        name: settings.name.clone(),
+        topics: Topics { base: base.clone() },
+        base,
+        port: mesh_port,
+        bind: settings.bind,
+        node: Node::new(uuid, &settings.name, replica),
+        store,
+        relays: BTreeMap::new(),
+        bank: RelayBank::new(settings.config.relays.iter().map(RelaySpec::from).collect()),
+        queued: HashMap::new(),
+        inputs: Vec::new(),
+        presses: Vec::new(),
+        serials: BTreeMap::new(),
+        channels: BTreeMap::new(),
+        in_flight: BTreeSet::new(),
+        link,
+        internal,
+        recent: heapless::Deque::new(),
+        deferred: Vec::new(),
+        peers: Peers::new(uuid, &settings.name),
+        links: HashMap::new(),
+        mesh_tx,
+        invitations: admin::load_invitations(&data_dir),
+        data_dir: data_dir.clone(),
+        key,
+        mesh: std::sync::Arc::new(std::sync::Mutex::new(mesh.mesh)),
+        auth,
+        tls,
+        tls_names,
+        door_tls: broker.door.tls.clone(),
+        mesh_tls,
+        keys_dirty: false,
+        join,
+        last_hello: None,
+        pending: HashMap::new(),
+        waiting: Vec::new(),
+        rr: Default::default(),
+        rr_jobs: Default::default(),
+        jobs: Vec::new(),
+        running: false,
+        advertise: None,
+        warns: Default::default(),
+        resolved: HashMap::new(),
+        same_boot: runtime::same_boot(&data_dir),
+        echoes: heapless::Deque::new(),
+    };
+    agent
+        .peers
+        .set_stale_after(settings.config.mesh.stale_after_ms);
+    agent.reconcile_objects(&settings.config);
+    agent.record_self_as_member();
+    agent.adopt_unsigned();
+    let mut claimed = Vec::new();
+    for cfg in &settings.config.relays {
+        let on = agent.claim_relay(gpio.as_mut(), cfg.clone())?;
+        claimed.push((cfg.id.clone(), on, agent.on_for(&cfg.id)));
+    }
+    let start = agent.bank.start(&claimed, std::time::Instant::now());
+    agent.perform(start).await;
+    for cfg in &settings.config.inputs {
+        agent.claim_input(gpio.as_mut(), cfg.clone())?;
+    }
+    let (serial_tx, mut serial_rx) = mpsc::unbounded_channel();
+    agent.start_serials(&settings.config.serials, &serial_tx, &cancel);
+    agent.flush_store();
+    for peer in &settings.config.mesh.peers {
+        agent.connect_peer(peer);
+    }
+    if let Some(token) = agent.join.clone() {
+        tracing::info!(mesh = %token.mesh, "joining the mesh of the invitation");
+        let request = crate::membership::JoinRequest {
+            uuid,
+            name: agent.name.clone(),
+            key: crate::secret::to_hex(agent.key.verifying_key().as_bytes()),
+            tls: false,
+        };
+        let tx = agent.internal.clone();
+        let (base, stop) = (agent.base.clone(), cancel.child_token());
+        let peers = settings.config.mesh.peers.clone();
+        tokio::spawn(async move {
+            let result = join::join(token, peers, request, base, stop).await;
+            let _ = tx.send(Internal::Joined(result));
+        });
+    }
+    agent.running = true;
+
+    let info = RuntimeInfo {
+        pid: std::process::id(),
+        uuid,
+        name: agent.name.clone(),
+        port: broker.port,
+        mqtt5_port: broker.port5,
+        tls_port: Some(broker.tls_port),
+        base_topic: agent.base.clone(),
+    };
+    agent.advertise = Some((data_dir.clone(), info));
+    agent.on_link_up().await;
+
+    let mut beat = tokio::time::interval(Duration::from_millis(BEAT_MS));
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break Ok(()),
+            ev = link_rx.recv() => {
+                if !agent.on_link(ev).await {
+                    break Err(AgentError::BrokerDied);
+                }
+            }
+            Some((addr, ev)) = mesh_rx.recv() => agent.on_peer_link(&addr, ev).await,
+            Some(ev) = internal_rx.recv() => agent.on_internal(ev).await,
+            Some(ev) = serial_rx.recv() => agent.on_serial(ev).await,
+            _ = beat.tick() => agent.on_beat().await,
+        }
+        agent.check_claims();
+        // Durable before any automation job goes out: a job's id is derived from the
+        // triggering update's sequence number, which must never be reused.
+        agent.commit().await;
+        agent.run_jobs().await;
+        agent.commit().await;
+        agent.publish_pending().await;
+    };
+    agent.shut_down().await;
+    RuntimeInfo::remove(&data_dir);
+    drop(gpio);
+    result
+}

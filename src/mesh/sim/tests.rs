@@ -1,0 +1,86 @@
+//! Seeds through the simulator: a quick campaign in every `cargo test`, one seed to
+//! reproduce a failure, and a long campaign for `make sim`.
+
+use super::Sim;
+
+/// Steps of faults per run (10 ms each), then at most this many to heal.
+const CHAOS_STEPS: u64 = 1000;
+const HEAL_STEPS: u64 = 3000;
+
+/// Runs one seed; `Err` says what broke and how to run it again.
+fn run_seed(seed: u64) -> Result<(), String> {
+    let n = 3 + (seed % 5) as usize;
+    let mut sim = Sim::new(seed, n);
+    sim.run(CHAOS_STEPS, HEAL_STEPS);
+    sim.check().map_err(|why| {
+        format!(
+            "seed {seed} ({n} instances, {:?}; {:?}): {why}\nreproduce: SIM_SEED={seed} cargo test --lib mesh::sim::tests::one_seed -- --nocapture",
+            sim.faults(),
+            sim.stats
+        )
+    })
+}
+
+/// Runs `count` seeds from `first`, and fails on the first broken one.
+fn campaign(first: u64, count: u64) {
+    for seed in first..first + count {
+        if let Err(why) = run_seed(seed) {
+            panic!("{why}");
+        }
+    }
+}
+
+// Two halves, so the test harness runs them on two cores.
+#[test]
+fn faulty_schedules_0_to_499_converge_without_losing_an_acknowledged_write() {
+    campaign(0, 500);
+}
+
+#[test]
+fn faulty_schedules_500_to_999_converge_without_losing_an_acknowledged_write() {
+    campaign(500, 500);
+}
+
+#[test]
+fn one_seed() {
+    let seed = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    if let Err(why) = run_seed(seed) {
+        panic!("{why}");
+    }
+}
+
+/// `make sim SEEDS=…`: a long campaign, from `SIM_FIRST` (default: after the quick one).
+#[test]
+#[ignore = "long campaign: make sim"]
+fn long_campaign() {
+    let var = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    campaign(var("SIM_FIRST", 1000), var("SIM_SEEDS", 100_000));
+}
+
+#[test]
+#[ignore = "diagnostic"]
+fn stats_of_a_seed() {
+    let seed = std::env::var("SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
+    let mut sim = Sim::new(seed, 3 + (seed % 5) as usize);
+    let t = std::time::Instant::now();
+    sim.run(CHAOS_STEPS, HEAL_STEPS);
+    println!(
+        "{:?} {:?} step {} in {:?} {:?}",
+        sim.faults(),
+        sim.stats,
+        sim.step,
+        t.elapsed(),
+        sim.check()
+    );
+}
