@@ -436,3 +436,38 @@ fn an_executor_that_stays_silent_is_answered_timeout() {
         t.elapsed()
     );
 }
+
+#[test]
+fn a_command_retried_after_the_agent_restarted_is_answered_not_run_again() {
+    let mut a = start_node("alpha", &node_config("a"), &[]);
+    let toggle = r#"{"state":"TOGGLE","id":"before-restart","reply-to":"panel/answers"}"#;
+    let client = Some("kitchen-panel");
+    let answers = Subscriber::new(a.port, "panel/answers");
+    mosquitto_pub_as_client(a.port, client, "pimesh/a-light/set", toggle);
+    let first = answers.take(1);
+    assert!(first[0].contains(r#""result":"ok""#), "{first:?}");
+    // The agent dies right after answering; the client retries once it is back.
+    a.kill9();
+    a.restart();
+    let after_restart = a.pin(17);
+    let answers = Subscriber::new(a.port, "panel/answers");
+    mosquitto_pub_as_client(a.port, client, "pimesh/a-light/set", toggle);
+    let again = answers.take(1);
+    assert!(
+        again[0].contains(r#""result":"ok""#) && again[0].contains(r#""state":"ON""#),
+        "answered again with the first answer: {again:?}"
+    );
+    mosquitto_pub_as_client(
+        a.port,
+        client,
+        "pimesh/a-fan/set",
+        r#"{"state":"ON","id":"later"}"#,
+    );
+    wait_until("the later command ran", || {
+        a.pin(27).as_deref() == Some("1")
+    });
+    assert_eq!(a.pin(17), after_restart, "the retried toggle ran again");
+    // Another client's command with the same id is its own command, and runs.
+    mosquitto_pub_as_client(a.port, Some("hall-panel"), "pimesh/a-light/set", toggle);
+    wait_until("another client's toggle ran", || a.pin(17) != after_restart);
+}

@@ -14,9 +14,6 @@ use crate::model::{self, ObjectId, Value};
 use crate::ratelimit::warn_limited;
 use crate::router::{self, Target};
 
-/// Duplicates of commands in progress that wait for the same answer, at most.
-pub(super) const MAX_WAITING: usize = 256;
-
 /// The id a client's command is known by in the mesh: a digest of who sent it, the object and
 /// the client's own id, so equal ids of different clients or objects never meet.
 pub(super) fn command_key(sender: Option<&str>, object: &str, id: &str) -> String {
@@ -81,14 +78,14 @@ impl Agent {
         let client_id = req.id.take();
         if let Some(own) = &client_id {
             let key = command_key(sender, object, own);
-            let waiter = || super::forward::Waiter::Client {
+            let waiter = || crate::mesh::commands::Waiter::Client {
                 id: client_id.clone(),
                 reply_to: reply_to.clone(),
             };
             if self.wait_if_in_progress(&key, waiter) {
                 return;
             }
-            if let Some(mut earlier) = self.remembered(&key) {
+            if let Some(mut earlier) = self.commands.recall(&key) {
                 tracing::info!(%object, command = %own, "duplicate command: answering again, not executing again");
                 earlier.id = client_id;
                 self.answer(reply_to.as_ref(), earlier).await;
@@ -258,22 +255,6 @@ impl Agent {
             executed_by_uuid: Some(self.uuid),
             error,
         }
-    }
-
-    /// The answer already given to command `id`, if it is recent.
-    pub(super) fn remembered(&self, id: &str) -> Option<Reply> {
-        self.recent
-            .iter()
-            .find(|(seen, _)| seen == id)
-            .map(|(_, r)| r.clone())
-    }
-
-    /// Remembers the answer to command `id`, forgetting the oldest when full.
-    pub(super) fn remember(&mut self, id: &str, reply: &Reply) {
-        if self.recent.is_full() {
-            self.recent.pop_front();
-        }
-        let _ = self.recent.push_back((id.to_string(), reply.clone()));
     }
 
     /// Publishes an answer where a client asked for it, with its correlation data.

@@ -9,108 +9,33 @@
 
 use super::Agent;
 use crate::api::{Outcome, PayloadError, Reply, SetRequest, MAX_ID_BYTES};
-use crate::broker::local::ResponseTo;
+pub(super) use crate::mesh::commands::Origin;
+use crate::mesh::commands::{Pending, Waiter, FORWARD_TIMEOUT};
 use crate::mesh::proto::{Forward, ForwardReply};
 use crate::model::{self, ObjectId};
 use crate::mqtt::Qos;
 use crate::ratelimit::warn_limited;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use uuid::Uuid;
-
-/// How long a forwarded command may stay unanswered before it is answered `timeout`;
-/// shorter than the CLI's default wait, so the client hears why.
-pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(4);
-
-/// Who is waiting for a command's answer.
-#[derive(Clone, Debug)]
-pub(super) enum Origin {
-    /// An MQTT client or the CLI, answered on its `reply-to` (if any).
-    Client {
-        /// Where to answer.
-        reply_to: Option<ResponseTo>,
-        /// The client's own command id, which its answer carries (the mesh knows the command
-        /// by a digest of it, see `command.rs`).
-        id: Option<String>,
-        /// Executors already tried (they died before answering).
-        tried: Vec<Uuid>,
-    },
-    /// Another instance that forwarded the command to us.
-    Peer {
-        /// The instance to answer.
-        sender: Uuid,
-    },
-    /// An automation this instance dispatched for an event it originated.
-    Automation {
-        /// The rule.
-        rule: String,
-        /// Executors already tried.
-        tried: Vec<Uuid>,
-    },
-}
-
-impl Origin {
-    /// Executors already tried for this command.
-    pub(super) fn tried(&self) -> Vec<Uuid> {
-        match self {
-            Origin::Client { tried, .. } | Origin::Automation { tried, .. } => tried.clone(),
-            Origin::Peer { .. } => Vec::new(),
-        }
-    }
-
-    /// The same origin with `executor` added to the tried list.
-    fn after_trying(mut self, executor: Uuid) -> Origin {
-        if let Origin::Client { tried, .. } | Origin::Automation { tried, .. } = &mut self {
-            tried.push(executor);
-        }
-        self
-    }
-}
-
-/// A duplicate of a command in progress, answered when the command is.
-#[derive(Debug)]
-pub(super) enum Waiter {
-    /// A client, with its own command id.
-    Client {
-        id: Option<String>,
-        reply_to: Option<ResponseTo>,
-    },
-    /// An instance that forwarded the same command again.
-    Peer(Uuid),
-}
 
 impl Agent {
     /// If the command known as `key` is in progress here (forwarded and pending, or queued on
     /// its hardware), the `waiter` made by `make` gets its answer when it completes (at most
-    /// [`MAX_WAITING`](super::command::MAX_WAITING) wait) and this returns true.
+    /// [`MAX_WAITING`](crate::mesh::commands::MAX_WAITING) wait) and this returns true.
     pub(super) fn wait_if_in_progress(&mut self, key: &str, make: impl FnOnce() -> Waiter) -> bool {
-        if !self.pending.contains_key(key) && !self.is_queued(key) {
+        if !self.commands.is_pending(key) && !self.is_queued(key) {
             return false;
         }
-        if self.waiting.len() < super::command::MAX_WAITING {
-            tracing::info!(command = %key, "duplicate of a command in progress: answered when it completes");
-            self.waiting.push((key.to_string(), make()));
-        } else {
-            warn_limited!(self.warns, "waiting-full", command = %key, "duplicate of a command in progress, and too many wait already: not answered");
+        match self.commands.wait(key, make()) {
+            Ok(()) => {
+                tracing::info!(command = %key, "duplicate of a command in progress: answered when it completes")
+            }
+            Err(e) => {
+                warn_limited!(self.warns, "waiting-full", command = %key, error = %e, "duplicate of a command in progress: not answered")
+            }
         }
         true
     }
-}
-
-/// A command sent to another instance, waiting for its answer.
-#[derive(Debug)]
-pub(super) struct Pending {
-    /// The object.
-    object: String,
-    /// The request as sent.
-    req: SetRequest,
-    /// Who waits for the answer.
-    origin: Origin,
-    /// The instance running it.
-    executor: Uuid,
-    /// An automation job (the executor routes it on) rather than a plain command.
-    onward: bool,
-    /// When it was sent.
-    sent: Instant,
 }
 
 impl Agent {
@@ -146,17 +71,19 @@ impl Agent {
             clock: Some(self.replica().clock()),
         };
         let payload = serde_json::to_vec(&msg).unwrap_or_default();
-        self.pending.insert(
-            id.clone(),
-            Pending {
-                object: object.to_string(),
-                req,
-                origin,
-                executor,
-                onward,
-                sent: Instant::now(),
-            },
-        );
+        let pending = Pending {
+            object: object.to_string(),
+            req,
+            origin: origin.clone(),
+            executor,
+            onward,
+            sent: Instant::now(),
+        };
+        if let Err(e) = self.commands.send(&id, pending) {
+            warn_limited!(self.warns, "pending-full", command = %id, error = %e, "not forwarding a command");
+            let reply = self.reply(object, Some(id), Outcome::Unavailable, Some(e.to_string()));
+            return self.respond(origin, reply).await;
+        }
         if let Err(e) = link
             .publish(
                 &self.topics.cmd(self.uuid),
@@ -179,21 +106,11 @@ impl Agent {
     pub(super) async fn respond(&mut self, origin: Origin, reply: Reply) {
         self.publish_dirty().await;
         if let Some(key) = &reply.id {
-            // Only what the executor decided is kept: a retry after `unavailable`, `timeout`
-            // or `unknown` must run.
-            let decided = !matches!(
-                reply.result,
-                Outcome::Unavailable | Outcome::Timeout | Outcome::Unknown
-            );
-            if decided {
-                self.remember(key, &reply);
-            }
-            // Duplicates that arrived while it ran get the same answer.
-            let (waiting, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
-                .into_iter()
-                .partition(|(k, _)| k == key);
-            self.waiting = rest;
-            for (_, waiter) in waiting {
+            // Remembered when decided; duplicates that arrived while it ran get the answer.
+            let waiters = self.commands.complete(key, &reply);
+            // On disk before anyone hears it: a retry after a crash is answered, not run.
+            self.save_answers();
+            for waiter in waiters {
                 let mut copy = reply.clone();
                 match waiter {
                     Waiter::Client { id, reply_to } => {
@@ -271,7 +188,7 @@ impl Agent {
         if self.wait_if_in_progress(&fwd.id, || Waiter::Peer(sender)) {
             return;
         }
-        if let Some(earlier) = self.remembered(&fwd.id) {
+        if let Some(earlier) = self.commands.recall(&fwd.id) {
             tracing::info!(command = %fwd.id, "duplicate forwarded command: answering again, not executing again");
             return self.respond(origin, earlier).await;
         }
@@ -321,27 +238,18 @@ impl Agent {
     /// the command id (or guessed it) cannot.
     pub(super) async fn on_forward_reply(&mut self, from: Uuid, reply: Reply) {
         let Some(id) = reply.id.clone() else { return };
-        if self.pending.get(&id).is_some_and(|p| p.executor != from) {
-            warn_limited!(self.warns, "answer-from-non-executor", peer = %from, command = %id, "ignoring an answer from an instance the command was not sent to");
-            return;
-        }
-        if let Some(p) = self.pending.remove(&id) {
-            self.respond(p.origin, reply).await;
+        match self.commands.answered(from, &id) {
+            Ok(Some(p)) => self.respond(p.origin, reply).await,
+            Ok(None) => {}
+            Err(_) => {
+                warn_limited!(self.warns, "answer-from-non-executor", peer = %from, command = %id, "ignoring an answer from an instance the command was not sent to");
+            }
         }
     }
 
     /// An executor went offline: move its pending commands on, or answer them.
     pub(super) async fn executor_gone(&mut self, executor: Uuid) {
-        let ids: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.executor == executor)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in ids {
-            let Some(p) = self.pending.remove(&id) else {
-                continue;
-            };
+        for (id, p) in self.commands.gone(executor) {
             let origin = p.origin.after_trying(executor);
             if p.onward {
                 if let Origin::Automation { rule, tried } = origin {
@@ -380,19 +288,11 @@ impl Agent {
 
     /// Answers `timeout` for commands unanswered for too long.
     pub(super) async fn expire_pending(&mut self) {
-        let late: Vec<String> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.sent.elapsed() > FORWARD_TIMEOUT)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in late {
-            if let Some(p) = self.pending.remove(&id) {
-                let name = self.peers.name_of(p.executor).unwrap_or("?").to_string();
-                let why = format!("no answer from {name} within {FORWARD_TIMEOUT:?}");
-                let reply = self.reply(&p.object, Some(id), Outcome::Timeout, Some(why));
-                self.respond(p.origin, reply).await;
-            }
+        for (id, p) in self.commands.late(Instant::now()) {
+            let name = self.peers.name_of(p.executor).unwrap_or("?").to_string();
+            let why = format!("no answer from {name} within {FORWARD_TIMEOUT:?}");
+            let reply = self.reply(&p.object, Some(id), Outcome::Timeout, Some(why));
+            self.respond(p.origin, reply).await;
         }
     }
 }

@@ -8,6 +8,7 @@
 //! tasks.
 
 mod admin;
+mod answers;
 
 pub use admin::{admin_reply_topic, AdminReply, AdminRequest};
 mod automation;
@@ -146,9 +147,6 @@ struct Agent {
     link: LocalLink,
     /// Sender for edges and debounce timers.
     internal: mpsc::UnboundedSender<Internal>,
-    /// Answers to recently executed commands by command id, so a retried command is
-    /// answered again instead of executed again.
-    recent: heapless::Deque<(String, api::Reply), 256>,
     /// Forwarded answers waiting for this event's fsync to carry its updates, by sender.
     deferred: Vec<(Uuid, api::Reply)>,
     /// Who is in the mesh and alive.
@@ -181,10 +179,11 @@ struct Agent {
     join: Option<crate::membership::Token>,
     /// The hello last published on our broker, so it is only republished when it changes.
     last_hello: Option<crate::mesh::proto::Hello>,
-    /// Commands sent to other instances, by command id, until they answer.
-    pending: HashMap<String, forward::Pending>,
-    /// Duplicates of commands in progress, answered with them, by the command's mesh id.
-    waiting: Vec<(String, forward::Waiter)>,
+    /// Commands sent to other instances, duplicates waiting for commands in progress, and
+    /// recent answers (see `crate::mesh::commands`).
+    commands: crate::mesh::commands::Commands,
+    /// Lines in `answers.log`, to know when to rewrite it.
+    answers_on_disk: usize,
     /// Rotation over the runners of virtual objects.
     rr: crate::router::RoundRobin,
     /// Rotation of automation jobs over live instances.

@@ -189,6 +189,7 @@ impl Agent {
     /// durable; then those updates may go to peers, with the forwarded answers that waited
     /// to carry them.
     pub(super) async fn commit(&mut self) {
+        self.save_answers();
         self.persist();
         if self.node.has_unsaved() {
             self.flush_store();

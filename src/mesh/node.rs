@@ -433,3 +433,7 @@ pub struct Footprint {
     /// Own updates waiting for the live stream.
     pub outbox: usize,
 }
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

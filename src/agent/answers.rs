@@ -1,0 +1,61 @@
+//! The recent answers on disk (`answers.log` in the data dir): a client that retries a
+//! command after the agent restarted gets the answer it missed instead of running it again.
+//!
+//! Each decided answer is appended at the end of its event, in the kernel at once, before the
+//! event's fsync of the store (an answer goes out before that fsync too). The file is
+//! rewritten whole, through a temporary file and a rename, when it holds twice the window.
+
+use super::Agent;
+use crate::mesh::commands::{Commands, RECENT};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The file of the recent answers.
+fn path(dir: &Path) -> PathBuf {
+    dir.join("answers.log")
+}
+
+/// The command bookkeeping a previous run left in `dir`.
+pub(super) fn load(dir: &Path) -> Commands {
+    let text = match std::fs::read_to_string(path(dir)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Commands::default(),
+        Err(e) => {
+            tracing::warn!(file = %path(dir).display(), error = %e, "cannot read the recent answers; a retried command may run again");
+            return Commands::default();
+        }
+    };
+    let (commands, bad) = Commands::load(&text);
+    if bad > 0 {
+        tracing::warn!(file = %path(dir).display(), lines = bad, "skipped unreadable lines of the recent answers");
+    }
+    commands
+}
+
+impl Agent {
+    /// Appends the answers decided in this event; rewrites the file when it grew to twice
+    /// the window.
+    pub(super) fn save_answers(&mut self) {
+        let fresh = self.commands.take_unsaved();
+        if fresh.is_empty() {
+            return;
+        }
+        self.answers_on_disk += fresh.len();
+        let file = path(&self.data_dir);
+        let result = if self.answers_on_disk > 2 * RECENT {
+            let all = self.commands.recent();
+            self.answers_on_disk = all.len();
+            let tmp = file.with_extension("log.tmp");
+            std::fs::write(&tmp, Commands::encode(&all)).and_then(|()| std::fs::rename(&tmp, &file))
+        } else {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)
+                .and_then(|mut f| f.write_all(Commands::encode(&fresh).as_bytes()))
+        };
+        if let Err(e) = result {
+            crate::ratelimit::warn_limited!(self.warns, "answers-not-saved", file = %file.display(), error = %e, "cannot keep the recent answers on disk; a command retried after a restart may run again");
+        }
+    }
+}

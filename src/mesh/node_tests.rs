@@ -1,0 +1,102 @@
+//! The node's bounds and its order of durability, driven directly (the simulator drives it
+//! through faults).
+
+use super::*;
+use crate::membership::{member_id, member_props};
+use crate::replica::Replica;
+
+fn key(n: u8) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[n; 32])
+}
+
+fn at(ms: u64) -> Now {
+    Now {
+        at: Instant::now(),
+        wall_ms: 1_800_000_000_000 + ms,
+    }
+}
+
+fn signed_replica(uuid: Uuid, n: u8) -> Replica {
+    let mut r = Replica::new(uuid);
+    r.set_signer(key(n));
+    r
+}
+
+#[test]
+fn updates_held_for_an_unknown_signer_stop_at_their_bound_and_apply_once_it_is_known() {
+    let (me, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let mut node = Node::new(me, "a", signed_replica(me, 1));
+    let mut theirs = signed_replica(other, 2);
+    let pump = ObjectId::new("pump").unwrap();
+    let mut updates = Vec::new();
+    for i in 0..MAX_HELD + 100 {
+        let now = at(i as u64);
+        let made = theirs.prepare(&pump, vec![("x".into(), (i as f64).into())], now.wall_ms);
+        for u in &made {
+            theirs.apply(u, now.wall_ms);
+        }
+        updates.extend(made);
+    }
+    for chunk in updates.chunks(BATCH) {
+        let batch = Batch {
+            updates: chunk.to_vec(),
+        };
+        node.receive(other, Msg::Updates(batch), at(0));
+    }
+    assert_eq!(node.held(), MAX_HELD, "held up to the bound, no further");
+    assert!(
+        node.replica().get(&pump).is_none(),
+        "nothing unverified applied"
+    );
+    // The signer's member record arrives: what was held applies.
+    let record = theirs.prepare(
+        &member_id(other),
+        member_props("b", &key(2).verifying_key()),
+        at(MAX_HELD as u64 + 200).wall_ms,
+    );
+    node.receive(other, Msg::Updates(Batch { updates: record }), at(0));
+    assert_eq!(node.held(), 0);
+    let x = node.replica().get(&pump).and_then(|o| o.number("x"));
+    assert_eq!(x, Some((MAX_HELD - 1) as f64), "the newest held value wins");
+}
+
+#[test]
+fn own_updates_leave_only_once_durable_and_heartbeats_stop_below_them() {
+    let me = Uuid::from_u128(1);
+    let mut node = Node::new(me, "a", signed_replica(me, 1));
+    let pump = ObjectId::new("pump").unwrap();
+    node.record(&pump, vec![("state".into(), "ON".into())], false, at(1));
+    let store = node.take_store();
+    assert!(store.len() == 1 && store[0].own, "{store:?}");
+    node.stream();
+    node.beat(at(2));
+    let sends = node.take_sends();
+    assert!(
+        sends
+            .iter()
+            .all(|s| !matches!(s, Send::All(Msg::Updates(_)))),
+        "nothing streamed before the disk took it: {sends:?}"
+    );
+    let Some(Send::All(Msg::Beat(beat))) = sends.first() else {
+        panic!("a heartbeat: {sends:?}");
+    };
+    assert_eq!(beat.vv.get(&me).copied().unwrap_or(0), 0);
+    // No sync is answered while it waits: the delta would carry it.
+    let req = SyncReq {
+        to: me,
+        round: 1,
+        vv: VersionVector::new(),
+        after: None,
+    };
+    node.receive(Uuid::from_u128(2), Msg::SyncReq(req.clone()), at(3));
+    assert!(node.take_sends().is_empty());
+    node.durable();
+    node.stream();
+    let sends = node.take_sends();
+    assert!(matches!(&sends[..], [Send::All(Msg::Updates(b))] if b.updates.len() == 1));
+    node.receive(Uuid::from_u128(2), Msg::SyncReq(req), at(4));
+    assert!(matches!(
+        &node.take_sends()[..],
+        [Send::To(_, Msg::SyncPage(_))]
+    ));
+}
