@@ -16,7 +16,7 @@
 use super::proto::{self, Batch, Beat, SyncPage, SyncReq, BATCH, PAGE};
 use crate::model::{ObjectId, Value};
 use crate::ratelimit::WarnLimit;
-use crate::replica::{Replica, Update, VersionVector, MAX_SEQ};
+use crate::replica::{Register, Replica, Update, VersionVector, MAX_SEQ};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 use uuid::Uuid;
@@ -101,6 +101,9 @@ pub struct Node {
     unsaved: Vec<Update>,
     /// Our own updates, durable, not yet on the live stream.
     outbox: Vec<Update>,
+    /// For each register our unsaved updates wrote, the register as it was durable before
+    /// (none: there was none), so a sync answered meanwhile sends what is durable.
+    shadows: HashMap<(ObjectId, String), Option<Register>>,
     /// Syncs in progress, by the peer answering them.
     pub(super) syncs: HashMap<Uuid, SyncState>,
     /// Sync rounds we are answering, by requester.
@@ -136,6 +139,7 @@ impl Node {
             replica,
             unsaved: Vec::new(),
             outbox: Vec::new(),
+            shadows: HashMap::new(),
             syncs: HashMap::new(),
             serving: HashMap::new(),
             rounds: 0,
@@ -277,6 +281,14 @@ impl Node {
             own: true,
         });
         for u in &updates {
+            let current = self
+                .replica
+                .get(&u.object)
+                .and_then(|o| o.props.get(&u.prop));
+            if !current.is_some_and(|r| self.is_unsaved(r)) {
+                self.shadows
+                    .insert((u.object.clone(), u.prop.clone()), current.cloned());
+            }
             self.replica.apply(u, now.wall_ms);
         }
         self.dirty.insert(id.clone());
@@ -286,6 +298,51 @@ impl Node {
     /// The store made everything asked of it so far durable: our updates may leave.
     pub fn durable(&mut self) {
         self.outbox.append(&mut self.unsaved);
+        self.shadows.clear();
+    }
+
+    /// Whether `register` holds one of our own updates not yet durable.
+    fn is_unsaved(&self, register: &Register) -> bool {
+        register.stamp.origin == self.uuid
+            && self
+                .unsaved
+                .first()
+                .is_some_and(|first| register.seq >= first.seq)
+    }
+
+    /// What a peer with version vector `vv` lacks of what is durable here: the replica's
+    /// delta, with each register our unsaved updates wrote as it was before them. A sync
+    /// answered while the disk refuses our writes must not carry them: if we crashed, the
+    /// value they replaced would come back here, and the peer would never get it.
+    pub(super) fn durable_delta(&self, vv: &VersionVector) -> Vec<Update> {
+        let mut delta = self.replica.delta_since(vv);
+        if self.unsaved.is_empty() {
+            return delta;
+        }
+        delta.retain(|u| {
+            !(u.stamp.origin == self.uuid && self.unsaved.iter().any(|s| s.seq == u.seq))
+        });
+        let signed = self.replica.enforces_signatures();
+        for ((object, prop), before) in &self.shadows {
+            let current = self.replica.get(object).and_then(|o| o.props.get(prop));
+            if !current.is_some_and(|r| self.is_unsaved(r)) {
+                continue;
+            }
+            let Some(r) = before else { continue };
+            let lacks = r.seq > vv.get(&r.stamp.origin).copied().unwrap_or(0);
+            if lacks && (r.sig.is_some() || !signed) {
+                delta.push(Update {
+                    object: object.clone(),
+                    prop: prop.clone(),
+                    value: r.value.clone(),
+                    stamp: r.stamp,
+                    seq: r.seq,
+                    sig: r.sig,
+                });
+            }
+        }
+        delta.sort_by_key(|u| (u.stamp.origin, u.seq));
+        delta
     }
 
     /// Sends our durable updates on the live stream.

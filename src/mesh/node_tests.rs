@@ -61,15 +61,19 @@ fn updates_held_for_an_unknown_signer_stop_at_their_bound_and_apply_once_it_is_k
 }
 
 #[test]
-fn own_updates_leave_only_once_durable_and_heartbeats_stop_below_them() {
+fn own_updates_leave_only_once_durable_and_syncs_meanwhile_send_what_is_durable() {
     let me = Uuid::from_u128(1);
     let mut node = Node::new(me, "a", signed_replica(me, 1));
     let pump = ObjectId::new("pump").unwrap();
-    node.record(&pump, vec![("state".into(), "ON".into())], false, at(1));
-    let store = node.take_store();
-    assert!(store.len() == 1 && store[0].own, "{store:?}");
+    node.record(&pump, vec![("state".into(), "OFF".into())], false, at(1));
+    node.durable();
     node.stream();
-    node.beat(at(2));
+    node.take_sends();
+    node.record(&pump, vec![("state".into(), "ON".into())], false, at(2));
+    let store = node.take_store();
+    assert!(store.len() == 2 && store[1].own, "{store:?}");
+    node.stream();
+    node.beat(at(3));
     let sends = node.take_sends();
     assert!(
         sends
@@ -80,23 +84,32 @@ fn own_updates_leave_only_once_durable_and_heartbeats_stop_below_them() {
     let Some(Send::All(Msg::Beat(beat))) = sends.first() else {
         panic!("a heartbeat: {sends:?}");
     };
-    assert_eq!(beat.vv.get(&me).copied().unwrap_or(0), 0);
-    // No sync is answered while it waits: the delta would carry it.
+    assert_eq!(beat.vv.get(&me), Some(&1), "the heartbeat stops below it");
+    // A sync answered meanwhile carries the durable value, not the one waiting for the disk.
     let req = SyncReq {
         to: me,
         round: 1,
         vv: VersionVector::new(),
         after: None,
     };
-    node.receive(Uuid::from_u128(2), Msg::SyncReq(req.clone()), at(3));
-    assert!(node.take_sends().is_empty());
+    node.receive(Uuid::from_u128(2), Msg::SyncReq(req.clone()), at(4));
+    let sends = node.take_sends();
+    let [Send::To(_, Msg::SyncPage(page))] = &sends[..] else {
+        panic!("one page: {sends:?}");
+    };
+    let state: Vec<_> = page.updates.iter().filter(|u| u.object == pump).collect();
+    assert_eq!(state.len(), 1, "{page:?}");
+    assert_eq!((state[0].seq, &state[0].value), (1, &Value::from("OFF")));
+    assert_eq!(page.vv.get(&me), Some(&1));
     node.durable();
     node.stream();
     let sends = node.take_sends();
     assert!(matches!(&sends[..], [Send::All(Msg::Updates(b))] if b.updates.len() == 1));
-    node.receive(Uuid::from_u128(2), Msg::SyncReq(req), at(4));
-    assert!(matches!(
-        &node.take_sends()[..],
-        [Send::To(_, Msg::SyncPage(_))]
-    ));
+    let req = SyncReq { round: 2, ..req };
+    node.receive(Uuid::from_u128(2), Msg::SyncReq(req), at(5));
+    let sends = node.take_sends();
+    let [Send::To(_, Msg::SyncPage(page))] = &sends[..] else {
+        panic!("one page: {sends:?}");
+    };
+    assert!(page.updates.iter().any(|u| u.object == pump && u.seq == 2));
 }

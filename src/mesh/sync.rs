@@ -91,16 +91,10 @@ impl Node {
 
     /// Answers one page of a sync request from `requester`. The delta and our version vector
     /// are taken once per round and served page by page, so every page of a round comes from
-    /// one consistent moment and the delta is computed once.
-    ///
-    /// While some of our own changes wait for the disk, no sync is answered: a delta would
-    /// carry them, and the value they replaced is no longer there to send instead. The
-    /// requester times out and syncs from a peer that has what is durable.
+    /// one consistent moment and the delta is computed once. Both say only what is durable
+    /// here: while some of our own changes wait for the disk, the delta carries the values
+    /// they replaced and the version vector stops below them ([`Node::durable_delta`]).
     pub(super) fn answer_sync(&mut self, requester: Uuid, req: SyncReq, now: Now) {
-        if self.has_unsaved() {
-            tracing::debug!(%requester, "not answering a sync while our own changes wait for the disk");
-            return;
-        }
         let fresh = self
             .serving
             .get(&requester)
@@ -108,8 +102,8 @@ impl Node {
         if fresh {
             let serving = Serving {
                 round: req.round,
-                vv: self.replica().version_vector().clone(),
-                delta: self.replica().delta_since(&req.vv),
+                vv: self.shareable_version_vector(),
+                delta: self.durable_delta(&req.vv),
                 at: now.at,
             };
             self.serving.insert(requester, serving);
