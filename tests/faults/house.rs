@@ -74,7 +74,26 @@ pub struct House {
     pub relays: Vec<Relay>,
     /// Every object the driver commands: relays, then virtual objects.
     pub objects: Vec<String>,
-    _tmp: tempfile::TempDir,
+    /// When the house was up: times in reports count from here.
+    pub t0: Instant,
+    /// Every fault done or undone, with when.
+    pub events: Vec<(Instant, String)>,
+    /// The data dirs, kept when the test fails (the logs and stores explain it).
+    tmp: Option<tempfile::TempDir>,
+}
+
+impl Drop for House {
+    fn drop(&mut self) {
+        for agent in &mut self.agents {
+            agent.kill9();
+        }
+        if let (true, Some(tmp)) = (std::thread::panicking(), self.tmp.take()) {
+            eprintln!(
+                "faults: data dirs and agent logs kept in {}",
+                tmp.keep().display()
+            );
+        }
+    }
 }
 
 /// The config of instance `k`: two relays that keep their level across a restart, and the
@@ -146,7 +165,9 @@ impl House {
             impaired: vec![false; n],
             relays,
             objects,
-            _tmp: tmp,
+            t0: Instant::now(),
+            events: Vec::new(),
+            tmp: Some(tmp),
         };
         wait_until("a full mesh", || house.mesh_formed());
         house
@@ -176,24 +197,35 @@ impl House {
             self.lan.unplug(k);
         }
         self.unplugged[k] = !plugged;
+        let what = if plugged { "plugged in" } else { "unplugged" };
+        self.event(format!("{} {what}", NAMES[k]));
+    }
+
+    /// Notes a fault in [`events`](Self::events).
+    fn event(&mut self, what: String) {
+        self.events.push((Instant::now(), what));
     }
 
     /// Impairs host `k`'s outgoing packets (the default impairment: none).
     pub fn set_impaired(&mut self, k: usize, how: Impairment) {
         self.lan.impair(k, how);
         self.impaired[k] = how != Impairment::default();
+        self.event(format!("{} impaired: {how:?}", NAMES[k]));
     }
 
     /// SIGKILL for the [`CRASH`] instance.
     pub fn crash(&mut self) {
         self.agents[CRASH].kill9();
         self.alive[CRASH] = false;
+        self.event(format!("{} killed (SIGKILL)", NAMES[CRASH]));
     }
 
     /// Starts the [`CRASH`] instance again on its data dir.
     pub fn restart(&mut self) {
+        self.event(format!("{} restarting", NAMES[CRASH]));
         self.agents[CRASH].restart();
         self.alive[CRASH] = true;
+        self.event(format!("{} restarted", NAMES[CRASH]));
     }
 
     /// Whether the [`DISK`] instance's store is full.
@@ -204,9 +236,13 @@ impl House {
     /// Fills the [`DISK`] instance's store, or makes room again.
     pub fn set_disk_full(&mut self, full: bool) {
         match (full, self.filler.take(), &self.disk) {
-            (true, None, Some(disk)) => self.filler = Some(disk.fill("filler")),
+            (true, None, Some(disk)) => {
+                self.filler = Some(disk.fill("filler"));
+                self.event(format!("{}'s disk filled", NAMES[DISK]));
+            }
             (false, Some(filler), _) => {
                 std::fs::remove_file(filler).expect("remove the filler");
+                self.event(format!("{}'s disk has room again", NAMES[DISK]));
             }
             (_, filler, _) => self.filler = filler,
         }
