@@ -301,6 +301,9 @@ pub fn outcomes(log: &[Issued]) -> String {
                     result
                 }
             }
+            (Some(4), _) if issued.stderr.contains("no answer from") => {
+                "no answer within the CLI's timeout".to_string()
+            }
             (Some(code), _) => format!("exit {code} without an answer"),
         };
         *counts.entry(what).or_default() += 1;
