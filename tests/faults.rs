@@ -117,3 +117,30 @@ fn a_restarted_instance_that_has_not_caught_up_answers_unavailable() {
     }
     panic!("beta always wrote gamma's relay before the kill");
 }
+
+/// An `ok` answer says `"persisted": false` (and the CLI warns that the executor "cannot write
+/// it to its disk yet") whenever the executor holds replicated updates it has only queued for
+/// its next heartbeat's write, if the command itself wrote nothing (the relay was already in
+/// that state). Nothing is wrong with the disk; the soak saw it on 1 ok answer in 5.
+#[test]
+#[ignore = "bug: a no-op command answers persisted: false while replicated updates wait for the heartbeat's write, on a healthy disk"]
+fn an_ok_answer_on_a_healthy_disk_is_never_marked_unpersisted() {
+    use support::*;
+    let a = start_node("alpha", &node_config("a"), &[]);
+    let b = start_node("beta", &node_config("b"), &["--peer", &a.addr()]);
+    wait_until("alpha has beta's objects", || a.all().contains_key("b-fan"));
+    assert!(a.cli(&["set", "a-light", "on"]).status.success());
+    for round in 0..20 {
+        let room = format!("room-{round}");
+        assert!(b.cli(&["move", "b-fan", &room]).status.success());
+        wait_until("alpha has beta's move", || a.get("b-fan")["room"] == room);
+        let out = a.cli(&["set", "a-light", "on", "--json"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            reply.get("persisted").is_none(),
+            "round {round}: {reply}; the CLI said: {}",
+            text(&out.stderr)
+        );
+    }
+}

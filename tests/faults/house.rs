@@ -61,6 +61,16 @@ pub struct InFlight {
     child: Child,
 }
 
+impl Drop for InFlight {
+    /// A test that fails with commands running does not leave their CLIs behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Agents, their LAN and their faults. Fields drop in order: agents first, the LAN last.
 pub struct House {
     pub agents: Vec<Agent>,

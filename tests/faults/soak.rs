@@ -122,6 +122,12 @@ pub fn soak(duration: Duration) {
             "  {:<8} RSS {:>6} kB -> {:>6} kB (max {max_rss} kB), open fds {f0} -> {f1}",
             NAMES[k], r0, r1
         );
+        let series: Vec<String> = s
+            .iter()
+            .step_by((s.len() / 12).max(1))
+            .map(|x| format!("{:.1}", x.0 as f64 / 1024.0))
+            .collect();
+        println!("           RSS over the run (MiB): {}", series.join(" "));
         if r1 > r0 + r0 * RSS_SLACK_PCT / 100 + RSS_SLACK_KB {
             grown.push(format!("{}: RSS {r0} kB -> {r1} kB", NAMES[k]));
         }
