@@ -23,6 +23,8 @@ mod support;
 mod driver;
 #[path = "faults/house.rs"]
 mod house;
+#[path = "faults/invariants.rs"]
+mod invariants;
 #[path = "faults/soak.rs"]
 mod soak;
 

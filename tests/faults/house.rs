@@ -107,11 +107,11 @@ impl Drop for House {
 }
 
 /// The config of instance `k`: two relays that keep their level across a restart, and the
-/// shared virtual objects.
-fn config(k: usize) -> String {
+/// shared virtual objects; `broker` is the `[broker]` table's body.
+fn config(k: usize, broker: &str) -> String {
     let p = &NAMES[k][..1];
     let (light, fan) = PINS[k];
-    let mut cfg = String::from("[board]\nbackend = \"sim\"\n");
+    let mut cfg = format!("[board]\nbackend = \"sim\"\n[broker]\n{broker}\n");
     for (id, pin) in [(format!("{p}-light"), light), (format!("{p}-fan"), fan)] {
         cfg += &format!(
             "[[relay]]\nid = \"{id}\"\npin = {pin}\npower-on = \"restore\"\nroom = \"room-{p}\"\n"
@@ -125,8 +125,9 @@ fn config(k: usize) -> String {
 
 impl House {
     /// Starts `n` agents (3 to 5) on a fresh LAN, the [`DISK`] one's store on a tmpfs of
-    /// `disk_size`, and waits until they form a full mesh.
-    pub fn start(n: usize, disk_size: &str) -> House {
+    /// `disk_size`, and waits until they form a full mesh. `broker` goes into each config's
+    /// `[broker]` table.
+    pub fn start(n: usize, disk_size: &str, broker: &str) -> House {
         assert!((3..=5).contains(&n), "3 to 5 instances");
         let tmp = tempfile::tempdir().expect("tempdir");
         let lan = Lan::create(n);
@@ -140,7 +141,7 @@ impl House {
                 disk = Some(Tmpfs::mount(&dir.join("store"), disk_size));
             }
             let cfg = tmp.path().join(format!("{name}.toml"));
-            std::fs::write(&cfg, config(k)).expect("write config");
+            std::fs::write(&cfg, config(k, broker)).expect("write config");
             let cfg = cfg.to_string_lossy().to_string();
             let port = free_port();
             let mut args = vec!["--name", name, "--config", &cfg];
