@@ -150,6 +150,7 @@ pub fn check(
     }
     // Last acknowledged writer wins, per object and property; commands after it that may
     // or may not have run (timeout, unknown, unavailable) may have won instead.
+    let (mut pinned, mut props) = (0, 0);
     for object in &house.objects {
         let mine: Vec<&Issued> = log.iter().filter(|i| i.object == *object).collect();
         for prop in ["state", "room", "x", "y"] {
@@ -169,6 +170,10 @@ pub fn check(
             };
             let after = last_ok.map_or(0, |at| at + 1);
             allowed.extend(writers[after..].iter().map(|(_, v)| v.clone()));
+            props += 1;
+            if allowed.iter().all(|v| same(v, &allowed[0])) {
+                pinned += 1;
+            }
             let now = &view[object][prop];
             if !allowed.iter().any(|v| same(v, now)) {
                 let history: Vec<String> = writers
@@ -182,6 +187,7 @@ pub fn check(
             }
         }
     }
+    println!("  {pinned} of {props} properties have exactly one value the house may hold");
     // Pins: the holder's matches the house; nobody else has it; every change was asked for.
     for (r, relay) in house.relays.iter().enumerate() {
         if view[&relay.id]["holder-name"] != NAMES[relay.host] {
