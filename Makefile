@@ -6,11 +6,13 @@
 #   make bench   a 3-instance mesh and Mosquitto on loopback: latencies, throughput, memory
 #   make fuzz    every fuzz target for FUZZ_SECONDS each (default 20; tests/fuzz/, FUZZING.md)
 #   make sim     a long campaign of the mesh simulator: SEEDS schedules (default 100000)
+#   make chaos   faults against 5 real instances for CHAOS_SECONDS (default 300), seed CHAOS_SEED
+#   make soak    5 instances under mixed load for SOAK_SECONDS (default 600): memory and open files
 
 CARGO ?= cargo
-APT_PACKAGES := mosquitto mosquitto-clients socat iproute2 python3-paho-mqtt
+APT_PACKAGES := mosquitto mosquitto-clients socat iproute2 iptables python3-paho-mqtt
 
-.PHONY: run test deps lint release bench fuzz sim
+.PHONY: run test deps lint release bench fuzz chaos soak sim
 
 run:
 	$(CARGO) run -- run
@@ -19,7 +21,7 @@ run:
 # them when missing (root or sudo).
 deps:
 	@missing=""; \
-	for tool in mosquitto mosquitto_pub mosquitto_sub socat ip; do \
+	for tool in mosquitto mosquitto_pub mosquitto_sub socat ip iptables-legacy; do \
 	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
 	done; \
 	/usr/bin/python3 -c 'import paho.mqtt.client' >/dev/null 2>&1 || missing="$$missing python3-paho-mqtt"; \
@@ -61,6 +63,23 @@ release:
 # Release build of the agent and the benchmark (tests/bench/), then one run; prints figures.
 bench: deps
 	$(CARGO) test --release --test bench
+
+# tests/faults.rs: agents in network namespaces (root, as CI has) with pulled cables, lossy,
+# slow and reordering links, SIGKILL and restarts, and a full disk; the invariants are checked
+# after every 40 s round. A failure prints the line that replays it, e.g.
+# `CHAOS_SEED=1234 make chaos`; without CHAOS_SEED each run picks (and prints) a new seed.
+CHAOS_SECONDS ?= 300
+CHAOS_SEED ?=
+SOAK_SECONDS ?= 600
+chaos: deps
+	CHAOS_SECONDS=$(CHAOS_SECONDS) CHAOS_SEED=$(CHAOS_SEED) \
+	  $(CARGO) test --release --test faults chaos_campaign -- --ignored --nocapture
+
+# Samples every agent's RSS and open fds; fails when the last third's medians grew past the
+# first third's by more than a modest slack, and prints the figures either way.
+soak: deps
+	SOAK_SECONDS=$(SOAK_SECONDS) CHAOS_SEED=$(CHAOS_SEED) \
+	  $(CARGO) test --release --test faults soak_of_five_instances -- --ignored --nocapture
 
 # --- Raspberry Pi: cross builds, deploy, package (files in cross/, see cross/README.md) ---
 #
