@@ -156,18 +156,20 @@ impl Agent {
         true
     }
 
-    /// Carries out what the node asked of the store: our own updates are written at once
-    /// (during start-up only queued, and flushed once at the end: a config with thousands of
-    /// objects would otherwise cost thousands of writes); a peer's are queued for the next
-    /// fsync, since their origin holds them durably and a sync after a crash fetches whatever
-    /// was not written yet.
+    /// Carries out what the node asked of the store: updates are handed to the kernel at once,
+    /// so a killed agent keeps them (during start-up only queued, and flushed once at the
+    /// end: a config with thousands of objects would otherwise cost thousands of writes). Only
+    /// our own make the event wait for an fsync; a peer's are synced with it or the next
+    /// heartbeat, since their origin holds them durably and a sync after a power cut fetches
+    /// whatever was lost. (Queued in memory instead, a peer's objects were lost with a killed
+    /// agent, which then called them unknown until it synced again.)
     pub(super) fn persist(&mut self) {
         let requests = self.node.take_store();
         if requests.is_empty() {
             return;
         }
         for p in requests {
-            let result = if p.own && self.running {
+            let result = if self.running {
                 self.store.write(&p.updates)
             } else {
                 self.store.queue(&p.updates)

@@ -216,6 +216,8 @@ pub struct Store {
     pending: Vec<u8>,
     /// How many updates `pending` holds.
     pending_count: usize,
+    /// The last write or fsync failed, and none has succeeded since.
+    refused: bool,
 }
 
 /// Applies the records of the log bytes `bytes` (read from `log_path`, named in errors) to
@@ -347,6 +349,7 @@ impl Store {
             records: scan.updates.len() + scan.damaged.len() + scan.unreadable.len(),
             pending: Vec::new(),
             pending_count: 0,
+            refused: false,
         };
         Ok((store, replica))
     }
@@ -399,6 +402,7 @@ impl Store {
                 self.unsynced.append(&mut self.pending);
                 self.unsynced_count += self.pending_count;
                 self.pending_count = 0;
+                self.refused = false;
                 Ok(())
             }
             Err(source) => {
@@ -406,6 +410,7 @@ impl Store {
                 // before the retry. If this fails too, the retry still writes from
                 // `written_len`, and a reopen cuts the torn tail.
                 let _ = self.file.set_len(self.written_len);
+                self.refused = true;
                 Err(StoreError::WriteLog {
                     path: self.log_path.clone(),
                     pending: self.pending_count + self.unsynced_count,
@@ -427,6 +432,7 @@ impl Store {
                 self.durable_len = self.written_len;
                 self.unsynced.clear();
                 self.unsynced_count = 0;
+                self.refused = false;
                 Ok(())
             }
             Err(source) => {
@@ -441,6 +447,7 @@ impl Store {
                 self.unsynced_count = 0;
                 self.written_len = self.durable_len;
                 let _ = self.file.set_len(self.durable_len);
+                self.refused = true;
                 Err(StoreError::WriteLog {
                     path: self.log_path.clone(),
                     pending: self.pending_count,
@@ -450,11 +457,11 @@ impl Store {
         }
     }
 
-    /// Whether updates wait in memory because the disk refused them (or, at start-up, have
-    /// not been written yet); written updates that only wait for the event's fsync do not
-    /// count.
+    /// Whether the disk refuses: the last write or fsync failed and none succeeded since.
+    /// Updates merely queued (a peer's, waiting for the next write) or written and waiting for
+    /// the event's fsync do not count.
     pub fn refusing(&self) -> bool {
-        self.pending_count > 0
+        self.refused
     }
 
     /// How many updates are not yet durable.

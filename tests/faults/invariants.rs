@@ -11,9 +11,6 @@ pub fn outcomes(log: &[Issued]) -> String {
     for issued in log {
         let what = match (issued.exit, issued.answers.first()) {
             (None, _) => "hung".to_string(),
-            (_, Some(_)) if unknown_on_restarted(issued) => {
-                format!("rejected as unknown by restarted {}", NAMES[CRASH])
-            }
             (_, Some(a)) if a["result"].is_string() => {
                 let result = a["result"].as_str().unwrap_or_default().to_string();
                 if a["persisted"] == false {
@@ -47,15 +44,6 @@ fn acknowledged(issued: &Issued) -> bool {
     issued.exit == Some(0)
         && answer["result"] == "ok"
         && (answer["persisted"] != false || answer["executed-by"] != NAMES[CRASH])
-}
-
-/// A command rejected as for an unknown object by the instance that is killed and restarted.
-pub fn unknown_on_restarted(issued: &Issued) -> bool {
-    issued.via == CRASH
-        && result(issued) == Some("rejected")
-        && issued.answers[0]["error"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("unknown object"))
 }
 
 /// The properties a command writes, with the values it writes.
@@ -125,12 +113,9 @@ pub fn check(
                     || (one && matches!(result(issued), Some("timeout" | "unknown")))
             }
             // Failed (1) and rejected (2) are never right here: pins are writable and every
-            // command names an object the house has, with valid values. Except one known
-            // answer: an instance restarted after SIGKILL has lost the replicated updates it
-            // had not written yet (by design: a sync fetches them again), and until that sync
-            // it rejects commands for objects it has not seen as unknown (see
-            // `a_restarted_instance_that_has_not_caught_up_answers_unavailable`).
-            Some(2) => one && unknown_on_restarted(issued),
+            // command names an object the house has, with valid values; an instance restarted
+            // after SIGKILL kept every replicated update it had received (see
+            // `a_killed_instance_keeps_the_objects_it_had_received`).
             _ => false,
         };
         if !agrees {
