@@ -66,6 +66,8 @@ struct Session {
     /// Command publishes the client may still send now (token bucket), and when it was filled.
     tokens: f64,
     refilled: Instant,
+    /// Whether this connection's retained commands were logged already (once per connection).
+    warned_retained_command: bool,
 }
 
 /// A client's byte stream.
@@ -208,6 +210,7 @@ pub async fn serve<S: Transport>(
         },
         tokens: door.limits.command_burst,
         refilled: Instant::now(),
+        warned_retained_command: false,
         door,
         version,
         role,
@@ -399,6 +402,17 @@ impl Session {
                 &self.client_id,
                 &format!("{} may not publish on {:?}", self.role.describe(), m.topic),
             );
+        } else if m.retain && acl::is_request(&self.door.base, &self.role, &m.topic) {
+            // A retained command would be kept by the broker and run again for every new
+            // subscriber of the command topics: only live commands switch.
+            allowed = false;
+            if !std::mem::replace(&mut self.warned_retained_command, true) {
+                let why = format!(
+                    "a retained command on {:?} is ignored and not kept (only live commands switch); publish it without retain",
+                    m.topic
+                );
+                self.door.log.refused(self.peer, &self.client_id, &why);
+            }
         } else if let Err(full) = if m.retain && !self.role.is_trusted() {
             self.door.retained.admit(&m.topic, m.payload.len())
         } else {
