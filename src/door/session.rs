@@ -385,7 +385,10 @@ impl Session {
                 self.send(Outbound::UnsubAck { pkid, count });
             }
             Inbound::PingReq => self.send(Outbound::PingResp),
-            Inbound::Disconnect => return Some(End::Clean),
+            Inbound::Disconnect { with_will: false } => return Some(End::Clean),
+            Inbound::Disconnect { with_will: true } => {
+                return Some(End::Abnormal("DISCONNECT asking for its will".into()))
+            }
             Inbound::Connect { .. } => return Some(End::Abnormal("a second CONNECT".into())),
             Inbound::Unexpected(what) => {
                 return Some(End::Abnormal(format!("a client may not send {what}")))
