@@ -132,15 +132,18 @@ pub async fn serve<S: Transport>(
     };
     let Inbound::Connect {
         client_id,
+        clean,
         keep_alive,
         login,
         will,
-        ..
     } = connect
     else {
         return;
     };
-    if client_id.len() > MAX_CLIENT_ID || client_id.contains('\0') {
+    // MQTT-3.1.3-8: a 3.1.1 client without an id must ask for a clean session (MQTT 5 gets
+    // an assigned id either way).
+    let persistent_without_id = client_id.is_empty() && !clean && version == Version::V4;
+    if client_id.len() > MAX_CLIENT_ID || client_id.contains('\0') || persistent_without_id {
         door.log
             .refused(peer, &client_id, "client id too long or invalid");
         refuse(&mut stream, version, Refusal::BadClientId).await;
