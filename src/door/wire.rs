@@ -435,7 +435,7 @@ fn to_v5(packet: &Outbound) -> v5::Packet {
             properties: Some(v5::ConnAckProperties {
                 session_expiry_interval: None,
                 receive_max: None,
-                // Subscriptions are granted at most QoS 1; QoS 2 publishes are accepted.
+                // No maximum QoS: subscriptions and publishes go up to QoS 2.
                 max_qos: None,
                 retain_available: None,
                 max_packet_size: None,

@@ -2,6 +2,8 @@
 //! port, their sim pin files, the CLI, and waiting on conditions with a deadline.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
