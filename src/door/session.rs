@@ -31,6 +31,8 @@ pub const MAX_CLIENT_ID: usize = 128;
 /// Publishes sent to a client and not yet acknowledged; past this no more are sent to it
 /// until it acknowledges some.
 pub const MAX_UNACKED: usize = 1024;
+/// Bytes of packets for the client gathered into one write before the session reads again.
+pub const WRITE_BATCH: usize = 64 * 1024;
 /// Largest CONNECT read before the client is known.
 pub const MAX_CONNECT: usize = 64 * 1024;
 
@@ -358,7 +360,9 @@ impl Session {
                 // the router holds the rest until the client catches up.
                 notification = rx.next(), if self.unacked.len() < MAX_UNACKED => {
                     let mut next = Some(notification);
-                    // Everything the router has ready goes out in one write.
+                    // What the router has ready goes out in one write, up to WRITE_BATCH
+                    // bytes: a client reading slowly must not keep its session from reading
+                    // what the client sends (PINGREQ, PUBACK) for long.
                     while let Some(notification) = next {
                         match notification {
                             Ok(Some(n)) => {
@@ -369,7 +373,7 @@ impl Session {
                             Ok(None) => {}
                             Err(_) => return End::Abnormal("the router closed the session (taken over by the same client id?)".into()),
                         }
-                        next = if self.unacked.len() < MAX_UNACKED {
+                        next = if self.unacked.len() < MAX_UNACKED && self.out.len() < WRITE_BATCH {
                             ready_now(rx.next())
                         } else {
                             None
