@@ -31,8 +31,6 @@ pub const MAX_CLIENT_ID: usize = 128;
 /// Publishes sent to a client and not yet acknowledged; past this no more are sent to it
 /// until it acknowledges some.
 pub const MAX_UNACKED: usize = 1024;
-/// Bytes of packets for the client gathered into one write before the session reads again.
-pub const WRITE_BATCH: usize = 64 * 1024;
 /// Largest CONNECT read before the client is known.
 pub const MAX_CONNECT: usize = 64 * 1024;
 
@@ -358,28 +356,15 @@ impl Session {
                 },
                 // At most MAX_UNACKED QoS 1 publishes wait for the client's PUBACK: past that
                 // the router holds the rest until the client catches up.
-                notification = rx.next(), if self.unacked.len() < MAX_UNACKED => {
-                    let mut next = Some(notification);
-                    // What the router has ready goes out in one write, up to WRITE_BATCH
-                    // bytes: a client reading slowly must not keep its session from reading
-                    // what the client sends (PINGREQ, PUBACK) for long.
-                    while let Some(notification) = next {
-                        match notification {
-                            Ok(Some(n)) => {
-                                if let Some(end) = self.on_router(n, &rx) {
-                                    return end;
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(_) => return End::Abnormal("the router closed the session (taken over by the same client id?)".into()),
+                notification = rx.next(), if self.unacked.len() < MAX_UNACKED => match notification {
+                    Ok(Some(n)) => {
+                        if let Some(end) = self.on_router(n, &rx) {
+                            return end;
                         }
-                        next = if self.unacked.len() < MAX_UNACKED && self.out.len() < WRITE_BATCH {
-                            ready_now(rx.next())
-                        } else {
-                            None
-                        };
                     }
-                }
+                    Ok(None) => {}
+                    Err(_) => return End::Abnormal("the router closed the session (taken over by the same client id?)".into()),
+                },
                 _ = timeout => return End::Abnormal(format!("silent for 1.5 × its keep-alive of {keep_alive} s")),
                 _ = self.door.stop.cancelled() => return End::Abnormal("the agent is stopping".into()),
             }
