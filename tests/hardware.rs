@@ -84,7 +84,7 @@ fn check(text: &str) -> (i32, String) {
 
 #[test]
 fn check_accepts_a_hat_and_refuses_wiring_mistakes_with_line_and_fix() {
-    let hat = "[board]\nhat = \"waveshare-relay-3ch\"\n[[relay]]\nid = \"pump\"\nchannel = 3\n";
+    let hat = "[board]\nbackend = \"sim\"\nhat = \"waveshare-relay-3ch\"\n[[relay]]\nid = \"pump\"\nchannel = 3\n";
     let (code, out) = check(hat);
     assert_eq!(
         (code, out.as_str()),

@@ -215,36 +215,62 @@ fn bad_config_is_refused_with_file_line_and_reason() {
     assert!(text(&out.stdout).contains("ok (4 relays, 0 inputs, board pi4b)"));
 }
 
+/// Off a Pi, a config whose GPIO backend cannot run here is refused by `pimesh run` and by
+/// `pimesh check` alike: same exit code, same message, with the fix (`backend = "sim"`).
 #[test]
-fn rppal_backend_off_a_pi_says_so_and_suggests_sim() {
-    let (_d, cfg) = config_file("[board]\nbackend = \"rppal\"\n[[relay]]\nid = \"a\"\npin = 17\n");
-    let dir = tempfile::tempdir().unwrap();
-    let run = || {
-        std::process::Command::new(bin())
-            .args([
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-                "--data-dir",
-                dir.path().to_str().unwrap(),
-                "--port",
-                &free_port().to_string(),
-            ])
+fn a_backend_that_cannot_run_here_is_refused_by_run_and_check_alike() {
+    for backend in ["rppal", "cdev"] {
+        let (_d, cfg) = config_file(&format!(
+            "[board]\nbackend = \"{backend}\"\n[[relay]]\nid = \"a\"\npin = 17\n"
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let path = cfg.to_str().unwrap();
+        let run = std::process::Command::new(bin())
+            .args(["run", "--config", path, "--data-dir"])
+            .arg(dir.path())
+            .args(["--port", &free_port().to_string()])
             .output()
-            .unwrap()
-    };
-    // A port that was free when chosen may be taken by another test's agent first.
-    let mut out = run();
-    for _ in 0..3 {
-        if !text(&out.stderr).contains("already in use") {
-            break;
+            .unwrap();
+        let check = cli(&["check", "--config", path]);
+        let (run_err, check_err) = (text(&run.stderr), text(&check.stderr));
+        assert_eq!(run.status.code(), Some(2), "{backend}: {run_err}");
+        assert_eq!(check.status.code(), Some(2), "{backend}: {check_err}");
+        assert_eq!(
+            run_err.lines().last(),
+            check_err.lines().last(),
+            "{backend}"
+        );
+        assert!(
+            check_err.starts_with(&format!("error: {path}: "))
+                && check_err.contains("backend = \"sim\""),
+            "{backend}: {check_err}"
+        );
+        if backend == "rppal" {
+            assert!(check_err.contains("not a Raspberry Pi"), "{check_err}");
         }
-        out = run();
     }
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("not a Raspberry Pi") && err.contains("backend = \"sim\""),
-        "{err}"
-    );
+}
+
+/// `pimesh config --default` prints the embedded default, which `pimesh check` accepts as a
+/// file: what a newcomer saves and edits.
+#[test]
+fn config_default_prints_the_embedded_default_which_checks() {
+    let out = cli(&["config", "--default"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert_eq!(printed, include_str!("../src/config/default.toml"));
+    let (_d, file) = config_file(&printed);
+    let out = cli(&["check", "--config", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// The example configs the README's "Several instances" section starts from are valid and
+/// run without GPIO hardware.
+#[test]
+fn the_readme_example_configs_check() {
+    for name in ["a", "b", "c"] {
+        let path = format!("{}/boards/examples/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+        let out = cli(&["check", "--config", &path]);
+        assert!(out.status.success(), "{path}: {}", text(&out.stderr));
+    }
 }

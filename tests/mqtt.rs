@@ -346,3 +346,52 @@ fn a_subscriber_gets_thousands_of_retained_messages_at_once() {
         got.len()
     );
 }
+
+/// A retained command is not a command: the broker would keep it and hand it to every new
+/// subscriber of the command topics, so the front door ignores it (logged) and keeps nothing.
+/// Only live commands switch.
+#[test]
+fn a_retained_command_is_ignored_and_not_kept() {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    let a = Agent::start(&[]);
+    let mut opts = MqttOptions::new("retainer", "127.0.0.1", a.port);
+    let (u, p) = a.credentials();
+    opts.set_credentials(u, p);
+    let (client, mut connection) = Client::new(opts, 10);
+    // One connection, one topic filter at the agent: the live command arrives after the
+    // retained one, so once relay-2 is on, relay-1's command has been dealt with.
+    client
+        .publish("pimesh/relay-1/set", QoS::AtLeastOnce, true, "ON")
+        .unwrap();
+    client
+        .publish("pimesh/relay-2/set", QoS::AtLeastOnce, false, "ON")
+        .unwrap();
+    let mut acks = 0;
+    for event in connection.iter() {
+        if let Event::Incoming(Packet::PubAck(_)) = event.expect("connection") {
+            acks += 1;
+            if acks == 2 {
+                break;
+            }
+        }
+    }
+    wait_until("relay-2 switched by the live command", || {
+        a.pin(27).as_deref() == Some("1")
+    });
+    assert_eq!(a.state("relay-1"), "OFF", "a retained command switched");
+    assert_ne!(a.pin(17).as_deref(), Some("1"));
+    // Nothing is left on the broker for the next subscriber.
+    let out = std::process::Command::new("mosquitto_sub")
+        .args(mosquitto_auth(a.port))
+        .args(["-h", "127.0.0.1", "-p", &a.port.to_string()])
+        .args(["-t", "pimesh/relay-1/set", "-C", "1", "-W", "1", "-v"])
+        .output()
+        .expect("mosquitto_sub");
+    assert_eq!(text(&out.stdout), "", "a retained command was kept");
+    assert!(
+        a.log()
+            .contains("a retained command on \"pimesh/relay-1/set\" is ignored"),
+        "{}",
+        a.log()
+    );
+}

@@ -11,6 +11,7 @@
 //! happen anyway, [`LocalRx::recv`] reports the link closed and the agent exits so the service
 //! manager restarts it, rather than run deaf.
 
+use crate::door::mark::DoorMark;
 use bytes::Bytes;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{Filter, Packet, Publish, QoS, RetainForwardRule, Subscribe};
@@ -162,12 +163,18 @@ impl LocalRx {
             match notification {
                 Notification::Forward(forward) => {
                     let mut sender = None;
+                    let mut payload = forward.publish.payload;
                     let response = forward.properties.and_then(|p| {
-                        sender = p
-                            .user_properties
-                            .into_iter()
-                            .find(|(k, _)| k == crate::door::SENDER_PROPERTY)
-                            .map(|(_, v)| v);
+                        for (k, v) in p.user_properties {
+                            if k == crate::door::SENDER_PROPERTY {
+                                sender = Some(v);
+                            } else if k == crate::door::DOOR_PROPERTY
+                                && DoorMark::decode(&v).is_some_and(|m| m.empty)
+                            {
+                                // An empty publish that crossed the router with a placeholder.
+                                payload = bytes::Bytes::new();
+                            }
+                        }
                         let topic = p.response_topic?;
                         Some(ResponseTo {
                             topic,
@@ -176,7 +183,7 @@ impl LocalRx {
                     });
                     return LocalEvent::Message {
                         topic: String::from_utf8_lossy(&forward.publish.topic).into_owned(),
-                        payload: forward.publish.payload,
+                        payload,
                         response,
                         sender,
                     };

@@ -154,6 +154,7 @@ pub fn start(opts: BrokerOptions) -> Result<Broker, BrokerError> {
             opts.limits.max_retained_bytes,
         ),
         limits: opts.limits,
+        stats: Default::default(),
         log: Default::default(),
         tls: Arc::new(crate::tls::ServerSlot::new(opts.tls)),
         router: Arc::new(router),

@@ -12,7 +12,7 @@ use crate::broker::PortChoice;
 use crate::config::{self, Config};
 use crate::{boards, identity};
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Process exit codes.
@@ -60,6 +60,8 @@ pub enum Command {
     Peers(PeersArgs),
     /// Validate a config file and its board without starting anything.
     Check(CheckArgs),
+    /// Print the embedded default config (annotated, every key with its default).
+    Config(ConfigArgs),
     /// List the board and HAT definitions, or show one.
     Boards(BoardsArgs),
     /// Show the detected model, the GPIO backend, GPIO chips, permission problems and serial ports.
@@ -251,6 +253,14 @@ pub struct CheckArgs {
     pub config: PathBuf,
 }
 
+/// `pimesh config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print the embedded default config, the one `pimesh run` uses without --config.
+    #[arg(long, required = true)]
+    pub default: bool,
+}
+
 /// `pimesh boards`.
 #[derive(Debug, Args)]
 pub struct BoardsArgs {
@@ -296,7 +306,7 @@ pub fn run(cli: Cli) -> Exit {
         }
         Command::Get(args) => remote::get(args),
         Command::Peers(args) => remote::peers(args),
-        Command::Check(args) => match config::load(&args.config) {
+        Command::Check(args) => match load_runnable(&args.config) {
             Ok(cfg) => {
                 println!(
                     "{}: ok ({} relays, {} inputs, board {})",
@@ -312,6 +322,10 @@ pub fn run(cli: Cli) -> Exit {
                 Exit::Usage
             }
         },
+        Command::Config(_) => {
+            print!("{}", config::DEFAULT_CONFIG);
+            Exit::Ok
+        }
         Command::Doctor(args) => crate::doctor::run(args.root.as_deref()),
         Command::Invite(args) => admin::invite(args.data_dir, &args.expires),
         Command::Ca(args) => print_ca(args.data_dir.unwrap_or_else(default_data_dir)),
@@ -394,10 +408,35 @@ fn print_ca(dir: PathBuf) -> Exit {
     }
 }
 
+/// Why a config cannot run on this machine.
+#[derive(Debug, thiserror::Error)]
+enum NotRunnable {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{file}: {source}")]
+    Backend {
+        file: PathBuf,
+        source: crate::hal::HalError,
+    },
+}
+
+/// Loads and validates a config and asks whether its GPIO backend can run here: the one
+/// check `pimesh check` and `pimesh run` share, so they give the same verdict.
+fn load_runnable(path: &Path) -> Result<Config, NotRunnable> {
+    let cfg = config::load(path)?;
+    crate::hal::probe(cfg.board.backend, &cfg.board.line_prefix).map_err(|source| {
+        NotRunnable::Backend {
+            file: path.to_path_buf(),
+            source,
+        }
+    })?;
+    Ok(cfg)
+}
+
 /// `pimesh run`: merge flags into the config and run the agent until SIGTERM/SIGINT.
 fn run_agent(args: RunArgs) -> Exit {
     let mut cfg: Config = match &args.config {
-        Some(path) => match config::load(path) {
+        Some(path) => match load_runnable(path) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {e}");

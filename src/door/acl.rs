@@ -96,6 +96,16 @@ pub fn may_publish(base: &str, role: &Role, topic: &str) -> bool {
     }
 }
 
+/// Whether a publish of `role` on `topic` is a command or a request to the agent: everything
+/// a user or the local CLI may publish under `<base>/` is one (see [`may_publish`]). Such a
+/// publish is never retained: a command kept on the broker would be run again.
+pub fn is_request(base: &str, role: &Role, topic: &str) -> bool {
+    matches!(role, Role::Local | Role::User(_))
+        && topic
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// Under `<base>/` users may only send commands and requests to the agent.
 fn user_may_publish_below_base(rest: &str, local: bool) -> bool {
     if rest == "agent/get" || rest == "agent/peers" || (local && rest == ADMIN) {

@@ -26,9 +26,20 @@ pub mod acl;
 /// ids by it. A client's own property of that name is replaced, and it is never passed on
 /// to subscribers.
 pub const SENDER_PROPERTY: &str = "pimesh-sender";
+
+/// The MQTT 5 user property the front door puts on every publish it hands to the router, so
+/// the session that delivers it knows what rumqttd's router does not keep: the QoS it was
+/// published with (a subscriber gets the lower of that and its own), and `e` when its payload
+/// was empty and it was not retained. rumqttd deletes a topic's retained message on any empty
+/// publish; MQTT deletes it only on an empty *retained* one (MQTT-3.3.1-12), so such a publish
+/// crosses the router with a one-byte placeholder payload, emptied again on delivery. A
+/// client's own property of that name is dropped, and it is never passed on.
+pub const DOOR_PROPERTY: &str = "pimesh-door";
 pub mod auth;
+pub mod mark;
 pub mod retained;
 pub mod session;
+pub mod sys;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -81,6 +92,24 @@ impl Default for Limits {
     }
 }
 
+/// A topic or filter as the router holds it. rumqttd refuses a filter that starts with `$`
+/// (and drops the client that sent it), so `$` topics such as `$SYS/…` cross it with a NUL
+/// in place of the `$`: no client can name a topic with a NUL.
+pub fn router_name(name: &str) -> String {
+    match name.strip_prefix('$') {
+        Some(rest) => format!("\0{rest}"),
+        None => name.to_string(),
+    }
+}
+
+/// A topic from the router as clients know it (the inverse of [`router_name`]).
+pub fn client_name(name: &str) -> String {
+    match name.strip_prefix('\0') {
+        Some(rest) => format!("${rest}"),
+        None => name.to_string(),
+    }
+}
+
 /// What every session shares.
 pub struct Door {
     /// Base of the public topics (`pimesh`).
@@ -99,6 +128,8 @@ pub struct Door {
     pub router: Arc<rumqttd::Broker>,
     /// What clients keep retained on the broker.
     pub retained: retained::RetainedBudget,
+    /// Packets and messages counted for `$SYS`.
+    pub stats: sys::Stats,
     /// Ends every session.
     pub stop: CancellationToken,
 }
@@ -177,6 +208,11 @@ impl Slots {
         })
     }
 
+    /// Authenticated connections now, of every kind.
+    pub fn connected(&self) -> usize {
+        self.users.load(Ordering::SeqCst) + self.trusted.load(Ordering::SeqCst)
+    }
+
     /// A slot for an authenticated connection of `role`.
     pub fn admit(self: &Arc<Self>, role: &acl::Role) -> Option<SlotGuard> {
         let (counter, max) = if role.is_trusted() {
@@ -253,6 +289,7 @@ pub fn serve(
             };
             runtime.block_on(async move {
                 let mut tasks = tokio::task::JoinSet::new();
+                tasks.spawn(sys::publish(door.clone()));
                 for (l, kind) in listeners {
                     match tokio::net::TcpListener::from_std(l) {
                         Ok(l) => {

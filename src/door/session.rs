@@ -5,11 +5,14 @@
 //! of its own; messages the router forwards come back here, are filtered again by role and
 //! written in the client's protocol version. rumqttd never sees a byte from the network.
 //!
+//! What rumqttd's router does not keep (the QoS a message was published with, an empty
+//! publish that must not delete a retained message) crosses it in [`super::DOOR_PROPERTY`].
+//!
 //! Simplifications, all allowed by MQTT: sessions are not kept after a disconnect (CONNACK
-//! says session-present 0), subscriptions are granted at most QoS 1 (a QoS 2 publish is
-//! accepted with the full PUBREC/PUBREL/PUBCOMP exchange), and topic aliases are not offered.
+//! says session-present 0), and topic aliases are not offered.
 
 use super::acl::{self, Role};
+use super::mark::{is_internal, DoorMark};
 use super::wire::{self, Granted, Inbound, Message, Outbound, Refusal, Version, Will};
 use super::{Channel, Door, LogGate, SlotGuard};
 use bytes::{Bytes, BytesMut};
@@ -66,6 +69,8 @@ struct Session {
     /// Command publishes the client may still send now (token bucket), and when it was filled.
     tokens: f64,
     refilled: Instant,
+    /// Whether this connection's retained commands were logged already (once per connection).
+    warned_retained_command: bool,
 }
 
 /// A client's byte stream.
@@ -130,15 +135,18 @@ pub async fn serve<S: Transport>(
     };
     let Inbound::Connect {
         client_id,
+        clean,
         keep_alive,
         login,
         will,
-        ..
     } = connect
     else {
         return;
     };
-    if client_id.len() > MAX_CLIENT_ID || client_id.contains('\0') {
+    // MQTT-3.1.3-8: a 3.1.1 client without an id must ask for a clean session (MQTT 5 gets
+    // an assigned id either way).
+    let persistent_without_id = client_id.is_empty() && !clean && version == Version::V4;
+    if client_id.len() > MAX_CLIENT_ID || client_id.contains('\0') || persistent_without_id {
         door.log
             .refused(peer, &client_id, "client id too long or invalid");
         refuse(&mut stream, version, Refusal::BadClientId).await;
@@ -208,6 +216,7 @@ pub async fn serve<S: Transport>(
         },
         tokens: door.limits.command_burst,
         refilled: Instant::now(),
+        warned_retained_command: false,
         door,
         version,
         role,
@@ -272,12 +281,20 @@ fn router_id(role: &Role, client_id: &str) -> String {
 
 /// Queues `packet` on the router now: rumqttd's `LinkTx::send` is `async` but never waits.
 pub(crate) fn send_now(tx: &mut LinkTx, packet: Packet) -> Result<(), String> {
-    let fut = std::pin::pin!(tx.send(packet));
+    match ready_now(tx.send(packet)) {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("the router queue is not ready".into()),
+    }
+}
+
+/// The output of `fut` if it is ready at its first poll (dropped otherwise).
+fn ready_now<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let fut = std::pin::pin!(fut);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match std::future::Future::poll(fut, &mut cx) {
-        std::task::Poll::Ready(Ok(_)) => Ok(()),
-        std::task::Poll::Ready(Err(e)) => Err(e.to_string()),
-        std::task::Poll::Pending => Err("the router queue is not ready".into()),
+    match fut.poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
     }
 }
 
@@ -301,6 +318,9 @@ impl Session {
                 match wire::decode(self.version, &mut buf, self.max_packet) {
                     Ok(Some(packet)) => {
                         last_heard = Instant::now();
+                        self.door
+                            .stats
+                            .received(matches!(packet, Inbound::Publish(_)));
                         if let Some(end) = self.on_packet(packet).await {
                             let _ = stream.write_all(&self.out).await;
                             return end;
@@ -352,6 +372,7 @@ impl Session {
     }
 
     fn send(&mut self, packet: Outbound) {
+        self.door.stats.sent(matches!(packet, Outbound::Publish(_)));
         if let Err(e) = wire::encode(self.version, &packet, &mut self.out) {
             tracing::warn!(client = %self.client_id, error = %e, "cannot encode a packet for the client");
         }
@@ -375,6 +396,7 @@ impl Session {
                     self.subscriptions.remove(f);
                 }
                 let count = filters.len();
+                let filters = filters.iter().map(|f| super::router_name(f)).collect();
                 let unsub = Unsubscribe { pkid, filters };
                 if let Err(e) = send_now(&mut self.tx, Packet::Unsubscribe(unsub, None)) {
                     return Some(End::Abnormal(e));
@@ -382,7 +404,10 @@ impl Session {
                 self.send(Outbound::UnsubAck { pkid, count });
             }
             Inbound::PingReq => self.send(Outbound::PingResp),
-            Inbound::Disconnect => return Some(End::Clean),
+            Inbound::Disconnect { with_will: false } => return Some(End::Clean),
+            Inbound::Disconnect { with_will: true } => {
+                return Some(End::Abnormal("DISCONNECT asking for its will".into()))
+            }
             Inbound::Connect { .. } => return Some(End::Abnormal("a second CONNECT".into())),
             Inbound::Unexpected(what) => {
                 return Some(End::Abnormal(format!("a client may not send {what}")))
@@ -399,6 +424,17 @@ impl Session {
                 &self.client_id,
                 &format!("{} may not publish on {:?}", self.role.describe(), m.topic),
             );
+        } else if m.retain && acl::is_request(&self.door.base, &self.role, &m.topic) {
+            // A retained command would be kept by the broker and run again for every new
+            // subscriber of the command topics: only live commands switch.
+            allowed = false;
+            if !std::mem::replace(&mut self.warned_retained_command, true) {
+                let why = format!(
+                    "a retained command on {:?} is ignored and not kept (only live commands switch); publish it without retain",
+                    m.topic
+                );
+                self.door.log.refused(self.peer, &self.client_id, &why);
+            }
         } else if let Err(full) = if m.retain && !self.role.is_trusted() {
             self.door.retained.admit(&m.topic, m.payload.len())
         } else {
@@ -412,24 +448,33 @@ impl Session {
         }
         let duplicate = m.qos == 2 && self.awaiting_rel.contains(&m.pkid);
         if allowed && !duplicate {
-            let publish = Publish::new(Bytes::from(m.topic.into_bytes()), m.payload, m.retain);
-            let mut properties = m.properties.map(|mut p| {
-                // Aliases are not offered; a client that sends one anyway gets it ignored.
-                p.topic_alias = None;
-                p.subscription_identifiers.clear();
-                p.user_properties
-                    .retain(|(k, _)| k != super::SENDER_PROPERTY);
-                p
-            });
+            let mark = DoorMark {
+                qos: m.qos,
+                empty: m.payload.is_empty() && !m.retain,
+            };
+            let payload = if mark.empty {
+                Bytes::from_static(DoorMark::PLACEHOLDER)
+            } else {
+                m.payload
+            };
+            let publish = Publish::new(Bytes::from(m.topic.into_bytes()), payload, m.retain);
+            let mut properties = m.properties.unwrap_or_default();
+            // Aliases are not offered; a client that sends one anyway gets it ignored.
+            properties.topic_alias = None;
+            properties.subscription_identifiers.clear();
+            properties.user_properties.retain(|(k, _)| !is_internal(k));
             let command = publish.topic.starts_with(self.door.base.as_bytes())
                 && publish.topic.get(self.door.base.len()) == Some(&b'/');
             if command && !matches!(self.role, Role::Member(_)) {
                 let sender = format!("{}/{}", self.role.describe(), self.client_id);
-                let p = properties.get_or_insert_with(Default::default);
-                p.user_properties
+                properties
+                    .user_properties
                     .push((super::SENDER_PROPERTY.to_string(), sender));
             }
-            if let Err(e) = send_now(&mut self.tx, Packet::Publish(publish, properties)) {
+            properties
+                .user_properties
+                .push((super::DOOR_PROPERTY.to_string(), mark.encode()));
+            if let Err(e) = send_now(&mut self.tx, Packet::Publish(publish, Some(properties))) {
                 return Some(End::Abnormal(e));
             }
         }
@@ -486,10 +531,10 @@ impl Session {
                 );
                 Granted::NotAuthorized
             } else {
-                let granted = qos.min(1);
+                let granted = qos.min(2);
                 self.subscriptions.insert(filter.clone(), granted);
                 accepted.push(Filter {
-                    path: filter,
+                    path: super::router_name(&filter),
                     qos: QoS::AtMostOnce,
                     nolocal: false,
                     preserve_retain: false,
@@ -519,16 +564,24 @@ impl Session {
     fn on_router(&mut self, notification: Notification, rx: &LinkRx) -> Option<End> {
         match notification {
             Notification::Forward(forward) => {
-                let topic = String::from_utf8_lossy(&forward.publish.topic).into_owned();
+                let topic = super::client_name(&String::from_utf8_lossy(&forward.publish.topic));
                 if !acl::may_read(&self.door.base, &self.role, &topic) {
                     return None;
                 }
-                let qos = self
+                let granted = self
                     .subscriptions
                     .iter()
                     .filter(|(f, _)| acl::matches(f, &topic))
                     .map(|(_, q)| *q)
                     .max()?;
+                let (properties, mark) = DoorMark::take(forward.properties);
+                // The agent's own publishes carry no mark: they reach each subscriber at the
+                // QoS it asked for.
+                let qos = mark.map_or(granted, |m| m.qos.min(granted));
+                let payload = match mark {
+                    Some(m) if m.empty => Bytes::new(),
+                    _ => forward.publish.payload,
+                };
                 let pkid = if qos > 0 {
                     self.last_pkid = self.last_pkid.checked_add(1).unwrap_or(1);
                     self.unacked.insert(self.last_pkid);
@@ -536,16 +589,9 @@ impl Session {
                 } else {
                     0
                 };
-                let properties = forward.properties.map(|mut p| {
-                    p.topic_alias = None;
-                    p.subscription_identifiers.clear();
-                    p.user_properties
-                        .retain(|(k, _)| k != super::SENDER_PROPERTY);
-                    p
-                });
                 self.send(Outbound::Publish(Message {
                     topic,
-                    payload: forward.publish.payload,
+                    payload,
                     qos,
                     retain: forward.publish.retain,
                     pkid,

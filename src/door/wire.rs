@@ -74,7 +74,11 @@ pub enum Inbound {
         filters: Vec<String>,
     },
     PingReq,
-    Disconnect,
+    /// The client says goodbye: its will is dropped, unless (MQTT 5 reason 0x04) it asks
+    /// for it to be published.
+    Disconnect {
+        with_will: bool,
+    },
     /// A packet only a server sends (CONNACK, SUBACK, …) or AUTH: a protocol error here.
     Unexpected(&'static str),
 }
@@ -189,6 +193,9 @@ pub fn sniff_version(buf: &[u8]) -> Result<Option<Version>, WireError> {
     }
 }
 
+/// MQTT 5 DISCONNECT reason code 0x04: "disconnect with will message".
+const DISCONNECT_WITH_WILL: u8 = 0x04;
+
 /// Takes the next whole packet from `buf`: `Ok(None)` while it is incomplete. A packet over
 /// `max` bytes is refused from its fixed header, before its body arrives.
 pub fn decode(
@@ -209,6 +216,19 @@ pub fn decode(
             Err(e) => Err(WireError::Malformed(e.to_string())),
         },
         Version::V5 => {
+            // rumqttc's v5 reader refuses a DISCONNECT without a reason code (what most
+            // clients send) and waits forever for the properties of one with a reason code
+            // and no properties; either would end the session as abnormal and publish the
+            // client's will. Both forms are read here.
+            if let [0xE0, len @ (0 | 1), rest @ ..] = &buf[..] {
+                let with_will = match (len, rest.first()) {
+                    (0, _) => false,
+                    (_, Some(&reason)) => reason == DISCONNECT_WITH_WILL,
+                    (_, None) => return Ok(None),
+                };
+                let _ = buf.split_to(2 + usize::from(*len));
+                return Ok(Some(Inbound::Disconnect { with_will }));
+            }
             let limit = u32::try_from(max).unwrap_or(u32::MAX);
             match v5::Packet::read(buf, Some(limit)) {
                 Ok(p) => Ok(Some(from_v5(p))),
@@ -279,7 +299,7 @@ fn from_v4(p: v4::Packet) -> Inbound {
             filters: u.topics,
         },
         v4::Packet::PingReq => Inbound::PingReq,
-        v4::Packet::Disconnect => Inbound::Disconnect,
+        v4::Packet::Disconnect => Inbound::Disconnect { with_will: false },
         v4::Packet::ConnAck(_) => Inbound::Unexpected("CONNACK"),
         v4::Packet::SubAck(_) => Inbound::Unexpected("SUBACK"),
         v4::Packet::UnsubAck(_) => Inbound::Unexpected("UNSUBACK"),
@@ -334,7 +354,9 @@ fn from_v5(p: v5::Packet) -> Inbound {
             filters: u.filters,
         },
         v5::Packet::PingReq(_) => Inbound::PingReq,
-        v5::Packet::Disconnect(_) => Inbound::Disconnect,
+        v5::Packet::Disconnect(d) => Inbound::Disconnect {
+            with_will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
+        },
         v5::Packet::Auth(_) => Inbound::Unexpected("AUTH"),
         v5::Packet::ConnAck(_) => Inbound::Unexpected("CONNACK"),
         v5::Packet::SubAck(_) => Inbound::Unexpected("SUBACK"),
@@ -413,7 +435,7 @@ fn to_v5(packet: &Outbound) -> v5::Packet {
             properties: Some(v5::ConnAckProperties {
                 session_expiry_interval: None,
                 receive_max: None,
-                // Subscriptions are granted at most QoS 1; QoS 2 publishes are accepted.
+                // No maximum QoS: subscriptions and publishes go up to QoS 2.
                 max_qos: None,
                 retain_available: None,
                 max_packet_size: None,
@@ -534,6 +556,38 @@ mod tests {
                 assert_eq!(sniff_version(&bytes[..cut]).unwrap(), None, "cut {cut}");
             }
         }
+    }
+
+    #[test]
+    fn an_mqtt5_disconnect_without_reason_code_is_a_normal_disconnect() {
+        let mut buf = BytesMut::from(&[0xE0u8, 0x00, 0xC0, 0x00][..]);
+        assert_eq!(
+            decode(Version::V5, &mut buf, 1024).unwrap(),
+            Some(Inbound::Disconnect { with_will: false })
+        );
+        assert_eq!(
+            decode(Version::V5, &mut buf, 1024).unwrap(),
+            Some(Inbound::PingReq)
+        );
+        // A reason code without properties: 0x00 normal, 0x04 publish the will.
+        let mut buf = BytesMut::from(&[0xE0u8, 0x01][..]);
+        assert_eq!(decode(Version::V5, &mut buf, 1024).unwrap(), None);
+        buf.extend_from_slice(&[0x00, 0xE0, 0x01, 0x04]);
+        assert_eq!(
+            decode(Version::V5, &mut buf, 1024).unwrap(),
+            Some(Inbound::Disconnect { with_will: false })
+        );
+        assert_eq!(
+            decode(Version::V5, &mut buf, 1024).unwrap(),
+            Some(Inbound::Disconnect { with_will: true })
+        );
+        assert!(buf.is_empty());
+        // With properties, rumqttc reads it.
+        let mut buf = BytesMut::from(&[0xE0u8, 0x02, 0x04, 0x00][..]);
+        assert_eq!(
+            decode(Version::V5, &mut buf, 1024).unwrap(),
+            Some(Inbound::Disconnect { with_will: true })
+        );
     }
 
     #[test]

@@ -122,6 +122,21 @@ pub fn open_with(
     }
 }
 
+/// Whether `backend` can drive GPIO on this machine, found by opening it without claiming a
+/// pin (so it may run next to an agent that holds them). `pimesh check` and `pimesh run` both
+/// ask this before anything starts, so a config one refuses the other refuses too.
+pub fn probe(backend: Backend, line_prefix: &str) -> Result<(), HalError> {
+    match backend {
+        Backend::Auto => {
+            let choice = detect::choose(&detect::read_machine(Path::new("/")));
+            probe(choice.backend, line_prefix)
+        }
+        Backend::Sim => Ok(()),
+        Backend::Rppal => rpi::RppalGpio::open().map(drop),
+        Backend::Cdev => cdev::CdevGpio::open(line_prefix).map(drop),
+    }
+}
+
 /// The file the sim backend mirrors `pin` to: `<data-dir>/sim/gpio<N>`, holding `0` or `1`.
 ///
 /// Tests and people drive sim inputs and watch sim outputs through this file.

@@ -1,15 +1,18 @@
 //! `make bench`: a 3-instance pimesh mesh and a Mosquitto broker on loopback, measured in one
 //! run — the Mosquitto QoS 1 request/reply baseline, local and cross-instance command round
-//! trips, state fan-out, sustained commands per second with none lost, and memory.
+//! trips, state fan-out, a default paho-mqtt client's round trip (as Home Assistant runs
+//! it), sustained commands per second with none lost, and memory.
 //!
 //! Not a timed test: it prints figures and fails (non-zero exit) only when a command is lost,
-//! an answer is not `ok`, or something does not arrive within its deadline.
+//! an answer is not `ok`, something does not arrive within its deadline, or the default
+//! paho-mqtt round trip through pimesh takes more than [`PAHO_RATIO`] × Mosquitto's.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod client;
 mod mosquitto;
+mod paho;
 mod report;
 
 use anyhow::{bail, Context, Result};
@@ -30,6 +33,10 @@ const SAMPLES: usize = 1000;
 const PIPELINE: usize = 2000;
 /// Commands in flight at once in the throughput run.
 const WINDOW: usize = 32;
+/// How many times Mosquitto's median a default paho-mqtt client's round trip through pimesh
+/// may take. The figure guards against the ~40 ms delayed-ACK stall coming back; it is
+/// measured against Mosquitto in the same run, so a slow machine slows both.
+const PAHO_RATIO: f64 = 2.0;
 /// The whole run must finish within this; the watchdog then kills everything it started.
 const BUDGET: Duration = Duration::from_secs(115);
 
@@ -123,7 +130,10 @@ fn run() -> Result<Vec<String>> {
         .build()
         .context("starting the benchmark's runtime")?;
     let mut failures = Vec::new();
-    let figures = rt.block_on(measure(broker.port, &a, &b, &c, &mut failures))?;
+    let mut figures = rt.block_on(measure(broker.port, &a, &b, &c, &mut failures))?;
+    // Blocking (a Python process each), so outside the runtime; Mosquitto first, as above.
+    figures.paho_mosquitto = Some(paho::round_trips(broker.port, WARMUP, SAMPLES)?);
+    figures.paho = Some(paho::round_trips(a.port, WARMUP, SAMPLES)?);
 
     let rss_after: Vec<Option<u64>> = agents.iter().map(|(_, g)| rss_kib(g.child.id())).collect();
     let broker_after = rss_kib(broker.pid());
@@ -147,6 +157,11 @@ fn run() -> Result<Vec<String>> {
     if figures.lost > 0 {
         failures.push(format!("{} of {PIPELINE} commands lost", figures.lost));
     }
+    if let Some(ratio) = figures.paho_ratio().filter(|r| *r > PAHO_RATIO) {
+        failures.push(format!(
+            "a default paho-mqtt client's round trip through pimesh is {ratio:.2}x Mosquitto's (at most {PAHO_RATIO}x)"
+        ));
+    }
     Ok(failures)
 }
 
@@ -159,6 +174,10 @@ struct Figures {
     local: Latency,
     cross: Latency,
     fanout: Latency,
+    /// A default paho-mqtt client (no TCP_NODELAY) through Mosquitto and through A's
+    /// embedded broker: the round trip Home Assistant sees.
+    paho_mosquitto: Option<Latency>,
+    paho: Option<Latency>,
     per_second: f64,
     answered: usize,
     lost: usize,
@@ -194,6 +213,10 @@ impl Figures {
             "cross minus local                  p50 {:>9}  (the forward hop B -> A -> B)",
             us(self.cross.p50.saturating_sub(self.local.p50))
         );
+        if let (Some(m), Some(p)) = (&self.paho_mosquitto, &self.paho) {
+            println!("{}", m.line("mosquitto, default paho-mqtt QoS1", None));
+            println!("{}", p.line("embedded, default paho-mqtt QoS1", Some(m)));
+        }
         println!();
         let by: Vec<String> = self
             .executors
@@ -208,6 +231,12 @@ impl Figures {
             self.lost,
             by.join(", ")
         );
+    }
+
+    /// The default paho-mqtt median through pimesh over Mosquitto's, once both are measured.
+    fn paho_ratio(&self) -> Option<f64> {
+        let (m, p) = (self.paho_mosquitto.as_ref()?, self.paho.as_ref()?);
+        Some(report::ratio(p.p50, m.p50))
     }
 
     fn targets(&self) {
@@ -229,6 +258,12 @@ impl Figures {
             self.lost,
             mark(self.lost == 0)
         );
+        if let Some(ratio) = self.paho_ratio() {
+            println!(
+                "  default paho-mqtt p50 within {PAHO_RATIO}x mosquitto: {ratio:.2}x — {}",
+                mark(ratio <= PAHO_RATIO)
+            );
+        }
     }
 }
 
@@ -255,6 +290,8 @@ async fn measure(
         local,
         cross,
         fanout,
+        paho_mosquitto: None,
+        paho: None,
         per_second: tp.per_second,
         answered: tp.answered,
         lost: tp.lost,

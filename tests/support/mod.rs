@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod lan;
+pub mod raw;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
