@@ -253,7 +253,7 @@ impl Agent {
             let on = relay::power_on_state(cfg.power_on, recorded);
             (Relay::claim(gpio, cfg, on)?, on)
         };
-        if relay.config.power_on == PowerOn::Restore {
+        if relay.config.power_on == PowerOn::Restore && (recorded.is_some() || self.same_boot) {
             tracing::info!(object = %id, on, "restoring relay to its last state");
         }
         self.relays.insert(id.clone(), relay);

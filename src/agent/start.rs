@@ -79,7 +79,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     } else {
         None
     };
-    let mut gpio = hal::open(settings.config.board.backend, &data_dir)?;
+    let board = &settings.config.board;
+    let mut gpio = hal::open_with(board.backend, &data_dir, &board.line_prefix)?;
     let Some((link, mut link_rx)) = broker.local.take() else {
         return Err(AgentError::BrokerDied);
     };
