@@ -37,6 +37,8 @@ pub(super) struct Job {
     id: String,
     /// What to do.
     req: SetRequest,
+    /// The seq of the update that triggered it: the job leaves once that is durable.
+    seq: u64,
 }
 
 /// The replicated properties of a rule.
@@ -115,14 +117,21 @@ impl Agent {
                     target: target.to_string(),
                     id: format!("auto-{rule_id}-{}-{}", self.uuid.simple(), u.seq),
                     req,
+                    seq: u.seq,
                 });
             }
         }
     }
 
-    /// Dispatches the queued jobs.
+    /// Dispatches the queued jobs whose triggering update is durable: a job's id comes from
+    /// that update's seq, which a crash must never let us reuse.
     pub(super) async fn run_jobs(&mut self) {
-        for job in std::mem::take(&mut self.jobs) {
+        let durable = self.node.durable_seq();
+        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.jobs)
+            .into_iter()
+            .partition(|j| j.seq <= durable);
+        self.jobs = later;
+        for job in ready {
             tracing::info!(rule = %job.rule, command = %job.id, "automation triggered");
             self.run_job(job.rule, job.target, job.id, job.req, Vec::new())
                 .await;

@@ -132,7 +132,8 @@ impl Agent {
             }
             Origin::Peer { sender } => {
                 if self.node.has_unsaved() && self.resolved_by_receiver(&reply.object) {
-                    self.deferred.push((sender, reply));
+                    let seq = self.node.last_unsaved().unwrap_or(0);
+                    self.deferred.push((seq, sender, reply));
                 } else {
                     self.send_forward_reply(sender, reply).await;
                 }

@@ -407,7 +407,7 @@ impl Agent {
         }
         self.expire_pending().await;
         if self.node.has_unsaved() || self.store.pending() > 0 {
-            self.flush_store();
+            self.start_sync();
         }
     }
 

@@ -106,6 +106,8 @@ enum Internal {
     Joined(Result<(Uuid, Option<crate::tls::MeshCa>), String>),
     /// A peer's host name was looked up (off the agent task): our own address towards it.
     Resolved(String, IpAddr),
+    /// The fsync thread finished an fsync.
+    Synced(Box<state::ToSync>, std::io::Result<()>),
 }
 
 /// The agent task's state: the one owner of the store, the hardware and the mesh view.
@@ -148,7 +150,9 @@ struct Agent {
     /// Sender for edges and debounce timers.
     internal: mpsc::UnboundedSender<Internal>,
     /// Forwarded answers waiting for this event's fsync to carry its updates, by sender.
-    deferred: Vec<(Uuid, api::Reply)>,
+    deferred: Vec<(u64, Uuid, api::Reply)>,
+    /// Hands fsyncs to the fsync thread (see `Agent::start_sync`).
+    syncer: std::sync::mpsc::Sender<state::ToSync>,
     /// Who is in the mesh and alive.
     peers: Peers,
     /// Our links to peer brokers, by address, with the token that closes each.
@@ -426,6 +430,7 @@ impl Agent {
                     self.publish_owner_hello().await;
                 }
             }
+            Internal::Synced(done, result) => self.sync_ended(*done, result),
             Internal::Joined(Err(why)) => {
                 tracing::error!(%why, "could not join the mesh of the invitation; running alone");
                 self.join = None;

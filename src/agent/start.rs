@@ -85,6 +85,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         return Err(AgentError::BrokerDied);
     };
     let (internal, mut internal_rx) = mpsc::unbounded_channel();
+    let internal_for_sync = internal.clone();
     let (mesh_tx, mut mesh_rx) = mpsc::channel(1024);
     let mut agent = Agent {
         uuid,
@@ -106,6 +107,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         link,
         internal,
         deferred: Vec::new(),
+        syncer: state::fsync_thread(internal_for_sync),
         peers: Peers::new(uuid, &settings.name),
         links: HashMap::new(),
         mesh_tx,

@@ -301,6 +301,47 @@ impl Node {
         self.shadows.clear();
     }
 
+    /// The store made our updates up to `seq` durable (an fsync that began when that was the
+    /// last one; more may have come since): those may leave.
+    pub fn durable_upto(&mut self, seq: u64) {
+        let n = self.unsaved.iter().take_while(|u| u.seq <= seq).count();
+        self.outbox.extend(self.unsaved.drain(..n));
+        if self.unsaved.is_empty() {
+            self.shadows.clear();
+            return;
+        }
+        let settled: Vec<(ObjectId, String)> = self
+            .shadows
+            .keys()
+            .filter(|(object, prop)| {
+                let current = self.replica.get(object).and_then(|o| o.props.get(prop));
+                !current.is_some_and(|r| self.is_unsaved(r))
+            })
+            .cloned()
+            .collect();
+        for key in settled {
+            self.shadows.remove(&key);
+        }
+    }
+
+    /// The seq of our last update not yet durable, if any.
+    pub fn last_unsaved(&self) -> Option<u64> {
+        self.unsaved.last().map(|u| u.seq)
+    }
+
+    /// Our updates up to this seq are durable.
+    pub fn durable_seq(&self) -> u64 {
+        match self.unsaved.first() {
+            Some(u) => u.seq.saturating_sub(1),
+            None => self
+                .replica
+                .version_vector()
+                .get(&self.uuid)
+                .copied()
+                .unwrap_or(0),
+        }
+    }
+
     /// Whether `register` holds one of our own updates not yet durable.
     fn is_unsaved(&self, register: &Register) -> bool {
         register.stamp.origin == self.uuid

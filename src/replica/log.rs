@@ -161,6 +161,10 @@ pub(super) trait LogFile: Send {
     fn sync(&mut self) -> io::Result<()>;
     /// Cuts (or extends) the file to `len` bytes.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// A second handle on the file, so its fsync can run on another thread; none: sync here.
+    fn sync_handle(&self) -> Option<File> {
+        None
+    }
 }
 
 impl LogFile for File {
@@ -176,6 +180,26 @@ impl LogFile for File {
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         File::set_len(self, len)
     }
+
+    fn sync_handle(&self) -> Option<File> {
+        self.try_clone().ok()
+    }
+}
+
+/// An fsync started with [`Store::begin_sync`]: what it makes durable once it succeeds.
+#[derive(Debug)]
+pub struct SyncTicket {
+    /// Log bytes written when it started.
+    len: u64,
+    /// Bytes and updates of `unsynced` it covers.
+    bytes: usize,
+    count: usize,
+    /// The store's generation then: a flush or compaction since makes the ticket moot.
+    generation: u64,
+    /// The handle to sync on another thread; none: it was synced already (a test's file).
+    pub handle: Option<File>,
+    /// The result when it was synced already.
+    pub done: Option<io::Result<()>>,
 }
 
 impl fmt::Debug for Store {
@@ -218,6 +242,10 @@ pub struct Store {
     pending_count: usize,
     /// The last write or fsync failed, and none has succeeded since.
     refused: bool,
+    /// An fsync started by [`Store::begin_sync`] has not ended.
+    in_flight: bool,
+    /// Counts synchronous flushes and compactions, which settle any fsync in flight.
+    generation: u64,
 }
 
 /// Applies the records of the log bytes `bytes` (read from `log_path`, named in errors) to
@@ -350,6 +378,8 @@ impl Store {
             pending: Vec::new(),
             pending_count: 0,
             refused: false,
+            in_flight: false,
+            generation: 0,
         };
         Ok((store, replica))
     }
@@ -427,11 +457,77 @@ impl Store {
         if self.written_len == self.durable_len {
             return Ok(());
         }
-        match self.file.sync() {
+        // Whatever fsync is in flight, this one covers more.
+        self.generation += 1;
+        self.in_flight = false;
+        let result = self.file.sync();
+        self.synced(
+            self.written_len,
+            self.unsynced.len(),
+            self.unsynced_count,
+            result,
+        )
+    }
+
+    /// Writes the queued updates and starts an fsync of everything written, to run off the
+    /// caller's thread (group commit: the agent goes on meanwhile, and what it writes during
+    /// the fsync goes with the next one). None when everything written is durable or an
+    /// fsync is already in flight. Ends with [`Store::end_sync`].
+    pub fn begin_sync(&mut self) -> Result<Option<SyncTicket>, StoreError> {
+        if self.in_flight {
+            return Ok(None);
+        }
+        self.write_pending()?;
+        if self.written_len == self.durable_len {
+            return Ok(None);
+        }
+        self.in_flight = true;
+        let handle = self.file.sync_handle();
+        let done = handle.is_none().then(|| self.file.sync());
+        Ok(Some(SyncTicket {
+            len: self.written_len,
+            bytes: self.unsynced.len(),
+            count: self.unsynced_count,
+            generation: self.generation,
+            handle,
+            done,
+        }))
+    }
+
+    /// Whether an fsync started by [`Store::begin_sync`] has not ended.
+    pub fn syncing(&self) -> bool {
+        self.in_flight
+    }
+
+    /// Ends the fsync of `ticket` with its result: what it covered is durable, or, if it
+    /// failed, written again with the next write.
+    pub fn end_sync(
+        &mut self,
+        ticket: SyncTicket,
+        result: io::Result<()>,
+    ) -> Result<(), StoreError> {
+        if ticket.generation != self.generation {
+            // A flush or compaction since covered it.
+            return Ok(());
+        }
+        self.in_flight = false;
+        self.synced(ticket.len, ticket.bytes, ticket.count, result)
+    }
+
+    /// Books the result of an fsync that covered the log up to `len`: the first `bytes` of
+    /// `unsynced`, holding `count` updates.
+    fn synced(
+        &mut self,
+        len: u64,
+        bytes: usize,
+        count: usize,
+        result: io::Result<()>,
+    ) -> Result<(), StoreError> {
+        match result {
             Ok(()) => {
-                self.durable_len = self.written_len;
-                self.unsynced.clear();
-                self.unsynced_count = 0;
+                self.durable_len = len;
+                self.unsynced.drain(..bytes.min(self.unsynced.len()));
+                self.unsynced_count = self.unsynced_count.saturating_sub(count);
                 self.refused = false;
                 Ok(())
             }
@@ -493,6 +589,8 @@ impl Store {
             source,
         };
         self.file.set_len(0).map_err(&truncate_failed)?;
+        self.generation += 1;
+        self.in_flight = false;
         // The snapshot holds every update written so far: none needs writing again.
         self.durable_len = 0;
         self.written_len = 0;

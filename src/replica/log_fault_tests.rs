@@ -241,3 +241,93 @@ fn a_failed_fsync_writes_the_unsynced_records_again() {
     let (_store, again) = reopen(dir.path());
     assert_eq!(state(&again), state(&replica));
 }
+
+#[test]
+fn an_fsync_off_the_thread_covers_what_was_written_before_it_began_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut replica) = reopen(dir.path());
+    let first = replica.prepare(&oid("lamp"), vec![(STATE.into(), "ON".into())], T0);
+    store.write(&first).unwrap();
+    let mut ticket = store.begin_sync().unwrap().expect("something to sync");
+    assert!(store.syncing());
+    assert!(store.begin_sync().unwrap().is_none(), "one fsync at a time");
+    // Written while the fsync runs: the next fsync's.
+    for u in &first {
+        replica.apply(u, T0);
+    }
+    let second = replica.prepare(&oid("door"), vec![(STATE.into(), "OFF".into())], T0 + 1);
+    store.write(&second).unwrap();
+    let handle = ticket
+        .handle
+        .take()
+        .expect("a real file syncs on another thread");
+    let result = std::thread::spawn(move || handle.sync_data())
+        .join()
+        .unwrap();
+    store.end_sync(ticket, result).unwrap();
+    assert!(!store.syncing());
+    assert_eq!(
+        store.pending(),
+        1,
+        "the second write waits for its own fsync"
+    );
+    let ticket = store.begin_sync().unwrap().expect("the second write");
+    store.end_sync(ticket, Ok(())).unwrap();
+    assert_eq!(store.pending(), 0);
+    assert!(store.begin_sync().unwrap().is_none(), "all durable");
+}
+
+#[test]
+fn a_failed_fsync_off_the_thread_writes_everything_unsynced_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut replica, _, _, _) = open_faulty(dir.path());
+    persist(
+        &mut store,
+        &mut replica,
+        "lamp",
+        &[(STATE, "ON".into())],
+        T0,
+    );
+    let updates = replica.prepare(&oid("door"), vec![(STATE.into(), "OFF".into())], T0 + 1);
+    store.write(&updates).unwrap();
+    let ticket = store.begin_sync().unwrap().unwrap();
+    let err = store
+        .end_sync(ticket, Err(io::Error::from_raw_os_error(5)))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::WriteLog { pending: 1, .. }),
+        "{err}"
+    );
+    assert!(store.refusing());
+    let ticket = store.begin_sync().unwrap().expect("written again");
+    // A test file syncs at once and hands over the result.
+    let result = match &ticket.done {
+        Some(Ok(())) => Ok(()),
+        other => panic!("{other:?}"),
+    };
+    store.end_sync(ticket, result).unwrap();
+    assert!(!store.refusing());
+    drop(store);
+    let scan = record::scan(&fs::read(log_path(dir.path())).unwrap());
+    assert_eq!(
+        scan.updates.iter().map(|u| u.seq).collect::<Vec<_>>(),
+        [1, 2]
+    );
+}
+
+#[test]
+fn a_flush_while_an_fsync_runs_settles_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, replica) = reopen(dir.path());
+    let updates = replica.prepare(&oid("lamp"), vec![(STATE.into(), "ON".into())], T0);
+    store.write(&updates).unwrap();
+    let ticket = store.begin_sync().unwrap().unwrap();
+    store.flush().unwrap();
+    assert!(!store.syncing());
+    // The late result of the older fsync changes nothing, even a failure.
+    store
+        .end_sync(ticket, Err(io::Error::from_raw_os_error(5)))
+        .unwrap();
+    assert_eq!(store.pending(), 0);
+    assert!(!store.refusing());
+}

@@ -226,9 +226,28 @@ impl Sim {
         }
         if node.has_unsaved() && !full {
             inst.disk.written.append(&mut inst.disk.pending);
-            inst.disk.durable.append(&mut inst.disk.written);
-            node.durable();
-            self.acked.append(&mut inst.awaiting);
+            if self.rng.chance(self.faults.partial_sync) {
+                // The fsync began before the last writes: it covers a prefix of them, and our
+                // updates up to the last one in it (the agent's group commit on its thread).
+                let k = self.rng.below(inst.disk.written.len() as u64 + 1) as usize;
+                let covered: Vec<Update> = inst.disk.written.drain(..k).collect();
+                let upto = covered
+                    .iter()
+                    .filter(|u| u.stamp.origin == inst.uuid)
+                    .map(|u| u.seq)
+                    .max();
+                inst.disk.durable.extend(covered);
+                if let Some(seq) = upto {
+                    node.durable_upto(seq);
+                    let n = inst.awaiting.iter().take_while(|u| u.seq <= seq).count();
+                    self.acked.extend(inst.awaiting.drain(..n));
+                }
+                *self.stats.entry("partial-sync").or_default() += 1;
+            } else {
+                inst.disk.durable.append(&mut inst.disk.written);
+                node.durable();
+                self.acked.append(&mut inst.awaiting);
+            }
         }
         node.stream();
         let sends = node.take_sends();

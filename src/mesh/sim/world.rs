@@ -59,6 +59,8 @@ pub struct Faults {
     pub disk_full: f64,
     /// Probability per step that an instance's clock jumps.
     pub clock_jump: f64,
+    /// Probability that an fsync covers only some of what was written (it began earlier).
+    pub partial_sync: f64,
     /// Probability per step that a client writes at some instance.
     pub write: f64,
 }
@@ -75,6 +77,7 @@ impl Faults {
             flap: [0.0, 0.005, 0.02][rng.below(3) as usize],
             disk_full: [0.0, 0.002, 0.006][rng.below(3) as usize],
             clock_jump: [0.0, 0.001][rng.below(2) as usize],
+            partial_sync: [0.0, 0.3, 0.8][rng.below(3) as usize],
             write: [0.02, 0.05, 0.2][rng.below(3) as usize],
         }
     }
