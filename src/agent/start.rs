@@ -62,6 +62,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         segments: (broker_cfg.segment_bytes, broker_cfg.segment_count),
         client_id: format!("pimesh-agent-{uuid}"),
         base: base.clone(),
+        discovery_prefix: Some(&settings.config.homeassistant)
+            .filter(|ha| ha.enabled)
+            .map(|ha| ha.discovery_prefix.clone()),
         auth: auth.clone(),
         limits: crate::door::Limits {
             max_retained_topics: broker_cfg.max_retained,
