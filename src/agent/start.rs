@@ -135,11 +135,13 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         resolved: HashMap::new(),
         same_boot: runtime::same_boot(&data_dir),
         echoes: heapless::Deque::new(),
+        ha: discovery::Discovery::new(settings.config.homeassistant.clone()),
     };
     agent
         .peers
         .set_stale_after(settings.config.mesh.stale_after_ms);
     agent.reconcile_objects(&settings.config);
+    agent.record_ha_components(&settings.config);
     agent.record_self_as_member();
     agent.adopt_unsigned();
     let mut claimed = Vec::new();
