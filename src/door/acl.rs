@@ -7,7 +7,8 @@
 //! *Users* (Home Assistant, scripts, devices) may use the house's topics: commands, requests
 //! to the agent and any topic outside `<base>/`, but never the mesh's internal topics (in
 //! either direction, also through `#`) and never a topic only the agent writes (an object's
-//! state, events, instance status, answers to the CLI).
+//! state, events, instance status, answers to the CLI, the Home Assistant discovery configs
+//! of pimesh's devices).
 
 use uuid::Uuid;
 
