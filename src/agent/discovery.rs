@@ -42,6 +42,9 @@ pub(super) struct Discovery {
     /// Topic and payload of every config each object or instance last announced, by the
     /// node id of its device.
     sent: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    /// An announcement of everything is already waiting for its delay, so a burst of
+    /// `online` messages costs one.
+    pending: bool,
 }
 
 impl Discovery {
@@ -50,6 +53,7 @@ impl Discovery {
         Discovery {
             config,
             sent: HashMap::new(),
+            pending: false,
         }
     }
 }
@@ -185,7 +189,7 @@ impl Agent {
     /// Home Assistant said `online` (it started, or reconnected): everything is announced
     /// again after a random delay of up to two seconds, waited for off the agent task.
     pub(super) fn on_ha_status(&mut self, payload: &[u8]) {
-        if payload.trim_ascii() != b"online" {
+        if payload.trim_ascii() != b"online" || std::mem::replace(&mut self.ha.pending, true) {
             return;
         }
         let delay = Uuid::new_v4().as_u128() % JITTER_MS;
@@ -198,6 +202,7 @@ impl Agent {
 
     /// Announces every object and instance again, also what was announced before.
     pub(super) async fn announce_all(&mut self) {
+        self.ha.pending = false;
         if !self.ha.config.enabled {
             return;
         }
@@ -394,5 +399,70 @@ impl Agent {
             components,
             shared,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lamp() -> Announcement {
+        Announcement {
+            device: json!({ "ids": ["pimesh_lamp"], "name": "Lamp" }),
+            components: BTreeMap::from([
+                (
+                    "pimesh_lamp_state".to_string(),
+                    json!({ "p": "light", "unique_id": "pimesh_lamp_state" }),
+                ),
+                (
+                    "pimesh_lamp_press_single".to_string(),
+                    json!({ "p": "device_automation", "type": "button_short_press" }),
+                ),
+            ]),
+            shared: Map::from_iter([("availability_mode".to_string(), json!("all"))]),
+        }
+    }
+
+    fn parse(payload: &[u8]) -> Value {
+        serde_json::from_slice(payload).unwrap()
+    }
+
+    #[test]
+    fn device_mode_is_one_config_with_shared_keys_on_entities_only() {
+        let messages = lamp().messages("ha", "pimesh_lamp", DiscoveryMode::Device);
+        let topics: Vec<&str> = messages.keys().map(String::as_str).collect();
+        assert_eq!(topics, ["ha/device/pimesh_lamp/config"]);
+        let config = parse(&messages["ha/device/pimesh_lamp/config"]);
+        assert_eq!(config["o"]["name"], "pimesh");
+        assert_eq!(config["dev"]["ids"][0], "pimesh_lamp");
+        assert_eq!(
+            config["cmps"]["pimesh_lamp_state"]["availability_mode"],
+            "all"
+        );
+        assert!(config["cmps"]["pimesh_lamp_press_single"]
+            .get("availability_mode")
+            .is_none());
+        assert!(config.get("availability_mode").is_none());
+    }
+
+    #[test]
+    fn component_mode_is_one_config_per_entity_under_its_platform() {
+        let messages = lamp().messages("ha", "pimesh_lamp", DiscoveryMode::Component);
+        let topics: Vec<&str> = messages.keys().map(String::as_str).collect();
+        assert_eq!(
+            topics,
+            [
+                "ha/device_automation/pimesh_lamp/pimesh_lamp_press_single/config",
+                "ha/light/pimesh_lamp/pimesh_lamp_state/config",
+            ]
+        );
+        let light = parse(&messages["ha/light/pimesh_lamp/pimesh_lamp_state/config"]);
+        assert_eq!(light["unique_id"], "pimesh_lamp_state");
+        assert_eq!(light["availability_mode"], "all");
+        assert_eq!(light["dev"]["name"], "Lamp");
+        assert!(light.get("p").is_none());
+        let trigger =
+            parse(&messages["ha/device_automation/pimesh_lamp/pimesh_lamp_press_single/config"]);
+        assert!(trigger.get("availability_mode").is_none());
     }
 }
