@@ -13,6 +13,7 @@ mod answers;
 pub use admin::{admin_reply_topic, AdminReply, AdminRequest};
 mod automation;
 mod command;
+mod discovery;
 mod forward;
 mod hardware;
 mod join;
@@ -108,6 +109,8 @@ enum Internal {
     Resolved(String, IpAddr),
     /// The fsync thread finished an fsync.
     Synced(Box<state::ToSync>, std::io::Result<()>),
+    /// Home Assistant came online and its random delay passed: announce the house again.
+    HaAnnounce,
 }
 
 /// The agent task's state: the one owner of the store, the hardware and the mesh view.
@@ -209,6 +212,8 @@ struct Agent {
     /// Hashes of the retained payloads we published lately, so our own echo of an older
     /// value is told apart from someone else overwriting it (see `state.rs`).
     echoes: heapless::Deque<u64, 256>,
+    /// Home Assistant discovery: its settings and what was announced.
+    ha: discovery::Discovery,
 }
 
 /// One link to a peer's broker.
@@ -324,6 +329,7 @@ impl Agent {
         if let Err(e) = self.link.subscribe_many(&filters) {
             tracing::error!(error = %e, "cannot subscribe to our own broker");
         }
+        self.subscribe_ha_status();
         self.publish_status(self.uuid, true).await;
         self.last_hello = None;
         self.publish_owner_hello().await;
@@ -357,6 +363,8 @@ impl Agent {
                     self.on_own_mesh_message(&topic, &payload).await;
                 } else if topic == format!("{}/{}", self.base, crate::door::acl::ADMIN) {
                     self.on_admin(&payload).await;
+                } else if self.is_ha_status(&topic) {
+                    self.on_ha_status(&payload);
                 } else if let Some(invitation) = join {
                     self.on_join_request(&invitation, &payload).await;
                 } else {
@@ -431,6 +439,7 @@ impl Agent {
                 }
             }
             Internal::Synced(done, result) => self.sync_ended(*done, result),
+            Internal::HaAnnounce => self.announce_all().await,
             Internal::Joined(Err(why)) => {
                 tracing::error!(%why, "could not join the mesh of the invitation; running alone");
                 self.join = None;

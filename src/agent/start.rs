@@ -62,6 +62,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         segments: (broker_cfg.segment_bytes, broker_cfg.segment_count),
         client_id: format!("pimesh-agent-{uuid}"),
         base: base.clone(),
+        discovery_prefix: Some(&settings.config.homeassistant)
+            .filter(|ha| ha.enabled)
+            .map(|ha| ha.discovery_prefix.clone()),
         auth: auth.clone(),
         limits: crate::door::Limits {
             max_retained_topics: broker_cfg.max_retained,
@@ -134,11 +137,13 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         resolved: HashMap::new(),
         same_boot: runtime::same_boot(&data_dir),
         echoes: heapless::Deque::new(),
+        ha: discovery::Discovery::new(settings.config.homeassistant.clone()),
     };
     agent
         .peers
         .set_stale_after(settings.config.mesh.stale_after_ms);
     agent.reconcile_objects(&settings.config);
+    agent.record_ha_components(&settings.config);
     agent.record_self_as_member();
     agent.adopt_unsigned();
     let mut claimed = Vec::new();

@@ -422,6 +422,7 @@ impl Agent {
                 // Members and users are never public; they change who the door lets in.
                 self.keys_dirty = true;
                 if let Some(member) = crate::replica::trust::member_of(&id) {
+                    self.announce_instance(member).await;
                     if self.replica().is_retired(member) && self.peers.name_of(member).is_some() {
                         tracing::info!(%member, "an instance was forgotten by another member");
                         self.member_retired(member);
@@ -442,6 +443,7 @@ impl Agent {
         let topic = api::state_topic(&self.base, id);
         let payload = self.state_payload(id);
         self.publish_retained(&topic, payload).await;
+        self.announce_object(id).await;
     }
 
     /// Publishes the retained status of instance `uuid` on our broker.

@@ -117,6 +117,8 @@ pub struct BrokerOptions {
     pub client_id: String,
     /// Base of the public topics.
     pub base: String,
+    /// Home Assistant's discovery prefix when discovery is on (see [`door::Door`]).
+    pub discovery_prefix: Option<String>,
     /// Credentials the front door checks.
     pub auth: door::auth::Auth,
     /// Limits of the front door.
@@ -147,6 +149,7 @@ pub fn start(opts: BrokerOptions) -> Result<Broker, BrokerError> {
     let own = local::connect(&router, &opts.client_id).map_err(BrokerError::Link)?;
     let door = Arc::new(door::Door {
         base: opts.base,
+        discovery_prefix: opts.discovery_prefix,
         auth: opts.auth,
         slots: door::Slots::new(opts.limits.clone()),
         retained: door::retained::RetainedBudget::new(

@@ -140,6 +140,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         Some(p) => *p.get_ref(),
         None => true,
     };
+    let homeassistant = super::homeassistant::table(&src, raw.homeassistant, &base_topic)?;
     Ok(Config {
         name,
         data_dir,
@@ -172,6 +173,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         serials,
         virtuals,
         automations,
+        homeassistant,
     })
 }
 

@@ -12,6 +12,7 @@
 //! the serial devices.
 
 mod check;
+mod homeassistant;
 #[cfg(test)]
 mod hw_tests;
 mod objects;
@@ -62,6 +63,48 @@ pub struct Config {
     pub virtuals: Vec<VirtualConfig>,
     /// Rules (`[[automation]]` tables); they replicate to and run on every instance.
     pub automations: Vec<AutomationConfig>,
+    /// Home Assistant MQTT discovery on our broker (the `[homeassistant]` table).
+    pub homeassistant: HomeAssistantConfig,
+}
+
+/// The `[homeassistant]` table: how the house is announced to Home Assistant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HomeAssistantConfig {
+    /// Whether discovery configs are published at all.
+    pub enabled: bool,
+    /// The topic prefix Home Assistant listens on for discovery (its `discovery_prefix`).
+    pub discovery_prefix: String,
+    /// One config per device or one per entity.
+    pub discovery: DiscoveryMode,
+}
+
+/// How discovery configs are laid out on the broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiscoveryMode {
+    /// `<prefix>/device/<node>/config`, one per device (Home Assistant 2024.12 and later).
+    Device,
+    /// `<prefix>/<component>/<node>/<entity>/config`, one per entity, for older releases.
+    Component,
+}
+
+/// What Home Assistant shows a relay or virtual object as (`ha-component`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HaComponent {
+    /// A switch entity.
+    #[default]
+    Switch,
+    /// A light entity (on/off only).
+    Light,
+}
+
+impl HaComponent {
+    /// The Home Assistant platform name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HaComponent::Switch => "switch",
+            HaComponent::Light => "light",
+        }
+    }
 }
 
 /// What an automation does to its target.
@@ -192,6 +235,8 @@ pub struct VirtualConfig {
     pub x: f64,
     /// Position along the room, for floor plans.
     pub y: f64,
+    /// What Home Assistant shows it as.
+    pub ha_component: HaComponent,
 }
 
 /// What a relay does when the agent stops cleanly (SIGTERM, systemd stop).
@@ -238,6 +283,8 @@ pub struct RelayConfig {
     pub x: f64,
     /// Position along the room, for floor plans.
     pub y: f64,
+    /// What Home Assistant shows it as.
+    pub ha_component: HaComponent,
 }
 
 /// One `[[input]]` table: an input pin read as a button or contact.

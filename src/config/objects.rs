@@ -247,6 +247,7 @@ pub(super) fn relay(
         name: place.name,
         x: place.x,
         y: place.y,
+        ha_component: super::homeassistant::component(src, &what, &raw.ha_component)?,
     })
 }
 

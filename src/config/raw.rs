@@ -46,6 +46,21 @@ pub(super) struct RawConfig {
     /// Each `[[automation]]` table, in file order.
     #[serde(default, rename = "automation")]
     pub automations: Vec<RawAutomation>,
+    /// The `[homeassistant]` table.
+    #[serde(default)]
+    pub homeassistant: RawHomeAssistant,
+}
+
+/// The `[homeassistant]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawHomeAssistant {
+    /// Whether discovery is published.
+    pub enabled: Option<bool>,
+    /// Discovery topic prefix; checked like a topic and against the base topic.
+    pub discovery_prefix: Option<Spanned<String>>,
+    /// `device` or `component`; checked.
+    pub discovery: Option<Spanned<String>>,
 }
 
 /// One `[[automation]]` table.
@@ -86,6 +101,8 @@ pub(super) struct RawVirtual {
     pub x: Option<Spanned<f64>>,
     /// Position along the room; checked finite.
     pub y: Option<Spanned<f64>>,
+    /// `switch` or `light`; checked.
+    pub ha_component: Option<Spanned<String>>,
 }
 
 /// The `[board]` table.
@@ -179,6 +196,8 @@ pub(super) struct RawRelay {
     pub x: Option<Spanned<f64>>,
     /// Position along the room; checked finite.
     pub y: Option<Spanned<f64>>,
+    /// `switch` or `light`; checked.
+    pub ha_component: Option<Spanned<String>>,
 }
 
 /// One `[[input]]` table.

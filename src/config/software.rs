@@ -29,6 +29,7 @@ pub(super) fn virtual_object(src: &Source, raw: &RawVirtual) -> Result<VirtualCo
         name: place.name,
         x: place.x,
         y: place.y,
+        ha_component: super::homeassistant::component(src, &what, &raw.ha_component)?,
     })
 }
 

@@ -84,6 +84,11 @@ fn an_empty_file_gives_every_default() {
             virtuals: vec![],
             automations: vec![],
             serials: vec![],
+            homeassistant: HomeAssistantConfig {
+                enabled: true,
+                discovery_prefix: "homeassistant".into(),
+                discovery: DiscoveryMode::Device,
+            },
         }
     );
 }
@@ -115,6 +120,7 @@ fn objects_with_only_id_and_pin_get_defaults() {
             name: "r".into(),
             x: 0.0,
             y: 0.0,
+            ha_component: HaComponent::Switch,
         }]
     );
     assert_eq!(
@@ -279,7 +285,7 @@ fn an_unknown_key_lists_the_allowed_ones() {
         refusal(&["[[relay]]", "id = \"r\"", "pin = 17", "colour = \"red\""]),
         "house.toml:4: unknown field `colour`, expected one of `id`, `pin`, `channel`, \
          `active-low`, `power-on`, `on-stop`, `pulse-ms`, `interlock`, `interlock-dead-ms`, \
-         `max-on-s`, `room`, `name`, `x`, `y`"
+         `max-on-s`, `room`, `name`, `x`, `y`, `ha-component`"
     );
     assert_eq!(
         refusal(&["[broker]", "ports = 1883"]),

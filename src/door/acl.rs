@@ -7,7 +7,8 @@
 //! *Users* (Home Assistant, scripts, devices) may use the house's topics: commands, requests
 //! to the agent and any topic outside `<base>/`, but never the mesh's internal topics (in
 //! either direction, also through `#`) and never a topic only the agent writes (an object's
-//! state, events, instance status, answers to the CLI).
+//! state, events, instance status, answers to the CLI, the Home Assistant discovery configs
+//! of pimesh's devices).
 
 use uuid::Uuid;
 
@@ -117,6 +118,20 @@ fn user_may_publish_below_base(rest: &str, local: bool) -> bool {
     }
 }
 
+/// Whether a client may publish on `topic` given Home Assistant discovery under `prefix`
+/// (none when it is off): only the agent writes the configs of pimesh's own devices (node
+/// ids starting with `pimesh`), so nobody can rename, hijack or remove a device of the
+/// house. Home Assistant's `<prefix>/status` and other integrations' configs stay open.
+pub fn may_publish_discovery(prefix: Option<&str>, topic: &str) -> bool {
+    let Some(rest) = prefix.and_then(|p| topic.strip_prefix(p)?.strip_prefix('/')) else {
+        return true;
+    };
+    !rest
+        .split('/')
+        .skip(1)
+        .any(|level| level.starts_with("pimesh"))
+}
+
 /// Whether `role` may subscribe to `filter` (a `#` or `+` that could reach internal topics is
 /// allowed; what it matches there is never delivered, see [`may_read`]).
 pub fn may_subscribe(base: &str, role: &Role, filter: &str) -> bool {
@@ -185,6 +200,33 @@ mod tests {
     use super::*;
 
     const B: &str = "pimesh";
+
+    #[test]
+    fn only_the_agent_writes_pimesh_discovery_configs() {
+        let ha = Some("homeassistant");
+        assert!(may_publish_discovery(ha, "homeassistant/status"));
+        assert!(may_publish_discovery(
+            ha,
+            "homeassistant/switch/zigbee_1/config"
+        ));
+        assert!(!may_publish_discovery(
+            ha,
+            "homeassistant/device/pimesh_lamp/config"
+        ));
+        assert!(!may_publish_discovery(
+            ha,
+            "homeassistant/switch/pimesh_lamp/pimesh_lamp_state/config"
+        ));
+        assert!(!may_publish_discovery(
+            ha,
+            "homeassistant/device/pimesh-instance_0a/config"
+        ));
+        assert!(may_publish_discovery(
+            None,
+            "homeassistant/device/pimesh_lamp/config"
+        ));
+        assert!(may_publish_discovery(ha, "other/device/pimesh_lamp/config"));
+    }
 
     #[test]
     fn a_member_writes_only_under_its_own_uuid() {

@@ -114,6 +114,9 @@ pub fn client_name(name: &str) -> String {
 pub struct Door {
     /// Base of the public topics (`pimesh`).
     pub base: String,
+    /// Home Assistant's discovery prefix when discovery is on: configs of pimesh's devices
+    /// there are the agent's alone.
+    pub discovery_prefix: Option<String>,
     /// Credential checks.
     pub auth: auth::Auth,
     /// Limits.

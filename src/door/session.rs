@@ -166,7 +166,9 @@ pub async fn serve<S: Transport>(
         return;
     }
     if let Some(w) = &will {
-        if !acl::may_publish(&door.base, &role, &w.topic) {
+        if !acl::may_publish(&door.base, &role, &w.topic)
+            || !acl::may_publish_discovery(door.discovery_prefix.as_deref(), &w.topic)
+        {
             door.log.refused(
                 peer,
                 &client_id,
@@ -417,7 +419,8 @@ impl Session {
     }
 
     async fn on_publish(&mut self, m: Message) -> Option<End> {
-        let mut allowed = acl::may_publish(&self.door.base, &self.role, &m.topic);
+        let mut allowed = acl::may_publish(&self.door.base, &self.role, &m.topic)
+            && acl::may_publish_discovery(self.door.discovery_prefix.as_deref(), &m.topic);
         if !allowed {
             self.door.log.refused(
                 self.peer,

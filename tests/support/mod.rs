@@ -740,6 +740,12 @@ impl Subscriber {
         Subscriber { rx }
     }
 
+    /// Every line received so far and not yet taken, without waiting: for tests that
+    /// gather messages inside [`wait_until`].
+    pub fn drain(&self) -> Vec<String> {
+        self.rx.try_iter().collect()
+    }
+
     /// The first `count` lines received, waiting up to the deadline for them.
     pub fn take(&self, count: usize) -> Vec<String> {
         let end = Instant::now() + DEADLINE;
