@@ -14,6 +14,7 @@ pub use admin::{admin_reply_topic, AdminReply, AdminRequest};
 mod automation;
 mod command;
 mod discovery;
+mod durable;
 mod forward;
 mod hardware;
 mod join;
@@ -108,7 +109,7 @@ enum Internal {
     /// A peer's host name was looked up (off the agent task): our own address towards it.
     Resolved(String, IpAddr),
     /// The fsync thread finished an fsync.
-    Synced(Box<state::ToSync>, std::io::Result<()>),
+    Synced(Box<durable::ToSync>, std::io::Result<()>),
     /// Home Assistant came online and its random delay passed: announce the house again.
     HaAnnounce,
 }
@@ -155,7 +156,7 @@ struct Agent {
     /// Forwarded answers waiting for this event's fsync to carry its updates, by sender.
     deferred: Vec<(u64, Uuid, api::Reply)>,
     /// Hands fsyncs to the fsync thread (see `Agent::start_sync`).
-    syncer: std::sync::mpsc::Sender<state::ToSync>,
+    syncer: std::sync::mpsc::Sender<durable::ToSync>,
     /// Who is in the mesh and alive.
     peers: Peers,
     /// Our links to peer brokers, by address, with the token that closes each.

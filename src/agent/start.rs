@@ -110,7 +110,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         link,
         internal,
         deferred: Vec::new(),
-        syncer: state::fsync_thread(internal_for_sync),
+        syncer: durable::fsync_thread(internal_for_sync),
         peers: Peers::new(uuid, &settings.name),
         links: HashMap::new(),
         mesh_tx,

@@ -1,0 +1,125 @@
+//! Durability: group commit with the fsync on a thread of its own, and what waits for it
+//! (our updates on the live stream, automation jobs, forwarded answers that carry updates).
+
+use super::Agent;
+
+/// An fsync for the fsync thread: the store's ticket, and our last update it covers.
+#[derive(Debug)]
+pub(super) struct ToSync {
+    pub(super) ticket: crate::replica::SyncTicket,
+    pub(super) upto: Option<u64>,
+}
+
+/// Starts the thread that runs the store's fsyncs, so a slow SD card holds up only what
+/// waits for durability, never the agent's loop; each result comes back as an event.
+pub(super) fn fsync_thread(
+    events: tokio::sync::mpsc::UnboundedSender<super::Internal>,
+) -> std::sync::mpsc::Sender<ToSync> {
+    let (tx, rx) = std::sync::mpsc::channel::<ToSync>();
+    let spawned = std::thread::Builder::new()
+        .name("pimesh-fsync".into())
+        .spawn(move || {
+            while let Ok(mut job) = rx.recv() {
+                let result = match job.ticket.handle.take() {
+                    Some(file) => file.sync_data(),
+                    None => Ok(()),
+                };
+                if events
+                    .send(super::Internal::Synced(Box::new(job), result))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // The sender's errors then make every fsync run on the agent's own thread.
+        tracing::error!(error = %e, "cannot start the fsync thread; syncing on the agent's");
+    }
+    tx
+}
+
+impl Agent {
+    /// Group commit, once per event: the event's changes are in the kernel already; one
+    /// fsync, on the fsync thread, makes them durable together with whatever else was written
+    /// since the last one. The agent goes on meanwhile: our updates, the automation jobs they
+    /// triggered and the forwarded answers that carry them leave once their fsync ended
+    /// ([`Agent::sync_ended`]). Answers to clients do not wait (the hardware has moved).
+    pub(super) async fn commit(&mut self) {
+        self.save_answers();
+        self.persist();
+        if self.node.has_unsaved() {
+            self.start_sync();
+        }
+        self.send_durable_replies().await;
+    }
+
+    /// Starts an fsync of everything written, unless one is running (it is started again
+    /// when that one ends, if there is more).
+    pub(super) fn start_sync(&mut self) {
+        let upto = self.node.last_unsaved();
+        match self.store.begin_sync() {
+            Ok(Some(mut ticket)) => {
+                if let Some(result) = ticket.done.take() {
+                    return self.sync_ended(ToSync { ticket, upto }, result);
+                }
+                if let Err(e) = self.syncer.send(ToSync { ticket, upto }) {
+                    tracing::error!("the fsync thread is gone; syncing here");
+                    let ToSync { ticket, upto } = e.0;
+                    let result = match &ticket.handle {
+                        Some(file) => file.sync_data(),
+                        None => Ok(()),
+                    };
+                    self.sync_ended(ToSync { ticket, upto }, result);
+                }
+            }
+            // Nothing left to sync (a compaction, say, made it durable): ours may leave.
+            Ok(None) if !self.store.syncing() => {
+                if let Some(seq) = upto {
+                    self.node.durable_upto(seq);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, queued = self.store.pending(), "state not saved yet; will retry")
+            }
+        }
+    }
+
+    /// An fsync ended: what it covered is durable (our updates up to its seq may leave), or
+    /// it failed and is written again. More written meanwhile gets the next fsync.
+    pub(super) fn sync_ended(&mut self, done: ToSync, result: std::io::Result<()>) {
+        match self.store.end_sync(done.ticket, result) {
+            Ok(()) => {
+                if let Some(seq) = done.upto {
+                    self.node.durable_upto(seq);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, queued = self.store.pending(), "state not saved yet; will retry")
+            }
+        }
+    }
+
+    /// Sends the forwarded answers whose updates are durable now.
+    async fn send_durable_replies(&mut self) {
+        let durable = self.node.durable_seq();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
+            .into_iter()
+            .partition(|(seq, _, _)| *seq <= durable);
+        self.deferred = waiting;
+        for (_, sender, reply) in ready {
+            self.send_forward_reply(sender, reply).await;
+        }
+    }
+
+    /// Retries queued store writes; once they are on disk, our updates may go to peers.
+    pub(super) fn flush_store(&mut self) {
+        match self.store.flush() {
+            Ok(()) => self.node.durable(),
+            Err(e) => {
+                tracing::error!(error = %e, queued = self.store.pending(), "state not saved")
+            }
+        }
+    }
+}
