@@ -357,12 +357,11 @@ impl Node {
     /// value they replaced would come back here, and the peer would never get it.
     pub(super) fn durable_delta(&self, vv: &VersionVector) -> Vec<Update> {
         let mut delta = self.replica.delta_since(vv);
-        if self.unsaved.is_empty() {
+        let Some(first) = self.unsaved.first().map(|u| u.seq) else {
             return delta;
-        }
-        delta.retain(|u| {
-            !(u.stamp.origin == self.uuid && self.unsaved.iter().any(|s| s.seq == u.seq))
-        });
+        };
+        // Our seqs from the first unsaved one on are all unsaved.
+        delta.retain(|u| !(u.stamp.origin == self.uuid && u.seq >= first));
         let signed = self.replica.enforces_signatures();
         for ((object, prop), before) in &self.shadows {
             let current = self.replica.get(object).and_then(|o| o.props.get(prop));
