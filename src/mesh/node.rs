@@ -297,8 +297,7 @@ impl Node {
 
     /// The store made everything asked of it so far durable: our updates may leave.
     pub fn durable(&mut self) {
-        self.outbox.append(&mut self.unsaved);
-        self.shadows.clear();
+        self.durable_upto(u64::MAX);
     }
 
     /// The store made our updates up to `seq` durable (an fsync that began when that was the
