@@ -42,6 +42,11 @@ pub(super) struct Discovery {
     /// Topic and payload of every config each object or instance last announced, by the
     /// node id of its device.
     sent: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    /// A digest of what each object's last announcement was made from (see
+    /// [`Agent::announcement_inputs`]): a switch changes none of it, so the hundreds of state
+    /// changes a second a busy instance publishes cost no announcement at all. One entry per
+    /// object of the replica, like the replica's own tombstones.
+    made_from: HashMap<ObjectId, u64>,
     /// An announcement of everything is already waiting for its delay, so a burst of
     /// `online` messages costs one.
     pending: bool,
@@ -53,6 +58,7 @@ impl Discovery {
         Discovery {
             config,
             sent: HashMap::new(),
+            made_from: HashMap::new(),
             pending: false,
         }
     }
@@ -207,6 +213,7 @@ impl Agent {
             return;
         }
         self.ha.sent.clear();
+        self.ha.made_from.clear();
         let ids: Vec<ObjectId> = self.replica().objects().map(|(id, _)| id.clone()).collect();
         for id in ids {
             match crate::replica::trust::member_of(&id) {
@@ -222,8 +229,31 @@ impl Agent {
         if !self.ha.config.enabled {
             return;
         }
+        let inputs = self.announcement_inputs(id);
+        if self.ha.made_from.get(id) == Some(&inputs) {
+            return;
+        }
+        self.ha.made_from.insert(id.clone(), inputs);
         let announcement = self.object_announcement(id);
         self.send_announcement(object_node(id), announcement).await;
+    }
+
+    /// A digest of everything [`Self::object_announcement`] reads of object `id`: its kind,
+    /// name, room, component and holders, and whether it exists.
+    fn announcement_inputs(&self, id: &ObjectId) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        match self.replica().get(id).filter(|o| !o.is_deleted()) {
+            None => 0u8.hash(&mut h),
+            Some(obj) => {
+                1u8.hash(&mut h);
+                for prop in [model::KIND, model::NAME, model::ROOM, HA_COMPONENT] {
+                    obj.text(prop).hash(&mut h);
+                }
+                super::state::claimants(self.replica(), obj).hash(&mut h);
+            }
+        }
+        h.finish()
     }
 
     /// Announces instance `uuid`, or clears its config once it is forgotten.

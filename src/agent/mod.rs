@@ -190,8 +190,8 @@ struct Agent {
     /// Commands sent to other instances, duplicates waiting for commands in progress, and
     /// recent answers (see `crate::mesh::commands`).
     commands: crate::mesh::commands::Commands,
-    /// Lines in `answers.log`, to know when to rewrite it.
-    answers_on_disk: usize,
+    /// `answers.log`, open for appending.
+    answers_file: answers::AnswersFile,
     /// Rotation over the runners of virtual objects.
     rr: crate::router::RoundRobin,
     /// Rotation of automation jobs over live instances.

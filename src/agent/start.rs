@@ -127,7 +127,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         join,
         last_hello: None,
         commands: answers::load(&data_dir),
-        answers_on_disk: crate::mesh::commands::RECENT,
+        answers_file: Default::default(),
         rr: Default::default(),
         rr_jobs: Default::default(),
         jobs: Vec::new(),

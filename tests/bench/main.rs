@@ -31,6 +31,8 @@ const WARMUP: usize = 100;
 const SAMPLES: usize = 1000;
 /// Commands sent in the throughput run.
 const PIPELINE: usize = 2000;
+/// Commands sent in the single-instance run (`BENCH_SOLO`).
+const SOLO_PIPELINE: usize = 20_000;
 /// Commands in flight at once in the throughput run.
 const WINDOW: usize = 32;
 /// How many times Mosquitto's median a default paho-mqtt client's round trip through pimesh
@@ -45,7 +47,12 @@ static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 fn main() -> ExitCode {
     watchdog();
-    match run() {
+    let outcome = if std::env::var_os("BENCH_SOLO").is_some() {
+        solo()
+    } else {
+        run()
+    };
+    match outcome {
         Ok(failures) if failures.is_empty() => ExitCode::SUCCESS,
         Ok(failures) => {
             for f in failures {
@@ -162,6 +169,38 @@ fn run() -> Result<Vec<String>> {
             "a default paho-mqtt client's round trip through pimesh is {ratio:.2}x Mosquitto's (at most {PAHO_RATIO}x)"
         ));
     }
+    Ok(failures)
+}
+
+/// `BENCH_SOLO=1`: only the single-instance throughput, for profiling (`perf record -p`
+/// on the PID it prints while it waits for ENTER when `BENCH_SOLO=wait`).
+fn solo() -> Result<Vec<String>> {
+    let a = start_node("solo", &config("s"), &[]);
+    remember(a.child.id());
+    wait_until("the solo instance to know its objects", || {
+        a.all().contains_key("scene")
+    });
+    println!("solo instance pid {}", a.child.id());
+    if std::env::var("BENCH_SOLO").as_deref() == Ok("wait") {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the benchmark's runtime")?;
+    let mut failures = Vec::new();
+    let count: usize = std::env::var("BENCH_COUNT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(SOLO_PIPELINE);
+    let tp = rt.block_on(throughput(&a, count, &mut failures))?;
+    println!(
+        "solo: {} of {count} answered, {:.0} commands/s, RSS {}",
+        tp.answered,
+        tp.per_second,
+        mib(rss_kib(a.child.id()))
+    );
     Ok(failures)
 }
 
@@ -283,7 +322,7 @@ async fn measure(
     at_b.subscribe("bench/answer/cross").await?;
     let cross = commands(&mut at_b, "cross", "a-light", "alpha", failures).await?;
     let fanout = fanout(&mut at_a, b, c, failures).await?;
-    let tp = throughput(b, failures).await?;
+    let tp = throughput(b, PIPELINE, failures).await?;
     Ok(Figures {
         mosquitto,
         embedded,
@@ -463,7 +502,11 @@ struct Throughput {
 }
 
 /// [`PIPELINE`] toggles of the virtual `scene` through B with [`WINDOW`] in flight.
-async fn throughput(b: &Agent, failures: &mut Vec<String>) -> Result<Throughput> {
+async fn throughput(b: &Agent, total: usize, failures: &mut Vec<String>) -> Result<Throughput> {
+    let window: usize = std::env::var("BENCH_WINDOW")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(WINDOW);
     let mut cl = Client::connect("bench-pipeline", b.port).await?;
     cl.subscribe("bench/answer/tp").await?;
     let pid = std::process::id();
@@ -472,7 +515,7 @@ async fn throughput(b: &Agent, failures: &mut Vec<String>) -> Result<Throughput>
     let (mut sent, mut answered, mut duplicates) = (0usize, 0usize, 0usize);
     let t = Instant::now();
     loop {
-        while open.len() < WINDOW && sent < PIPELINE {
+        while open.len() < window && sent < total {
             let id = format!("tp-{pid}-{sent}");
             send(&cl, "scene", &id, "bench/answer/tp").await?;
             open.insert(id);
@@ -507,7 +550,7 @@ async fn throughput(b: &Agent, failures: &mut Vec<String>) -> Result<Throughput>
     Ok(Throughput {
         per_second: answered as f64 / elapsed.as_secs_f64(),
         answered,
-        lost: PIPELINE - answered,
+        lost: total - answered,
         executors,
     })
 }
