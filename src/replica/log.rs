@@ -246,6 +246,9 @@ pub struct Store {
     in_flight: bool,
     /// Counts synchronous flushes and compactions, which settle any fsync in flight.
     generation: u64,
+    /// Why our own updates since the snapshot may be missing from what was loaded (the log
+    /// was emptied, deleted or replaced from outside); none when the log was whole.
+    lost: Option<String>,
 }
 
 /// Applies the records of the log bytes `bytes` (read from `log_path`, named in errors) to
@@ -294,8 +297,11 @@ impl Store {
             tracing::info!(file = %tmp.display(), "removed a snapshot left half-written by a crash");
         }
 
-        let mut replica =
-            snapshot::load(&snapshot_path, origin)?.unwrap_or_else(|| Replica::new(origin));
+        let (mut replica, header_expected) = match snapshot::load(&snapshot_path, origin)? {
+            Some(loaded) => (loaded.replica, loaded.log_header),
+            None => (Replica::new(origin), false),
+        };
+        let mut lost = None;
         let from_snapshot = replica.register_count();
 
         let open_failed = |source| StoreError::OpenLog {
@@ -342,6 +348,20 @@ impl Store {
                     ),
                 });
             }
+            lost = Some(format!(
+                "the log {} held no valid record and was kept aside",
+                log_path.display()
+            ));
+        } else if header_expected && !scan.header {
+            lost = Some(format!(
+                "the log {} lacks the header every log after a snapshot starts with: it was emptied, deleted or replaced",
+                log_path.display()
+            ));
+        }
+        if let Some(why) = &lost {
+            tracing::error!(
+                "{why}; this instance's own changes since the snapshot are gone from this disk, and it makes no new change until a peer has sent them back"
+            );
         }
         if scan.valid_len < bytes.len() {
             tracing::warn!(
@@ -365,7 +385,8 @@ impl Store {
             "replica loaded"
         );
 
-        let store = Store {
+        let mut store = Store {
+            lost,
             dir: dir.to_path_buf(),
             log_path,
             snapshot_path,
@@ -381,6 +402,10 @@ impl Store {
             in_flight: false,
             generation: 0,
         };
+        if store.lost.is_some() && store.written_len == 0 {
+            // So the next start finds a whole log again.
+            store.start_log()?;
+        }
         Ok((store, replica))
     }
 
@@ -588,17 +613,43 @@ impl Store {
             len: 0,
             source,
         };
-        self.file.set_len(0).map_err(&truncate_failed)?;
-        self.generation += 1;
-        self.in_flight = false;
         // The snapshot holds every update written so far: none needs writing again.
-        self.durable_len = 0;
-        self.written_len = 0;
         self.unsynced.clear();
         self.unsynced_count = 0;
         self.records = 0;
-        self.file.sync().map_err(&truncate_failed)?;
+        self.start_log().map_err(|e| match e {
+            StoreError::TruncateLog { source, .. } => truncate_failed(source),
+            other => other,
+        })?;
         self.flush()
+    }
+
+    /// Makes the log hold only its header, durably. The header overwrites the start of the
+    /// old log before the log is cut after it, so a crash in between never leaves an empty log
+    /// (which would read as one emptied from outside), only the header and old records the
+    /// snapshot already holds.
+    fn start_log(&mut self) -> Result<(), StoreError> {
+        let header = record::header();
+        let len = header.len() as u64;
+        let failed = |source| StoreError::TruncateLog {
+            path: self.log_path.clone(),
+            len,
+            source,
+        };
+        self.generation += 1;
+        self.in_flight = false;
+        self.file.write_at(0, &header).map_err(failed)?;
+        self.file.set_len(len).map_err(failed)?;
+        self.file.sync().map_err(failed)?;
+        self.durable_len = len;
+        self.written_len = len;
+        Ok(())
+    }
+
+    /// Why our own updates since the snapshot may be missing: the log was emptied, deleted
+    /// or replaced from outside (none when it was whole).
+    pub fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
     }
 }
 

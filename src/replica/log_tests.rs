@@ -219,7 +219,11 @@ fn compaction_keeps_everything_and_empties_the_log() {
         T0 + 50,
     );
     store.compact(&replica).unwrap();
-    assert_eq!(fs::metadata(log_path(dir.path())).unwrap().len(), 0);
+    assert_eq!(
+        fs::read(log_path(dir.path())).unwrap(),
+        record::header(),
+        "the log holds only its header"
+    );
     let after = persist(
         &mut store,
         &mut replica,
@@ -473,6 +477,7 @@ fn a_log_of_garbage_from_its_first_byte_is_kept_aside_not_cut_as_torn() {
         .collect();
     assert_eq!(kept.len(), 1, "kept aside for inspection");
     assert_eq!(fs::read(kept[0].path()).unwrap(), garbage);
+    assert!(_store.lost().is_some_and(|why| why.contains("kept aside")));
 
     // A crash's leftovers are still just cut: zeroes, or one record cut short.
     for torn in [vec![0u8; 4096], {
@@ -491,6 +496,102 @@ fn a_log_of_garbage_from_its_first_byte_is_kept_aside_not_cut_as_torn() {
             "nothing kept aside"
         );
     }
+}
+
+/// A store compacted once, with `n` more of our updates logged after the snapshot.
+fn compacted_then(dir: &Path, n: u64) -> Replica {
+    let (mut store, mut replica) = reopen(dir);
+    for i in 0..5u64 {
+        persist(
+            &mut store,
+            &mut replica,
+            "lamp",
+            &[(X, (i as f64).into())],
+            T0 + i,
+        );
+    }
+    store.compact(&replica).unwrap();
+    for i in 0..n {
+        persist(
+            &mut store,
+            &mut replica,
+            "lamp",
+            &[(Y, (i as f64).into())],
+            T0 + 10 + i,
+        );
+    }
+    replica
+}
+
+#[test]
+fn a_log_emptied_or_deleted_beside_a_snapshot_is_reported_lost() {
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 3] = [
+        ("emptied", |log| fs::write(log, b"").unwrap()),
+        ("deleted", |log| fs::remove_file(log).unwrap()),
+        ("replaced by an older log without header", |log| {
+            let mut old = Vec::new();
+            record::encode(&persist_free_update(), &mut old).unwrap();
+            fs::write(log, old).unwrap();
+        }),
+    ];
+    for (what, damage) in damages {
+        let dir = tempfile::tempdir().unwrap();
+        let before = compacted_then(dir.path(), 3);
+        damage(&log_path(dir.path()));
+        let (store, replica) = reopen(dir.path());
+        assert!(
+            store.lost().is_some_and(|why| why.contains("header")),
+            "{what}: reported as lost"
+        );
+        let vv = |r: &Replica| r.version_vector().get(&node(1)).copied();
+        assert!(vv(&replica) < vv(&before), "{what}: our seqs did regress");
+        drop(store);
+        if what != "replaced by an older log without header" {
+            // The log was started again with its header: the next start is clean.
+            let (store, _) = reopen(dir.path());
+            assert_eq!(store.lost(), None, "{what}: reported once");
+        }
+    }
+}
+
+#[test]
+fn a_whole_log_and_a_crash_inside_compaction_are_not_reported_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    compacted_then(dir.path(), 3);
+    let (store, _) = reopen(dir.path());
+    assert_eq!(store.lost(), None, "a log with its header");
+    drop(store);
+
+    // Compaction writes the header over the old log's start, then cuts after it; a crash
+    // between leaves the header, a damaged record and old records the snapshot holds.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut replica) = reopen(dir.path());
+    for i in 0..5u64 {
+        persist(
+            &mut store,
+            &mut replica,
+            "lamp",
+            &[(X, (i as f64).into())],
+            T0 + i,
+        );
+    }
+    let mut old_log = fs::read(log_path(dir.path())).unwrap();
+    store.compact(&replica).unwrap();
+    drop(store);
+    let header = record::header();
+    old_log[..header.len()].copy_from_slice(&header);
+    fs::write(log_path(dir.path()), old_log).unwrap();
+    let (store, again) = reopen(dir.path());
+    assert_eq!(store.lost(), None);
+    assert_eq!(state(&again), state(&replica));
+
+    // A store that was never compacted has no header to miss.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut replica) = reopen(dir.path());
+    persist(&mut store, &mut replica, "lamp", &[(X, 1.0.into())], T0);
+    drop(store);
+    assert_eq!(reopen(dir.path()).0.lost(), None);
 }
 
 /// An update, without a store.

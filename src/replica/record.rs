@@ -25,21 +25,40 @@ pub(super) const HEADER_LEN: usize = 8;
 /// corrupt length, and refusing it keeps the scan from trusting garbage.
 pub(super) const MAX_PAYLOAD: usize = 1 << 20;
 
+/// The payload of the record a compaction starts every log with. A snapshot written since
+/// says so ([`super::snapshot`]'s `log-header`), so a log without it beside such a snapshot
+/// was emptied or replaced from outside, and our own updates since the snapshot are gone
+/// from this disk.
+pub(super) const LOG_HEADER: &[u8] = br#"{"pimesh-log":1}"#;
+
+/// The log header record, framed.
+pub(super) fn header() -> Vec<u8> {
+    let mut out = Vec::new();
+    frame(LOG_HEADER, &mut out);
+    out
+}
+
+/// Appends `payload` framed as a record to `out`.
+fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    let len = (payload.len() as u32).to_le_bytes();
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&checksum(&len, payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
 /// Appends the record for `update` to `out`. Refuses an update too large to be read back.
 pub(super) fn encode(update: &Update, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     let payload = serde_json::to_vec(update)?;
-    let len = match u32::try_from(payload.len()) {
-        Ok(len) if payload.len() <= MAX_PAYLOAD => len.to_le_bytes(),
+    match u32::try_from(payload.len()) {
+        Ok(_) if payload.len() <= MAX_PAYLOAD => {}
         _ => {
             return Err(serde::ser::Error::custom(format!(
                 "the update is {} bytes, more than the {MAX_PAYLOAD} a log record may hold",
                 payload.len()
             )))
         }
-    };
-    out.extend_from_slice(&len);
-    out.extend_from_slice(&checksum(&len, &payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    }
+    frame(&payload, out);
     Ok(())
 }
 
@@ -67,6 +86,8 @@ pub(super) struct Scan {
     pub(super) unreadable: Vec<(usize, usize, String)>,
     /// Length of the log up to the end of the last whole record; beyond it is a torn tail.
     pub(super) valid_len: usize,
+    /// Whether the log holds the header a compaction writes.
+    pub(super) header: bool,
 }
 
 /// Reads every record of `bytes`, skipping damage in the middle and stopping at a torn tail.
@@ -75,6 +96,10 @@ pub(super) fn scan(bytes: &[u8]) -> Scan {
     let mut pos = 0;
     while pos < bytes.len() {
         match frame_at(bytes, pos) {
+            Some((payload, next)) if payload == LOG_HEADER => {
+                scan.header = true;
+                pos = next;
+            }
             Some((payload, next)) => {
                 match serde_json::from_slice::<Update>(payload) {
                     Ok(update) => scan.updates.push(update),

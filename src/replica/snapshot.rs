@@ -33,6 +33,8 @@ struct SnapshotOut<'a> {
     ahead: &'a BTreeMap<Uuid, BTreeSet<u64>>,
     /// Every object with every register.
     objects: &'a BTreeMap<ObjectId, Object>,
+    /// Logs written after this snapshot start with [`super::record::LOG_HEADER`].
+    log_header: bool,
 }
 
 /// The snapshot as read.
@@ -49,10 +51,21 @@ struct SnapshotIn {
     ahead: BTreeMap<Uuid, BTreeSet<u64>>,
     /// Every object with every register.
     objects: BTreeMap<ObjectId, Object>,
+    /// Logs written after this snapshot start with a header (none before the header existed).
+    #[serde(default)]
+    log_header: bool,
+}
+
+/// A snapshot as loaded.
+pub(super) struct Loaded {
+    /// The replica it holds.
+    pub(super) replica: Replica,
+    /// Whether logs written after it start with [`super::record::LOG_HEADER`].
+    pub(super) log_header: bool,
 }
 
 /// Reads the snapshot at `path` into a replica for `origin`; `None` if there is none yet.
-pub(super) fn load(path: &Path, origin: Uuid) -> Result<Option<Replica>, StoreError> {
+pub(super) fn load(path: &Path, origin: Uuid) -> Result<Option<Loaded>, StoreError> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -63,7 +76,7 @@ pub(super) fn load(path: &Path, origin: Uuid) -> Result<Option<Replica>, StoreEr
             })
         }
     };
-    decode(&bytes, path, origin).map(Some)
+    decode_with_header(&bytes, path, origin).map(Some)
 }
 
 /// What follows the JSON document: `\ncrc32 ` and the crc32 of the document in 8 hex
@@ -97,6 +110,11 @@ fn checked_document<'a>(bytes: &'a [u8], path: &Path) -> Result<&'a [u8], StoreE
 
 /// Reads the bytes of the snapshot at `path` (named in errors) into a replica for `origin`.
 pub(super) fn decode(bytes: &[u8], path: &Path, origin: Uuid) -> Result<Replica, StoreError> {
+    decode_with_header(bytes, path, origin).map(|loaded| loaded.replica)
+}
+
+/// [`decode`], also saying whether logs after this snapshot start with a header.
+fn decode_with_header(bytes: &[u8], path: &Path, origin: Uuid) -> Result<Loaded, StoreError> {
     let bytes = checked_document(bytes, path)?;
     let wrong_format = |found| StoreError::SnapshotFormat {
         path: path.to_path_buf(),
@@ -123,7 +141,11 @@ pub(super) fn decode(bytes: &[u8], path: &Path, origin: Uuid) -> Result<Replica,
     if snapshot.format != FORMAT {
         return Err(wrong_format(snapshot.format));
     }
-    Ok(into_replica(snapshot, origin))
+    let log_header = snapshot.log_header;
+    Ok(Loaded {
+        replica: into_replica(snapshot, origin),
+        log_header,
+    })
 }
 
 /// Rebuilds the replica, restoring the clock past every stamp it holds.
@@ -175,6 +197,7 @@ pub(super) fn write(
         version_vector: &replica.seqs.version_vector,
         ahead: &replica.seqs.ahead,
         objects: &replica.objects,
+        log_header: true,
     };
     let mut bytes = serde_json::to_vec(&snapshot).map_err(|source| StoreError::EncodeSnapshot {
         path: path.to_path_buf(),
