@@ -79,3 +79,55 @@ fn a_full_disk_loses_nothing_and_says_which_file() {
     a.restart();
     assert_eq!(a.get("a-fan")["room"], attic, "kept across a crash");
 }
+
+/// A store wiped from outside while the instance keeps its identity: peers hold updates of
+/// ours that this disk no longer has. Without the fence, the restarted instance would number
+/// the changes it makes at start (here a new name from its config) with sequence numbers the
+/// peer already holds, and the peer would drop them as known: beta would never see the name.
+#[test]
+fn a_store_lost_from_outside_takes_our_changes_back_before_making_new_ones() {
+    let mut a = start_node("alpha", &node_config("a"), &[]);
+    let b = start_node("beta", &node_config("b"), &["--peer", &a.addr()]);
+    wait_until("beta has alpha's objects", || {
+        b.all().get("a-fan").is_some_and(|o| o["room"] == "room-a")
+    });
+    for i in 0..5 {
+        let room = format!("attic-{i}");
+        let out = a.cli(&["move", "a-fan", &room]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = a.cli(&["set", "a-light", "on"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("beta has alpha's changes", || {
+        let all = b.all();
+        all.get("a-fan").is_some_and(|o| o["room"] == "attic-4")
+            && all.get("a-light").is_some_and(|o| o["state"] == "ON")
+    });
+
+    a.stop();
+    std::fs::remove_dir_all(a.dir.join("store")).unwrap();
+    let config = a.dir.parent().unwrap().join("pimesh.toml");
+    let renamed =
+        node_config("a").replace("id = \"a-fan\"\n", "id = \"a-fan\"\nname = \"Attic fan\"\n");
+    assert_ne!(renamed, node_config("a"));
+    std::fs::write(&config, renamed).unwrap();
+    a.restart_with(&["--peer", &b.addr()]);
+    wait_until("alpha has its own changes back from beta", || {
+        a.all().get("a-fan").is_some_and(|o| o["room"] == "attic-4")
+    });
+    wait_until("beta takes the name alpha's config gave at start", || {
+        b.all()
+            .get("a-fan")
+            .is_some_and(|o| o["name"] == "Attic fan")
+    });
+    let out = a.cli(&["move", "a-fan", "cellar"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("beta takes alpha's first change after the loss", || {
+        b.all().get("a-fan").is_some_and(|o| o["room"] == "cellar")
+    });
+    let log = a.log();
+    assert!(
+        log.contains("was missing though this instance's identity was kept"),
+        "the loss is reported: {log}"
+    );
+}

@@ -127,6 +127,9 @@ impl Agent {
         };
         if req.state.is_none() {
             // A move is replicated state: any instance records it.
+            if let Some(reply) = self.fenced_reply(object, &id) {
+                return self.respond(origin, reply).await;
+            }
             let reply = self.execute_local(&oid, &req, &id);
             return self.respond(origin, reply).await;
         }
@@ -146,7 +149,10 @@ impl Agent {
         let skip = origin.tried();
         let route = self.route_for(&oid, &kind, holders, &skip);
         match route {
-            router::Route::Local => self.run_local(&oid, &req, &id, origin).await,
+            router::Route::Local => match self.fenced_reply(object, &id) {
+                Some(reply) => self.respond(origin, reply).await,
+                None => self.run_local(&oid, &req, &id, origin).await,
+            },
             router::Route::Forward(executor) => {
                 self.forward(executor, object, id, req, origin, onward)
                     .await
@@ -160,6 +166,14 @@ impl Agent {
                 self.respond(origin, reply).await
             }
         }
+    }
+
+    /// The answer to a command this instance would run while it makes no change of its own
+    /// (its store lost our updates and a peer has not sent them back yet).
+    fn fenced_reply(&self, object: &str, id: &str) -> Option<Reply> {
+        let why = self.node.fenced()?;
+        let why = format!("this instance is fetching its own changes back from peers before it makes new ones ({why}); try again in a moment");
+        Some(self.reply(object, Some(id.into()), Outcome::Unavailable, Some(why)))
     }
 
     /// Asks the router where a state command for `oid` runs.

@@ -12,8 +12,22 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         source,
     })?;
     let _lock = runtime::lock(&data_dir)?;
+    let store_dir = data_dir.join("store");
+    let store_wiped = data_dir.join(identity::ID_FILE).exists() && !store_dir.exists();
     let uuid = identity::load_or_create(&data_dir)?;
-    let (store, mut replica) = Store::open(&data_dir.join("store"), uuid)?;
+    let (store, mut replica) = Store::open(&store_dir, uuid)?;
+    let lost = match store.lost() {
+        Some(why) => Some(why.to_string()),
+        None if store_wiped => {
+            let why = format!(
+                "the store {} was missing though this instance's identity was kept",
+                store_dir.display()
+            );
+            tracing::error!("{why}; this instance's own changes are gone from this disk, and it makes no new change until a peer has sent them back");
+            Some(why)
+        }
+        None => None,
+    };
     replica.set_max_clock_ahead(settings.config.mesh.max_clock_ahead_ms);
     let base = settings.config.base_topic.clone();
 
@@ -142,6 +156,12 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     agent
         .peers
         .set_stale_after(settings.config.mesh.stale_after_ms);
+    if let Some(why) = lost {
+        // Peers may hold our updates the disk lost: no change of ours until one sends them
+        // back (crate::mesh::fence). What the disk lost may also have been all that said who
+        // the peers are, so an instance that looks alone waits too, within the fence's limit.
+        agent.node.fence(&why, crate::mesh::node::Now::real());
+    }
     agent.reconcile_objects(&settings.config);
     agent.record_ha_components(&settings.config);
     agent.record_self_as_member();

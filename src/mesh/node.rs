@@ -21,6 +21,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 use uuid::Uuid;
 
+use super::fence::{Deferred, Fence};
 pub use super::sync::SYNC_TIMEOUT;
 use super::sync::{Serving, SyncState};
 
@@ -128,6 +129,8 @@ pub struct Node {
     to_send: Vec<Send>,
     /// Rate limits of the warnings peers can trigger.
     pub(super) warns: WarnLimit,
+    /// Set while our own updates lost by the store may still be held by peers.
+    pub(super) fence: Option<Fence>,
 }
 
 impl Node {
@@ -151,6 +154,7 @@ impl Node {
             to_store: Vec::new(),
             to_send: Vec::new(),
             warns: WarnLimit::default(),
+            fence: None,
         }
     }
 
@@ -220,6 +224,11 @@ impl Node {
         touch: bool,
         now: Now,
     ) -> Option<Vec<Update>> {
+        if self.fence.is_some() {
+            let id = id.clone();
+            self.defer(Deferred::Record { id, props, touch });
+            return None;
+        }
         let updates = if touch {
             self.replica.prepare_touching(id, props, now.wall_ms)
         } else {
@@ -256,6 +265,12 @@ impl Node {
     /// Records where an object starts, from the config: only properties it has no value for
     /// yet, and so that any value the mesh holds wins ([`Replica::prepare_initial`]).
     pub fn record_initial(&mut self, id: &ObjectId, props: Vec<(String, Value)>, now: Now) {
+        if self.defer(Deferred::Initial {
+            id: id.clone(),
+            props: props.clone(),
+        }) {
+            return;
+        }
         let updates = self.replica.prepare_initial(id, props);
         self.record_prepared(id, updates, now);
     }
@@ -263,6 +278,9 @@ impl Node {
     /// Writes again, signed, what the store kept from before signatures existed (see
     /// [`crate::replica::trust`]); returns how many registers that was.
     pub fn adopt_unsigned(&mut self, now: Now) -> usize {
+        if self.defer(Deferred::Adopt) {
+            return 0;
+        }
         let updates = self.replica.adopt_unsigned();
         for group in updates.chunk_by(|a, b| a.object == b.object) {
             let id = group[0].object.clone();
@@ -412,6 +430,7 @@ impl Node {
             vv: self.shareable_version_vector(),
         })));
         self.expire_syncs(now);
+        self.expire_fence(now);
     }
 
     /// A message from peer `from`. The caller checked that it came on `from`'s topics (the

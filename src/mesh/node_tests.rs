@@ -113,3 +113,136 @@ fn own_updates_leave_only_once_durable_and_syncs_meanwhile_send_what_is_durable(
     };
     assert!(page.updates.iter().any(|u| u.object == pump && u.seq == 2));
 }
+
+/// Hands every message `from` wants sent to `to`, as the network would.
+fn deliver(from: &mut Node, to: &mut Node, now: Now) {
+    for send in from.take_sends() {
+        match send {
+            Send::All(msg) => to.receive(from.uuid(), msg, now),
+            Send::To(peer, msg) if peer == to.uuid() => to.receive(from.uuid(), msg, now),
+            Send::To(..) => {}
+        }
+    }
+}
+
+/// Instance `me` that has recorded its member record and `states` switches of a pump, all
+/// durable and streamed to `peer`; returns the node and every update it made.
+fn switched(me: Uuid, peer: &mut Node, states: &[&str]) -> (Node, Vec<Update>) {
+    let mut node = Node::new(me, "a", signed_replica(me, 1));
+    let pump = ObjectId::new("pump").unwrap();
+    node.record(
+        &member_id(me),
+        member_props("a", &key(1).verifying_key()),
+        false,
+        at(0),
+    );
+    for (i, s) in states.iter().enumerate() {
+        node.record(
+            &pump,
+            vec![("state".into(), (*s).into())],
+            false,
+            at(i as u64 + 1),
+        );
+    }
+    let made: Vec<Update> = node
+        .take_store()
+        .into_iter()
+        .flat_map(|p| p.updates)
+        .collect();
+    node.durable();
+    node.stream();
+    deliver(&mut node, peer, at(10));
+    (node, made)
+}
+
+#[test]
+fn a_fenced_instance_makes_no_change_until_a_peer_sent_its_own_updates_back() {
+    let (me, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let pump = ObjectId::new("pump").unwrap();
+    let mut b = Node::new(other, "b", signed_replica(other, 2));
+    let (_, made) = switched(me, &mut b, &["ON", "OFF", "ON"]);
+    let held = made.len() as u64;
+    assert_eq!(b.replica().version_vector().get(&me), Some(&held));
+
+    // The log is emptied: only the member record is left on this disk.
+    let record: Vec<&Update> = made.iter().filter(|u| u.object != pump).collect();
+    let reopened = || {
+        let mut r = signed_replica(me, 1);
+        for u in &record {
+            r.apply(u, at(20).wall_ms);
+        }
+        Node::new(me, "a", r)
+    };
+    // Unfenced, the next change would reuse seq 2, which the peer holds for another update.
+    let mut careless = reopened();
+    careless.record(&pump, vec![("state".into(), "OFF".into())], false, at(21));
+    let reused = careless.take_store().remove(0).updates.remove(0);
+    assert_eq!(
+        reused.seq,
+        record.len() as u64 + 1,
+        "the hazard the fence closes: a seq the peer holds for another update"
+    );
+
+    let mut a = reopened();
+    a.fence("log emptied", at(21));
+    let changed = a.record(&pump, vec![("state".into(), "OFF".into())], false, at(21));
+    assert!(
+        changed.is_none() && a.take_store().is_empty(),
+        "no change made"
+    );
+    assert_eq!(a.deferred(), 1);
+    a.beat(at(22));
+    assert!(a.fenced().is_some(), "a heartbeat alone does not lift it");
+
+    a.link_ready(other, at(23));
+    deliver(&mut a, &mut b, at(23));
+    deliver(&mut b, &mut a, at(24));
+    assert_eq!(a.fenced(), None, "the sync lifted it");
+    let kept: Vec<Update> = a
+        .take_store()
+        .into_iter()
+        .filter(|p| p.own)
+        .flat_map(|p| p.updates)
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        kept[0].seq,
+        held + 1,
+        "after the updates the peer sent back"
+    );
+    a.durable();
+    a.stream();
+    deliver(&mut a, &mut b, at(25));
+    assert_eq!(
+        b.replica().get(&pump).and_then(|o| o.text("state")),
+        Some("OFF"),
+        "the peer took the change made after the fence"
+    );
+}
+
+#[test]
+fn a_fence_no_peer_answers_lifts_after_its_limit_and_keeps_a_bounded_backlog() {
+    let me = Uuid::from_u128(1);
+    let mut a = Node::new(me, "a", signed_replica(me, 1));
+    let start = at(0);
+    a.fence("log emptied", start);
+    for i in 0..crate::mesh::fence::MAX_DEFERRED + 10 {
+        let id = ObjectId::new("pump").unwrap();
+        a.record(&id, vec![("x".into(), (i as f64).into())], false, at(1));
+    }
+    assert_eq!(a.deferred(), crate::mesh::fence::MAX_DEFERRED, "bounded");
+    a.beat(Now {
+        at: start.at + crate::mesh::fence::FENCE_LIMIT,
+        wall_ms: start.wall_ms + 200_000,
+    });
+    assert_eq!(a.fenced(), None);
+    let x = a
+        .replica()
+        .get(&ObjectId::new("pump").unwrap())
+        .and_then(|o| o.number("x"));
+    assert_eq!(
+        x,
+        Some((crate::mesh::fence::MAX_DEFERRED + 9) as f64),
+        "the newest kept change was made"
+    );
+}

@@ -154,6 +154,7 @@ impl Node {
         let Some(st) = self.syncs.remove(&peer) else {
             return;
         };
+        let lift = self.fence.is_some();
         if let Some(mut vv) = st.first_vv {
             // What we refused or still hold is not ours: claiming it would stop us from ever
             // fetching the real update (or the held one, once its signer is known).
@@ -185,6 +186,9 @@ impl Node {
         }
         if st.received > 0 {
             tracing::info!(%peer, updates = st.received, objects = self.replica().len(), "synced from peer");
+        }
+        if lift {
+            self.synced_while_fenced(peer, now);
         }
     }
 

@@ -1,0 +1,131 @@
+//! The fence an instance puts up when its store lost our own updates (the log was emptied,
+//! deleted or replaced from outside; see `Store::lost`).
+//!
+//! Peers may hold our own updates the disk no longer has. Our next change would then take a
+//! sequence number a peer already holds for another update: the peer drops it as known, and
+//! the replicas differ for good. So while fenced, the node makes no change of its own: each
+//! one is kept (in order, at most [`MAX_DEFERRED`]) and the agent answers commands
+//! `unavailable`. A finished sync with any peer brings our updates back (a peer sends every
+//! origin's updates above our version vector, ours included), and the kept changes are then
+//! made after them. With no peer answering within [`FENCE_LIMIT`], the instance goes on: a
+//! house that no peer can reach should not stay frozen, and the warning says what may follow.
+
+use super::node::{Node, Now};
+use crate::model::{ObjectId, Value};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How long a fence waits for a peer's sync before the instance goes on without it.
+pub const FENCE_LIMIT: Duration = Duration::from_secs(120);
+/// Changes kept while fenced, at most; older ones are dropped first.
+pub const MAX_DEFERRED: usize = 4096;
+
+/// A change made while fenced, kept to be made once the fence is lifted.
+#[derive(Debug)]
+pub(super) enum Deferred {
+    /// [`Node::record`].
+    Record {
+        id: ObjectId,
+        props: Vec<(String, Value)>,
+        touch: bool,
+    },
+    /// [`Node::record_initial`].
+    Initial {
+        id: ObjectId,
+        props: Vec<(String, Value)>,
+    },
+    /// [`Node::adopt_unsigned`].
+    Adopt,
+}
+
+/// Why and until when an instance makes no change of its own.
+#[derive(Debug)]
+pub(super) struct Fence {
+    /// What the store said was lost.
+    why: String,
+    /// When the instance goes on without a peer's sync.
+    until: Instant,
+    /// The changes to make once lifted, in order.
+    deferred: VecDeque<Deferred>,
+    /// Changes dropped because more than [`MAX_DEFERRED`] waited.
+    dropped: usize,
+}
+
+impl Node {
+    /// Makes no change of our own until a peer's sync has sent our lost updates back, or
+    /// [`FENCE_LIMIT`] passed; `why` is what the store said was lost.
+    pub fn fence(&mut self, why: &str, now: Now) {
+        self.fence = Some(Fence {
+            why: why.to_string(),
+            until: now.at + FENCE_LIMIT,
+            deferred: VecDeque::new(),
+            dropped: 0,
+        });
+    }
+
+    /// Why this instance makes no change of its own now, if it is fenced.
+    pub fn fenced(&self) -> Option<&str> {
+        self.fence.as_ref().map(|f| f.why.as_str())
+    }
+
+    /// Changes waiting for the fence to lift.
+    pub fn deferred(&self) -> usize {
+        self.fence.as_ref().map_or(0, |f| f.deferred.len())
+    }
+
+    /// Keeps `change` for later if fenced; false when it is to be made now.
+    pub(super) fn defer(&mut self, change: Deferred) -> bool {
+        let Some(fence) = self.fence.as_mut() else {
+            return false;
+        };
+        if fence.deferred.len() >= MAX_DEFERRED {
+            fence.deferred.pop_front();
+            fence.dropped += 1;
+        }
+        fence.deferred.push_back(change);
+        true
+    }
+
+    /// A sync with a peer finished: our own updates it held are back.
+    pub(super) fn synced_while_fenced(&mut self, peer: uuid::Uuid, now: Now) {
+        if self.fence.is_some() {
+            tracing::info!(%peer, "a peer sent back what it held of our own updates; making changes again");
+            self.lift_fence(now);
+        }
+    }
+
+    /// Lifts the fence once [`FENCE_LIMIT`] passed without any peer's sync.
+    pub(super) fn expire_fence(&mut self, now: Now) {
+        if self.fence.as_ref().is_some_and(|f| now.at >= f.until) {
+            tracing::warn!(
+                limit_s = FENCE_LIMIT.as_secs(),
+                "no peer sent our own updates back in time; making changes again. If a peer that was away holds updates of ours this instance lost, the two disagree on them until they are written again"
+            );
+            self.lift_fence(now);
+        }
+    }
+
+    /// Makes the kept changes, in order, now that our sequence numbers follow what peers hold.
+    fn lift_fence(&mut self, now: Now) {
+        let Some(fence) = self.fence.take() else {
+            return;
+        };
+        if fence.dropped > 0 {
+            tracing::warn!(
+                dropped = fence.dropped,
+                "changes made while fenced were more than could be kept; the oldest are lost"
+            );
+        }
+        for change in fence.deferred {
+            match change {
+                Deferred::Record { id, props, touch } => {
+                    self.record(&id, props, touch, now);
+                }
+                Deferred::Initial { id, props } => self.record_initial(&id, props, now),
+                Deferred::Adopt => {
+                    self.adopt_unsigned(now);
+                }
+            }
+        }
+    }
+}
