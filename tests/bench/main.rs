@@ -13,6 +13,7 @@ mod support;
 mod client;
 mod mosquitto;
 mod paho;
+use paho::Pattern::{Apart, Own};
 mod report;
 
 use anyhow::{bail, Context, Result};
@@ -138,13 +139,32 @@ fn run() -> Result<Vec<String>> {
         .context("starting the benchmark's runtime")?;
     let mut failures = Vec::new();
     let mut figures = rt.block_on(measure(broker.port, &a, &b, &c, &mut failures))?;
+    {
+        let solo = start_node("solo", &config("s"), &[]);
+        remember(solo.child.id());
+        wait_until("the solo instance to know its objects", || {
+            solo.all().contains_key("scene")
+        });
+        let tp = rt.block_on(throughput(&solo, SOLO_PIPELINE, &mut failures))?;
+        figures.solo_per_second = tp.per_second;
+        figures.solo_rss = rss_kib(solo.child.id());
+        if tp.lost > 0 {
+            failures.push(format!(
+                "solo: {} of {SOLO_PIPELINE} commands lost",
+                tp.lost
+            ));
+        }
+    }
     // Blocking (a Python process each), so outside the runtime; Mosquitto first, as above.
-    figures.paho_mosquitto = Some(paho::round_trips(broker.port, WARMUP, SAMPLES)?);
-    figures.paho = Some(paho::round_trips(a.port, WARMUP, SAMPLES)?);
+    figures.paho_mosquitto = Some(paho::round_trips(broker.port, Apart, WARMUP, SAMPLES)?);
+    figures.paho = Some(paho::round_trips(a.port, Apart, WARMUP, SAMPLES)?);
+    figures.paho_own_mosquitto = Some(paho::round_trips(broker.port, Own, WARMUP, SAMPLES)?);
+    figures.paho_own = Some(paho::round_trips(a.port, Own, WARMUP, SAMPLES)?);
 
     let rss_after: Vec<Option<u64>> = agents.iter().map(|(_, g)| rss_kib(g.child.id())).collect();
     let broker_after = rss_kib(broker.pid());
     figures.print();
+    figures.solo_line();
     println!();
     println!("Memory (VmRSS)                     before      after");
     for (i, (name, _)) in agents.iter().enumerate() {
@@ -217,7 +237,17 @@ struct Figures {
     /// embedded broker: the round trip Home Assistant sees.
     paho_mosquitto: Option<Latency>,
     paho: Option<Latency>,
+    /// The same, with one client subscribed to what it publishes.
+    paho_own_mosquitto: Option<Latency>,
+    paho_own: Option<Latency>,
     per_second: f64,
+    /// QoS 1 messages/s through Mosquitto, publisher and subscriber one client, with the
+    /// throughput run's window in flight: the same work as a command and its answer.
+    mosquitto_rate: f64,
+    /// Commands/s through a single instance that runs them itself ([`SOLO_PIPELINE`]).
+    solo_per_second: f64,
+    /// Its RSS after them, KiB.
+    solo_rss: Option<u64>,
     answered: usize,
     lost: usize,
     executors: BTreeMap<String, usize>,
@@ -253,8 +283,12 @@ impl Figures {
             us(self.cross.p50.saturating_sub(self.local.p50))
         );
         if let (Some(m), Some(p)) = (&self.paho_mosquitto, &self.paho) {
-            println!("{}", m.line("mosquitto, default paho-mqtt QoS1", None));
-            println!("{}", p.line("embedded, default paho-mqtt QoS1", Some(m)));
+            println!("{}", m.line("mosquitto, default paho pub->sub", None));
+            println!("{}", p.line("embedded, default paho pub->sub", Some(m)));
+        }
+        if let (Some(m), Some(p)) = (&self.paho_own_mosquitto, &self.paho_own) {
+            println!("{}", m.line("mosquitto, default paho to itself", None));
+            println!("{}", p.line("embedded, default paho to itself", Some(m)));
         }
         println!();
         let by: Vec<String> = self
@@ -264,8 +298,11 @@ impl Figures {
             .collect();
         println!(
             "Throughput: {PIPELINE} commands to virtual `scene` via B, {WINDOW} in flight: \
-             {:.0} commands/s, {} answered, {} lost (executed by: {})",
+             {:.0} commands/s ({:.2}x Mosquitto's {:.0} QoS1 messages/s, same window), \
+             {} answered, {} lost (executed by: {})",
             self.per_second,
+            self.per_second / self.mosquitto_rate.max(1.0),
+            self.mosquitto_rate,
             self.answered,
             self.lost,
             by.join(", ")
@@ -273,6 +310,16 @@ impl Figures {
     }
 
     /// The default paho-mqtt median through pimesh over Mosquitto's, once both are measured.
+    fn solo_line(&self) {
+        println!(
+            "Throughput: {SOLO_PIPELINE} commands to virtual `scene` on one instance that runs \
+             them, {WINDOW} in flight: {:.0} commands/s ({:.2}x Mosquitto's QoS1 rate), RSS after {}",
+            self.solo_per_second,
+            self.solo_per_second / self.mosquitto_rate.max(1.0),
+            mib(self.solo_rss)
+        );
+    }
+
     fn paho_ratio(&self) -> Option<f64> {
         let (m, p) = (self.paho_mosquitto.as_ref()?, self.paho.as_ref()?);
         Some(report::ratio(p.p50, m.p50))
@@ -303,6 +350,11 @@ impl Figures {
                 mark(ratio <= PAHO_RATIO)
             );
         }
+        println!(
+            "  one instance at 20,000 commands/s: {:.0} — {}",
+            self.solo_per_second,
+            mark(self.solo_per_second >= 20_000.0)
+        );
     }
 }
 
@@ -323,7 +375,11 @@ async fn measure(
     let cross = commands(&mut at_b, "cross", "a-light", "alpha", failures).await?;
     let fanout = fanout(&mut at_a, b, c, failures).await?;
     let tp = throughput(b, PIPELINE, failures).await?;
+    let mosquitto_rate = broker_rate(mosquitto_port, "mosquitto").await?;
     Ok(Figures {
+        mosquitto_rate,
+        solo_per_second: 0.0,
+        solo_rss: None,
         mosquitto,
         embedded,
         local,
@@ -331,6 +387,8 @@ async fn measure(
         fanout,
         paho_mosquitto: None,
         paho: None,
+        paho_own_mosquitto: None,
+        paho_own: None,
         per_second: tp.per_second,
         answered: tp.answered,
         lost: tp.lost,
@@ -499,6 +557,30 @@ struct Throughput {
     answered: usize,
     lost: usize,
     executors: BTreeMap<String, usize>,
+}
+
+/// QoS 1 messages/s through the broker on `port`: [`PIPELINE`] publishes that the same
+/// client receives back, [`WINDOW`] in flight.
+async fn broker_rate(port: u16, name: &str) -> Result<f64> {
+    let mut cl = Client::connect(&format!("bench-rate-{name}"), port).await?;
+    let topic = format!("bench/rate/{}", std::process::id());
+    cl.subscribe(&topic).await?;
+    let (mut sent, mut received) = (0usize, 0usize);
+    let t = Instant::now();
+    while received < PIPELINE {
+        while sent - received < WINDOW && sent < PIPELINE {
+            cl.publish(&topic, sent.to_string()).await?;
+            sent += 1;
+        }
+        let p = cl
+            .next_publish()
+            .await
+            .with_context(|| format!("{name}: message {received} of {PIPELINE} never came back"))?;
+        if p.topic == topic {
+            received += 1;
+        }
+    }
+    Ok(received as f64 / t.elapsed().as_secs_f64())
 }
 
 /// [`PIPELINE`] toggles of the virtual `scene` through B with [`WINDOW`] in flight.

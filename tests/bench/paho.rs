@@ -1,8 +1,13 @@
-//! The round trip Home Assistant sees: a default paho-mqtt client (Debian's python3-paho-mqtt,
-//! no TCP_NODELAY) publishing at QoS 1 to a topic it is subscribed to, timed from the publish
-//! call until the message is back. Without TCP_NODELAY a client may send a packet in two
-//! writes and hold the second until the first is acknowledged, so a broker that delays its
-//! ACKs costs ~40 ms per message here.
+//! The round trip Home Assistant sees: default paho-mqtt clients (Debian's python3-paho-mqtt,
+//! no TCP_NODELAY) publishing at QoS 1, timed from the publish call until the message is back.
+//! Without TCP_NODELAY a client may send a packet in two writes, or a packet after its PUBACK
+//! for the message before, and hold the second write until the first is acknowledged; a broker
+//! that delays its ACKs then costs ~40 ms per message.
+//!
+//! Two patterns, since brokers differ on them: [`Pattern::Apart`], one client publishing and
+//! another subscribed (a switch's command and its state, as Home Assistant and a device
+//! exchange them), and [`Pattern::Own`], one client subscribed to what it publishes, whose
+//! PUBACK for each message it gets back is still unacknowledged when it publishes the next.
 
 use crate::report::Latency;
 use anyhow::{bail, Context, Result};
@@ -12,35 +17,53 @@ use std::time::Duration;
 const SCRIPT: &str = r#"
 import sys, threading, time
 import paho.mqtt.client as mqtt
-port, user, pw, warmup, samples = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+port, user, pw, warmup, samples, apart = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "apart"
 got, subscribed = threading.Event(), threading.Event()
-c = mqtt.Client("bench-paho-default")
-if user:
-    c.username_pw_set(user, pw)
-c.on_message = lambda c, u, m: got.set()
-c.on_subscribe = lambda *args: subscribed.set()
-c.connect("127.0.0.1", port)
-c.loop_start()
-c.subscribe("bench/paho", 1)
+def client(name):
+    c = mqtt.Client(name)
+    if user:
+        c.username_pw_set(user, pw)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    return c
+sub = client("bench-paho-sub")
+sub.on_message = lambda c, u, m: got.set()
+sub.on_subscribe = lambda *args: subscribed.set()
+sub.subscribe("bench/paho", 1)
 assert subscribed.wait(10), "no SUBACK"
+pub = client("bench-paho-pub") if apart else sub
 for i in range(warmup + samples):
     got.clear()
     t = time.perf_counter()
-    c.publish("bench/paho", "x" * 20, qos=1)
+    pub.publish("bench/paho", "x" * 20, qos=1)
     assert got.wait(5), "no message back"
     if i >= warmup:
         print(int((time.perf_counter() - t) * 1e6))
-c.loop_stop()
-c.disconnect()
+for c in {sub, pub}:
+    c.loop_stop()
+    c.disconnect()
 "#;
 
-/// `warmup` + `samples` round trips of a default paho-mqtt client through the broker on
+/// Who publishes and who gets the message back.
+#[derive(Clone, Copy, Debug)]
+pub enum Pattern {
+    /// One client publishes, another is subscribed.
+    Apart,
+    /// One client is subscribed to what it publishes.
+    Own,
+}
+
+/// `warmup` + `samples` round trips of default paho-mqtt clients through the broker on
 /// `port`; the latency of the last `samples`.
-pub fn round_trips(port: u16, warmup: usize, samples: usize) -> Result<Latency> {
+pub fn round_trips(port: u16, pattern: Pattern, warmup: usize, samples: usize) -> Result<Latency> {
+    let mode = match pattern {
+        Pattern::Apart => "apart",
+        Pattern::Own => "own",
+    };
     let (user, password) = crate::support::maybe_creds(port).unwrap_or_default();
     let out = std::process::Command::new("/usr/bin/python3")
         .args(["-c", SCRIPT, &port.to_string(), &user, &password])
-        .args([warmup.to_string(), samples.to_string()])
+        .args([warmup.to_string(), samples.to_string(), mode.to_string()])
         .output()
         .context("/usr/bin/python3 with python3-paho-mqtt (make deps installs it)")?;
     if !out.status.success() {
