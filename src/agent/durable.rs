@@ -10,16 +10,31 @@ pub(super) struct ToSync {
     pub(super) upto: Option<u64>,
 }
 
+/// The environment variable that makes every fsync of the fsync thread take this many
+/// milliseconds longer: a slow SD card, for tests (`tests/slow_disk.rs`). Start-up, shutdown
+/// and compaction flushes on the agent's thread are not slowed.
+pub const SLOW_FSYNC_ENV: &str = "PIMESH_TEST_FSYNC_DELAY_MS";
+
 /// Starts the thread that runs the store's fsyncs, so a slow SD card holds up only what
 /// waits for durability, never the agent's loop; each result comes back as an event.
 pub(super) fn fsync_thread(
     events: tokio::sync::mpsc::UnboundedSender<super::Internal>,
 ) -> std::sync::mpsc::Sender<ToSync> {
     let (tx, rx) = std::sync::mpsc::channel::<ToSync>();
+    let slow = std::env::var(SLOW_FSYNC_ENV)
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis);
+    if let Some(delay) = slow {
+        tracing::warn!(?delay, "{SLOW_FSYNC_ENV} is set: every fsync takes that much longer, as on a slow SD card (for tests)");
+    }
     let spawned = std::thread::Builder::new()
         .name("pimesh-fsync".into())
         .spawn(move || {
             while let Ok(mut job) = rx.recv() {
+                if let Some(delay) = slow {
+                    std::thread::sleep(delay);
+                }
                 let result = match job.ticket.handle.take() {
                     Some(file) => file.sync_data(),
                     None => Ok(()),
