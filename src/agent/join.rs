@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 impl Agent {
-    /// Handles `<base>/join/<invitation>/request` from an invited instance.
+    /// Handles `$pimesh/<base>/join/<invitation>/request` from an invited instance.
     pub(super) async fn on_join_request(&mut self, invitation: &str, payload: &[u8]) {
         let Ok(request) = serde_json::from_slice::<JoinRequest>(payload) else {
             tracing::warn!(%invitation, "ignoring a malformed join request");

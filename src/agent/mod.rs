@@ -319,8 +319,8 @@ impl Agent {
             api::send_filter(&self.base),
             api::get_topic(&self.base),
             api::peers_topic(&self.base),
-            format!("{}/{}", self.base, crate::door::acl::ADMIN),
-            format!("{}/join/+/request", self.base),
+            crate::door::acl::admin_topic(&self.base),
+            crate::door::acl::join_request_filter(&self.base),
             self.topics.hello_filter(),
             self.topics.sync_req_filter(),
             self.topics.cmd_filter(),
@@ -356,13 +356,11 @@ impl Agent {
                 response,
                 sender,
             } => {
-                let join = topic
-                    .strip_prefix(&format!("{}/join/", self.base))
-                    .and_then(|rest| rest.strip_suffix("/request"))
-                    .map(str::to_string);
+                let join =
+                    crate::door::acl::join_request_id(&self.base, &topic).map(str::to_string);
                 if self.topics.classify(&topic).is_some() {
                     self.on_own_mesh_message(&topic, &payload).await;
-                } else if topic == format!("{}/{}", self.base, crate::door::acl::ADMIN) {
+                } else if topic == crate::door::acl::admin_topic(&self.base) {
                     self.on_admin(&payload).await;
                 } else if self.is_ha_status(&topic) {
                     self.on_ha_status(&payload);

@@ -446,7 +446,8 @@ impl Session {
             allowed = false;
             let why = format!("a retained message on {:?} is not kept: {full}", m.topic);
             self.door.log.refused(self.peer, &self.client_id, &why);
-        } else if !self.role.is_trusted() && m.topic.starts_with(&self.door.base) {
+        } else if !self.role.is_trusted() && acl::is_request(&self.door.base, &self.role, &m.topic)
+        {
             self.take_token().await;
         }
         let duplicate = m.qos == 2 && self.awaiting_rel.contains(&m.pkid);
@@ -460,15 +461,15 @@ impl Session {
             } else {
                 m.payload
             };
-            let publish = Publish::new(Bytes::from(m.topic.into_bytes()), payload, m.retain);
+            let command = acl::is_request(&self.door.base, &self.role, &m.topic);
+            let topic = super::router_name(&m.topic);
+            let publish = Publish::new(Bytes::from(topic.into_bytes()), payload, m.retain);
             let mut properties = m.properties.unwrap_or_default();
             // Aliases are not offered; a client that sends one anyway gets it ignored.
             properties.topic_alias = None;
             properties.subscription_identifiers.clear();
             properties.user_properties.retain(|(k, _)| !is_internal(k));
-            let command = publish.topic.starts_with(self.door.base.as_bytes())
-                && publish.topic.get(self.door.base.len()) == Some(&b'/');
-            if command && !matches!(self.role, Role::Member(_)) {
+            if command {
                 let sender = format!("{}/{}", self.role.describe(), self.client_id);
                 properties
                     .user_properties
@@ -635,7 +636,7 @@ impl Session {
             }
         }
         let publish = Publish::new(
-            Bytes::from(will.topic.into_bytes()),
+            Bytes::from(super::router_name(&will.topic).into_bytes()),
             will.payload,
             will.retain,
         );
