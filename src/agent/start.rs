@@ -58,6 +58,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         mqtt5: settings.mqtt5_port,
         plaintext: broker_cfg.plaintext,
         tls_port: settings.tls_port,
+        websocket: broker_cfg.websocket.then_some(match broker_cfg.ws_port {
+            Some(p) => broker::PortChoice::Fixed(p),
+            None => broker::PortChoice::FirstFree(broker::DEFAULT_WS_PORT),
+        }),
         tls: tls.server_config()?,
         segments: (broker_cfg.segment_bytes, broker_cfg.segment_count),
         client_id: format!("pimesh-agent-{uuid}"),
@@ -187,6 +191,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         port: broker.port,
         mqtt5_port: broker.port5,
         tls_port: Some(broker.tls_port),
+        ws_port: broker.ws_port,
         base_topic: agent.base.clone(),
     };
     agent.advertise = Some((data_dir.clone(), info));

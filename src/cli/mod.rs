@@ -157,6 +157,9 @@ pub struct RunArgs {
     /// Fixed TLS port (fail if taken). Default: first free from 8883.
     #[arg(long)]
     pub tls_port: Option<u16>,
+    /// Fixed MQTT over WebSocket port (fail if taken). Default: first free from 9001.
+    #[arg(long)]
+    pub ws_port: Option<u16>,
     /// Serve MQTT over TLS only: no plaintext ports. Overrides [broker] plaintext.
     #[arg(long, conflicts_with_all = ["port", "mqtt5_port"])]
     pub no_plaintext: bool,
@@ -454,6 +457,7 @@ fn run_agent(args: RunArgs) -> Exit {
         cfg.mesh.join = Some(token);
     }
     cfg.broker.allow_anonymous |= args.allow_anonymous;
+    cfg.broker.ws_port = args.ws_port.or(cfg.broker.ws_port);
     if args.no_plaintext {
         if !cfg.mesh.tls {
             eprintln!("error: --no-plaintext leaves mesh links nowhere to go with [mesh] tls = false; turn one of them on");

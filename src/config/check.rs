@@ -166,6 +166,8 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             plaintext,
             max_retained: at_least(&src, "max-retained", raw.broker.max_retained, 1)?
                 .unwrap_or(crate::door::Limits::default().max_retained_topics),
+            websocket: raw.broker.websocket.unwrap_or(true),
+            ws_port: nonzero_port(&src, "ws-port", raw.broker.ws_port)?,
         },
         mesh,
         relays,

@@ -188,6 +188,10 @@ pub struct BrokerConfig {
     pub plaintext: bool,
     /// Retained topics users may leave on the broker (`max-retained`).
     pub max_retained: usize,
+    /// Whether MQTT over WebSocket is served (browsers), with the same credentials and rules.
+    pub websocket: bool,
+    /// A fixed port for MQTT over WebSocket; without it, the first free one from 9001.
+    pub ws_port: Option<u16>,
 }
 
 /// The `[mesh]` table.

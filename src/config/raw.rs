@@ -145,6 +145,10 @@ pub(super) struct RawBroker {
     pub plaintext: Option<Spanned<bool>>,
     /// Retained topics users may leave; checked against a minimum.
     pub max_retained: Option<Spanned<usize>>,
+    /// Whether the MQTT over WebSocket listener runs.
+    pub websocket: Option<bool>,
+    /// Fixed WebSocket port, if any.
+    pub ws_port: Option<Spanned<u16>>,
 }
 
 /// The `[mesh]` table.

@@ -266,6 +266,7 @@ async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, version: Version, refusal
     };
     if wire::encode(version, &ack, &mut out).is_ok() {
         let _ = stream.write_all(&out).await;
+        let _ = stream.flush().await;
     }
 }
 
@@ -325,6 +326,7 @@ impl Session {
                             .received(matches!(packet, Inbound::Publish(_)));
                         if let Some(end) = self.on_packet(packet).await {
                             let _ = stream.write_all(&self.out).await;
+                            let _ = stream.flush().await;
                             return end;
                         }
                     }
@@ -338,7 +340,13 @@ impl Session {
                 }
             }
             if !self.out.is_empty() {
-                if let Err(e) = stream.write_all(&self.out).await {
+                // A flush too: TLS and WebSocket streams may hold what was written.
+                if let Err(e) = async {
+                    stream.write_all(&self.out).await?;
+                    stream.flush().await
+                }
+                .await
+                {
                     return End::Abnormal(e.to_string());
                 }
                 self.out.clear();
