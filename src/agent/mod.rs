@@ -105,7 +105,7 @@ enum Internal {
     /// A serial channel command got its device's answer.
     SerialDone(Box<serial::SerialDone>),
     /// Joining with the invitation finished.
-    Joined(Result<(Uuid, Option<crate::tls::MeshCa>), String>),
+    Joined(Result<(Uuid, Option<crate::tls::MeshCa>, String), String>),
     /// A peer's host name was looked up (off the agent task): our own address towards it.
     Resolved(String, IpAddr),
     /// The fsync thread finished an fsync.
@@ -215,6 +215,8 @@ struct Agent {
     echoes: heapless::Deque<u64, 256>,
     /// Home Assistant discovery: its settings and what was announced.
     ha: discovery::Discovery,
+    /// Our mDNS announcement on the LAN (none when `[mesh] mdns` is off or cannot run).
+    lan: Option<crate::lan::Announcement>,
 }
 
 /// One link to a peer's broker.
@@ -425,9 +427,9 @@ impl Agent {
                 self.perform_press(i, actions).await;
             }
             Internal::SerialDone(done) => self.serial_done(*done).await,
-            Internal::Joined(Ok((mesh, ca))) => {
+            Internal::Joined(Ok((mesh, ca, via))) => {
                 if let Some(token) = self.join.take() {
-                    self.joined(&token, mesh, ca);
+                    self.joined(&token, mesh, ca, &via);
                 }
             }
             Internal::Resolved(host, ip) => {

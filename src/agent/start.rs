@@ -142,7 +142,21 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         same_boot: runtime::same_boot(&data_dir),
         echoes: heapless::Deque::new(),
         ha: discovery::Discovery::new(settings.config.homeassistant.clone()),
+        lan: None,
     };
+    if settings.config.mesh.mdns {
+        let announce = crate::lan::Announce {
+            uuid,
+            name: settings.name.clone(),
+            mesh: mesh.mesh,
+            mesh_port,
+            mqtt_port: broker.port.unwrap_or(broker.tls_port),
+            mqtt_tls: broker.port.is_none(),
+        };
+        agent.lan = crate::lan::announce(announce)
+            .map_err(|e| tracing::warn!("{e}"))
+            .ok();
+    }
     agent
         .peers
         .set_stale_after(settings.config.mesh.stale_after_ms);

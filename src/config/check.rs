@@ -357,6 +357,7 @@ fn mesh(src: &Source, raw: super::raw::RawMesh) -> Result<MeshConfig, ConfigErro
         max_clock_ahead_ms,
         tls: raw.tls.unwrap_or(true),
         stale_after_ms,
+        mdns: raw.mdns.unwrap_or(true),
     })
 }
 

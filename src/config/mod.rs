@@ -210,6 +210,9 @@ pub struct MeshConfig {
     pub tls: bool,
     /// After how long unheard an offline peer shows as `stale` (`stale-after-s`).
     pub stale_after_ms: u64,
+    /// Announce this instance on the LAN by mDNS (`_pimesh._tcp`, `_mqtt._tcp`), so an
+    /// invitation finds its inviter with no address.
+    pub mdns: bool,
 }
 
 /// What a relay does when the agent starts.

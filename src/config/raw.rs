@@ -166,6 +166,8 @@ pub(super) struct RawMesh {
     pub tls: Option<bool>,
     /// After how long unheard an offline peer shows as `stale`, in seconds; at least 1.
     pub stale_after_s: Option<Spanned<u64>>,
+    /// Whether the instance announces itself on the LAN by mDNS.
+    pub mdns: Option<bool>,
 }
 
 /// One `[[relay]]` table.

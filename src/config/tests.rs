@@ -80,6 +80,7 @@ fn an_empty_file_gives_every_default() {
                 max_clock_ahead_ms: 300_000,
                 tls: true,
                 stale_after_ms: 3_600_000,
+                mdns: true,
             },
             relays: vec![],
             inputs: vec![],
