@@ -186,6 +186,63 @@ pub fn find(uuid: Uuid, wait: Duration) -> Vec<String> {
     found
 }
 
+/// An instance or broker announced on the LAN, as `pimesh lan` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Found {
+    /// `pimesh` (an instance, for peers) or `mqtt` (a broker).
+    pub service: String,
+    /// The instance name in its TXT (none for a broker that is not pimesh).
+    pub name: Option<String>,
+    /// The UUID in its TXT.
+    pub uuid: Option<String>,
+    /// The mesh id in its TXT.
+    pub mesh: Option<String>,
+    /// `HOST:PORT` addresses.
+    pub addrs: Vec<String>,
+}
+
+/// Every `_pimesh._tcp` and `_mqtt._tcp` service that answers within `wait`, sorted.
+pub fn browse(wait: Duration) -> Result<Vec<Found>, LanError> {
+    let end = Instant::now() + wait;
+    let daemon = ServiceDaemon::new().map_err(|e| LanError(e.to_string()))?;
+    let (pimesh, mqtt) = match (daemon.browse(SERVICE), daemon.browse(MQTT_SERVICE)) {
+        (Ok(p), Ok(m)) => (p, m),
+        (Err(e), _) | (_, Err(e)) => {
+            let _ = daemon.shutdown();
+            return Err(LanError(e.to_string()));
+        }
+    };
+    let mut found: std::collections::BTreeMap<String, Found> = Default::default();
+    // Two channels and no select: take turns, each waiting a little.
+    let turns = [("pimesh", &pimesh), ("mqtt", &mqtt)];
+    let mut turn = 0;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        let (service, events) = turns[turn % 2];
+        turn += 1;
+        let Ok(ServiceEvent::ServiceResolved(s)) =
+            events.recv_timeout(left.min(Duration::from_millis(50)))
+        else {
+            continue;
+        };
+        let text = |key: &str| s.get_property_val_str(key).map(str::to_string);
+        let ips = s.get_addresses().iter().map(|a| a.to_ip_addr());
+        found.insert(
+            s.get_fullname().to_string(),
+            Found {
+                service: service.to_string(),
+                name: text("name"),
+                uuid: text("uuid"),
+                mesh: text("mesh"),
+                addrs: reachable(ips, s.get_port()),
+            },
+        );
+    }
+    let _ = daemon.shutdown();
+    let mut all: Vec<Found> = found.into_values().collect();
+    all.sort();
+    Ok(all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

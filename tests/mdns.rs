@@ -45,4 +45,43 @@ fn an_invitation_without_addresses_finds_its_inviter_on_the_lan() {
     wait_until("alpha sees beta online", || {
         a.peer_status("beta") == "online"
     });
+
+    // `pimesh lan` on beta's host: both instances as _pimesh._tcp with one mesh id (beta
+    // announces the mesh it joined), and alpha's broker as _mqtt._tcp on its MQTT port.
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            lan.ns(1),
+            bin(),
+            "lan",
+            "--json",
+            "--wait",
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let found: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = |service: &str, uuid: &str| {
+        found
+            .iter()
+            .find(|f| f["service"] == service && f["uuid"] == uuid)
+            .unwrap_or_else(|| panic!("no {service} of {uuid} in {found:#?}"))
+            .clone()
+    };
+    let (ua, ub) = (a.uuid(), b.uuid());
+    let mqtt = entry("mqtt", &ua);
+    let alpha_broker = format!("{}:{}", lan.ip(0), a.port);
+    assert!(
+        mqtt["addrs"]
+            .as_array()
+            .unwrap()
+            .contains(&alpha_broker.into()),
+        "{mqtt}"
+    );
+    assert_eq!(mqtt["name"], "alpha");
+    let (pa, pb) = (entry("pimesh", &ua), entry("pimesh", &ub));
+    assert_eq!(pa["mesh"], pb["mesh"], "beta announces the mesh it joined");
+    assert_eq!(pb["name"], "beta");
 }

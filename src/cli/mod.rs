@@ -75,6 +75,19 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Print the mesh's CA certificate (PEM), for TLS clients (`mosquitto_pub --cafile`).
     Ca(CaArgs),
+    /// List the pimesh instances and MQTT brokers announced on this LAN (mDNS).
+    Lan(LanArgs),
+}
+
+/// `pimesh lan`.
+#[derive(Debug, Args)]
+pub struct LanArgs {
+    /// How long to listen for answers, in seconds.
+    #[arg(long, default_value_t = 3)]
+    pub wait: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `pimesh forget`.
@@ -332,6 +345,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Doctor(args) => crate::doctor::run(args.root.as_deref()),
         Command::Invite(args) => admin::invite(args.data_dir, &args.expires),
         Command::Ca(args) => print_ca(args.data_dir.unwrap_or_else(default_data_dir)),
+        Command::Lan(args) => remote::lan(args),
         Command::Forget(args) => admin::forget(args.data_dir, args.instance),
         Command::User(args) => match args.action {
             UserAction::Add {
