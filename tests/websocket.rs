@@ -201,3 +201,24 @@ fn garbage_on_the_websocket_port_ends_only_its_own_connection() {
     );
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[test]
+fn with_plaintext_off_the_websocket_port_takes_wss_only() {
+    let a = Agent::start(&["--no-plaintext"]);
+    let port = ws_port(&a);
+    let (s, head) = handshake(port, "mqtt");
+    assert!(head.is_empty(), "a ws handshake was answered: {head}");
+    assert!(closed(s));
+    let out = a.cli(&["user", "add", "browser"]);
+    assert!(out.status.success(), "user add: {}", text(&out.stderr));
+    let password = text(&out.stdout).trim().to_string();
+    let ca = a.dir.join("ca.pem");
+    let ca = ca.to_string_lossy();
+    let p = port.to_string();
+    assert_eq!(
+        paho(&[&p, "browser", &password, "switch", "relay-1", &ca]),
+        "ok"
+    );
+    assert_eq!(a.pin(17).as_deref(), Some("1"));
+    assert!(a.log().contains("takes TLS (wss) only"));
+}
