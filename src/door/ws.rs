@@ -159,6 +159,41 @@ impl<S: Transport> Transport for WsTransport<S> {
     }
 }
 
+/// For the `websocket` fuzz target: `bytes` as a client's handshake request (answered as
+/// [`accept`] answers it), then as the frames that follow one, read with the bounds the front
+/// door sets until they end or fail. tungstenite's synchronous core is what the async stream
+/// runs, so this is the decoder every WebSocket client reaches.
+#[doc(hidden)]
+pub fn fuzz(bytes: &[u8]) {
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    /// Reads `bytes`, swallows what is written.
+    struct Wire<'a>(std::io::Cursor<&'a [u8]>);
+    impl io::Read for Wire<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+    impl io::Write for Wire<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let limit = super::Limits::default().max_packet;
+    let wire = Wire(std::io::Cursor::new(bytes));
+    let _ =
+        tokio_tungstenite::tungstenite::accept_hdr_with_config(wire, answer, Some(config(limit)));
+    let wire = Wire(std::io::Cursor::new(bytes));
+    let mut ws = tokio_tungstenite::tungstenite::WebSocket::from_raw_socket(
+        wire,
+        Role::Server,
+        Some(config(limit)),
+    );
+    while ws.read().is_ok() {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +259,13 @@ mod tests {
         };
         client.send(Message::binary(vec![0u8; 2000])).await.unwrap();
         assert!(server.read(&mut got).await.is_err());
+    }
+
+    #[test]
+    fn the_fuzz_entry_takes_a_handshake_and_frames() {
+        fuzz(b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n");
+        fuzz(&[0x82, 0x82, 1, 2, 3, 4, 0x11, 0x02]);
+        fuzz(&[0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        fuzz(b"");
     }
 }
