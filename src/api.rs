@@ -4,8 +4,16 @@
 //! - `<base>/<object>`: retained JSON state of the object;
 //! - `<base>/<object>/set`: `ON`, `OFF`, `TOGGLE`, or a JSON object with `state`, `room`,
 //!   `x`, `y`, and optionally `id` (command id) and `reply-to` (topic for the answer);
-//! - `<base>/instance/<uuid>/status`: retained `online`/`offline` (MQTT last will);
-//! - `<base>/agent/get`: request the whole store (used by `pimesh get`); answered on `reply-to`.
+//! - `<base>/<object>/event`: events (press patterns, relays switched by their rules);
+//! - `<base>/<device>/send`: bytes for a raw serial device;
+//! - `<base>/instance/<uuid>/status`: retained `online`/`offline` (MQTT last will).
+//!
+//! Nothing else lives under `<base>/`, so a `<base>/#` subscriber sees the house and only the
+//! house. Everything internal (the mesh, requests to the agent, answers to the CLI, joins)
+//! lives under [`internal`]`(base)`, `$pimesh/<base>/…`: a `$` topic is never matched by a
+//! leading `#` or `+` (MQTT-4.7.2-1), and the front door keeps users off most of it
+//! (`door::acl`). Of it, users may use `$pimesh/<base>/agent/get` (the whole store, as
+//! `pimesh get` asks for it) and `agent/peers`, answered on `reply-to`.
 
 use crate::model::{self, ObjectId, Value};
 use crate::replica::Object;
@@ -179,9 +187,9 @@ pub fn salvage_reply_address(payload: &[u8]) -> (Option<String>, Option<String>)
 pub enum Route {
     /// `<base>/<object>/set`, with the id still unchecked (a bad id gets a `rejected` answer).
     Set(String),
-    /// `<base>/agent/get`.
+    /// `$pimesh/<base>/agent/get`.
     Get,
-    /// `<base>/agent/peers`.
+    /// `$pimesh/<base>/agent/peers`.
     Peers,
     /// `<base>/<device>/send`: bytes for a raw serial device.
     Send(String),
@@ -193,13 +201,13 @@ pub enum Route {
 
 /// Classifies `topic`, or None for topics the agent does not handle.
 pub fn route(base: &str, topic: &str) -> Option<Route> {
-    let rest = topic.strip_prefix(base)?.strip_prefix('/')?;
-    if rest == "agent/get" {
+    if topic == get_topic(base) {
         return Some(Route::Get);
     }
-    if rest == "agent/peers" {
+    if topic == peers_topic(base) {
         return Some(Route::Peers);
     }
+    let rest = topic.strip_prefix(base)?.strip_prefix('/')?;
     if let Some(uuid) = rest
         .strip_prefix("instance/")
         .and_then(|r| r.strip_suffix("/status"))
@@ -255,22 +263,33 @@ pub fn status_topic(base: &str, uuid: Uuid) -> String {
     format!("{base}/instance/{uuid}/status")
 }
 
-/// `<base>/agent/get`: the store request topic. Only the agent owning the broker answers it.
+/// The first level of every internal topic. A `$` topic is not matched by a filter that
+/// starts with a wildcard, so `#` and `<base>/#` subscribers never see the mesh's traffic.
+pub const INTERNAL: &str = "$pimesh";
+
+/// `$pimesh/<base>`: the root of the internal topics of the house under `base` (the mesh
+/// protocol, requests to the agent, answers to the CLI, joins).
+pub fn internal(base: &str) -> String {
+    format!("{INTERNAL}/{base}")
+}
+
+/// `$pimesh/<base>/agent/get`: the store request topic. Only the agent owning the broker
+/// answers it.
 pub fn get_topic(base: &str) -> String {
-    format!("{base}/agent/get")
+    format!("{}/agent/get", internal(base))
 }
 
-/// `<base>/agent/peers`: the mesh view request topic (`pimesh peers`).
+/// `$pimesh/<base>/agent/peers`: the mesh view request topic (`pimesh peers`).
 pub fn peers_topic(base: &str) -> String {
-    format!("{base}/agent/peers")
+    format!("{}/agent/peers", internal(base))
 }
 
-/// `<base>/client/cli/reply`: where CLI invocations wait for their answers. One topic for
-/// all of them, told apart by request id: the broker keeps a message log per topic for as
+/// `$pimesh/<base>/client/cli/reply`: where CLI invocations wait for their answers. One topic
+/// for all of them, told apart by request id: the broker keeps a message log per topic for as
 /// long as it runs, so a topic per invocation would grow the agent's memory with every
 /// command (a `get` of the whole house each time).
 pub fn reply_topic(base: &str) -> String {
-    format!("{base}/client/cli/reply")
+    format!("{}/client/cli/reply", internal(base))
 }
 
 /// The body of a `get` request.
@@ -473,6 +492,13 @@ mod tests {
             Some(Route::Set("relay-1".into()))
         );
         assert_eq!(route("pimesh", &get_topic("pimesh")), Some(Route::Get));
+        assert_eq!(
+            route("pimesh", "$pimesh/pimesh/agent/peers"),
+            Some(Route::Peers)
+        );
+        // The old public request topics mean nothing any more.
+        assert_eq!(route("pimesh", "pimesh/agent/get"), None);
+        assert_eq!(route("pimesh", "$pimesh/other/agent/get"), None);
         assert_eq!(
             route("pimesh", "pimesh/relay-1"),
             Some(Route::State("relay-1".into()))

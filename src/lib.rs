@@ -15,6 +15,7 @@ pub mod doctor;
 pub mod door;
 pub mod hal;
 pub mod identity;
+pub mod lan;
 pub mod membership;
 pub mod mesh;
 pub mod model;

@@ -116,7 +116,7 @@ impl Token {
     }
 }
 
-/// What a joiner sends on `<base>/join/<id>/request`.
+/// What a joiner sends on `$pimesh/<base>/join/<id>/request`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinRequest {
     /// The joiner's UUID.
@@ -130,7 +130,7 @@ pub struct JoinRequest {
     pub tls: bool,
 }
 
-/// The inviting instance's answer on `<base>/join/<id>/reply`.
+/// The inviting instance's answer on `$pimesh/<base>/join/<id>/reply`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinReply {
     /// The mesh joined (as the token said).

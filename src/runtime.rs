@@ -2,7 +2,7 @@
 //!
 //! `pimesh set`, `get` and `move` find the local agent by reading `agent.json` from the data dir:
 //! which ports its broker took (they may be the first free ones: `port`, `mqtt5-port` in the
-//! clear, `tls-port`), its UUID and name. The lock file makes a second agent on the same data
+//! clear, `tls-port`, `ws-port` for WebSocket), its UUID and name. The lock file makes a second agent on the same data
 //! dir fail at start instead of corrupting the store.
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,10 @@ pub struct RuntimeInfo {
     /// The TCP port it serves MQTT over TLS on (certificates from the mesh CA in `ca.pem`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_port: Option<u16>,
+    /// The TCP port it serves MQTT over WebSocket on (`ws`, and `wss` with the mesh CA); none
+    /// when `[broker] websocket` is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_port: Option<u16>,
     /// The base topic of the public interface.
     pub base_topic: String,
 }
@@ -177,6 +181,7 @@ mod tests {
             port: Some(1883),
             mqtt5_port: Some(1884),
             tls_port: Some(8883),
+            ws_port: Some(9001),
             base_topic: "pimesh".into(),
         };
         info.write(dir.path()).unwrap();

@@ -50,7 +50,7 @@ fn a_forged_batch_from_the_future_is_refused_and_later_sets_still_replicate() {
     publish_as(
         b.port,
         member_login(&b.dir),
-        &format!("pimesh/mesh/{ub}/updates"),
+        &format!("$pimesh/pimesh/mesh/{ub}/updates"),
         batch.to_string().as_bytes(),
         false,
     );
@@ -81,15 +81,15 @@ fn a_forwarded_command_is_checked_like_a_set_and_its_clock_bounded() {
     let ua = a.uuid();
     let answers = Subscriber::new_as(
         a.port,
-        &format!("pimesh/mesh/{ua}/answer/{ur}"),
+        &format!("$pimesh/pimesh/mesh/{ua}/answer/{ur}"),
         member_login(&r.dir),
     );
     let stream = Subscriber::new_as(
         a.port,
-        &format!("pimesh/mesh/{ua}/updates"),
+        &format!("$pimesh/pimesh/mesh/{ua}/updates"),
         member_login(&r.dir),
     );
-    let cmd = format!("pimesh/mesh/{ur}/cmd");
+    let cmd = format!("$pimesh/pimesh/mesh/{ur}/cmd");
     let forwards = [
         json!({"id": "evil-1", "object": "a-light", "request": {"state": "ON"},
                "clock": forged_stamp(&ur)}),
@@ -182,7 +182,7 @@ fn garbage_on_an_internal_topic_logs_a_few_warnings_not_one_per_message() {
     publish_lines_as(
         a.port,
         member_login(&r.dir),
-        &format!("pimesh/mesh/{ur}/cmd"),
+        &format!("$pimesh/pimesh/mesh/{ur}/cmd"),
         &garbage,
     );
     // A command sent after the flood is answered once the flood has been read.
@@ -211,7 +211,7 @@ fn a_hello_with_hundreds_of_addresses_is_cut_to_sixteen() {
     publish_as(
         a.port,
         member_login(&r.dir),
-        &format!("pimesh/mesh/{ur}/hello"),
+        &format!("$pimesh/pimesh/mesh/{ur}/hello"),
         hello.to_string().as_bytes(),
         true,
     );
@@ -263,7 +263,7 @@ fn a_member_cannot_introduce_an_address_for_another_instance() {
     publish_as(
         a.port,
         member_login(&r.dir),
-        &format!("pimesh/mesh/{ur}/hello"),
+        &format!("$pimesh/pimesh/mesh/{ur}/hello"),
         hello.to_string().as_bytes(),
         true,
     );
@@ -377,7 +377,7 @@ fn updates_signed_as_another_member_or_badly_or_from_next_year_are_dropped_every
             let (client, mut conn) = rumqttc::Client::new(opts, 16);
             client
                 .subscribe(
-                    format!("pimesh/mesh/{ua}/sync-req"),
+                    format!("$pimesh/pimesh/mesh/{ua}/sync-req"),
                     rumqttc::QoS::AtLeastOnce,
                 )
                 .unwrap();
@@ -388,7 +388,7 @@ fn updates_signed_as_another_member_or_badly_or_from_next_year_are_dropped_every
                     let page = json!({"round": req["round"], "updates": forged,
                                       "more": false, "vv": {}});
                     let _ = client.try_publish(
-                        format!("pimesh/mesh/{ur}/sync/{ua}"),
+                        format!("$pimesh/pimesh/mesh/{ur}/sync/{ua}"),
                         rumqttc::QoS::AtLeastOnce,
                         false,
                         page.to_string(),
@@ -396,7 +396,7 @@ fn updates_signed_as_another_member_or_badly_or_from_next_year_are_dropped_every
                 } else if event.is_err() {
                     let beat = json!({"name": "rogue", "vv": {&ur: 100_000}});
                     let _ = client.try_publish(
-                        format!("pimesh/mesh/{ur}/beat"),
+                        format!("$pimesh/pimesh/mesh/{ur}/beat"),
                         rumqttc::QoS::AtLeastOnce,
                         false,
                         beat.to_string(),

@@ -71,7 +71,13 @@ fn an_mqtt5_client_gets_its_answer_on_its_response_topic_with_its_correlation_da
     assert_eq!(a.pin(17).as_deref(), Some("1"));
 
     // A request on the agent's own topics too: `get` answers on the response topic.
-    let answer = mqtt5_request(port5, "pimesh/agent/get", "{}", "ha/answers/4", b"req-4");
+    let answer = mqtt5_request(
+        port5,
+        "$pimesh/pimesh/agent/get",
+        "{}",
+        "ha/answers/4",
+        b"req-4",
+    );
     assert!(answer.json["objects"].as_array().unwrap().len() >= 6);
     assert_eq!(answer.correlation.as_deref(), Some(&b"req-4"[..]));
 
@@ -131,7 +137,7 @@ fn malformed_payloads_change_nothing_and_are_answered() {
     }
     mosquitto_pub(a.port, "pimesh/Not_An_Id/set", "ON");
     mosquitto_pub(a.port, "pimesh/ghost/set", "ON");
-    mosquitto_pub(a.port, "pimesh/agent/get", "not json");
+    mosquitto_pub(a.port, "$pimesh/pimesh/agent/get", "not json");
     // A JSON client with a mistake and a reply-to gets a `rejected` answer naming the mistake.
     let mut sub = std::process::Command::new("mosquitto_sub")
         .args(mosquitto_auth(a.port))

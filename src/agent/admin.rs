@@ -18,7 +18,7 @@ pub const INVITE_EXPIRES_S: u64 = 3600;
 /// Longest lifetime of an invitation.
 pub const MAX_INVITE_EXPIRES_S: u64 = 7 * 24 * 3600;
 
-/// A request of the instance's own tools on `<base>/agent/admin`.
+/// A request of the instance's own tools on `$pimesh/<base>/agent/admin`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum AdminRequest {
@@ -43,7 +43,7 @@ pub enum AdminRequest {
     Forget { id: String, who: String },
 }
 
-/// The answer, on `<base>/client/local/reply`.
+/// The answer, on `$pimesh/<base>/client/local/reply`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct AdminReply {
@@ -65,9 +65,9 @@ pub struct AdminReply {
     pub users: Vec<String>,
 }
 
-/// `<base>/client/local/reply`.
+/// `$pimesh/<base>/client/local/reply`.
 pub fn admin_reply_topic(base: &str) -> String {
-    format!("{base}/{}reply", acl::LOCAL_REPLIES)
+    format!("{}/{}reply", crate::api::internal(base), acl::LOCAL_REPLIES)
 }
 
 /// How this instance proves membership on its links to peers: a fresh proof per attempt,
@@ -101,7 +101,7 @@ impl Agent {
         self.refresh_keys();
     }
 
-    /// Handles `<base>/agent/admin` (only the local tools can publish there).
+    /// Handles `$pimesh/<base>/agent/admin` (only the local tools can publish there).
     pub(super) async fn on_admin(&mut self, payload: &[u8]) {
         let request: AdminRequest = match serde_json::from_slice(payload) {
             Ok(r) => r,

@@ -284,7 +284,7 @@ impl Agent {
         let topic = to.topic.as_str();
         if !valid_reply_topic(topic) || !crate::door::acl::may_answer_on(&self.base, topic) {
             let shown: String = topic.chars().take(80).collect();
-            warn_limited!(self.warns, "bad-reply-topic", topic = %shown, "not answering on an invalid reply topic (answers go outside the base topic or below <base>/client/)");
+            warn_limited!(self.warns, "bad-reply-topic", topic = %shown, "not answering on an invalid reply topic (answers go outside the base topic and the $ topics, or below <base>/client/ or $pimesh/<base>/client/)");
             return;
         }
         let properties = to.correlation.clone().map(|data| PublishProperties {
@@ -296,7 +296,7 @@ impl Agent {
         }
     }
 
-    /// Handles `<base>/agent/get`: answers with every live object.
+    /// Handles `$pimesh/<base>/agent/get`: answers with every live object.
     async fn on_get(&mut self, payload: &[u8], response: Option<ResponseTo>) {
         let request = serde_json::from_slice::<api::GetRequest>(payload).ok();
         let id = request.as_ref().and_then(|r| r.id.clone());
@@ -324,7 +324,7 @@ impl Agent {
         self.publish_answer(&reply_to, serde_json::to_vec(&reply).unwrap_or_default());
     }
 
-    /// Handles `<base>/agent/peers`: answers with the mesh as this instance sees it.
+    /// Handles `$pimesh/<base>/agent/peers`: answers with the mesh as this instance sees it.
     async fn on_peers(&mut self, payload: &[u8], response: Option<ResponseTo>) {
         let Some(reply_to) = response.or_else(|| request_reply_to(payload)) else {
             warn_limited!(
@@ -345,7 +345,8 @@ fn request_reply_to(payload: &[u8]) -> Option<ResponseTo> {
     Some(ResponseTo::topic(req.reply_to))
 }
 
-/// A topic we may publish an answer on: non-empty, no wildcards, not a `$` system topic.
+/// A topic we may publish an answer on: non-empty, no wildcards, not too long. Which `$`
+/// topics may be one (only the internal replies) is `door::acl::may_answer_on`'s to say.
 fn valid_reply_topic(topic: &str) -> bool {
-    !topic.is_empty() && !topic.contains(['+', '#']) && !topic.starts_with('$') && topic.len() < 256
+    !topic.is_empty() && !topic.contains(['+', '#', '\0']) && topic.len() < 256
 }

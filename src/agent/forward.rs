@@ -1,8 +1,8 @@
 //! Commands that run on another instance: sending them, answering them, and what happens
 //! when the executor dies or stays silent.
 //!
-//! A command is left on the executor's broker (`<base>/mesh/<me>/cmd`); the executor answers
-//! on its own broker (`<base>/mesh/<executor>/answer/<me>`). Until then the command is
+//! A command is left on the executor's broker (`$pimesh/<base>/mesh/<me>/cmd`); the executor answers
+//! on its own broker (`$pimesh/<base>/mesh/<executor>/answer/<me>`). Until then the command is
 //! pending here. If the executor goes offline, a relay command is answered `unavailable` at
 //! once (only its holder may touch the relay), while virtual commands and automation jobs
 //! move on to the next live instance with the same command id, so they still run at most once.

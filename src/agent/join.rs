@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 impl Agent {
-    /// Handles `<base>/join/<invitation>/request` from an invited instance.
+    /// Handles `$pimesh/<base>/join/<invitation>/request` from an invited instance.
     pub(super) async fn on_join_request(&mut self, invitation: &str, payload: &[u8]) {
         let Ok(request) = serde_json::from_slice::<JoinRequest>(payload) else {
             tracing::warn!(%invitation, "ignoring a malformed join request");
@@ -103,7 +103,7 @@ impl Agent {
 
     /// A join finished: from now on this instance is a member of `mesh`, the inviter's (and
     /// holds its CA, when the join handed it over).
-    pub(super) fn joined(&mut self, token: &Token, mesh: Uuid, ca: Option<MeshCa>) {
+    pub(super) fn joined(&mut self, token: &Token, mesh: Uuid, ca: Option<MeshCa>, via: &str) {
         if let Some(ca) = ca {
             if let Err(e) = self.adopt_ca(ca) {
                 tracing::error!(error = %e, "cannot keep the mesh's CA; the join is repeated at the next start");
@@ -121,13 +121,17 @@ impl Agent {
             *m = mesh;
         }
         self.auth.update(|k| k.mesh = mesh);
-        tracing::info!(%mesh, "joined the mesh");
+        if let Some(lan) = &mut self.lan {
+            lan.set_mesh(mesh);
+        }
+        tracing::info!(%mesh, %via, "joined the mesh");
         // Links made before the join were refused; make them again with the new proof.
         let mut addrs: Vec<String> = self
             .links
             .keys()
             .cloned()
             .chain(token.addrs.iter().cloned())
+            .chain([via.to_string()])
             .collect();
         addrs.sort();
         addrs.dedup();
@@ -138,9 +142,11 @@ impl Agent {
     }
 }
 
-/// Joins the mesh of `token`: tries the configured peers, then the token's addresses, until
-/// one answers with a reply signed by the inviting instance's key (any member's broker
-/// forwards nothing: only the inviting instance answers). Gives up only if every address
+/// Joins the mesh of `token`: tries the configured peers, then the token's addresses, then
+/// between rounds what the LAN says of the inviting instance (mDNS, [`crate::lan::find`]),
+/// until one answers with a reply signed by the inviting instance's key (any member's broker
+/// forwards nothing: only the inviting instance answers); returns the mesh, its CA and the
+/// address that answered, for the first peer link. Gives up only if every address
 /// refuses the invitation. A token that names the mesh CA is used over TLS pinned to that CA
 /// only, and the answer must hand over that CA (returned); an older one joins in the clear.
 pub async fn join(
@@ -149,7 +155,7 @@ pub async fn join(
     mut request: JoinRequest,
     base: String,
     stop: CancellationToken,
-) -> Result<(Uuid, Option<MeshCa>), String> {
+) -> Result<(Uuid, Option<MeshCa>, String), String> {
     let mut addrs = peers;
     let tls = match &token.ca {
         Some(pin) => Some(crate::tls::pinned_client_config(pin).map_err(|e| e.to_string())?),
@@ -205,7 +211,7 @@ pub async fn join(
             .unwrap_or_else(|_| Err("no answer within 10 s".into()));
             link.disconnect().await;
             match outcome {
-                Ok(joined) => return Ok(joined),
+                Ok((mesh, ca)) => return Ok((mesh, ca, addr.clone())),
                 Err(why) => {
                     if why.starts_with("refused") {
                         refusals += 1;
@@ -218,9 +224,21 @@ pub async fn join(
             return Err("every address of the invitation refused it: it was used, has expired or was made for another mesh; make a new one with `pimesh invite` on a member".into());
         }
         refusals = 0;
+        // Before the next round, look for the inviter on the LAN: a token whose addresses
+        // are not reachable from here (or that names none) still finds it.
+        let by = token.by;
+        let lookup =
+            tokio::task::spawn_blocking(move || crate::lan::find(by, Duration::from_secs(2)));
         tokio::select! {
             _ = stop.cancelled() => return Err("stopped".into()),
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            found = lookup => {
+                for addr in found.unwrap_or_default() {
+                    if !addrs.contains(&addr) {
+                        tracing::info!(%addr, inviter = %token.by, "found the inviting instance on the LAN");
+                        addrs.push(addr);
+                    }
+                }
+            }
         }
     }
 }

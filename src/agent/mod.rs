@@ -105,7 +105,7 @@ enum Internal {
     /// A serial channel command got its device's answer.
     SerialDone(Box<serial::SerialDone>),
     /// Joining with the invitation finished.
-    Joined(Result<(Uuid, Option<crate::tls::MeshCa>), String>),
+    Joined(Result<(Uuid, Option<crate::tls::MeshCa>, String), String>),
     /// A peer's host name was looked up (off the agent task): our own address towards it.
     Resolved(String, IpAddr),
     /// The fsync thread finished an fsync.
@@ -215,6 +215,8 @@ struct Agent {
     echoes: heapless::Deque<u64, 256>,
     /// Home Assistant discovery: its settings and what was announced.
     ha: discovery::Discovery,
+    /// Our mDNS announcement on the LAN (none when `[mesh] mdns` is off or cannot run).
+    lan: Option<crate::lan::Announcement>,
 }
 
 /// One link to a peer's broker.
@@ -319,8 +321,8 @@ impl Agent {
             api::send_filter(&self.base),
             api::get_topic(&self.base),
             api::peers_topic(&self.base),
-            format!("{}/{}", self.base, crate::door::acl::ADMIN),
-            format!("{}/join/+/request", self.base),
+            crate::door::acl::admin_topic(&self.base),
+            crate::door::acl::join_request_filter(&self.base),
             self.topics.hello_filter(),
             self.topics.sync_req_filter(),
             self.topics.cmd_filter(),
@@ -356,13 +358,11 @@ impl Agent {
                 response,
                 sender,
             } => {
-                let join = topic
-                    .strip_prefix(&format!("{}/join/", self.base))
-                    .and_then(|rest| rest.strip_suffix("/request"))
-                    .map(str::to_string);
+                let join =
+                    crate::door::acl::join_request_id(&self.base, &topic).map(str::to_string);
                 if self.topics.classify(&topic).is_some() {
                     self.on_own_mesh_message(&topic, &payload).await;
-                } else if topic == format!("{}/{}", self.base, crate::door::acl::ADMIN) {
+                } else if topic == crate::door::acl::admin_topic(&self.base) {
                     self.on_admin(&payload).await;
                 } else if self.is_ha_status(&topic) {
                     self.on_ha_status(&payload);
@@ -427,9 +427,9 @@ impl Agent {
                 self.perform_press(i, actions).await;
             }
             Internal::SerialDone(done) => self.serial_done(*done).await,
-            Internal::Joined(Ok((mesh, ca))) => {
+            Internal::Joined(Ok((mesh, ca, via))) => {
                 if let Some(token) = self.join.take() {
-                    self.joined(&token, mesh, ca);
+                    self.joined(&token, mesh, ca, &via);
                 }
             }
             Internal::Resolved(host, ip) => {

@@ -72,6 +72,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         mqtt5: settings.mqtt5_port,
         plaintext: broker_cfg.plaintext,
         tls_port: settings.tls_port,
+        websocket: broker_cfg.websocket.then_some(match broker_cfg.ws_port {
+            Some(p) => broker::PortChoice::Fixed(p),
+            None => broker::PortChoice::FirstFree(broker::DEFAULT_WS_PORT),
+        }),
         tls: tls.server_config()?,
         segments: (broker_cfg.segment_bytes, broker_cfg.segment_count),
         client_id: format!("pimesh-agent-{uuid}"),
@@ -152,7 +156,21 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         same_boot: runtime::same_boot(&data_dir),
         echoes: heapless::Deque::new(),
         ha: discovery::Discovery::new(settings.config.homeassistant.clone()),
+        lan: None,
     };
+    if settings.config.mesh.mdns {
+        let announce = crate::lan::Announce {
+            uuid,
+            name: settings.name.clone(),
+            mesh: mesh.mesh,
+            mesh_port,
+            mqtt_port: broker.port.unwrap_or(broker.tls_port),
+            mqtt_tls: broker.port.is_none(),
+        };
+        agent.lan = crate::lan::announce(announce)
+            .map_err(|e| tracing::warn!("{e}"))
+            .ok();
+    }
     agent
         .peers
         .set_stale_after(settings.config.mesh.stale_after_ms);
@@ -207,6 +225,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         port: broker.port,
         mqtt5_port: broker.port5,
         tls_port: Some(broker.tls_port),
+        ws_port: broker.ws_port,
         base_topic: agent.base.clone(),
     };
     agent.advertise = Some((data_dir.clone(), info));

@@ -113,7 +113,8 @@ impl LocalLink {
         payload: Vec<u8>,
         properties: Option<PublishProperties>,
     ) -> Result<(), LocalError> {
-        let topic = Bytes::copy_from_slice(topic.as_bytes());
+        // `$` topics (the internal `$pimesh/…`) cross the router as the front door names them.
+        let topic = Bytes::from(crate::door::router_name(topic).into_bytes());
         let publish = Publish::new(topic, Bytes::from(payload), retain);
         self.send(Packet::Publish(publish, properties))
     }
@@ -124,7 +125,7 @@ impl LocalLink {
         let filters = filters
             .iter()
             .map(|f| Filter {
-                path: f.clone(),
+                path: crate::door::router_name(f),
                 qos: QoS::AtMostOnce,
                 nolocal: false,
                 preserve_retain: false,
@@ -182,7 +183,9 @@ impl LocalRx {
                         })
                     });
                     return LocalEvent::Message {
-                        topic: String::from_utf8_lossy(&forward.publish.topic).into_owned(),
+                        topic: crate::door::client_name(&String::from_utf8_lossy(
+                            &forward.publish.topic,
+                        )),
                         payload,
                         response,
                         sender,

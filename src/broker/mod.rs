@@ -1,6 +1,6 @@
 //! The embedded MQTT broker: rumqttd's router inside the agent, behind pimesh's own front
-//! door ([`crate::door`]) on fixed or first-free ports: MQTT over TLS, and (unless turned
-//! off) MQTT 3.1.1 and MQTT 5 in the clear.
+//! door ([`crate::door`]) on fixed or first-free ports: MQTT over TLS, (unless turned off)
+//! MQTT 3.1.1 and MQTT 5 in the clear, and (unless turned off) MQTT over WebSocket.
 //!
 //! rumqttd runs only as a router here: it serves no socket. The ports are bound by us, before
 //! anything else starts, so a port problem stops the agent before any relay moves and there
@@ -16,6 +16,9 @@ use tokio_util::sync::CancellationToken;
 /// Where the MQTT 5 port search starts, above the MQTT 3.1.1 port (below it near 65535): 2883
 /// next to 1883, so instances sharing a host keep consecutive 3.1.1 ports.
 pub const MQTT5_OFFSET: u16 = 1000;
+/// Where the WebSocket port search starts when `[broker] ws-port` is not set: the port
+/// Mosquitto's and most brokers' examples give WebSocket.
+pub const DEFAULT_WS_PORT: u16 = 9001;
 /// How many ports past the base the first-free search tries.
 pub const PORT_SEARCH_SPAN: u16 = 100;
 
@@ -57,6 +60,8 @@ pub enum BrokerError {
     Mqtt5PortInUse { bind: IpAddr, port: u16 },
     #[error("TLS port {port} on {bind} is already in use; choose another with --tls-port (or [broker] tls-port), or leave it unset to take the first free one from 8883")]
     TlsPortInUse { bind: IpAddr, port: u16 },
+    #[error("WebSocket port {port} on {bind} is already in use; choose another with --ws-port (or [broker] ws-port), or leave it unset to take the first free one from 9001")]
+    WsPortInUse { bind: IpAddr, port: u16 },
     #[error("the MQTT 5 port and the MQTT 3.1.1 port are both {port}; each needs its own")]
     SamePorts { port: u16 },
     #[error("no free broker port on {bind} from {base} to {last}; set one with --port")]
@@ -81,6 +86,8 @@ pub struct Broker {
     pub port5: Option<u16>,
     /// The port it serves MQTT over TLS on (both versions).
     pub tls_port: u16,
+    /// The port it serves MQTT over WebSocket on (none when that is off).
+    pub ws_port: Option<u16>,
     /// The agent's in-process link to the router (taken by the agent).
     pub local: Option<(local::LocalLink, local::LocalRx)>,
     /// The front door's shared state: the agent updates its credentials through it.
@@ -109,6 +116,8 @@ pub struct BrokerOptions {
     pub plaintext: bool,
     /// The TLS port policy.
     pub tls_port: PortChoice,
+    /// The WebSocket port policy; none: no WebSocket listener.
+    pub websocket: Option<PortChoice>,
     /// The TLS configuration of the front door (a join replaces it through the door).
     pub tls: Arc<rustls::ServerConfig>,
     /// (bytes per segment, segments per topic) of rumqttd's topic logs.
@@ -128,8 +137,8 @@ pub struct BrokerOptions {
 }
 
 /// Starts rumqttd's router with the agent joined to it in process (see [`local`]), binds the
-/// TLS port and (unless plaintext is off) the MQTT 3.1.1 and MQTT 5 ports, and serves them
-/// through the front door. Returns once all listen.
+/// TLS port, (unless plaintext is off) the MQTT 3.1.1 and MQTT 5 ports and (when asked) the
+/// WebSocket port, and serves them through the front door. Returns once all listen.
 pub fn start(opts: BrokerOptions) -> Result<Broker, BrokerError> {
     let bind = opts.bind;
     let mut listeners = Vec::new();
@@ -145,6 +154,16 @@ pub fn start(opts: BrokerOptions) -> Result<Broker, BrokerError> {
         other => other,
     })?;
     listeners.push((tls_listener, door::Listener::Tls));
+    let mut ws_port = None;
+    if let Some(choice) = opts.websocket {
+        let (l, p) = listen(bind, choice).map_err(|e| match e {
+            BrokerError::PortInUse { bind, port } => BrokerError::WsPortInUse { bind, port },
+            other => other,
+        })?;
+        let plaintext = opts.plaintext;
+        listeners.push((l, door::Listener::WebSocket { plaintext }));
+        ws_port = Some(p);
+    }
     let router = rumqttd::Broker::new(config(opts.segments));
     let own = local::connect(&router, &opts.client_id).map_err(BrokerError::Link)?;
     let door = Arc::new(door::Door {
@@ -164,11 +183,12 @@ pub fn start(opts: BrokerOptions) -> Result<Broker, BrokerError> {
         stop: opts.stop,
     });
     door::serve(door.clone(), listeners).map_err(BrokerError::Thread)?;
-    tracing::info!(%bind, port, mqtt5_port = port5, tls_port, "embedded broker listening");
+    tracing::info!(%bind, port, mqtt5_port = port5, tls_port, ws_port, "embedded broker listening");
     Ok(Broker {
         port,
         port5,
         tls_port,
+        ws_port,
         local: Some(own),
         door,
     })

@@ -27,7 +27,7 @@ fn admin(
     }
     let id = uuid::Uuid::new_v4().to_string();
     let request = make(id.clone());
-    let topic = format!("{}/{}", target.base, crate::door::acl::ADMIN);
+    let topic = crate::door::acl::admin_topic(&target.base);
     let reply_topic = admin_reply_topic(&target.base);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

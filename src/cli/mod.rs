@@ -75,6 +75,19 @@ pub enum Command {
     Forget(ForgetArgs),
     /// Print the mesh's CA certificate (PEM), for TLS clients (`mosquitto_pub --cafile`).
     Ca(CaArgs),
+    /// List the pimesh instances and MQTT brokers announced on this LAN (mDNS).
+    Lan(LanArgs),
+}
+
+/// `pimesh lan`.
+#[derive(Debug, Args)]
+pub struct LanArgs {
+    /// How long to listen for answers, in seconds.
+    #[arg(long, default_value_t = 3)]
+    pub wait: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `pimesh forget`.
@@ -157,6 +170,9 @@ pub struct RunArgs {
     /// Fixed TLS port (fail if taken). Default: first free from 8883.
     #[arg(long)]
     pub tls_port: Option<u16>,
+    /// Fixed MQTT over WebSocket port (fail if taken). Default: first free from 9001.
+    #[arg(long)]
+    pub ws_port: Option<u16>,
     /// Serve MQTT over TLS only: no plaintext ports. Overrides [broker] plaintext.
     #[arg(long, conflicts_with_all = ["port", "mqtt5_port"])]
     pub no_plaintext: bool,
@@ -329,6 +345,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Doctor(args) => crate::doctor::run(args.root.as_deref()),
         Command::Invite(args) => admin::invite(args.data_dir, &args.expires),
         Command::Ca(args) => print_ca(args.data_dir.unwrap_or_else(default_data_dir)),
+        Command::Lan(args) => remote::lan(args),
         Command::Forget(args) => admin::forget(args.data_dir, args.instance),
         Command::User(args) => match args.action {
             UserAction::Add {
@@ -454,6 +471,7 @@ fn run_agent(args: RunArgs) -> Exit {
         cfg.mesh.join = Some(token);
     }
     cfg.broker.allow_anonymous |= args.allow_anonymous;
+    cfg.broker.ws_port = args.ws_port.or(cfg.broker.ws_port);
     if args.no_plaintext {
         if !cfg.mesh.tls {
             eprintln!("error: --no-plaintext leaves mesh links nowhere to go with [mesh] tls = false; turn one of them on");

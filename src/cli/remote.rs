@@ -269,3 +269,40 @@ pub(super) fn peers(args: PeersArgs) -> Exit {
     }
     Exit::Ok
 }
+
+/// `pimesh lan`: what answers on the LAN's mDNS within `--wait`, one line each (exit 0 also
+/// when nothing does: an empty LAN is an answer).
+pub fn lan(args: super::LanArgs) -> Exit {
+    let found = match crate::lan::browse(Duration::from_secs(args.wait.min(60))) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Failed;
+        }
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&found).unwrap_or_default()
+        );
+        return Exit::Ok;
+    }
+    if found.is_empty() {
+        eprintln!(
+            "nothing announced _pimesh._tcp or _mqtt._tcp on this LAN within {} s",
+            args.wait
+        );
+    }
+    for f in found {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        println!(
+            "{:<6} {:<16} {:<36} mesh {:<36} {}",
+            f.service,
+            show(&f.name),
+            show(&f.uuid),
+            show(&f.mesh),
+            f.addrs.join(" ")
+        );
+    }
+    Exit::Ok
+}

@@ -166,6 +166,8 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             plaintext,
             max_retained: at_least(&src, "max-retained", raw.broker.max_retained, 1)?
                 .unwrap_or(crate::door::Limits::default().max_retained_topics),
+            websocket: raw.broker.websocket.unwrap_or(true),
+            ws_port: nonzero_port(&src, "ws-port", raw.broker.ws_port)?,
         },
         mesh,
         relays,
@@ -355,6 +357,7 @@ fn mesh(src: &Source, raw: super::raw::RawMesh) -> Result<MeshConfig, ConfigErro
         max_clock_ahead_ms,
         tls: raw.tls.unwrap_or(true),
         stale_after_ms,
+        mdns: raw.mdns.unwrap_or(true),
     })
 }
 

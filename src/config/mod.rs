@@ -188,6 +188,10 @@ pub struct BrokerConfig {
     pub plaintext: bool,
     /// Retained topics users may leave on the broker (`max-retained`).
     pub max_retained: usize,
+    /// Whether MQTT over WebSocket is served (browsers), with the same credentials and rules.
+    pub websocket: bool,
+    /// A fixed port for MQTT over WebSocket; without it, the first free one from 9001.
+    pub ws_port: Option<u16>,
 }
 
 /// The `[mesh]` table.
@@ -206,6 +210,9 @@ pub struct MeshConfig {
     pub tls: bool,
     /// After how long unheard an offline peer shows as `stale` (`stale-after-s`).
     pub stale_after_ms: u64,
+    /// Announce this instance on the LAN by mDNS (`_pimesh._tcp`, `_mqtt._tcp`), so an
+    /// invitation finds its inviter with no address.
+    pub mdns: bool,
 }
 
 /// What a relay does when the agent starts.

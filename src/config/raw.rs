@@ -145,6 +145,10 @@ pub(super) struct RawBroker {
     pub plaintext: Option<Spanned<bool>>,
     /// Retained topics users may leave; checked against a minimum.
     pub max_retained: Option<Spanned<usize>>,
+    /// Whether the MQTT over WebSocket listener runs.
+    pub websocket: Option<bool>,
+    /// Fixed WebSocket port, if any.
+    pub ws_port: Option<Spanned<u16>>,
 }
 
 /// The `[mesh]` table.
@@ -162,6 +166,8 @@ pub(super) struct RawMesh {
     pub tls: Option<bool>,
     /// After how long unheard an offline peer shows as `stale`, in seconds; at least 1.
     pub stale_after_s: Option<Spanned<u64>>,
+    /// Whether the instance announces itself on the LAN by mDNS.
+    pub mdns: Option<bool>,
 }
 
 /// One `[[relay]]` table.

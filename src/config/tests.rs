@@ -71,6 +71,8 @@ fn an_empty_file_gives_every_default() {
                 tls_port: None,
                 plaintext: true,
                 max_retained: 10_000,
+                websocket: true,
+                ws_port: None,
             },
             mesh: MeshConfig {
                 peers: vec![],
@@ -78,6 +80,7 @@ fn an_empty_file_gives_every_default() {
                 max_clock_ahead_ms: 300_000,
                 tls: true,
                 stale_after_ms: 3_600_000,
+                mdns: true,
             },
             relays: vec![],
             inputs: vec![],
@@ -204,6 +207,8 @@ fn every_key_is_read() {
             tls_port: None,
             plaintext: true,
             max_retained: 10_000,
+            websocket: true,
+            ws_port: None,
         }
     );
     assert_eq!(
@@ -289,7 +294,7 @@ fn an_unknown_key_lists_the_allowed_ones() {
     );
     assert_eq!(
         refusal(&["[broker]", "ports = 1883"]),
-        "house.toml:2: unknown field `ports`, expected one of `port`, `base-port`, `mqtt5-port`, `bind`, `segment-bytes`, `segment-count`, `allow-anonymous`, `tls-port`, `plaintext`, `max-retained`"
+        "house.toml:2: unknown field `ports`, expected one of `port`, `base-port`, `mqtt5-port`, `bind`, `segment-bytes`, `segment-count`, `allow-anonymous`, `tls-port`, `plaintext`, `max-retained`, `websocket`, `ws-port`"
     );
 }
 

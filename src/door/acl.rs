@@ -1,34 +1,65 @@
 //! Who may publish and read where: one pure function per direction, checked for every packet.
 //!
+//! Topics come in two namespaces. The house's public topics live under `<base>/` (states,
+//! `set`, `send`, `event`, instance status); everything internal lives under
+//! `$pimesh/<base>/` ([`crate::api::internal`]), which no `#` or `<base>/#` subscriber sees.
+//!
 //! Three kinds of client reach an agent's broker. *Members* are the other instances of the
-//! mesh: each may write only under its own `<base>/mesh/<uuid>/`, so no member can speak for
-//! another on the broker. *The instance itself* (its CLI, with the credentials in its data
-//! dir) may do what a user may, and run the agent's admin requests (users, invitations).
-//! *Users* (Home Assistant, scripts, devices) may use the house's topics: commands, requests
-//! to the agent and any topic outside `<base>/`, but never the mesh's internal topics (in
-//! either direction, also through `#`) and never a topic only the agent writes (an object's
-//! state, events, instance status, answers to the CLI, the Home Assistant discovery configs
-//! of pimesh's devices).
+//! mesh: each may write only under its own `$pimesh/<base>/mesh/<uuid>/`, so no member can
+//! speak for another on the broker. *The instance itself* (its CLI, with the credentials in
+//! its data dir) may do what a user may, and run the agent's admin requests (users,
+//! invitations). *Users* (Home Assistant, scripts, devices) may use the house's topics:
+//! commands, the `get` and `peers` requests and their answers, and any topic outside
+//! `<base>/` and `$pimesh/`, but never the mesh's internal topics (in either direction) and
+//! never a topic only the agent writes (an object's state, events, instance status, answers
+//! to the CLI, the Home Assistant discovery configs of pimesh's devices).
 
 use uuid::Uuid;
 
-/// The part of `<base>/` every internal topic lives under.
+/// The part of `$pimesh/<base>/` the mesh protocol lives under.
 pub const MESH: &str = "mesh";
-/// `<base>/agent/admin`: user management and invitations, for the instance's own CLI only.
+/// `$pimesh/<base>/agent/admin`: user management and invitations, for the instance's own CLI
+/// only.
 pub const ADMIN: &str = "agent/admin";
-
-/// `<base>/client/local/`: answers to the instance's own tools (invitation tokens, generated
-/// passwords); nobody else reads there.
+/// `$pimesh/<base>/agent/get` and `agent/peers`: requests users may send.
+const USER_REQUESTS: [&str; 2] = ["agent/get", "agent/peers"];
+/// `$pimesh/<base>/client/`: answers to clients (the CLI's shared reply topic).
+const REPLIES: &str = "client/";
+/// `$pimesh/<base>/client/local/`: answers to the instance's own tools (invitation tokens,
+/// generated passwords); nobody else reads there.
 pub const LOCAL_REPLIES: &str = "client/local/";
+/// `$pimesh/<base>/join/`: joins by invitation.
+const JOIN: &str = "join/";
+
+/// What follows `$pimesh/<base>/` in `topic` (a topic or a filter), if it lies there.
+fn internal_rest<'a>(base: &str, topic: &'a str) -> Option<&'a str> {
+    topic
+        .strip_prefix(crate::api::INTERNAL)?
+        .strip_prefix('/')?
+        .strip_prefix(base)?
+        .strip_prefix('/')
+}
+
+/// What follows `<base>/` in `topic`, if it lies there.
+fn public_rest<'a>(base: &str, topic: &'a str) -> Option<&'a str> {
+    topic.strip_prefix(base)?.strip_prefix('/')
+}
+
+/// `$pimesh/<base>/agent/admin`.
+pub fn admin_topic(base: &str) -> String {
+    format!("{}/{ADMIN}", crate::api::internal(base))
+}
 
 /// Whether the agent may publish an answer on `topic`, a reply topic some client named:
-/// anywhere outside `<base>/`, and under it only below `<base>/client/` (never an object's
-/// state, never an internal topic, never the local tools' answers).
+/// anywhere outside `<base>/` and the `$` topics; under `<base>/` and `$pimesh/<base>/` only
+/// below `client/` (never an object's state, never an internal topic, never the local tools'
+/// answers).
 pub fn may_answer_on(base: &str, topic: &str) -> bool {
-    match topic.strip_prefix(base).and_then(|r| r.strip_prefix('/')) {
-        None => true,
-        Some(rest) => rest.starts_with("client/") && !rest.starts_with(LOCAL_REPLIES),
+    let replies = |rest: &str| rest.starts_with(REPLIES) && !rest.starts_with(LOCAL_REPLIES);
+    if topic.starts_with('$') {
+        return internal_rest(base, topic).is_some_and(replies);
     }
+    public_rest(base, topic).is_none_or(replies)
 }
 
 /// Who a connection authenticated as.
@@ -61,9 +92,21 @@ impl Role {
     }
 }
 
-/// `<base>/join/<invitation>/`: the only topics a joiner may use.
+/// `$pimesh/<base>/join/<invitation>/`: the only topics a joiner may use.
 pub fn join_prefix(base: &str, invitation: &str) -> String {
-    format!("{base}/join/{invitation}/")
+    format!("{}/{JOIN}{invitation}/", crate::api::internal(base))
+}
+
+/// `$pimesh/<base>/join/+/request`: every join request, for the agent.
+pub fn join_request_filter(base: &str) -> String {
+    format!("{}/{JOIN}+/request", crate::api::internal(base))
+}
+
+/// The invitation id of a join request topic (`$pimesh/<base>/join/<id>/request`).
+pub fn join_request_id<'a>(base: &str, topic: &'a str) -> Option<&'a str> {
+    internal_rest(base, topic)?
+        .strip_prefix(JOIN)?
+        .strip_suffix("/request")
 }
 
 /// Whether `role` may log in over `channel`: a member that comes over TLS must present a
@@ -80,40 +123,37 @@ pub fn may_connect_over(role: &Role, channel: super::Channel) -> Result<(), &'st
 
 /// Whether `role` may publish on `topic`.
 pub fn may_publish(base: &str, role: &Role, topic: &str) -> bool {
-    if topic.is_empty() || topic.starts_with('$') || topic.contains(['+', '#', '\0']) {
+    if topic.is_empty() || topic.contains(['+', '#', '\0']) {
         return false;
     }
-    let rest = topic.strip_prefix(base).and_then(|r| r.strip_prefix('/'));
+    let internal = internal_rest(base, topic);
+    if topic.starts_with('$') && internal.is_none() {
+        return false;
+    }
     match role {
-        Role::Member(uuid) => {
-            let own = format!("{MESH}/{uuid}/");
-            rest.is_some_and(|r| r.starts_with(&own))
-        }
+        Role::Member(uuid) => internal.is_some_and(|r| r.starts_with(&format!("{MESH}/{uuid}/"))),
         Role::Joiner(id) => topic == format!("{}request", join_prefix(base, id)),
-        Role::Local | Role::User(_) => match rest {
-            None => true,
-            Some(r) => user_may_publish_below_base(r, matches!(role, Role::Local)),
+        Role::Local | Role::User(_) => match (internal, public_rest(base, topic)) {
+            (Some(r), _) => USER_REQUESTS.contains(&r) || (*role == Role::Local && r == ADMIN),
+            (None, Some(r)) => is_command(r),
+            (None, None) => true,
         },
     }
 }
 
 /// Whether a publish of `role` on `topic` is a command or a request to the agent: everything
-/// a user or the local CLI may publish under `<base>/` is one (see [`may_publish`]). Such a
-/// publish is never retained: a command kept on the broker would be run again.
+/// a user or the local CLI may publish under `<base>/` or `$pimesh/<base>/` is one (see
+/// [`may_publish`]). Such a publish is never retained (a command kept on the broker would be
+/// run again), carries its sender and counts against a user's command rate.
 pub fn is_request(base: &str, role: &Role, topic: &str) -> bool {
     matches!(role, Role::Local | Role::User(_))
-        && topic
-            .strip_prefix(base)
-            .is_some_and(|rest| rest.starts_with('/'))
+        && (public_rest(base, topic).is_some() || internal_rest(base, topic).is_some())
 }
 
-/// Under `<base>/` users may only send commands and requests to the agent.
-fn user_may_publish_below_base(rest: &str, local: bool) -> bool {
-    if rest == "agent/get" || rest == "agent/peers" || (local && rest == ADMIN) {
-        return true;
-    }
+/// Under `<base>/` users may only send commands: `<object>/set` and `<device>/send`.
+fn is_command(rest: &str) -> bool {
     match rest.split('/').collect::<Vec<_>>().as_slice() {
-        [object, "set" | "send"] => !object.is_empty() && *object != MESH,
+        [object, "set" | "send"] => !object.is_empty(),
         _ => false,
     }
 }
@@ -139,27 +179,26 @@ pub fn may_subscribe(base: &str, role: &Role, filter: &str) -> bool {
         Role::Member(_) => true,
         Role::Joiner(id) => filter == format!("{}reply", join_prefix(base, id)),
         Role::Local | Role::User(_) => {
-            let mesh = format!("{base}/{MESH}");
-            !(filter == mesh || filter.starts_with(&format!("{mesh}/")))
+            let mesh = format!("{MESH}/");
+            internal_rest(base, &format!("{filter}/")).is_none_or(|r| !r.starts_with(&mesh))
         }
     }
 }
 
-/// Whether a message on `topic` may be delivered to `role`: internal topics reach members
-/// only, whatever filter matched them.
+/// Whether a message on `topic` may be delivered to `role`: of the internal topics, members
+/// read all but the local tools' answers, the local CLI and users only the answers to clients
+/// (the local tools' answers the local CLI alone), whatever filter matched them.
 pub fn may_read(base: &str, role: &Role, topic: &str) -> bool {
-    let local_replies = format!("{base}/{LOCAL_REPLIES}");
-    if topic.starts_with(&local_replies) {
+    let Some(rest) = internal_rest(base, topic) else {
+        return !matches!(role, Role::Joiner(_));
+    };
+    if rest.starts_with(LOCAL_REPLIES) {
         return *role == Role::Local;
     }
     match role {
         Role::Member(_) => true,
         Role::Joiner(id) => topic == format!("{}reply", join_prefix(base, id)),
-        Role::Local | Role::User(_) => {
-            let mesh = format!("{base}/{MESH}/");
-            let join = format!("{base}/join/");
-            !topic.starts_with(&mesh) && !topic.starts_with(&join)
-        }
+        Role::Local | Role::User(_) => rest.starts_with(REPLIES),
     }
 }
 
@@ -233,10 +272,28 @@ mod tests {
         let me = Uuid::from_u128(1);
         let other = Uuid::from_u128(2);
         let m = Role::Member(me);
-        assert!(may_publish(B, &m, &format!("pimesh/mesh/{me}/updates")));
-        assert!(may_publish(B, &m, &format!("pimesh/mesh/{me}/status")));
-        assert!(!may_publish(B, &m, &format!("pimesh/mesh/{other}/updates")));
-        assert!(!may_publish(B, &m, "pimesh/mesh/owner"));
+        assert!(may_publish(
+            B,
+            &m,
+            &format!("$pimesh/pimesh/mesh/{me}/updates")
+        ));
+        assert!(may_publish(
+            B,
+            &m,
+            &format!("$pimesh/pimesh/mesh/{me}/status")
+        ));
+        assert!(!may_publish(
+            B,
+            &m,
+            &format!("$pimesh/pimesh/mesh/{other}/updates")
+        ));
+        assert!(!may_publish(
+            B,
+            &m,
+            &format!("$pimesh/other/mesh/{me}/updates")
+        ));
+        assert!(!may_publish(B, &m, &format!("pimesh/mesh/{me}/updates")));
+        assert!(!may_publish(B, &m, "$pimesh/pimesh/mesh/owner"));
         assert!(!may_publish(B, &m, "pimesh/relay-1/set"));
         assert!(!may_publish(B, &m, "pimesh/relay-1"));
     }
@@ -247,73 +304,98 @@ mod tests {
         for ok in [
             "pimesh/relay-1/set",
             "pimesh/port/send",
-            "pimesh/agent/get",
-            "pimesh/agent/peers",
+            "$pimesh/pimesh/agent/get",
+            "$pimesh/pimesh/agent/peers",
             "zigbee2mqtt/lamp/set",
             "home/temp",
         ] {
             assert!(may_publish(B, &u, ok), "{ok}");
+            assert!(may_publish(B, &Role::Local, ok), "{ok}");
         }
         for refused in [
             "pimesh/relay-1",
             "pimesh/relay-1/event",
             "pimesh/instance/x/status",
-            "pimesh/mesh/owner",
-            "pimesh/mesh/set",
-            "pimesh/client/cli/reply",
-            "pimesh/agent/admin",
-            "pimesh/join/abc/request",
+            "pimesh/agent/get",
+            "$pimesh/pimesh/mesh/owner",
+            "$pimesh/pimesh/mesh/x/set",
+            "$pimesh/pimesh/relay-1/set",
+            "$pimesh/pimesh/client/cli/reply",
+            "$pimesh/pimesh/agent/admin",
+            "$pimesh/pimesh/join/abc/request",
+            "$pimesh/other/agent/get",
+            "$pimesh/x",
             "$SYS/x",
             "a/+/b",
             "",
         ] {
             assert!(!may_publish(B, &u, refused), "{refused}");
         }
-        assert!(may_publish(B, &Role::Local, "pimesh/agent/admin"));
+        assert!(may_publish(B, &Role::Local, "$pimesh/pimesh/agent/admin"));
+        assert!(is_request(B, &u, "$pimesh/pimesh/agent/get"));
+        assert!(is_request(B, &u, "pimesh/relay-1/set"));
+        assert!(!is_request(B, &u, "home/temp"));
+        assert!(!is_request(
+            B,
+            &Role::Member(Uuid::nil()),
+            "pimesh/relay-1/set"
+        ));
     }
 
     #[test]
     fn internal_topics_are_never_read_by_users() {
         let u = Role::User("ha".into());
-        assert!(!may_subscribe(B, &u, "pimesh/mesh/#"));
-        assert!(!may_subscribe(B, &u, "pimesh/mesh"));
+        let m = Role::Member(Uuid::nil());
+        assert!(!may_subscribe(B, &u, "$pimesh/pimesh/mesh/#"));
+        assert!(!may_subscribe(B, &u, "$pimesh/pimesh/mesh"));
+        assert!(may_subscribe(B, &u, "$pimesh/pimesh/meshes"));
         assert!(may_subscribe(B, &u, "#"));
+        assert!(may_subscribe(B, &u, "$pimesh/#"));
         assert!(may_subscribe(B, &u, "pimesh/#"));
-        assert!(!may_read(B, &u, "pimesh/mesh/x/beat"));
-        assert!(!may_read(B, &u, "pimesh/join/abc/reply"));
+        assert!(!may_read(B, &u, "$pimesh/pimesh/mesh/x/beat"));
+        assert!(!may_read(B, &u, "$pimesh/pimesh/join/abc/reply"));
+        assert!(!may_read(B, &u, "$pimesh/pimesh/agent/get"));
+        assert!(may_read(B, &u, "$pimesh/pimesh/client/cli/reply"));
         assert!(may_read(B, &u, "pimesh/relay-1"));
+        assert!(may_read(B, &u, "$SYS/broker/uptime"));
+        assert!(may_read(B, &m, "$pimesh/pimesh/mesh/x/beat"));
+        assert!(!may_read(B, &u, "$pimesh/pimesh/client/local/reply"));
+        assert!(!may_read(B, &m, "$pimesh/pimesh/client/local/reply"));
         assert!(may_read(
             B,
-            &Role::Member(Uuid::nil()),
-            "pimesh/mesh/x/beat"
+            &Role::Local,
+            "$pimesh/pimesh/client/local/reply"
         ));
-        assert!(!may_read(B, &u, "pimesh/client/local/reply"));
-        assert!(!may_read(
-            B,
-            &Role::Member(Uuid::nil()),
-            "pimesh/client/local/reply"
-        ));
-        assert!(may_read(B, &Role::Local, "pimesh/client/local/reply"));
+        assert!(!may_read(B, &Role::Local, "$pimesh/pimesh/mesh/x/beat"));
     }
 
     #[test]
     fn answers_never_land_on_what_the_agent_owns() {
-        assert!(may_answer_on(B, "pimesh/client/cli/reply"));
+        assert!(may_answer_on(B, "$pimesh/pimesh/client/cli/reply"));
+        assert!(may_answer_on(B, "pimesh/client/mine"));
         assert!(may_answer_on(B, "home/replies/1"));
         assert!(!may_answer_on(B, "pimesh/relay-1"));
-        assert!(!may_answer_on(B, "pimesh/mesh/x/updates"));
-        assert!(!may_answer_on(B, "pimesh/client/local/reply"));
+        assert!(!may_answer_on(B, "$pimesh/pimesh/mesh/x/updates"));
+        assert!(!may_answer_on(B, "$pimesh/pimesh/client/local/reply"));
+        assert!(!may_answer_on(B, "$pimesh/other/client/cli/reply"));
+        assert!(!may_answer_on(B, "$SYS/broker/uptime"));
     }
 
     #[test]
     fn a_joiner_uses_only_its_invitation_topics() {
         let j = Role::Joiner("abc".into());
-        assert!(may_publish(B, &j, "pimesh/join/abc/request"));
-        assert!(!may_publish(B, &j, "pimesh/join/abd/request"));
+        assert!(may_publish(B, &j, "$pimesh/pimesh/join/abc/request"));
+        assert!(!may_publish(B, &j, "$pimesh/pimesh/join/abd/request"));
         assert!(!may_publish(B, &j, "pimesh/relay-1/set"));
-        assert!(may_subscribe(B, &j, "pimesh/join/abc/reply"));
+        assert!(may_subscribe(B, &j, "$pimesh/pimesh/join/abc/reply"));
         assert!(!may_subscribe(B, &j, "#"));
         assert!(!may_read(B, &j, "pimesh/relay-1"));
+        assert!(may_read(B, &j, "$pimesh/pimesh/join/abc/reply"));
+        assert_eq!(
+            join_request_id(B, "$pimesh/pimesh/join/abc/request"),
+            Some("abc")
+        );
+        assert_eq!(join_request_id(B, "pimesh/join/abc/request"), None);
     }
 
     #[test]

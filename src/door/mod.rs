@@ -15,7 +15,8 @@
 //! over the encrypted stream; plaintext on it fails the handshake and is closed. A plaintext
 //! listener also takes TLS when a connection's first byte starts a TLS handshake (no MQTT
 //! packet starts with 0x16), so a peer configured with an instance's plaintext port still
-//! links to it over TLS.
+//! links to it over TLS. The WebSocket listener ([`ws`]) does the same sniffing, then the
+//! WebSocket handshake, and serves the same session over the client's binary messages.
 //! The listeners run on a thread of their own, so a slow disk in the agent never delays a
 //! client's CONNACK or PINGRESP.
 
@@ -41,6 +42,7 @@ pub mod retained;
 pub mod session;
 pub mod sys;
 pub mod wire;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -144,6 +146,9 @@ pub enum Listener {
     Plain,
     /// MQTT over TLS only.
     Tls,
+    /// MQTT over WebSocket, for browsers: over TLS (`wss`, recognised by its first byte), and
+    /// in the clear (`ws`) when `plaintext` is on.
+    WebSocket { plaintext: bool },
 }
 
 /// How a session's bytes travel: the front door's rules differ for members.
@@ -353,7 +358,7 @@ async fn connection(
     let deadline = tokio::time::Instant::now() + door.limits.connect_timeout;
     let tls = match kind {
         Listener::Tls => true,
-        Listener::Plain => {
+        Listener::Plain | Listener::WebSocket { .. } => {
             let mut first = [0u8; 1];
             match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
                 Ok(Ok(1)) => first[0] == TLS_HANDSHAKE,
@@ -365,8 +370,22 @@ async fn connection(
             }
         }
     };
+    let websocket = matches!(kind, Listener::WebSocket { .. });
     if !tls {
-        return session::serve(door, stream, peer, (pending, deadline), Channel::Plain).await;
+        if kind == (Listener::WebSocket { plaintext: false }) {
+            door.log
+                .refused(peer, "", "this WebSocket port takes TLS (wss) only");
+            return;
+        }
+        return serve_over(
+            door,
+            stream,
+            peer,
+            (pending, deadline),
+            Channel::Plain,
+            websocket,
+        )
+        .await;
     }
     let Some(config) = door.tls.get() else {
         door.log
@@ -391,12 +410,27 @@ async fn connection(
         .1
         .peer_certificates()
         .is_some_and(|c| !c.is_empty());
-    session::serve(
-        door,
-        stream,
-        peer,
-        (pending, deadline),
-        Channel::Tls { client_cert },
-    )
-    .await
+    let channel = Channel::Tls { client_cert };
+    serve_over(door, stream, peer, (pending, deadline), channel, websocket).await
+}
+
+/// Runs the session on `stream`, after a WebSocket handshake (within the CONNECT deadline)
+/// where the listener takes WebSocket.
+async fn serve_over<S: session::Transport>(
+    door: Arc<Door>,
+    stream: S,
+    peer: std::net::SocketAddr,
+    (pending, deadline): (SlotGuard, tokio::time::Instant),
+    channel: Channel,
+    websocket: bool,
+) {
+    if !websocket {
+        return session::serve(door, stream, peer, (pending, deadline), channel).await;
+    }
+    let handshake = ws::accept(stream, door.limits.max_packet);
+    match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(Ok(ws)) => session::serve(door, ws, peer, (pending, deadline), channel).await,
+        Ok(Err(why)) => door.log.refused(peer, "", &why),
+        Err(_) => door.log.refused(peer, "", "no WebSocket handshake in time"),
+    }
 }

@@ -266,6 +266,7 @@ async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, version: Version, refusal
     };
     if wire::encode(version, &ack, &mut out).is_ok() {
         let _ = stream.write_all(&out).await;
+        let _ = stream.flush().await;
     }
 }
 
@@ -325,6 +326,7 @@ impl Session {
                             .received(matches!(packet, Inbound::Publish(_)));
                         if let Some(end) = self.on_packet(packet).await {
                             let _ = stream.write_all(&self.out).await;
+                            let _ = stream.flush().await;
                             return end;
                         }
                     }
@@ -338,7 +340,13 @@ impl Session {
                 }
             }
             if !self.out.is_empty() {
-                if let Err(e) = stream.write_all(&self.out).await {
+                // A flush too: TLS and WebSocket streams may hold what was written.
+                if let Err(e) = async {
+                    stream.write_all(&self.out).await?;
+                    stream.flush().await
+                }
+                .await
+                {
                     return End::Abnormal(e.to_string());
                 }
                 self.out.clear();
@@ -446,7 +454,8 @@ impl Session {
             allowed = false;
             let why = format!("a retained message on {:?} is not kept: {full}", m.topic);
             self.door.log.refused(self.peer, &self.client_id, &why);
-        } else if !self.role.is_trusted() && m.topic.starts_with(&self.door.base) {
+        } else if !self.role.is_trusted() && acl::is_request(&self.door.base, &self.role, &m.topic)
+        {
             self.take_token().await;
         }
         let duplicate = m.qos == 2 && self.awaiting_rel.contains(&m.pkid);
@@ -460,15 +469,15 @@ impl Session {
             } else {
                 m.payload
             };
-            let publish = Publish::new(Bytes::from(m.topic.into_bytes()), payload, m.retain);
+            let command = acl::is_request(&self.door.base, &self.role, &m.topic);
+            let topic = super::router_name(&m.topic);
+            let publish = Publish::new(Bytes::from(topic.into_bytes()), payload, m.retain);
             let mut properties = m.properties.unwrap_or_default();
             // Aliases are not offered; a client that sends one anyway gets it ignored.
             properties.topic_alias = None;
             properties.subscription_identifiers.clear();
             properties.user_properties.retain(|(k, _)| !is_internal(k));
-            let command = publish.topic.starts_with(self.door.base.as_bytes())
-                && publish.topic.get(self.door.base.len()) == Some(&b'/');
-            if command && !matches!(self.role, Role::Member(_)) {
+            if command {
                 let sender = format!("{}/{}", self.role.describe(), self.client_id);
                 properties
                     .user_properties
@@ -635,7 +644,7 @@ impl Session {
             }
         }
         let publish = Publish::new(
-            Bytes::from(will.topic.into_bytes()),
+            Bytes::from(super::router_name(&will.topic).into_bytes()),
             will.payload,
             will.retain,
         );

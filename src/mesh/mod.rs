@@ -6,10 +6,10 @@
 //! the agent performs the I/O (`agent/mesh.rs`).
 //!
 //! Replication is three mechanisms on top of the replica's LWW registers:
-//! - **live stream**: each batch of local updates goes out on `<base>/mesh/<uuid>/updates`;
+//! - **live stream**: each batch of local updates goes out on `$pimesh/<base>/mesh/<uuid>/updates`;
 //! - **sync**: an instance that lacks something leaves its version vector on the broker of
-//!   one live peer, at `<base>/mesh/<uuid>/sync-req`; the peer answers with pages of
-//!   `delta_since` on its own `<base>/mesh/<peer>/sync/<uuid>`; this is the start-up transfer.
+//!   one live peer, at `$pimesh/<base>/mesh/<uuid>/sync-req`; the peer answers with pages of
+//!   `delta_since` on its own `$pimesh/<base>/mesh/<peer>/sync/<uuid>`; this is the start-up transfer.
 //!   Requests and introductions are the two things an instance writes on a peer's broker,
 //!   always on topics scoped by its own UUID;
 //! - **anti-entropy**: every heartbeat carries the sender's version vector; a receiver that

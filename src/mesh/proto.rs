@@ -41,8 +41,8 @@ pub fn check_count(what: &'static str, updates: &[Update], max: usize) -> Result
     Ok(())
 }
 
-/// An instance introducing itself: retained on its own broker (`<base>/mesh/owner`) and on
-/// every broker it links to (`<base>/mesh/<uuid>/hello`), which is how an instance that only
+/// An instance introducing itself: retained on its own broker (`$pimesh/<base>/mesh/owner`) and on
+/// every broker it links to (`$pimesh/<base>/mesh/<uuid>/hello`), which is how an instance that only
 /// knows one peer learns all the others.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -119,7 +119,7 @@ pub struct SyncReq {
     pub after: Option<(Uuid, u64)>,
 }
 
-/// One page of a sync answer, on the responder's `<base>/mesh/<uuid>/sync/<requester>`.
+/// One page of a sync answer, on the responder's `$pimesh/<base>/mesh/<uuid>/sync/<requester>`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct SyncPage {
@@ -134,7 +134,7 @@ pub struct SyncPage {
 }
 
 /// A command sent to the instance that should run it: left on that instance's broker at
-/// `<base>/mesh/<sender>/cmd`.
+/// `$pimesh/<base>/mesh/<sender>/cmd`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Forward {
@@ -156,7 +156,7 @@ pub struct Forward {
     pub clock: Option<crate::clock::Stamp>,
 }
 
-/// The answer to a [`Forward`], on the executor's `<base>/mesh/<executor>/answer/<sender>`.
+/// The answer to a [`Forward`], on the executor's `$pimesh/<base>/mesh/<executor>/answer/<sender>`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ForwardReply {
     /// The answer, with its command id.
@@ -186,62 +186,66 @@ pub struct Topics {
 }
 
 impl Topics {
-    /// `<base>/mesh/owner`: the broker owner's retained hello.
+    /// `$pimesh/<base>/mesh`: under the internal root, out of sight of `<base>/#`.
+    fn root(&self) -> String {
+        format!("{}/mesh", crate::api::internal(&self.base))
+    }
+    /// `$pimesh/<base>/mesh/owner`: the broker owner's retained hello.
     pub fn owner(&self) -> String {
-        format!("{}/mesh/owner", self.base)
+        format!("{}/owner", self.root())
     }
-    /// `<base>/mesh/<uuid>/hello`: an introduction, retained on a peer's broker.
+    /// `$pimesh/<base>/mesh/<uuid>/hello`: an introduction, retained on a peer's broker.
     pub fn hello(&self, uuid: Uuid) -> String {
-        format!("{}/mesh/{uuid}/hello", self.base)
+        format!("{}/{uuid}/hello", self.root())
     }
-    /// `<base>/mesh/+/hello`: every introduction.
+    /// `$pimesh/<base>/mesh/+/hello`: every introduction.
     pub fn hello_filter(&self) -> String {
-        format!("{}/mesh/+/hello", self.base)
+        format!("{}/+/hello", self.root())
     }
-    /// `<base>/mesh/<uuid>/status`: `online`/`offline`; the last will of a peer link.
+    /// `$pimesh/<base>/mesh/<uuid>/status`: `online`/`offline`; the last will of a peer link.
     pub fn status(&self, uuid: Uuid) -> String {
-        format!("{}/mesh/{uuid}/status", self.base)
+        format!("{}/{uuid}/status", self.root())
     }
-    /// `<base>/mesh/+/status`.
+    /// `$pimesh/<base>/mesh/+/status`.
     pub fn status_filter(&self) -> String {
-        format!("{}/mesh/+/status", self.base)
+        format!("{}/+/status", self.root())
     }
-    /// `<base>/mesh/<uuid>/beat`.
+    /// `$pimesh/<base>/mesh/<uuid>/beat`.
     pub fn beat(&self, uuid: Uuid) -> String {
-        format!("{}/mesh/{uuid}/beat", self.base)
+        format!("{}/{uuid}/beat", self.root())
     }
-    /// `<base>/mesh/<uuid>/updates`.
+    /// `$pimesh/<base>/mesh/<uuid>/updates`.
     pub fn updates(&self, uuid: Uuid) -> String {
-        format!("{}/mesh/{uuid}/updates", self.base)
+        format!("{}/{uuid}/updates", self.root())
     }
-    /// `<base>/mesh/<uuid>/sync-req`.
+    /// `$pimesh/<base>/mesh/<uuid>/sync-req`.
     pub fn sync_req(&self, uuid: Uuid) -> String {
-        format!("{}/mesh/{uuid}/sync-req", self.base)
+        format!("{}/{uuid}/sync-req", self.root())
     }
-    /// `<base>/mesh/+/sync-req`: sync requests peers leave on our broker.
+    /// `$pimesh/<base>/mesh/+/sync-req`: sync requests peers leave on our broker.
     pub fn sync_req_filter(&self) -> String {
-        format!("{}/mesh/+/sync-req", self.base)
+        format!("{}/+/sync-req", self.root())
     }
-    /// `<base>/mesh/<sender>/cmd`: a command left on the executor's broker.
+    /// `$pimesh/<base>/mesh/<sender>/cmd`: a command left on the executor's broker.
     pub fn cmd(&self, sender: Uuid) -> String {
-        format!("{}/mesh/{sender}/cmd", self.base)
+        format!("{}/{sender}/cmd", self.root())
     }
-    /// `<base>/mesh/+/cmd`.
+    /// `$pimesh/<base>/mesh/+/cmd`.
     pub fn cmd_filter(&self) -> String {
-        format!("{}/mesh/+/cmd", self.base)
+        format!("{}/+/cmd", self.root())
     }
-    /// `<base>/mesh/<executor>/answer/<sender>`.
+    /// `$pimesh/<base>/mesh/<executor>/answer/<sender>`.
     pub fn answer(&self, executor: Uuid, sender: Uuid) -> String {
-        format!("{}/mesh/{executor}/answer/{sender}", self.base)
+        format!("{}/{executor}/answer/{sender}", self.root())
     }
-    /// `<base>/mesh/<responder>/sync/<requester>`.
+    /// `$pimesh/<base>/mesh/<responder>/sync/<requester>`.
     pub fn sync_page(&self, responder: Uuid, requester: Uuid) -> String {
-        format!("{}/mesh/{responder}/sync/{requester}", self.base)
+        format!("{}/{responder}/sync/{requester}", self.root())
     }
 
     /// What a mesh topic is, with the UUID it is scoped by.
     pub fn classify(&self, topic: &str) -> Option<(Uuid, Kind)> {
-        let rest = topic.strip_prefix(&self.base)?.strip_prefix("/mesh/")?;
+        let rest = topic.strip_prefix(&self.root())?.strip_prefix('/')?;
         if rest == "owner" {
             return Some((Uuid::nil(), Kind::Owner));
         }
@@ -378,8 +382,13 @@ mod tests {
         assert_eq!(t.classify(&t.sync_page(a, b)), Some((a, Kind::SyncPage(b))));
         assert_eq!(t.classify(&t.cmd(a)), Some((a, Kind::Cmd)));
         assert_eq!(t.classify(&t.answer(a, b)), Some((a, Kind::Answer(b))));
-        assert_eq!(t.classify(&format!("pimesh/mesh/{a}/other/{b}")), None);
-        assert_eq!(t.classify("pimesh/mesh/not-a-uuid/beat"), None);
+        assert_eq!(t.beat(a), format!("$pimesh/pimesh/mesh/{a}/beat"));
+        assert_eq!(
+            t.classify(&format!("$pimesh/pimesh/mesh/{a}/other/{b}")),
+            None
+        );
+        assert_eq!(t.classify("$pimesh/pimesh/mesh/not-a-uuid/beat"), None);
+        assert_eq!(t.classify(&format!("pimesh/mesh/{a}/beat")), None);
         assert_eq!(t.classify("pimesh/relay-1"), None);
     }
 }
