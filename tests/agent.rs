@@ -219,6 +219,7 @@ fn second_agent_on_the_same_data_dir_is_refused() {
     let out = std::process::Command::new(bin())
         .args([
             "run",
+            "--no-mdns",
             "--data-dir",
             a.dir.to_str().unwrap(),
             "--port",

@@ -130,6 +130,7 @@ fn fixed_port_in_use_fails_at_start_naming_the_port() {
     let out = std::process::Command::new(bin())
         .args([
             "run",
+            "--no-mdns",
             "--data-dir",
             dir.path().to_str().unwrap(),
             "--port",
@@ -162,6 +163,7 @@ fn without_a_fixed_port_the_first_free_one_is_taken_and_advertised() {
     let mut child = std::process::Command::new(bin())
         .args([
             "run",
+            "--no-mdns",
             "--data-dir",
             dir.path().to_str().unwrap(),
             "--config",
@@ -197,6 +199,7 @@ fn bad_config_is_refused_with_file_line_and_reason() {
     let out = std::process::Command::new(bin())
         .args([
             "run",
+            "--no-mdns",
             "--config",
             path,
             "--data-dir",
@@ -226,7 +229,7 @@ fn a_backend_that_cannot_run_here_is_refused_by_run_and_check_alike() {
         let dir = tempfile::tempdir().unwrap();
         let path = cfg.to_str().unwrap();
         let run = std::process::Command::new(bin())
-            .args(["run", "--config", path, "--data-dir"])
+            .args(["run", "--no-mdns", "--config", path, "--data-dir"])
             .arg(dir.path())
             .args(["--port", &free_port().to_string()])
             .output()

@@ -115,7 +115,7 @@ step "1b. an aarch64 agent switched by the armv7 CLI (both under qemu)"
 data="$work/agent"
 port="$(free_port)"
 # qemu-user runs the guest in its own process, so $! is the agent's pid as agent.json has it.
-qemu-aarch64 "$bin_a64" run --data-dir "$data" --port "$port" --name qemu-a64 >"$work/agent.log" 2>&1 &
+qemu-aarch64 "$bin_a64" run --no-mdns --data-dir "$data" --port "$port" --name qemu-a64 >"$work/agent.log" 2>&1 &
 agent_pid=$!
 agent_ready() {
   grep -q "\"pid\": $agent_pid," "$data/agent.json" 2>/dev/null && grep -q "\"port\": $port," "$data/agent.json"
@@ -148,7 +148,7 @@ if wait_for 30 agent_ready; then
   agent_pid=""
 
   # An upgrade restarts the agent on the same data dir: it must keep its identity.
-  qemu-aarch64 "$bin_a64" run --data-dir "$data" --port "$port" --name qemu-a64 >"$work/agent2.log" 2>&1 &
+  qemu-aarch64 "$bin_a64" run --no-mdns --data-dir "$data" --port "$port" --name qemu-a64 >"$work/agent2.log" 2>&1 &
   agent_pid=$!
   if wait_for 30 agent_ready; then
     [ -n "$uuid_before" ] && [ "$(cat "$data/instance-id")" = "$uuid_before" ] \
@@ -170,7 +170,7 @@ mesh_cfg() {
 }
 mesh_cfg a64; mesh_cfg v7
 port_a="$(free_port)"; port_b="$(free_port)"
-qemu-aarch64 "$bin_a64" run --config "$work/a64.toml" --data-dir "$work/mesh-a" --port "$port_a" --name qemu-a64 >"$work/mesh-a.log" 2>&1 &
+qemu-aarch64 "$bin_a64" run --no-mdns --config "$work/a64.toml" --data-dir "$work/mesh-a" --port "$port_a" --name qemu-a64 >"$work/mesh-a.log" 2>&1 &
 mesh_pids="$!"
 mesh_a_ready() { [ -s "$work/mesh-a/agent.json" ]; }
 wait_for 60 mesh_a_ready || fail "the aarch64 mesh agent did not start; log: $(tail -n 5 "$work/mesh-a.log")"
@@ -179,7 +179,7 @@ token="$(qemu-aarch64 "$bin_a64" invite --data-dir "$work/mesh-a" 2>/dev/null ||
 [ -n "$token" ] && pass "the aarch64 agent made an invitation" || fail "pimesh invite printed no token"
 # qemu-arm itself in the background (not the run_v7 function, whose $! would be a subshell
 # that kill leaves qemu running behind).
-qemu-arm -L /usr/arm-linux-gnueabihf "$bin_v7" run --config "$work/v7.toml" --data-dir "$work/mesh-b" --port "$port_b" --name qemu-v7 --peer "127.0.0.1:$port_a" --join "$token" >"$work/mesh-b.log" 2>&1 &
+qemu-arm -L /usr/arm-linux-gnueabihf "$bin_v7" run --no-mdns --config "$work/v7.toml" --data-dir "$work/mesh-b" --port "$port_b" --name qemu-v7 --peer "127.0.0.1:$port_a" --join "$token" >"$work/mesh-b.log" 2>&1 &
 mesh_pids="$mesh_pids $!"
 peers_online() { run_v7 peers --data-dir "$work/mesh-b" --timeout 10 2>/dev/null | grep -q "qemu-a64 .*online"; }
 if wait_for 60 peers_online; then

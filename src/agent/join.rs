@@ -143,7 +143,8 @@ impl Agent {
 }
 
 /// Joins the mesh of `token`: tries the configured peers, then the token's addresses, then
-/// between rounds what the LAN says of the inviting instance (mDNS, [`crate::lan::find`]),
+/// between rounds what the LAN says of the inviting instance (mDNS, [`crate::lan::find`],
+/// unless `lan` is off),
 /// until one answers with a reply signed by the inviting instance's key (any member's broker
 /// forwards nothing: only the inviting instance answers); returns the mesh, its CA and the
 /// address that answered, for the first peer link. Gives up only if every address
@@ -154,6 +155,7 @@ pub async fn join(
     peers: Vec<String>,
     mut request: JoinRequest,
     base: String,
+    lan: bool,
     stop: CancellationToken,
 ) -> Result<(Uuid, Option<MeshCa>, String), String> {
     let mut addrs = peers;
@@ -227,12 +229,19 @@ pub async fn join(
         // Before the next round, look for the inviter on the LAN: a token whose addresses
         // are not reachable from here (or that names none) still finds it.
         let by = token.by;
-        let lookup =
-            tokio::task::spawn_blocking(move || crate::lan::find(by, Duration::from_secs(2)));
+        let lookup = async move {
+            if !lan {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                return Vec::new();
+            }
+            tokio::task::spawn_blocking(move || crate::lan::find(by, Duration::from_secs(2)))
+                .await
+                .unwrap_or_default()
+        };
         tokio::select! {
             _ = stop.cancelled() => return Err("stopped".into()),
             found = lookup => {
-                for addr in found.unwrap_or_default() {
+                for addr in found {
                     if !addrs.contains(&addr) {
                         tracing::info!(%addr, inviter = %token.by, "found the inviting instance on the LAN");
                         addrs.push(addr);

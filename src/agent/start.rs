@@ -211,8 +211,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         let tx = agent.internal.clone();
         let (base, stop) = (agent.base.clone(), cancel.child_token());
         let peers = settings.config.mesh.peers.clone();
+        let lan = settings.config.mesh.mdns;
         tokio::spawn(async move {
-            let result = join::join(token, peers, request, base, stop).await;
+            let result = join::join(token, peers, request, base, lan, stop).await;
             let _ = tx.send(Internal::Joined(result));
         });
     }

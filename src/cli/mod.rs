@@ -176,6 +176,9 @@ pub struct RunArgs {
     /// Serve MQTT over TLS only: no plaintext ports. Overrides [broker] plaintext.
     #[arg(long, conflicts_with_all = ["port", "mqtt5_port"])]
     pub no_plaintext: bool,
+    /// Do not announce this instance on the LAN by mDNS. Overrides [mesh] mdns.
+    #[arg(long)]
+    pub no_mdns: bool,
     /// A peer's broker, HOST:PORT (repeatable). Adds to [mesh] peers.
     #[arg(long = "peer")]
     pub peers: Vec<String>,
@@ -471,6 +474,7 @@ fn run_agent(args: RunArgs) -> Exit {
         cfg.mesh.join = Some(token);
     }
     cfg.broker.allow_anonymous |= args.allow_anonymous;
+    cfg.mesh.mdns &= !args.no_mdns;
     cfg.broker.ws_port = args.ws_port.or(cfg.broker.ws_port);
     if args.no_plaintext {
         if !cfg.mesh.tls {

@@ -427,6 +427,9 @@ fn spawn(dir: &Path, port: u16, args: &[String], netns: Option<&str>) -> Child {
         .arg(port_flag)
         .arg(port.to_string())
         .args(args)
+        // Tests use loopback and namespaces they make, never the host's LAN: no mDNS
+        // multicast outside a namespace.
+        .args(netns.is_none().then_some("--no-mdns"))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::null());
