@@ -83,6 +83,8 @@ pub enum AgentError {
     Secret(#[from] crate::secret::SecretError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
     #[error("{0}")]
     Join(String),
     #[error(

@@ -73,6 +73,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         stop: cancel.child_token(),
     })?;
     let mut broker = broker;
+    let http_port = start_web(&settings, &broker, uuid, auth.clone(), &cancel)?;
     let mesh_port = match (settings.config.mesh.tls, broker.port) {
         (false, Some(plain)) => plain,
         _ => broker.tls_port,
@@ -187,6 +188,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         port: broker.port,
         mqtt5_port: broker.port5,
         tls_port: Some(broker.tls_port),
+        http_port,
         base_topic: agent.base.clone(),
     };
     agent.advertise = Some((data_dir.clone(), info));
@@ -219,4 +221,40 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     RuntimeInfo::remove(&data_dir);
     drop(gpio);
     result
+}
+
+/// Serves the floor-plan page (`[web]`) next to the broker, with its users and certificate.
+/// A fixed port that is taken stops the start; no free port in the search range only costs
+/// the page.
+fn start_web(
+    settings: &Settings,
+    broker: &broker::Broker,
+    uuid: Uuid,
+    auth: crate::door::auth::Auth,
+    cancel: &CancellationToken,
+) -> Result<Option<u16>, AgentError> {
+    let web = &settings.config.web;
+    if !web.enabled {
+        return Ok(None);
+    }
+    let started = crate::web::start(crate::web::WebOptions {
+        config: web.clone(),
+        bind: settings.bind,
+        base: settings.config.base_topic.clone(),
+        uuid,
+        name: settings.name.clone(),
+        data_dir: settings.data_dir.clone(),
+        auth,
+        router: broker.door.router.clone(),
+        tls: broker.door.tls.clone(),
+        stop: cancel.child_token(),
+    });
+    match started {
+        Ok(port) => Ok(Some(port)),
+        Err(e @ crate::web::WebError::NoFreePort { .. }) => {
+            tracing::warn!(error = %e, "running without the web page");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
