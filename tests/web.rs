@@ -62,7 +62,10 @@ fn sel(id: &str) -> String {
 fn three_instances_on_one_page_in_a_real_browser() {
     let mut browser = cdp::Browser::launch(1100, 760);
     let mut a = start_node("alpha", &node("a", 0.0), &[]);
-    let b = start_node("beta", &node("b", 6.0), &["--peer", &a.addr()]);
+    // A fixed web port for B, so its page is at the same address after a restart.
+    let b_web = free_port();
+    let b_config = format!("{}[web]\nport = {b_web}\n", node("b", 6.0));
+    let mut b = start_node("beta", &b_config, &["--peer", &a.addr()]);
     let c = start_node("gamma", &node("c", 12.0), &["--peer", &a.addr()]);
     for n in [&a, &b, &c] {
         wait_until("all 9 objects everywhere", || n.all().len() == 9);
@@ -175,6 +178,36 @@ fn three_instances_on_one_page_in_a_real_browser() {
         ),
     );
 
+    // B restarts: the page reconnects by itself, the login still holds, and it is live.
+    b.stop();
+    browser.wait(
+        "the page to notice",
+        "document.getElementById('conn').dataset.connected === 'false'",
+    );
+    b.restart();
+    browser.wait(
+        "the page to reconnect",
+        "document.getElementById('conn').dataset.connected === 'true'",
+    );
+    wait_until("B to link to gamma again", || {
+        b.peer_status("gamma") == "online"
+    });
+    let out = c.cli(&["set", "c-light", "on"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("B to learn c-light is ON", || b.state("c-light") == "ON");
+    browser.wait(
+        "c-light ON after the restart",
+        &format!(
+            "document.querySelector('{}').dataset.state === 'ON'",
+            sel("c-light")
+        ),
+    );
+    assert_eq!(
+        browser.eval("window.__sameDocument === true"),
+        true,
+        "reconnected without a reload"
+    );
+
     // A dies: its objects grey out, the panel says so.
     a.kill9();
     for id in ["a-light", "a-fan", "a-button"] {
@@ -198,6 +231,7 @@ fn three_instances_on_one_page_in_a_real_browser() {
         "true"
     );
     browser.screenshot(&artifacts().join("03-alpha-offline.png"));
+
     drop(browser);
 }
 
