@@ -277,7 +277,9 @@ mod tests {
     #[test]
     fn the_table_is_bounded_and_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Sessions::load(Some(dir.path()), 10_000, auth(), 0);
+        // One account for every load: its hash (and salt) must stay the same.
+        let a = auth();
+        let s = Sessions::load(Some(dir.path()), 10_000, a.clone(), 0);
         let first = s.create("ann", 1).unwrap();
         let mut last = String::new();
         for i in 0..MAX_SESSIONS as u64 {
@@ -290,9 +292,9 @@ mod tests {
             !text.contains(&last),
             "the file holds digests, never tokens"
         );
-        let again = Sessions::load(Some(dir.path()), 10_000, auth(), 600);
+        let again = Sessions::load(Some(dir.path()), 10_000, a.clone(), 600);
         assert_eq!(again.user(&last, 600).as_deref(), Some("ann"));
-        let later = Sessions::load(Some(dir.path()), 10_000, auth(), 20_000);
+        let later = Sessions::load(Some(dir.path()), 10_000, a.clone(), 20_000);
         assert!(later.is_empty(), "expired sessions are not loaded");
     }
 
