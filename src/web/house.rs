@@ -31,6 +31,9 @@ use uuid::Uuid;
 pub const MAX_PENDING: usize = 256;
 /// How long a command waits for its answer (the agent answers `timeout` itself before).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often the rooms are drawn again after objects came, went or moved: at most this
+/// often, so a house of thousands arriving at once costs one layout, not one per object.
+pub const LAYOUT_EVERY: Duration = Duration::from_millis(100);
 /// How often the peer list is asked for while some page is open.
 pub const PEERS_EVERY: Duration = Duration::from_secs(2);
 /// Frames a slow page may fall behind before it is sent the whole house again.
@@ -47,6 +50,8 @@ struct State {
     peers: Value,
     /// The rooms as drawn.
     areas: Vec<Area>,
+    /// An object came, went or moved since `areas` was computed.
+    layout_dirty: bool,
 }
 
 /// Why a command from the page did not get an answer.
@@ -130,9 +135,12 @@ impl House {
 
     /// The whole house as one JSON value, for `user`.
     pub fn snapshot(&self, user: &str) -> Value {
-        let Ok(s) = self.state.lock() else {
+        let Ok(mut s) = self.state.lock() else {
             return Value::Null;
         };
+        if let Some(rooms) = self.relayout(&mut s) {
+            let _ = self.events.send(rooms);
+        }
         json!({
             "me": self.me,
             "user": user,
@@ -159,6 +167,8 @@ impl House {
         }
         let mut tick = tokio::time::interval(PEERS_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut layout_tick = tokio::time::interval(LAYOUT_EVERY);
+        layout_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -170,6 +180,7 @@ impl House {
                         return;
                     }
                 },
+                _ = layout_tick.tick() => self.change(|s| self.relayout(s).map(|f| vec![f])),
                 _ = tick.tick() => {
                     if self.events.receiver_count() > 0 {
                         self.ask_peers();
@@ -237,34 +248,46 @@ impl House {
             .ok()
             .filter(|v| v["id"] == id && v["kind"] != "automation");
         self.change(|s| {
-            let mut out = Vec::new();
-            match value {
+            let place = |o: &Value| (o["room"].clone(), o["x"].clone(), o["y"].clone());
+            let before = s.objects.get(id).map(place);
+            let out = match value {
                 Some(v) if s.objects.get(id) != Some(&v) => {
-                    out.push(frame("object", &v));
+                    s.layout_dirty |= before != Some(place(&v));
+                    let f = frame("object", &v);
                     s.objects.insert(id.to_string(), v);
+                    f
                 }
                 None if s.objects.remove(id).is_some() => {
                     s.presses.remove(id);
-                    out.push(frame("gone", &json!({"id": id})));
+                    s.layout_dirty = true;
+                    frame("gone", &json!({"id": id}))
                 }
                 _ => return None,
-            }
-            let areas = layout::areas(
-                s.objects.values().map(|o| {
-                    (
-                        o["room"].as_str().unwrap_or(""),
-                        o["x"].as_f64().unwrap_or(0.0),
-                        o["y"].as_f64().unwrap_or(0.0),
-                    )
-                }),
-                &self.fixed_rooms,
-            );
-            if areas != s.areas {
-                out.push(frame("rooms", &json!(areas)));
-                s.areas = areas;
-            }
-            Some(out)
+            };
+            Some(vec![out])
         });
+    }
+
+    /// Draws the rooms again if objects came, went or moved; the `rooms` frame if they
+    /// changed.
+    fn relayout(&self, s: &mut State) -> Option<Arc<str>> {
+        if !std::mem::take(&mut s.layout_dirty) {
+            return None;
+        }
+        let areas = layout::areas(
+            s.objects.values().map(|o| {
+                (
+                    o["room"].as_str().unwrap_or(""),
+                    o["x"].as_f64().unwrap_or(0.0),
+                    o["y"].as_f64().unwrap_or(0.0),
+                )
+            }),
+            &self.fixed_rooms,
+        );
+        (areas != s.areas).then(|| {
+            s.areas = areas;
+            frame("rooms", &json!(s.areas))
+        })
     }
 
     /// An object's event: an input's press pattern is kept as its last press.
@@ -309,7 +332,10 @@ impl House {
         y: f64,
     ) -> Result<Reply, CommandError> {
         let room = {
-            let s = self.state.lock().map_err(|_| CommandError::Busy)?;
+            let mut s = self.state.lock().map_err(|_| CommandError::Busy)?;
+            if let Some(rooms) = self.relayout(&mut s) {
+                let _ = self.events.send(rooms);
+            }
             layout::room_at(&s.areas, x, y)
                 .map(str::to_string)
                 .or_else(|| s.objects.get(object)?["room"].as_str().map(str::to_string))

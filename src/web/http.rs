@@ -240,7 +240,7 @@ impl Site {
         };
         let mut user = String::new();
         let mut password = String::new();
-        for (k, v) in form_pairs(&body) {
+        for (k, v) in sessions::form_pairs(&body) {
             match k.as_str() {
                 "user" => user = v,
                 "password" => password = v,
@@ -431,58 +431,5 @@ async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, Respons
             StatusCode::REQUEST_TIMEOUT,
             "the body did not arrive in time",
         )),
-    }
-}
-
-/// The pairs of an `application/x-www-form-urlencoded` body.
-pub fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
-    String::from_utf8_lossy(body)
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn forms_decode() {
-        assert_eq!(
-            form_pairs(b"user=ann+b&password=p%26w%3D%zz%4"),
-            vec![
-                ("user".into(), "ann b".into()),
-                ("password".into(), "p&w=%zz%4".into())
-            ]
-        );
-        assert_eq!(
-            form_pairs(b"\xff=\xfe"),
-            vec![("\u{fffd}".into(), "\u{fffd}".into())]
-        );
     }
 }

@@ -217,6 +217,39 @@ pub fn basic(header: &str) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
+/// The pairs of an `application/x-www-form-urlencoded` body.
+pub fn form_pairs(body: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +329,21 @@ mod tests {
         assert_eq!(again.user(&last, 600).as_deref(), Some("ann"));
         let later = Sessions::load(Some(dir.path()), 10_000, a.clone(), 20_000);
         assert!(later.is_empty(), "expired sessions are not loaded");
+    }
+
+    #[test]
+    fn forms_decode() {
+        assert_eq!(
+            form_pairs(b"user=ann+b&password=p%26w%3D%zz%4"),
+            vec![
+                ("user".into(), "ann b".into()),
+                ("password".into(), "p&w=%zz%4".into())
+            ]
+        );
+        assert_eq!(
+            form_pairs(b"\xff=\xfe"),
+            vec![("\u{fffd}".into(), "\u{fffd}".into())]
+        );
     }
 
     #[test]
