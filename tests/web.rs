@@ -165,7 +165,7 @@ fn three_instances_on_one_page_in_a_real_browser() {
 
     // Dragging b-fan into gamma's room moves it, for every instance.
     let to = browser.centre("[data-room=\"room-c\"] rect");
-    browser.drag(&sel("b-fan"), (to.0, to.1 + 20.0));
+    browser.drag(&sel("b-fan"), (to.0 + 30.0, to.1));
     wait_until("b-fan to be in room-c on C", || {
         let o = c.get("b-fan");
         o["room"] == "room-c" && o["x"].as_f64().is_some_and(|x| x > 11.0)
@@ -206,6 +206,13 @@ fn three_instances_on_one_page_in_a_real_browser() {
         browser.eval("window.__sameDocument === true"),
         true,
         "reconnected without a reload"
+    );
+    browser.wait(
+        "b-button's last press kept across the restart",
+        &format!(
+            "document.querySelector('{} .press').dataset.press === 'single'",
+            sel("b-button")
+        ),
     );
 
     // A dies: its objects grey out, the panel says so.

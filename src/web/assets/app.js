@@ -105,10 +105,12 @@ function drawObject(o, spot, parent) {
   name.textContent = o.name || o.id;
   const holder = el('text', { class: 'holder', y: r * 2.9, 'font-size': r * 0.6 }, g);
   holder.textContent = holderText(o);
-  const press = house.presses[o.id];
+  // The last press seen live, else the one the house recorded (its `event` property).
+  const press = house.presses[o.id] || (o.event ? { event: o.event } : null);
   if (o.kind === 'input') {
     const p = el('text', { class: 'press', y: r * 3.6, 'font-size': r * 0.6, 'data-press': press ? press.event : '' }, g);
-    p.textContent = press ? `${press.event} · ${new Date(press.at).toLocaleTimeString()}` : 'no press yet';
+    const when = press && press.at ? ` · ${new Date(press.at).toLocaleTimeString()}` : '';
+    p.textContent = press ? `last press: ${press.event}${when}` : 'no press yet';
   }
   const title = el('title', {}, g);
   title.textContent = `${o.id} (${o.kind || '?'}) in ${o.room || '?'}: ${o.state || ''}`;
