@@ -178,6 +178,26 @@ fn three_instances_on_one_page_in_a_real_browser() {
         ),
     );
 
+    // On a phone: a narrow screen, and a tap switches B's own light.
+    browser.phone(true);
+    browser.wait(
+        "the plan in a narrow window",
+        "document.getElementById('plan').getBoundingClientRect().width < 400",
+    );
+    browser.tap(&sel("b-light"));
+    wait_until("b-light's pin on B to go high", || {
+        b.pin(17).as_deref() == Some("1")
+    });
+    browser.wait(
+        "b-light ON on the phone",
+        &format!(
+            "document.querySelector('{}').dataset.state === 'ON'",
+            sel("b-light")
+        ),
+    );
+    browser.screenshot(&artifacts().join("04-phone.png"));
+    browser.phone(false);
+
     // B restarts: the page reconnects by itself, the login still holds, and it is live.
     b.stop();
     browser.wait(

@@ -179,6 +179,35 @@ impl Browser {
         self.mouse("mouseReleased", at, 0);
     }
 
+    /// A finger's tap at the centre of `selector` (touch emulation must be on).
+    pub fn tap(&mut self, selector: &str) {
+        let (x, y) = self.centre(selector);
+        self.call(
+            "Input.dispatchTouchEvent",
+            json!({"type": "touchStart", "touchPoints": [{"x": x, "y": y}]}),
+        );
+        self.call(
+            "Input.dispatchTouchEvent",
+            json!({"type": "touchEnd", "touchPoints": []}),
+        );
+    }
+
+    /// Shows the page as a phone would: a narrow screen and touch.
+    pub fn phone(&mut self, on: bool) {
+        if on {
+            self.call(
+                "Emulation.setDeviceMetricsOverride",
+                json!({"width": 390, "height": 780, "deviceScaleFactor": 2, "mobile": true}),
+            );
+        } else {
+            self.call("Emulation.clearDeviceMetricsOverride", json!({}));
+        }
+        self.call(
+            "Emulation.setTouchEmulationEnabled",
+            json!({"enabled": on, "maxTouchPoints": 5}),
+        );
+    }
+
     /// Drags `selector` to (x, y) in steps, as a hand does.
     pub fn drag(&mut self, selector: &str, to: (f64, f64)) {
         let from = self.centre(selector);
