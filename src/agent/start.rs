@@ -73,7 +73,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         stop: cancel.child_token(),
     })?;
     let mut broker = broker;
-    let http_port = start_web(&settings, &broker, uuid, auth.clone(), &cancel)?;
+    let web_tls = std::sync::Arc::new(crate::tls::ServerSlot::new(tls.web_server_config()?));
+    let http_port = start_web(&settings, &broker, uuid, auth.clone(), &web_tls, &cancel)?;
     let mesh_port = match (settings.config.mesh.tls, broker.port) {
         (false, Some(plain)) => plain,
         _ => broker.tls_port,
@@ -123,6 +124,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         tls,
         tls_names,
         door_tls: broker.door.tls.clone(),
+        web_tls,
         mesh_tls,
         keys_dirty: false,
         join,
@@ -223,7 +225,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     result
 }
 
-/// Serves the floor-plan page (`[web]`) next to the broker, with its users and certificate.
+/// Serves the floor-plan page (`[web]`) next to the broker, with its users and the
+/// instance's certificate (`tls`, which a join replaces).
 /// A fixed port that is taken stops the start; no free port in the search range only costs
 /// the page.
 fn start_web(
@@ -231,6 +234,7 @@ fn start_web(
     broker: &broker::Broker,
     uuid: Uuid,
     auth: crate::door::auth::Auth,
+    tls: &std::sync::Arc<crate::tls::ServerSlot>,
     cancel: &CancellationToken,
 ) -> Result<Option<u16>, AgentError> {
     let web = &settings.config.web;
@@ -246,7 +250,7 @@ fn start_web(
         data_dir: settings.data_dir.clone(),
         auth,
         router: broker.door.router.clone(),
-        tls: broker.door.tls.clone(),
+        tls: tls.clone(),
         stop: cancel.child_token(),
     });
     match started {

@@ -10,8 +10,9 @@
 //! browser never delays the agent. It reads the house from the embedded broker's router and
 //! sends commands there as the logged-in user ([`house`]), so a click takes exactly the path
 //! of an MQTT `…/set` from that user. Logins are the MQTT users' ([`sessions`]). With `[web]
-//! tls` (the default) it speaks HTTPS with the instance's certificate from the mesh CA (the
-//! front door's, which a join replaces), and answers plain HTTP on the same port with a
+//! tls` (the default) it speaks HTTPS with the instance's certificate from the mesh CA
+//! (`tls::Material::web_server_config`: no client certificate asked for; a join replaces
+//! it), and answers plain HTTP on the same port with a
 //! redirect. hyper parses every request; heads are bounded ([`MAX_HEAD`], hyper answers 431
 //! beyond), bodies too ([`http::MAX_BODY`], 413), connections as well ([`MAX_CONNECTIONS`]).
 
@@ -82,7 +83,7 @@ pub struct WebOptions {
     pub auth: Auth,
     /// The embedded broker's router.
     pub router: Arc<rumqttd::Broker>,
-    /// The front door's TLS configuration (used when `[web] tls` is on).
+    /// The page's TLS configuration (used when `[web] tls` is on; a join replaces it).
     pub tls: Arc<ServerSlot>,
     /// Stops the server.
     pub stop: CancellationToken,
