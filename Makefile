@@ -10,18 +10,18 @@
 #   make soak    5 instances under mixed load for SOAK_SECONDS (default 600): memory and open files
 
 CARGO ?= cargo
-APT_PACKAGES := mosquitto mosquitto-clients socat iproute2 iptables python3-paho-mqtt
+APT_PACKAGES := mosquitto mosquitto-clients socat iproute2 iptables python3-paho-mqtt chromium
 
 .PHONY: run test deps lint release bench fuzz chaos soak sim
 
 run:
 	$(CARGO) run -- run
 
-# Tests drive Debian's mosquitto clients and paho-mqtt (as Home Assistant uses it); install
-# them when missing (root or sudo).
+# Tests drive Debian's mosquitto clients and paho-mqtt (as Home Assistant uses it), and
+# headless Chromium for the web page (tests/web.rs); install them when missing (root or sudo).
 deps:
 	@missing=""; \
-	for tool in mosquitto mosquitto_pub mosquitto_sub socat ip iptables-legacy; do \
+	for tool in mosquitto mosquitto_pub mosquitto_sub socat ip iptables-legacy chromium; do \
 	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
 	done; \
 	/usr/bin/python3 -c 'import paho.mqtt.client' >/dev/null 2>&1 || missing="$$missing python3-paho-mqtt"; \

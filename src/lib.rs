@@ -27,3 +27,4 @@ pub mod router;
 pub mod runtime;
 pub mod secret;
 pub mod tls;
+pub mod web;

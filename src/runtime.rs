@@ -2,7 +2,7 @@
 //!
 //! `pimesh set`, `get` and `move` find the local agent by reading `agent.json` from the data dir:
 //! which ports its broker took (they may be the first free ones: `port`, `mqtt5-port` in the
-//! clear, `tls-port`, `ws-port` for WebSocket), its UUID and name. The lock file makes a second agent on the same data
+//! clear, `tls-port`, `ws-port` for WebSocket; the web page's `http-port`), its UUID and name. The lock file makes a second agent on the same data
 //! dir fail at start instead of corrupting the store.
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,10 @@ pub struct RuntimeInfo {
     /// when `[broker] websocket` is off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ws_port: Option<u16>,
+    /// The port of the floor-plan page (`[web]`): HTTPS, or plain HTTP with `[web] tls =
+    /// false`; none when the page is off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_port: Option<u16>,
     /// The base topic of the public interface.
     pub base_topic: String,
 }
@@ -182,6 +186,7 @@ mod tests {
             mqtt5_port: Some(1884),
             tls_port: Some(8883),
             ws_port: Some(9001),
+            http_port: Some(8080),
             base_topic: "pimesh".into(),
         };
         info.write(dir.path()).unwrap();

@@ -82,7 +82,7 @@ impl Agent {
     }
 
     /// Takes the mesh CA a join handed over: this instance's certificate is issued again by
-    /// it, and the front door and new peer links use both from now on.
+    /// it, and the front door, the web page and new peer links use both from now on.
     fn adopt_ca(&mut self, ca: MeshCa) -> Result<(), crate::tls::TlsError> {
         ca.save(&self.data_dir)?;
         let identity = crate::tls::Identity::load_or_issue(
@@ -93,6 +93,7 @@ impl Agent {
         )?;
         let material = crate::tls::Material { ca, identity };
         self.door_tls.set(material.server_config()?);
+        self.web_tls.set(material.web_server_config()?);
         if self.mesh_tls.is_some() {
             self.mesh_tls = Some(material.mesh_client_config()?);
         }

@@ -83,6 +83,8 @@ pub enum AgentError {
     Secret(#[from] crate::secret::SecretError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
     #[error("{0}")]
     Join(String),
     #[error(
@@ -177,6 +179,8 @@ struct Agent {
     tls_names: crate::tls::Names,
     /// The front door's TLS configuration, replaced when a join brings the mesh's CA.
     door_tls: std::sync::Arc<crate::tls::ServerSlot>,
+    /// The web page's TLS configuration, replaced likewise.
+    web_tls: std::sync::Arc<crate::tls::ServerSlot>,
     /// How peer links speak TLS (client certificate, mesh CA); none with `[mesh] tls = false`.
     mesh_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Open invitations made here.

@@ -91,6 +91,8 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         stop: cancel.child_token(),
     })?;
     let mut broker = broker;
+    let web_tls = std::sync::Arc::new(crate::tls::ServerSlot::new(tls.web_server_config()?));
+    let http_port = start_web(&settings, &broker, uuid, auth.clone(), &web_tls, &cancel)?;
     let mesh_port = match (settings.config.mesh.tls, broker.port) {
         (false, Some(plain)) => plain,
         _ => broker.tls_port,
@@ -140,6 +142,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         tls,
         tls_names,
         door_tls: broker.door.tls.clone(),
+        web_tls,
         mesh_tls,
         keys_dirty: false,
         join,
@@ -227,6 +230,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         mqtt5_port: broker.port5,
         tls_port: Some(broker.tls_port),
         ws_port: broker.ws_port,
+        http_port,
         base_topic: agent.base.clone(),
     };
     agent.advertise = Some((data_dir.clone(), info));
@@ -259,4 +263,42 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     RuntimeInfo::remove(&data_dir);
     drop(gpio);
     result
+}
+
+/// Serves the floor-plan page (`[web]`) next to the broker, with its users and the
+/// instance's certificate (`tls`, which a join replaces).
+/// A fixed port that is taken stops the start; no free port in the search range only costs
+/// the page.
+fn start_web(
+    settings: &Settings,
+    broker: &broker::Broker,
+    uuid: Uuid,
+    auth: crate::door::auth::Auth,
+    tls: &std::sync::Arc<crate::tls::ServerSlot>,
+    cancel: &CancellationToken,
+) -> Result<Option<u16>, AgentError> {
+    let web = &settings.config.web;
+    if !web.enabled {
+        return Ok(None);
+    }
+    let started = crate::web::start(crate::web::WebOptions {
+        config: web.clone(),
+        bind: settings.bind,
+        base: settings.config.base_topic.clone(),
+        uuid,
+        name: settings.name.clone(),
+        data_dir: settings.data_dir.clone(),
+        auth,
+        router: broker.door.router.clone(),
+        tls: tls.clone(),
+        stop: cancel.child_token(),
+    });
+    match started {
+        Ok(port) => Ok(Some(port)),
+        Err(e @ crate::web::WebError::NoFreePort { .. }) => {
+            tracing::warn!(error = %e, "running without the web page");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -141,6 +141,15 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         None => true,
     };
     let homeassistant = super::homeassistant::table(&src, raw.homeassistant, &base_topic)?;
+    let broker_ports: Vec<u16> = [
+        &raw.broker.port,
+        &raw.broker.mqtt5_port,
+        &raw.broker.tls_port,
+    ]
+    .into_iter()
+    .filter_map(|p| p.as_ref().map(|p| *p.get_ref()))
+    .collect();
+    let web = super::web::table(&src, raw.web, &broker_ports)?;
     Ok(Config {
         name,
         data_dir,
@@ -176,6 +185,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         virtuals,
         automations,
         homeassistant,
+        web,
     })
 }
 

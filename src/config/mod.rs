@@ -22,6 +22,7 @@ mod serial;
 mod software;
 #[cfg(test)]
 mod tests;
+mod web;
 
 pub use serial::{DataBits, Parity, Protocol, SerialChannel, SerialConfig, StopBits};
 
@@ -65,6 +66,41 @@ pub struct Config {
     pub automations: Vec<AutomationConfig>,
     /// Home Assistant MQTT discovery on our broker (the `[homeassistant]` table).
     pub homeassistant: HomeAssistantConfig,
+    /// The floor-plan page this instance serves (the `[web]` table).
+    pub web: WebConfig,
+}
+
+/// The `[web]` table: the house on a page, served by this instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebConfig {
+    /// Whether the page is served at all.
+    pub enabled: bool,
+    /// A fixed port: used or the agent fails to start, naming it.
+    pub port: Option<u16>,
+    /// With no fixed port, the first free one counting up from here.
+    pub base_port: u16,
+    /// HTTPS with the instance's certificate from the mesh CA (plain HTTP on the same port
+    /// is redirected); `false` serves plain HTTP only.
+    pub tls: bool,
+    /// How long a login lasts.
+    pub session_hours: u32,
+    /// Rooms laid out by hand; others get the area around their objects.
+    pub rooms: Vec<WebRoom>,
+}
+
+/// A room's area on the floor plan, in the units of the objects' x and y.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebRoom {
+    /// The room's name, as objects carry it.
+    pub room: String,
+    /// Left edge.
+    pub x: f64,
+    /// Top edge.
+    pub y: f64,
+    /// Width, more than 0.
+    pub width: f64,
+    /// Height, more than 0.
+    pub height: f64,
 }
 
 /// The `[homeassistant]` table: how the house is announced to Home Assistant.

@@ -49,6 +49,44 @@ pub(super) struct RawConfig {
     /// The `[homeassistant]` table.
     #[serde(default)]
     pub homeassistant: RawHomeAssistant,
+    /// The `[web]` table.
+    #[serde(default)]
+    pub web: RawWeb,
+}
+
+/// The `[web]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawWeb {
+    /// Whether the page is served at all.
+    pub enabled: Option<bool>,
+    /// A fixed port; checked non-zero and apart from the broker's.
+    pub port: Option<Spanned<u16>>,
+    /// First port tried when none is fixed; checked non-zero.
+    pub base_port: Option<Spanned<u16>>,
+    /// HTTPS with the instance's certificate.
+    pub tls: Option<bool>,
+    /// How long a login lasts; checked against a bound.
+    pub session_hours: Option<Spanned<u32>>,
+    /// Each `[[web.room]]`: a room's area on the floor plan.
+    #[serde(default)]
+    pub room: Vec<RawWebRoom>,
+}
+
+/// One `[[web.room]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct RawWebRoom {
+    /// The room's name, as objects carry it.
+    pub room: Spanned<String>,
+    /// Left edge.
+    pub x: Spanned<f64>,
+    /// Top edge.
+    pub y: Spanned<f64>,
+    /// Width; checked positive.
+    pub width: Spanned<f64>,
+    /// Height; checked positive.
+    pub height: Spanned<f64>,
 }
 
 /// The `[homeassistant]` table.

@@ -92,6 +92,14 @@ fn an_empty_file_gives_every_default() {
                 discovery_prefix: "homeassistant".into(),
                 discovery: DiscoveryMode::Device,
             },
+            web: WebConfig {
+                enabled: true,
+                port: None,
+                base_port: 8080,
+                tls: true,
+                session_hours: 12,
+                rooms: vec![],
+            },
         }
     );
 }

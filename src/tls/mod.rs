@@ -355,6 +355,17 @@ impl Material {
         Ok(Arc::new(config))
     }
 
+    /// The web page's configuration: our chain, HTTP/1.1 by ALPN, and no request for a
+    /// client certificate (a browser holding some would ask its user to pick one).
+    pub fn web_server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(self.identity.chain(&self.ca), self.identity.key()?)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
     /// A mesh link's configuration: the server must chain to the mesh CA; we present our
     /// own certificate.
     pub fn mesh_client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {

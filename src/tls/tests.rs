@@ -204,3 +204,25 @@ fn a_cafile_client_checks_the_server_name() {
     assert!(handshake(client, server, "elsewhere.example").is_err());
     assert!(client_config_for_ca(b"hello").is_err());
 }
+
+#[test]
+fn the_web_page_speaks_http_1_1_and_asks_no_client_certificate() {
+    let ca = MeshCa::create().unwrap();
+    let web = material(&ca, &["127.0.0.1"]).web_server_config().unwrap();
+    assert_eq!(web.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    let mut browser = (*client_config_for_ca(ca.cert_pem.as_bytes()).unwrap()).clone();
+    browser.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let s = handshake(Arc::new(browser), web, "localhost").unwrap();
+    assert_eq!(s.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // A client holding a certificate shows it to the front door, which asks for one, but
+    // is never asked by the web page.
+    let m = material(&ca, &["127.0.0.1"]);
+    let holder = m.mesh_client_config().unwrap();
+    let door = handshake(holder.clone(), m.server_config().unwrap(), "localhost").unwrap();
+    assert!(door.peer_certificates().is_some());
+    let page = handshake(holder, m.web_server_config().unwrap(), "localhost").unwrap();
+    assert!(
+        page.peer_certificates().is_none(),
+        "the page asked for a certificate"
+    );
+}

@@ -1,0 +1,495 @@
+//! The house on a page (issue 14), end to end: real agents on loopback, their web pages
+//! over HTTPS, a real headless Chromium driven over the DevTools protocol, and raw HTTP for
+//! what a browser would never send.
+//!
+//! Screenshots of the browser run land in `target/web-artifacts/`.
+
+#[path = "web/cdp.rs"]
+mod cdp;
+#[path = "web/client.rs"]
+mod client;
+mod support;
+
+use client::Site;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A sim board holding `<p>-light`, `<p>-fan` and `<p>-button` in room `room-<p>`, laid out
+/// from `left` so each instance's room has its own place on the plan.
+fn node(p: &str, left: f64) -> String {
+    format!(
+        "[board]\nbackend = \"sim\"\n\
+         [[relay]]\nid = \"{p}-light\"\nname = \"{p} light\"\npin = 17\nroom = \"room-{p}\"\nx = {}\ny = 1\n\
+         [[relay]]\nid = \"{p}-fan\"\nname = \"{p} fan\"\npin = 27\nroom = \"room-{p}\"\nx = {}\ny = 1\n\
+         [[input]]\nid = \"{p}-button\"\nname = \"{p} button\"\npin = 5\npull = \"up\"\nactive-low = true\nroom = \"room-{p}\"\nx = {}\ny = 3\n",
+        left + 1.0,
+        left + 3.0,
+        left + 2.0
+    )
+}
+
+/// The web port an agent took, from its `agent.json`.
+fn http_port(a: &Agent) -> u16 {
+    let text = std::fs::read_to_string(a.dir.join("agent.json")).expect("agent.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    v["http-port"].as_u64().expect("agent.json names http-port") as u16
+}
+
+/// Adds user `name` with `password` on `a`.
+fn add_user(a: &Agent, name: &str, password: &str) {
+    let file = a.dir.join(format!("{name}.password"));
+    std::fs::write(&file, password).expect("password file");
+    let out = a.cli(&[
+        "user",
+        "add",
+        name,
+        "--password-file",
+        &file.to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "user add: {}", text(&out.stderr));
+}
+
+fn artifacts() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/web-artifacts")
+}
+
+fn sel(id: &str) -> String {
+    format!("[data-object=\"{id}\"]")
+}
+
+#[test]
+fn three_instances_on_one_page_in_a_real_browser() {
+    let mut browser = cdp::Browser::launch(1100, 760);
+    let mut a = start_node("alpha", &node("a", 0.0), &[]);
+    // A fixed web port for B, so its page is at the same address after a restart.
+    let b_web = free_port();
+    let b_config = format!("{}[web]\nport = {b_web}\n", node("b", 6.0));
+    let mut b = start_node("beta", &b_config, &["--peer", &a.addr()]);
+    let c = start_node("gamma", &node("c", 12.0), &["--peer", &a.addr()]);
+    for n in [&a, &b, &c] {
+        wait_until("all 9 objects everywhere", || n.all().len() == 9);
+    }
+    add_user(&b, "ann", "correct horse");
+    let url = format!("https://localhost:{}/", http_port(&b));
+
+    // Nothing about the house before the login.
+    browser.goto(&url);
+    browser.wait(
+        "the login form",
+        "document.querySelector('form#login') !== null",
+    );
+    assert_eq!(
+        browser.eval("document.body.innerHTML.includes('a-light')"),
+        false
+    );
+    browser.screenshot(&artifacts().join("01-login.png"));
+    browser.eval(
+        "document.querySelector('input[name=user]').value = 'ann';\
+         document.querySelector('input[name=password]').value = 'correct horse';\
+         document.querySelector('form#login').submit(); true",
+    );
+    browser.wait(
+        "the floor plan with all 9 objects",
+        "document.querySelectorAll('[data-object]').length === 9",
+    );
+    browser.wait(
+        "the page to be live",
+        "document.getElementById('conn').dataset.connected === 'true'",
+    );
+    browser.wait(
+        "the peers panel",
+        "['alpha','beta','gamma'].every(n => document.querySelector(`#peers li[data-peer=\"${n}\"]`))",
+    );
+    assert_eq!(
+        browser.eval(&format!(
+            "document.querySelector('{}').dataset.available",
+            sel("a-light")
+        )),
+        "true"
+    );
+    browser.screenshot(&artifacts().join("02-floorplan.png"));
+
+    // A click on B's page switches A's relay: A's pin, and the element follows.
+    assert_eq!(a.pin(17).as_deref(), Some("0"));
+    browser.click(&sel("a-light"));
+    wait_until("a-light's pin on A to go high", || {
+        a.pin(17).as_deref() == Some("1")
+    });
+    browser.wait(
+        "a-light ON on the page",
+        &format!(
+            "document.querySelector('{}').dataset.state === 'ON'",
+            sel("a-light")
+        ),
+    );
+    assert_eq!(
+        b.pin(17).as_deref(),
+        Some("0"),
+        "only the holder's pin moves"
+    );
+
+    // Switched from A's CLI: the page follows without a reload.
+    browser.eval("window.__sameDocument = true");
+    let out = a.cli(&["set", "a-light", "off"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let t = Instant::now();
+    browser.wait(
+        "a-light OFF on the page",
+        &format!(
+            "document.querySelector('{}').dataset.state === 'OFF'",
+            sel("a-light")
+        ),
+    );
+    println!(
+        "the page followed the CLI in {} ms",
+        t.elapsed().as_millis()
+    );
+    assert_eq!(
+        browser.eval("window.__sameDocument === true"),
+        true,
+        "no reload"
+    );
+
+    // A press of B's button shows as its last press event.
+    b.set_pin(5, false);
+    wait_until("the button to be down", || b.state("b-button") == "ON");
+    b.set_pin(5, true);
+    browser.wait(
+        "b-button's press on the page",
+        &format!(
+            "document.querySelector('{} .press').dataset.press === 'single'",
+            sel("b-button")
+        ),
+    );
+
+    // Dragging b-fan into gamma's room moves it, for every instance.
+    let to = browser.centre("[data-room=\"room-c\"] rect");
+    browser.drag(&sel("b-fan"), (to.0 + 30.0, to.1));
+    wait_until("b-fan to be in room-c on C", || {
+        let o = c.get("b-fan");
+        o["room"] == "room-c" && o["x"].as_f64().is_some_and(|x| x > 11.0)
+    });
+    browser.wait(
+        "b-fan drawn in room-c",
+        &format!(
+            "document.querySelector('{} title').textContent.includes('in room-c')",
+            sel("b-fan")
+        ),
+    );
+
+    // On a phone: a narrow screen, and a tap switches B's own light.
+    browser.phone(true);
+    browser.wait(
+        "the plan in a narrow window",
+        "document.getElementById('plan').getBoundingClientRect().width < 400",
+    );
+    browser.tap(&sel("b-light"));
+    wait_until("b-light's pin on B to go high", || {
+        b.pin(17).as_deref() == Some("1")
+    });
+    browser.wait(
+        "b-light ON on the phone",
+        &format!(
+            "document.querySelector('{}').dataset.state === 'ON'",
+            sel("b-light")
+        ),
+    );
+    browser.screenshot(&artifacts().join("04-phone.png"));
+    browser.phone(false);
+
+    // B restarts: the page reconnects by itself, the login still holds, and it is live.
+    b.stop();
+    browser.wait(
+        "the page to notice",
+        "document.getElementById('conn').dataset.connected === 'false'",
+    );
+    b.restart();
+    browser.wait(
+        "the page to reconnect",
+        "document.getElementById('conn').dataset.connected === 'true'",
+    );
+    wait_until("B to link to gamma again", || {
+        b.peer_status("gamma") == "online"
+    });
+    let out = c.cli(&["set", "c-light", "on"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("B to learn c-light is ON", || b.state("c-light") == "ON");
+    browser.wait(
+        "c-light ON after the restart",
+        &format!(
+            "document.querySelector('{}').dataset.state === 'ON'",
+            sel("c-light")
+        ),
+    );
+    assert_eq!(
+        browser.eval("window.__sameDocument === true"),
+        true,
+        "reconnected without a reload"
+    );
+    browser.wait(
+        "b-button's last press kept across the restart",
+        &format!(
+            "document.querySelector('{} .press').dataset.press === 'single'",
+            sel("b-button")
+        ),
+    );
+
+    // A dies: its objects grey out, the panel says so.
+    a.kill9();
+    for id in ["a-light", "a-fan", "a-button"] {
+        browser.wait(
+            &format!("{id} unavailable"),
+            &format!(
+                "document.querySelector('{}').dataset.available === 'false'",
+                sel(id)
+            ),
+        );
+    }
+    browser.wait(
+        "alpha offline in the panel",
+        "document.querySelector('#peers li[data-peer=\"alpha\"]').dataset.status === 'offline'",
+    );
+    assert_eq!(
+        browser.eval(&format!(
+            "document.querySelector('{}').dataset.available",
+            sel("b-light")
+        )),
+        "true"
+    );
+    browser.screenshot(&artifacts().join("03-alpha-offline.png"));
+
+    drop(browser);
+}
+
+/// What a page must never hold before a login: any object id of the test house.
+fn leaks_the_house(a: &client::Answer) -> bool {
+    ["s-light", "s-fan", "s-button", "room-s"]
+        .iter()
+        .any(|id| a.body.contains(id))
+}
+
+#[test]
+fn strangers_get_nothing_and_bad_requests_get_clear_answers() {
+    let solo = start_node("solo", &node("s", 0.0), &[]);
+    add_user(&solo, "ann", "password-1");
+    let site = Site::new(&solo.dir, http_port(&solo), true);
+
+    // Before a login: the form, and 401 from every API path, with nothing of the house.
+    let page = site.get("/", None);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<form id=\"login\""), "{}", page.body);
+    assert!(!leaks_the_house(&page));
+    for path in ["/api/house", "/api/events"] {
+        let a = site.get(path, None);
+        assert_eq!(a.status, 401, "{path}: {a:?}");
+        assert!(a.body.contains("log in first"), "{a:?}");
+        assert!(!leaks_the_house(&a));
+    }
+    let a = site.request(
+        "POST",
+        "/api/objects/s-light/set",
+        &["Content-Type: application/json"],
+        r#"{"state":"ON"}"#,
+    );
+    assert_eq!(a.status, 401);
+    assert_eq!(
+        solo.pin(17).as_deref(),
+        Some("0"),
+        "a stranger switched nothing"
+    );
+    let a = site.request(
+        "GET",
+        "/api/house",
+        &["Authorization: Basic YW5uOm5vcGU="],
+        "",
+    );
+    assert_eq!(a.status, 401, "wrong Basic password: {a:?}");
+    assert!(!leaks_the_house(&a));
+
+    // A wrong password: the form again, no cookie; the instance's own credentials are not a
+    // user account.
+    let a = site.login("ann", "wrong");
+    assert_eq!(a.status, 401);
+    assert!(a.header("set-cookie").is_none());
+    assert!(a.body.contains("Wrong user name or password"));
+    let (local, secret) = solo.credentials();
+    assert_eq!(site.login(&local, &secret).status, 401);
+
+    // The right one: a random, HttpOnly, SameSite=Strict, Secure session cookie.
+    let a = site.login("ann", "password-1");
+    assert_eq!(a.status, 303, "{a:?}");
+    let set = a
+        .header("set-cookie")
+        .expect("a session cookie")
+        .to_string();
+    for flag in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Secure",
+        "Path=/",
+        "Max-Age=43200",
+    ] {
+        assert!(set.contains(flag), "{flag} missing in {set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_string();
+    let token = cookie.split_once('=').unwrap().1;
+    assert!(
+        token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{token}"
+    );
+    let again = site.login("ann", "password-1");
+    assert_ne!(
+        again
+            .header("set-cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap(),
+        cookie,
+        "each login its own token"
+    );
+
+    // Logged in: the house, and commands like an MQTT user's.
+    let house = site.get("/api/house", Some(&cookie));
+    assert_eq!(house.status, 200);
+    let v: serde_json::Value = serde_json::from_str(&house.body).expect("JSON");
+    assert_eq!(v["user"], "ann");
+    assert_eq!(v["objects"].as_array().unwrap().len(), 3);
+    let page = site.get("/", Some(&cookie));
+    assert!(page.body.contains("id=\"plan\""));
+    let cookie_line = format!("Cookie: {cookie}");
+    let set = |body: &str, extra: &[&str]| {
+        let mut h = vec!["Content-Type: application/json", &cookie_line];
+        h.extend_from_slice(extra);
+        site.request("POST", "/api/objects/s-light/set", &h, body)
+    };
+    let ok = set(r#"{"state":"ON"}"#, &[]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert!(ok.body.contains(r#""result":"ok""#), "{ok:?}");
+    assert_eq!(solo.pin(17).as_deref(), Some("1"));
+    let basic = site.request(
+        "GET",
+        "/api/house",
+        &["Authorization: Basic YW5uOnBhc3N3b3JkLTE="],
+        "",
+    );
+    assert_eq!(basic.status, 200, "HTTP Basic with a user works too");
+
+    // Bad input: clear answers, and the agent keeps serving.
+    let a = set(r#"{"state":"DIM"}"#, &[]);
+    assert_eq!((a.status, a.body.contains("give {")), (400, true), "{a:?}");
+    let a = set("not json", &[]);
+    assert_eq!(
+        (a.status, a.body.contains("JSON object")),
+        (400, true),
+        "{a:?}"
+    );
+    let a = set(r#"{"state":"ON"}"#, &["Origin: https://evil.example"]);
+    assert_eq!(a.status, 403, "a cross-site POST: {a:?}");
+    let a = site.request(
+        "POST",
+        "/api/objects/no-such/set",
+        &["Content-Type: application/json", &cookie_line],
+        r#"{"state":"ON"}"#,
+    );
+    assert_eq!(a.status, 400, "unknown object: {a:?}");
+    let a = site.request(
+        "POST",
+        "/api/objects/a+b/set",
+        &["Content-Type: application/json", &cookie_line],
+        r#"{"state":"ON"}"#,
+    );
+    assert_eq!(a.status, 400, "a bad id: {a:?}");
+    let huge = "x".repeat(64 * 1024);
+    let a = set(&huge, &[]);
+    assert_eq!(a.status, 413, "{:?}", a.status);
+    assert!(a.body.contains("larger than"));
+    // A head of exactly the limit, not ended: hyper has read it all when it answers (more
+    // bytes left unread would make the kernel reset the connection over the answer).
+    let mut big_head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big_head.resize(16 * 1024, b'y');
+    assert_eq!(site.raw(&big_head).status, 431);
+    assert_eq!(site.raw(b"BLAH\r\n\r\n").status, 400);
+    assert_eq!(site.raw(b"\x00\x01\x02garbage\r\n\r\n").status, 400);
+    assert_eq!(
+        site.get("/api/house", Some(&cookie)).status,
+        200,
+        "still serving"
+    );
+
+    // Plain HTTP on the HTTPS port is redirected, and tells nothing.
+    let plain = Site::new(&solo.dir, site.port, false);
+    let a = plain.get("/api/house", None);
+    assert_eq!(a.status, 308);
+    assert!(a.header("location").unwrap().starts_with("https://"));
+    assert!(!leaks_the_house(&a));
+
+    // The whole page is small.
+    let size: usize = ["/", "/app.js", "/app.css"]
+        .iter()
+        .map(|p| site.get(p, Some(&cookie)).body.len())
+        .sum();
+    println!("the page is {size} bytes");
+    assert!(
+        size < 100 * 1024,
+        "the page is {size} bytes, more than 100 KB"
+    );
+
+    // Logout ends the session.
+    let a = site.request("POST", "/logout", &[&cookie_line], "");
+    assert_eq!(a.status, 303);
+    assert!(a.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(site.get("/api/house", Some(&cookie)).status, 401);
+}
+
+#[test]
+fn events_follow_the_house_within_a_few_hundred_ms() {
+    let solo = start_node("solo", &node("s", 0.0), &[]);
+    add_user(&solo, "ann", "password-1");
+    let site = Site::new(&solo.dir, http_port(&solo), true);
+    let login = site.login("ann", "password-1");
+    let cookie = login
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut stream = site.connect();
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "GET /api/events HTTP/1.1\r\nHost: localhost\r\nCookie: {cookie}\r\n\r\n"
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let mut read_until = |want: &dyn Fn(&str) -> bool, seen: &mut String| {
+        let end = Instant::now() + DEADLINE;
+        let mut buf = [0u8; 4096];
+        while !want(seen) {
+            assert!(Instant::now() < end, "timed out; the stream so far: {seen}");
+            let n = stream.read(&mut buf).expect("read the stream");
+            assert!(n > 0, "the stream ended: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    read_until(&|s| s.contains("event: house"), &mut seen);
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    assert!(seen.contains("s-light"));
+    let before = seen.len();
+    let out = solo.cli(&["set", "s-light", "on"]);
+    assert!(out.status.success());
+    // The CLI returns once the relay switched; the event is already on its way.
+    let t = Instant::now();
+    read_until(
+        &|s| s[before..].contains("event: object") && s[before..].contains(r#""state":"ON""#),
+        &mut seen,
+    );
+    let took = t.elapsed();
+    println!(
+        "the event arrived {} ms after the CLI's answer",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+}
