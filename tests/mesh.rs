@@ -561,3 +561,19 @@ fn a_peer_given_by_host_name_is_linked_both_ways() {
     wait_until("alpha links to beta", || a.peer_status("beta") == "online");
     wait_until("beta links to alpha", || b.peer_status("alpha") == "online");
 }
+
+/// An instance restarted while its only configured peer is down still finds the rest of the
+/// mesh: it dials the peers it had learnt before, not only `[mesh] peers`.
+#[test]
+fn a_restarted_instance_whose_seed_is_down_links_to_the_peers_it_knew() {
+    let mut a = start_node("alpha", &node_config("a"), &[]);
+    let mut b = start_node("beta", &node_config("b"), &["--peer", &a.addr()]);
+    let c = start_node("gamma", &node_config("c"), &["--peer", &a.addr()]);
+    converged(&[&a, &b, &c]);
+    a.kill9();
+    b.stop();
+    b.restart();
+    wait_until("beta links to gamma again without alpha", || {
+        b.peer_status("gamma") == "online" && c.peer_status("beta") == "online"
+    });
+}

@@ -297,6 +297,7 @@ impl Agent {
             self.drop_link(&addr);
         }
         self.node.forget_peer(uuid);
+        self.forget_known(uuid);
         self.refresh_keys();
     }
 }

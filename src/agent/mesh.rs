@@ -20,6 +20,12 @@ impl Agent {
         self.dial(addr, None);
     }
 
+    /// Opens a link to `addr`, where a peer answered in an earlier run: like an address
+    /// learnt from a hello, it ages out if nobody answers there any more.
+    pub(super) fn dial_known(&mut self, addr: &str) {
+        self.dial(addr, Some(Instant::now()));
+    }
+
     /// Opens a link to `addr`, learnt from a hello at `learnt` or a seed (none).
     fn dial(&mut self, addr: &str, learnt: Option<Instant>) {
         let addr = addr.trim();
@@ -302,6 +308,7 @@ impl Agent {
             }
         }
         tracing::info!(peer = %addr, name = %hello.name, %uuid, "peer identified");
+        self.remember_peer(uuid, addr);
         // Its broker answered with its retained hello: its process is alive.
         let changes = self
             .peers

@@ -18,6 +18,7 @@ mod durable;
 mod forward;
 mod hardware;
 mod join;
+mod known;
 mod mesh;
 mod serial;
 mod start;
@@ -194,6 +195,8 @@ struct Agent {
     /// Commands sent to other instances, duplicates waiting for commands in progress, and
     /// recent answers (see `crate::mesh::commands`).
     commands: crate::mesh::commands::Commands,
+    /// The last address each peer answered on (`known-peers.json`).
+    known: known::Known,
     /// `answers.log`, open for appending.
     answers_file: answers::AnswersFile,
     /// Rotation over the runners of virtual objects.

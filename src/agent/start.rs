@@ -149,6 +149,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         last_hello: None,
         commands: answers::load(&data_dir),
         answers_file: Default::default(),
+        known: known::load(&data_dir),
         rr: Default::default(),
         rr_jobs: Default::default(),
         jobs: Vec::new(),
@@ -202,6 +203,10 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     agent.flush_store();
     for peer in &settings.config.mesh.peers {
         agent.connect_peer(peer);
+    }
+    let known: Vec<String> = agent.known.iter().map(|(_, a)| a.clone()).collect();
+    for addr in known {
+        agent.dial_known(&addr);
     }
     if let Some(token) = agent.join.clone() {
         tracing::info!(mesh = %token.mesh, "joining the mesh of the invitation");
