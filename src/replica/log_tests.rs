@@ -32,6 +32,13 @@ pub(super) fn persist(
     updates
 }
 
+/// `n` local moves of the lamp along x, at T0, T0 + 1, …
+fn moves(store: &mut Store, replica: &mut Replica, n: u64) {
+    for i in 0..n {
+        persist(store, replica, "lamp", &[(X, (i as f64).into())], T0 + i);
+    }
+}
+
 pub(super) fn reopen(dir: &Path) -> (Store, Replica) {
     Store::open(dir, node(1)).expect("reopen")
 }
@@ -202,15 +209,7 @@ fn a_damaged_record_in_the_middle_is_skipped_and_leaves_a_gap() {
 fn compaction_keeps_everything_and_empties_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, mut replica) = reopen(dir.path());
-    for i in 0..20u64 {
-        persist(
-            &mut store,
-            &mut replica,
-            "lamp",
-            &[(X, (i as f64).into())],
-            T0 + i,
-        );
-    }
+    moves(&mut store, &mut replica, 20);
     persist(
         &mut store,
         &mut replica,
@@ -275,15 +274,7 @@ fn our_seq_continues_after_compaction_even_when_our_registers_were_overwritten()
 fn a_crash_between_snapshot_and_log_reset_only_replays_known_updates() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, mut replica) = reopen(dir.path());
-    for i in 0..5u64 {
-        persist(
-            &mut store,
-            &mut replica,
-            "lamp",
-            &[(X, (i as f64).into())],
-            T0 + i,
-        );
-    }
+    moves(&mut store, &mut replica, 5);
     let old_log = fs::read(log_path(dir.path())).unwrap();
     store.compact(&replica).unwrap();
     drop(store);
@@ -501,15 +492,7 @@ fn a_log_of_garbage_from_its_first_byte_is_kept_aside_not_cut_as_torn() {
 /// A store compacted once, with `n` more of our updates logged after the snapshot.
 fn compacted_then(dir: &Path, n: u64) -> Replica {
     let (mut store, mut replica) = reopen(dir);
-    for i in 0..5u64 {
-        persist(
-            &mut store,
-            &mut replica,
-            "lamp",
-            &[(X, (i as f64).into())],
-            T0 + i,
-        );
-    }
+    moves(&mut store, &mut replica, 5);
     store.compact(&replica).unwrap();
     for i in 0..n {
         persist(
@@ -567,15 +550,7 @@ fn a_whole_log_and_a_crash_inside_compaction_are_not_reported_lost() {
     // between leaves the header, a damaged record and old records the snapshot holds.
     let dir = tempfile::tempdir().unwrap();
     let (mut store, mut replica) = reopen(dir.path());
-    for i in 0..5u64 {
-        persist(
-            &mut store,
-            &mut replica,
-            "lamp",
-            &[(X, (i as f64).into())],
-            T0 + i,
-        );
-    }
+    moves(&mut store, &mut replica, 5);
     let mut old_log = fs::read(log_path(dir.path())).unwrap();
     store.compact(&replica).unwrap();
     drop(store);
