@@ -265,10 +265,9 @@ impl Node {
     /// Records where an object starts, from the config: only properties it has no value for
     /// yet, and so that any value the mesh holds wins ([`Replica::prepare_initial`]).
     pub fn record_initial(&mut self, id: &ObjectId, props: Vec<(String, Value)>, now: Now) {
-        if self.defer(Deferred::Initial {
-            id: id.clone(),
-            props: props.clone(),
-        }) {
+        if self.fence.is_some() {
+            let id = id.clone();
+            self.defer(Deferred::Initial { id, props });
             return;
         }
         let updates = self.replica.prepare_initial(id, props);
