@@ -60,7 +60,7 @@ impl Agent {
     /// Appends the answers decided in this event; rewrites the file when it grew to
     /// [`REWRITE_AT`] windows.
     pub(super) fn save_answers(&mut self) {
-        let fresh = self.commands.take_unsaved();
+        let fresh = self.dispatch.take_unsaved();
         if fresh.is_empty() {
             return;
         }
@@ -68,7 +68,7 @@ impl Agent {
         let disk = &mut self.answers_file;
         disk.lines += fresh.len();
         let result = if disk.lines > REWRITE_AT * RECENT {
-            let all = self.commands.recent();
+            let all = self.dispatch.recent();
             disk.lines = all.len();
             disk.file = None;
             let tmp = file.with_extension("log.tmp");

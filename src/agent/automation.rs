@@ -3,18 +3,18 @@
 //! every instance knows every rule.
 //!
 //! Each triggering change is evaluated once, by the instance that originated it (it alone
-//! knows the change for certain and at once). That instance hands the job round-robin to a
-//! live instance (itself included), which routes the rule's command to wherever it must run.
+//! knows the change for certain and at once). That instance hands the job to the dispatcher
+//! (`mesh::dispatch`), which gives it round-robin to a live instance (itself included), which
+//! routes the rule's command to wherever it must run.
 //! The command id is derived from the rule and the triggering update (origin UUID and seq),
 //! so however often a job is retried after an executor dies, the target runs it once.
 
-use super::forward::Origin;
 use super::Agent;
 use crate::api::{SetRequest, Switch};
 use crate::config::{Action, AutomationConfig};
+use crate::mesh::dispatch::View;
 use crate::model::{self, Value};
 use crate::replica::Update;
-use uuid::Uuid;
 
 /// Property names of an automation object.
 const WHEN: &str = "when";
@@ -133,34 +133,19 @@ impl Agent {
         self.jobs = later;
         for job in ready {
             tracing::info!(rule = %job.rule, command = %job.id, "automation triggered");
-            self.run_job(job.rule, job.target, job.id, job.req, Vec::new())
-                .await;
+            let (rule, id) = (job.rule.clone(), job.id.clone());
+            let view = super::forward::view!(self);
+            let picked =
+                self.dispatch
+                    .job(&view, job.rule, &job.target, job.id, job.req, Vec::new());
+            if let Some(u) = picked {
+                let runner = match u == self.uuid {
+                    true => self.name.clone(),
+                    false => view.name(u),
+                };
+                tracing::info!(%rule, command = %id, %runner, "automation job handed out");
+            }
         }
-    }
-
-    /// Hands one job to the next live instance (not yet tried), round-robin in UUID order.
-    pub(super) async fn run_job(
-        &mut self,
-        rule: String,
-        target: String,
-        id: String,
-        req: SetRequest,
-        tried: Vec<Uuid>,
-    ) {
-        let mut live: Vec<Uuid> = self.peers.online();
-        live.push(self.uuid);
-        live.retain(|u| !tried.contains(u));
-        live.sort();
-        let pick = self.rr_jobs.pick(&live);
-        if let Some(u) = pick {
-            let runner = self.peers.name_of(u).unwrap_or("?");
-            tracing::info!(%rule, command = %id, %runner, "automation job handed out");
-        }
-        let origin = Origin::Automation { rule, tried };
-        match pick {
-            Some(u) if u == self.uuid => self.dispatch(&target, id, req, origin, false).await,
-            Some(u) => self.forward(u, &target, id, req, origin, true).await,
-            None => tracing::error!(command = %id, "no live instance left to run an automation"),
-        }
+        self.settle_commands().await;
     }
 }

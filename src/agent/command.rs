@@ -1,30 +1,17 @@
-//! Commands arriving on the public topics (`…/set`, `agent/get`, `agent/peers`), and running
-//! a command wherever the router says.
+//! Commands arriving on the public topics (`…/set`, `agent/get`, `agent/peers`): checked
+//! here, then handed to the dispatcher (`mesh::dispatch`, through `forward.rs`), which says
+//! where each runs and who hears its answer; `execute_local` runs a virtual command here.
 //!
 //! Every command gets exactly one answer: on the sender's `reply-to` topic for clients, as a
 //! forwarded reply for peers. Bad input is answered `rejected` and changes nothing. Command
 //! ids make execution at-most-once: an executor answers a repeated id from memory.
 
-use super::forward::Origin;
 use super::state::claimants;
 use super::{on_off, Agent};
-use crate::api::{self, Outcome, Reply, Route, SetRequest, Switch};
+use crate::api::{self, Outcome, Reply, Route, SetRequest};
 use crate::broker::local::{PublishProperties, ResponseTo};
 use crate::model::{self, ObjectId, Value};
 use crate::ratelimit::warn_limited;
-use crate::router::{self, Target};
-
-/// The id a client's command is known by in the mesh: a digest of who sent it, the object and
-/// the client's own id, so equal ids of different clients or objects never meet.
-pub(super) fn command_key(sender: Option<&str>, object: &str, id: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for part in [sender.unwrap_or(""), object, id] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    format!("c-{}", crate::secret::to_hex(&h.finalize()[..16]))
-}
 
 impl Agent {
     /// Dispatches a message from our own broker. `response` is where an MQTT 5 client asked
@@ -76,133 +63,7 @@ impl Agent {
         };
         let reply_to = response.or(req.reply_to.take().map(ResponseTo::topic));
         let client_id = req.id.take();
-        if let Some(own) = &client_id {
-            let key = command_key(sender, object, own);
-            let waiter = || crate::mesh::commands::Waiter::Client {
-                id: client_id.clone(),
-                reply_to: reply_to.clone(),
-            };
-            if self.wait_if_in_progress(&key, waiter) {
-                return;
-            }
-            if let Some(mut earlier) = self.commands.recall(&key) {
-                tracing::info!(%object, command = %own, "duplicate command: answering again, not executing again");
-                earlier.id = client_id;
-                self.answer(reply_to.as_ref(), earlier).await;
-                return;
-            }
-        }
-        // Forwarded commands need an id for the executor's duplicate check.
-        let id = match &client_id {
-            Some(own) => command_key(sender, object, own),
-            None => uuid::Uuid::new_v4().to_string(),
-        };
-        let origin = Origin::Client {
-            reply_to,
-            id: client_id,
-            tried: Vec::new(),
-        };
-        self.dispatch(object, id, req, origin, false).await;
-    }
-
-    /// Runs a command here or sends it to the instance that must run it, and answers
-    /// `origin` when done (now, or when the executor answers).
-    pub(super) async fn dispatch(
-        &mut self,
-        object: &str,
-        id: String,
-        mut req: SetRequest,
-        origin: Origin,
-        onward: bool,
-    ) {
-        let reject = |this: &Self, why: String| {
-            this.reply(object, Some(id.clone()), Outcome::Rejected, Some(why))
-        };
-        let Some(oid) = ObjectId::new(object)
-            .ok()
-            .filter(|oid| self.replica().get(oid).is_some_and(|o| !o.is_deleted()))
-        else {
-            let reply = reject(self, format!("unknown object {object:?}"));
-            return self.respond(origin, reply).await;
-        };
-        if req.state.is_none() {
-            // A move is replicated state: any instance records it.
-            if let Some(reply) = self.fenced_reply(object, &id) {
-                return self.respond(origin, reply).await;
-            }
-            let reply = self.execute_local(&oid, &req, &id);
-            return self.respond(origin, reply).await;
-        }
-        let (kind, holders, now_on) = match self.replica().get(&oid) {
-            Some(obj) => (
-                obj.text(model::KIND).unwrap_or("object").to_string(),
-                claimants(self.replica(), obj),
-                obj.text(model::STATE) == Some(model::ON),
-            ),
-            None => ("object".to_string(), Vec::new(), false),
-        };
-        if let (Some(Switch::Toggle), "virtual") = (req.state, kind.as_str()) {
-            // Resolved once, here: a retry on another executor then sets the same value.
-            let on = Switch::Toggle.target(now_on);
-            req.state = Some(if on { Switch::On } else { Switch::Off });
-        }
-        let skip = origin.tried();
-        let route = self.route_for(&oid, &kind, holders, &skip);
-        match route {
-            router::Route::Local => match self.fenced_reply(object, &id) {
-                Some(reply) => self.respond(origin, reply).await,
-                None => self.run_local(&oid, &req, &id, origin).await,
-            },
-            router::Route::Forward(executor) => {
-                self.forward(executor, object, id, req, origin, onward)
-                    .await
-            }
-            router::Route::Unavailable(why) => {
-                let reply = self.reply(object, Some(id), Outcome::Unavailable, Some(why));
-                self.respond(origin, reply).await
-            }
-            router::Route::Rejected(why) => {
-                let reply = reject(self, why);
-                self.respond(origin, reply).await
-            }
-        }
-    }
-
-    /// The answer to a command this instance would run while it makes no change of its own
-    /// (its store lost our updates and a peer has not sent them back yet).
-    fn fenced_reply(&self, object: &str, id: &str) -> Option<Reply> {
-        let why = self.node.fenced()?;
-        let why = format!("this instance is fetching its own changes back from peers before it makes new ones ({why}); try again in a moment");
-        Some(self.reply(object, Some(id.into()), Outcome::Unavailable, Some(why)))
-    }
-
-    /// Asks the router where a state command for `oid` runs.
-    pub(super) fn route_for(
-        &mut self,
-        oid: &ObjectId,
-        kind: &str,
-        claimants: Vec<uuid::Uuid>,
-        skip: &[uuid::Uuid],
-    ) -> router::Route {
-        let target = Target {
-            id: oid.as_str(),
-            kind,
-            claimants,
-        };
-        let peers = &self.peers;
-        router::route(
-            self.uuid,
-            &target,
-            |u| peers.is_alive(u),
-            skip,
-            &mut self.rr,
-            |u| {
-                peers
-                    .name_of(u)
-                    .map(str::to_string)
-                    .unwrap_or(u.to_string())
-            },
-        )
+        self.command(sender, object, client_id, req, reply_to);
     }
 
     /// Executes a request for an object on this instance and builds its answer. Hardware is
@@ -257,18 +118,10 @@ impl Agent {
         result: Outcome,
         error: Option<String>,
     ) -> Reply {
-        // While the disk refuses writes, nothing this instance changes is durable.
-        let persisted = (result == Outcome::Ok && self.store.refusing()).then_some(false);
-        Reply {
-            persisted,
-            id,
-            object: object.to_string(),
-            result,
-            state: None,
-            executed_by: Some(self.name.clone()),
-            executed_by_uuid: Some(self.uuid),
-            error,
-        }
+        let refusing = self.store.refusing();
+        crate::mesh::dispatch::make_reply(
+            self.uuid, &self.name, refusing, object, id, result, error,
+        )
     }
 
     /// Publishes an answer where a client asked for it, with its correlation data.

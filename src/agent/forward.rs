@@ -1,52 +1,224 @@
-//! Commands that run on another instance: sending them, answering them, and what happens
-//! when the executor dies or stays silent.
+//! The agent's side of command routing: it feeds the dispatcher (`mesh::dispatch`, which
+//! decides where each command runs and who hears its answer) and carries out what it asks.
 //!
-//! A command is left on the executor's broker (`$pimesh/<base>/mesh/<me>/cmd`); the executor answers
-//! on its own broker (`$pimesh/<base>/mesh/<executor>/answer/<me>`). Until then the command is
-//! pending here. If the executor goes offline, a relay command is answered `unavailable` at
-//! once (only its holder may touch the relay), while virtual commands and automation jobs
-//! move on to the next live instance with the same command id, so they still run at most once.
+//! A command for another instance is left on that instance's broker
+//! (`$pimesh/<base>/mesh/<me>/cmd`); the executor answers on its own broker
+//! (`$pimesh/<base>/mesh/<executor>/answer/<me>`). The dispatcher keeps it pending until then,
+//! and decides what happens when the executor goes offline or stays silent.
 
 use super::Agent;
 use crate::api::{Outcome, PayloadError, Reply, SetRequest, MAX_ID_BYTES};
-pub(super) use crate::mesh::commands::Origin;
-use crate::mesh::commands::{Pending, Waiter, FORWARD_TIMEOUT};
+use crate::broker::local::ResponseTo;
+use crate::mesh::dispatch::{Action, Recipient, Seen, View};
+use crate::mesh::node::Node;
+use crate::mesh::peers::Peers;
 use crate::mesh::proto::{Forward, ForwardReply};
 use crate::model::{self, ObjectId};
 use crate::mqtt::Qos;
 use crate::ratelimit::warn_limited;
+use std::collections::HashMap;
 use std::time::Instant;
 use uuid::Uuid;
 
-impl Agent {
-    /// If the command known as `key` is in progress here (forwarded and pending, or queued on
-    /// its hardware), the `waiter` made by `make` gets its answer when it completes (at most
-    /// [`MAX_WAITING`](crate::mesh::commands::MAX_WAITING) wait) and this returns true.
-    pub(super) fn wait_if_in_progress(&mut self, key: &str, make: impl FnOnce() -> Waiter) -> bool {
-        if !self.commands.is_pending(key) && !self.is_queued(key) {
-            return false;
+/// What the dispatcher sees of the agent: borrowed field by field, so the dispatcher itself
+/// can be borrowed mutably beside it.
+pub(super) struct AgentView<'a> {
+    pub uuid: Uuid,
+    pub name: &'a str,
+    pub node: &'a Node,
+    pub peers: &'a Peers,
+    pub links: &'a HashMap<String, super::PeerLink>,
+    pub refusing: bool,
+}
+
+/// The agent's [`AgentView`], built from disjoint fields of `$agent`.
+macro_rules! view {
+    ($agent:expr) => {
+        $crate::agent::forward::AgentView {
+            uuid: $agent.uuid,
+            name: &$agent.name,
+            node: &$agent.node,
+            peers: &$agent.peers,
+            links: &$agent.links,
+            refusing: $agent.store.refusing(),
         }
-        match self.commands.wait(key, make()) {
-            Ok(()) => {
-                tracing::info!(command = %key, "duplicate of a command in progress: answered when it completes")
-            }
-            Err(e) => {
-                warn_limited!(self.warns, "waiting-full", command = %key, error = %e, "duplicate of a command in progress: not answered")
-            }
-        }
-        true
+    };
+}
+pub(super) use view;
+
+impl View for AgentView<'_> {
+    fn me(&self) -> Uuid {
+        self.uuid
+    }
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn object(&self, id: &ObjectId) -> Option<Seen> {
+        crate::mesh::dispatch::seen(self.node.replica(), id)
+    }
+
+    fn alive(&self, u: Uuid) -> bool {
+        self.peers.is_alive(u)
+    }
+
+    fn reachable(&self, u: Uuid) -> bool {
+        self.peers
+            .addr_of(u)
+            .is_some_and(|a| self.links.contains_key(a))
+    }
+
+    fn online(&self) -> Vec<Uuid> {
+        self.peers.online()
+    }
+
+    fn name(&self, u: Uuid) -> String {
+        self.peers
+            .name_of(u)
+            .map(str::to_string)
+            .unwrap_or_else(|| u.to_string())
+    }
+
+    fn fenced(&self) -> Option<String> {
+        self.node.fenced().map(|why| why.to_string())
+    }
+
+    fn reply(
+        &self,
+        object: &str,
+        id: Option<String>,
+        result: Outcome,
+        error: Option<String>,
+    ) -> Reply {
+        crate::mesh::dispatch::make_reply(
+            self.uuid,
+            self.name,
+            self.refusing,
+            object,
+            id,
+            result,
+            error,
+        )
+    }
+
+    fn state(&self, id: &ObjectId) -> Option<serde_json::Value> {
+        let obj = self.node.replica().get(id)?;
+        Some(crate::api::state_json(id, obj))
     }
 }
 
 impl Agent {
-    /// Sends a command to `executor` and keeps it pending until it answers.
-    pub(super) async fn forward(
+    /// A client's `…/set`, parsed: routed by the dispatcher.
+    pub(super) fn command(
+        &mut self,
+        sender: Option<&str>,
+        object: &str,
+        client_id: Option<String>,
+        req: SetRequest,
+        reply_to: Option<ResponseTo>,
+    ) {
+        let view = view!(self);
+        self.dispatch
+            .client(&view, sender, object, client_id, req, reply_to);
+    }
+
+    /// A command another instance left on our broker. It is checked exactly like a
+    /// `…/set` from a client (and its clock against the stamp bound) before anything else,
+    /// its clock included, is taken from it; a bad one is answered `rejected`.
+    pub(super) fn on_forward(&mut self, sender: Uuid, fwd: Forward) {
+        if let Err(why) = self.check_forward(&fwd) {
+            let shown: String = fwd.object.chars().take(crate::model::MAX_ID_LEN).collect();
+            warn_limited!(self.warns, "rejected-forward", %sender, object = %shown, error = %why, "rejected a forwarded command");
+            let id = (fwd.id.len() <= MAX_ID_BYTES).then_some(fwd.id);
+            let reply = self.reply(&shown, id, Outcome::Rejected, Some(why));
+            let origin = crate::mesh::commands::Origin::Peer { sender };
+            return self.dispatch.answer(origin, reply);
+        }
+        let view = view!(self);
+        self.dispatch
+            .forwarded(&view, sender, fwd.id, &fwd.object, fwd.request, fwd.onward);
+    }
+
+    /// What a `…/set` would be refused for, plus a clock from too far in the future (then
+    /// the clock is not observed); otherwise observes the clock.
+    fn check_forward(&mut self, fwd: &Forward) -> Result<(), String> {
+        if fwd.id.len() > MAX_ID_BYTES {
+            let e = PayloadError::TooLong {
+                what: "command id",
+                len: fwd.id.len(),
+            };
+            return Err(e.to_string());
+        }
+        ObjectId::new(&fwd.object).map_err(|e| e.to_string())?;
+        crate::api::check(&fwd.request).map_err(|e| e.to_string())?;
+        if let Some(stamp) = &fwd.clock {
+            let now = crate::clock::now_ms();
+            self.node
+                .replica_mut()
+                .observe(stamp, now)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The answer to a command we forwarded.
+    pub(super) fn on_forward_reply(&mut self, from: Uuid, reply: Reply) {
+        let id = reply.id.clone().unwrap_or_default();
+        if self.dispatch.answered(from, reply).is_err() {
+            warn_limited!(self.warns, "answer-from-non-executor", peer = %from, command = %id, "ignoring an answer from an instance the command was not sent to");
+        }
+    }
+
+    /// An executor went offline: its pending commands move on, or are answered.
+    pub(super) fn executor_gone(&mut self, executor: Uuid) {
+        let view = view!(self);
+        self.dispatch.offline(&view, executor);
+    }
+
+    /// Answers `timeout` for commands unanswered for too long.
+    pub(super) fn expire_pending(&mut self) {
+        let view = view!(self);
+        self.dispatch.expire(&view);
+    }
+
+    /// Carries out what the dispatcher asks, until it asks nothing more: runs commands here,
+    /// forwards them, answers. The retained state of what changed is published before the
+    /// first answer, so a client that reads it after the answer sees the new state; decided
+    /// answers are on disk (`answers.log`) before anyone hears them.
+    pub(super) async fn settle_commands(&mut self) {
+        loop {
+            let actions = self.dispatch.take_actions();
+            if actions.is_empty() {
+                return;
+            }
+            if actions.iter().any(|a| matches!(a, Action::Answer { .. })) {
+                self.publish_dirty().await;
+                self.save_answers();
+            }
+            for action in actions {
+                match action {
+                    Action::Run { object, key, req } => self.run_local(&object, &req, &key).await,
+                    Action::Forward {
+                        executor,
+                        key,
+                        object,
+                        req,
+                        onward,
+                    } => self.send_forward(executor, key, object, req, onward).await,
+                    Action::Answer { to, reply } => self.deliver(to, reply).await,
+                }
+            }
+        }
+    }
+
+    /// Leaves a command on `executor`'s broker.
+    async fn send_forward(
         &mut self,
         executor: Uuid,
-        object: &str,
-        id: String,
-        req: SetRequest,
-        origin: Origin,
+        key: String,
+        object: String,
+        request: SetRequest,
         onward: bool,
     ) {
         let link = self
@@ -54,83 +226,45 @@ impl Agent {
             .addr_of(executor)
             .and_then(|a| self.links.get(a))
             .map(|pl| pl.link.clone());
-        let Some(link) = link else {
-            let reply = self.reply(
-                object,
-                Some(id),
-                Outcome::Unavailable,
-                Some("no link to the instance that runs it".into()),
-            );
-            return self.respond(origin, reply).await;
-        };
         let msg = Forward {
-            id: id.clone(),
-            object: object.to_string(),
-            request: req.clone(),
+            id: key.clone(),
+            object,
+            request,
             onward,
             clock: Some(self.replica().clock()),
         };
         let payload = serde_json::to_vec(&msg).unwrap_or_default();
-        let pending = Pending {
-            object: object.to_string(),
-            req,
-            origin: origin.clone(),
-            executor,
-            onward,
-            sent: Instant::now(),
+        let sent = match link {
+            Some(link) => link
+                .publish(
+                    &self.topics.cmd(self.uuid),
+                    Qos::AtLeastOnce,
+                    false,
+                    payload,
+                )
+                .await
+                .map_err(|e| e.to_string()),
+            None => Err("the link closed".to_string()),
         };
-        if let Err(e) = self.commands.send(&id, pending) {
-            warn_limited!(self.warns, "pending-full", command = %id, error = %e, "not forwarding a command");
-            let reply = self.reply(object, Some(id), Outcome::Unavailable, Some(e.to_string()));
-            return self.respond(origin, reply).await;
-        }
-        if let Err(e) = link
-            .publish(
-                &self.topics.cmd(self.uuid),
-                Qos::AtLeastOnce,
-                false,
-                payload,
-            )
-            .await
-        {
-            tracing::warn!(command = %id, error = %e, "could not forward a command");
+        if let Err(e) = sent {
+            // Still pending: answered when the executor goes offline or times out.
+            tracing::warn!(command = %key, error = %e, "could not forward a command");
         }
     }
 
-    /// Answers whoever waits for a command. The retained state of what changed is
-    /// published first, so a client that reads it after the answer sees the new state. The
-    /// answer does not wait for the disk (the hardware has moved; the event's fsync follows
-    /// right after), except a forwarded answer about a virtual object: the instance that
-    /// received the command resolves the next toggle from its own replica, so that answer
-    /// carries our updates, and updates only leave once durable.
-    pub(super) async fn respond(&mut self, origin: Origin, reply: Reply) {
-        self.publish_dirty().await;
-        if let Some(key) = &reply.id {
-            // Remembered when decided; duplicates that arrived while it ran get the answer.
-            let waiters = self.commands.complete(key, &reply);
-            // On disk before anyone hears it: a retry after a crash is answered, not run.
-            self.save_answers();
-            for waiter in waiters {
-                let mut copy = reply.clone();
-                match waiter {
-                    Waiter::Client { id, reply_to } => {
-                        copy.id = id;
-                        self.answer(reply_to.as_ref(), copy).await;
-                    }
-                    Waiter::Peer(sender) => self.send_forward_reply(sender, copy).await,
-                }
-            }
-        }
-        match origin {
-            Origin::Client { reply_to, id, .. } => {
+    /// Gives an answer to whoever the dispatcher says waits for it.
+    async fn deliver(&mut self, to: Recipient, reply: Reply) {
+        match to {
+            Recipient::Client(reply_to) => {
                 if reply.result != Outcome::Ok {
                     warn_limited!(self.warns, "command-not-executed", object = %reply.object, result = ?reply.result, error = ?reply.error, "command not executed");
                 }
-                let mut reply = reply;
-                reply.id = id;
                 self.answer(reply_to.as_ref(), reply).await
             }
-            Origin::Peer { sender } => {
+            Recipient::Peer(sender) => {
+                // The instance that received a virtual command resolves the next toggle from
+                // its own replica, so that answer carries our updates, and updates only
+                // leave once durable: it waits for this event's fsync.
                 if self.node.has_unsaved() && self.resolved_by_receiver(&reply.object) {
                     let seq = self.node.last_unsaved().unwrap_or(0);
                     self.deferred.push((seq, sender, reply));
@@ -138,7 +272,7 @@ impl Agent {
                     self.send_forward_reply(sender, reply).await;
                 }
             }
-            Origin::Automation { rule, .. } => match reply.result {
+            Recipient::Automation(rule) => match reply.result {
                 Outcome::Ok => {
                     tracing::info!(%rule, object = %reply.object, by = ?reply.executed_by, "automation ran")
                 }
@@ -169,131 +303,6 @@ impl Agent {
             .await
         {
             tracing::warn!(error = %e, "could not answer a forwarded command");
-        }
-    }
-
-    /// A command another instance left on our broker. It is checked exactly like a
-    /// `…/set` from a client (and its clock against the stamp bound) before anything else,
-    /// its clock included, is taken from it; a bad one is answered `rejected`.
-    pub(super) async fn on_forward(&mut self, sender: Uuid, fwd: Forward) {
-        let origin = Origin::Peer { sender };
-        if let Err(why) = self.check_forward(&fwd) {
-            let shown: String = fwd.object.chars().take(crate::model::MAX_ID_LEN).collect();
-            warn_limited!(self.warns, "rejected-forward", %sender, object = %shown, error = %why, "rejected a forwarded command");
-            let id = (fwd.id.len() <= MAX_ID_BYTES).then_some(fwd.id);
-            let reply = self.reply(&shown, id, Outcome::Rejected, Some(why));
-            return self.respond(origin, reply).await;
-        }
-        // Sent again (through another instance, or after its sender's timeout): it gets the
-        // answer when the command completes.
-        if self.wait_if_in_progress(&fwd.id, || Waiter::Peer(sender)) {
-            return;
-        }
-        if let Some(earlier) = self.commands.recall(&fwd.id) {
-            tracing::info!(command = %fwd.id, "duplicate forwarded command: answering again, not executing again");
-            return self.respond(origin, earlier).await;
-        }
-        if fwd.onward {
-            return self
-                .dispatch(&fwd.object, fwd.id, fwd.request, origin, false)
-                .await;
-        }
-        match ObjectId::new(&fwd.object) {
-            Ok(oid) => self.run_local(&oid, &fwd.request, &fwd.id, origin).await,
-            Err(e) => {
-                let reply = self.reply(
-                    &fwd.object,
-                    Some(fwd.id.clone()),
-                    Outcome::Rejected,
-                    Some(e.to_string()),
-                );
-                self.respond(origin, reply).await
-            }
-        }
-    }
-
-    /// What a `…/set` would be refused for, plus a clock from too far in the future (then
-    /// the clock is not observed); otherwise observes the clock.
-    fn check_forward(&mut self, fwd: &Forward) -> Result<(), String> {
-        if fwd.id.len() > MAX_ID_BYTES {
-            let e = PayloadError::TooLong {
-                what: "command id",
-                len: fwd.id.len(),
-            };
-            return Err(e.to_string());
-        }
-        ObjectId::new(&fwd.object).map_err(|e| e.to_string())?;
-        crate::api::check(&fwd.request).map_err(|e| e.to_string())?;
-        if let Some(stamp) = &fwd.clock {
-            let now = crate::clock::now_ms();
-            self.node
-                .replica_mut()
-                .observe(stamp, now)
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    /// The answer to a command we forwarded.
-    /// Only the instance a command was sent to can answer it: another member that learnt
-    /// the command id (or guessed it) cannot.
-    pub(super) async fn on_forward_reply(&mut self, from: Uuid, reply: Reply) {
-        let Some(id) = reply.id.clone() else { return };
-        match self.commands.answered(from, &id) {
-            Ok(Some(p)) => self.respond(p.origin, reply).await,
-            Ok(None) => {}
-            Err(_) => {
-                warn_limited!(self.warns, "answer-from-non-executor", peer = %from, command = %id, "ignoring an answer from an instance the command was not sent to");
-            }
-        }
-    }
-
-    /// An executor went offline: move its pending commands on, or answer them.
-    pub(super) async fn executor_gone(&mut self, executor: Uuid) {
-        for (id, p) in self.commands.gone(executor) {
-            let origin = p.origin.after_trying(executor);
-            if p.onward {
-                if let Origin::Automation { rule, tried } = origin {
-                    tracing::info!(%rule, command = %id, "automation executor went offline; trying the next instance");
-                    self.run_job(rule, p.object, id, p.req, tried).await;
-                }
-                continue;
-            }
-            let kind = ObjectId::new(&p.object)
-                .ok()
-                .and_then(|o| self.replica().get(&o))
-                .and_then(|o| o.text(model::KIND).map(str::to_string));
-            if kind.as_deref() == Some("virtual") {
-                tracing::info!(command = %id, "executor went offline before answering; trying the next instance");
-                self.dispatch(&p.object, id, p.req, origin, false).await;
-            } else {
-                let name = self
-                    .peers
-                    .name_of(executor)
-                    .unwrap_or("its holder")
-                    .to_string();
-                // It may have switched before it went: say so, with the state as last known.
-                let why = format!(
-                    "{name} went offline before answering; the command may or may not have run"
-                );
-                let mut reply = self.reply(&p.object, Some(id), Outcome::Unknown, Some(why));
-                reply.state = ObjectId::new(&p.object).ok().and_then(|o| {
-                    self.replica()
-                        .get(&o)
-                        .map(|obj| crate::api::state_json(&o, obj))
-                });
-                self.respond(origin, reply).await;
-            }
-        }
-    }
-
-    /// Answers `timeout` for commands unanswered for too long.
-    pub(super) async fn expire_pending(&mut self) {
-        for (id, p) in self.commands.late(Instant::now()) {
-            let name = self.peers.name_of(p.executor).unwrap_or("?").to_string();
-            let why = format!("no answer from {name} within {FORWARD_TIMEOUT:?}");
-            let reply = self.reply(&p.object, Some(id), Outcome::Timeout, Some(why));
-            self.respond(p.origin, reply).await;
         }
     }
 }

@@ -6,7 +6,6 @@
 //! its relay before the bank sees it, and every `Reply`/`Fail` answers the oldest queued
 //! command of that relay — at once, or after an interlock dead time.
 
-use super::forward::Origin;
 use super::state::claimants;
 use super::{on_off, Agent, Internal};
 use crate::api::{self, Outcome, SetRequest, Switch};
@@ -23,42 +22,34 @@ pub const REASON: &str = "reason";
 /// Property holding an input's last press pattern (`single`, `double`, `long`).
 pub const EVENT: &str = "event";
 
-/// A relay command waiting for the bank's answer.
+/// A relay command waiting for the bank's answer (the dispatcher knows who waits for it).
 #[derive(Debug)]
 pub(super) struct Queued {
     /// The command id.
     cmd: String,
-    /// Who waits for the answer.
-    origin: Origin,
 }
 
 impl Agent {
     /// Runs a command on this instance: a state command for a relay we hold goes through the
     /// relay bank (answered now or when its dead time is over); anything else is executed and
     /// answered at once.
-    pub(super) async fn run_local(
-        &mut self,
-        id: &ObjectId,
-        req: &SetRequest,
-        cmd: &str,
-        origin: Origin,
-    ) {
+    pub(super) async fn run_local(&mut self, id: &ObjectId, req: &SetRequest, cmd: &str) {
         let ours = self.replica().get(id).is_some_and(|o| {
             !o.is_deleted()
                 && o.text(model::KIND) == Some("relay")
                 && claimants(self.replica(), o).contains(&self.uuid)
         });
         if ours && req.state.is_some() && self.relays.contains_key(id) {
-            return self.command_relay(id, req, cmd, origin).await;
+            return self.command_relay(id, req, cmd).await;
         }
-        if let Some(origin) = self.command_serial(id, req, cmd, origin) {
+        if !self.command_serial(id, req, cmd) {
             let reply = self.execute_local(id, req, cmd);
-            self.respond(origin, reply).await;
+            self.dispatch.ran(cmd, reply);
         }
     }
 
     /// Hands a relay's state command to the bank, queued for the bank's answer.
-    async fn command_relay(&mut self, id: &ObjectId, req: &SetRequest, cmd: &str, origin: Origin) {
+    async fn command_relay(&mut self, id: &ObjectId, req: &SetRequest, cmd: &str) {
         let on = match req.state {
             Some(Switch::On) => true,
             Some(Switch::Off) => false,
@@ -71,7 +62,6 @@ impl Agent {
         }
         let queued = Queued {
             cmd: cmd.to_string(),
-            origin,
         };
         self.queued.entry(id.clone()).or_default().push_back(queued);
         match self.bank.command(id, on, Instant::now()) {
@@ -80,20 +70,14 @@ impl Agent {
                 if let Some(q) = self.pop_queued(id) {
                     let reply = self.reply(
                         id.as_str(),
-                        Some(q.cmd),
+                        Some(q.cmd.clone()),
                         Outcome::Failed,
                         Some(e.to_string()),
                     );
-                    self.respond(q.origin, reply).await;
+                    self.dispatch.ran(&q.cmd, reply);
                 }
             }
         }
-    }
-
-    /// True while a relay command with this id waits for the bank, or a channel command for
-    /// its device: a retry of it must not run it twice.
-    pub(super) fn is_queued(&self, cmd: &str) -> bool {
-        self.in_flight.contains(cmd) || self.queued.values().flatten().any(|q| q.cmd == cmd)
     }
 
     /// The oldest command queued on relay `id`.
@@ -138,9 +122,9 @@ impl Agent {
                         continue;
                     };
                     tracing::info!(object = %id, command = %q.cmd, "command executed");
-                    let mut reply = self.reply(id.as_str(), Some(q.cmd), Outcome::Ok, None);
+                    let mut reply = self.reply(id.as_str(), Some(q.cmd.clone()), Outcome::Ok, None);
                     reply.state = Some(self.state_json(&id));
-                    self.respond(q.origin, reply).await;
+                    self.dispatch.ran(&q.cmd, reply);
                 }
                 RelayAction::Fail { id } => {
                     let Some(q) = self.pop_queued(&id) else {
@@ -149,8 +133,9 @@ impl Agent {
                     let why = failure.clone().unwrap_or_else(|| {
                         format!("a relay {id} depends on could not be switched")
                     });
-                    let reply = self.reply(id.as_str(), Some(q.cmd), Outcome::Failed, Some(why));
-                    self.respond(q.origin, reply).await;
+                    let reply =
+                        self.reply(id.as_str(), Some(q.cmd.clone()), Outcome::Failed, Some(why));
+                    self.dispatch.ran(&q.cmd, reply);
                 }
             }
         }
@@ -196,10 +181,16 @@ impl Agent {
         for id in ids {
             while let Some(q) = self.pop_queued(&id) {
                 let why = "the agent is stopping".to_string();
-                let reply = self.reply(id.as_str(), Some(q.cmd), Outcome::Unavailable, Some(why));
-                self.respond(q.origin, reply).await;
+                let reply = self.reply(
+                    id.as_str(),
+                    Some(q.cmd.clone()),
+                    Outcome::Unavailable,
+                    Some(why),
+                );
+                self.dispatch.ran(&q.cmd, reply);
             }
         }
+        self.settle_commands().await;
         self.publish_pending().await;
     }
 

@@ -206,7 +206,7 @@ impl Agent {
                     Ok(answer) => {
                         self.node.receive_answer(uuid, answer.updates, Now::real());
                         self.persist();
-                        self.on_forward_reply(uuid, answer.reply).await
+                        self.on_forward_reply(uuid, answer.reply)
                     }
                     Err(e) => bad("answer", &e),
                 }
@@ -250,7 +250,7 @@ impl Agent {
                 }
             },
             Kind::Cmd => match serde_json::from_slice::<crate::mesh::proto::Forward>(payload) {
-                Ok(fwd) => self.on_forward(uuid, fwd).await,
+                Ok(fwd) => self.on_forward(uuid, fwd),
                 Err(e) => {
                     warn_limited!(self.warns, "malformed-own-mesh-message", %topic, error = %e, "ignoring a malformed forwarded command")
                 }
@@ -412,7 +412,7 @@ impl Agent {
         for (site, suppressed) in self.warns.flush(now) {
             tracing::warn!(site, suppressed, "similar warnings were suppressed");
         }
-        self.expire_pending().await;
+        self.expire_pending();
         if self.node.has_unsaved() || self.store.pending() > 0 {
             self.start_sync();
         }
@@ -431,7 +431,7 @@ impl Agent {
             } else {
                 tracing::warn!(peer = %name, %uuid, "peer offline");
                 self.node.peer_offline(uuid);
-                self.executor_gone(uuid).await;
+                self.executor_gone(uuid);
             }
             self.publish_status(uuid, online).await;
             let held: Vec<_> = self

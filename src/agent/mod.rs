@@ -40,7 +40,7 @@ use crate::plugins::relay_bank::{RelayBank, RelaySpec, Timer};
 use crate::plugins::{relay, Input, Relay};
 use crate::replica::Store;
 use crate::runtime::{self, RuntimeInfo};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -150,8 +150,6 @@ struct Agent {
     serials: BTreeMap<ObjectId, crate::plugins::serial::SerialHandle>,
     /// The device of each line channel we hold, by channel id.
     channels: BTreeMap<ObjectId, ObjectId>,
-    /// Ids of channel commands waiting for their device's answer.
-    in_flight: BTreeSet<String>,
     /// Link to our own embedded broker, in process.
     link: LocalLink,
     /// Sender for edges and debounce timers.
@@ -192,17 +190,12 @@ struct Agent {
     join: Option<crate::membership::Token>,
     /// The hello last published on our broker, so it is only republished when it changes.
     last_hello: Option<crate::mesh::proto::Hello>,
-    /// Commands sent to other instances, duplicates waiting for commands in progress, and
-    /// recent answers (see `crate::mesh::commands`).
-    commands: crate::mesh::commands::Commands,
+    /// Where each command runs and who hears its answer (`crate::mesh::dispatch`).
+    dispatch: crate::mesh::dispatch::Dispatcher,
     /// The last address each peer answered on (`known-peers.json`).
     known: known::Known,
     /// `answers.log`, open for appending.
     answers_file: answers::AnswersFile,
-    /// Rotation over the runners of virtual objects.
-    rr: crate::router::RoundRobin,
-    /// Rotation of automation jobs over live instances.
-    rr_jobs: crate::router::RoundRobin,
     /// Automation jobs triggered by the current event, dispatched after it.
     jobs: Vec<automation::Job>,
     /// Start-up is over: changes from now on may trigger automations.

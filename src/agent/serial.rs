@@ -6,7 +6,6 @@
 //! A channel command is answered when the device answers, so it is sent from a spawned task
 //! that reports the result back to the agent task as an internal event.
 
-use super::forward::Origin;
 use super::state::claimants;
 use super::{on_off, Agent, Internal};
 use crate::api::{Outcome, SetRequest};
@@ -29,8 +28,6 @@ pub(super) struct SerialDone {
     channel: ObjectId,
     /// The command id.
     cmd: String,
-    /// Who waits for the answer.
-    origin: Origin,
     /// What the device said.
     result: Result<bool, SerialError>,
 }
@@ -52,29 +49,23 @@ impl Agent {
         }
     }
 
-    /// Sends a state command to a line channel this instance holds. Returns the origin back
-    /// when the object is not such a channel (or the request is not a state command).
-    pub(super) fn command_serial(
-        &mut self,
-        id: &ObjectId,
-        req: &SetRequest,
-        cmd: &str,
-        origin: Origin,
-    ) -> Option<Origin> {
+    /// Sends a state command to a line channel this instance holds; false when the object is
+    /// not such a channel (or the request is not a state command).
+    pub(super) fn command_serial(&mut self, id: &ObjectId, req: &SetRequest, cmd: &str) -> bool {
         let Some(obj) = self.replica().get(id).filter(|o| !o.is_deleted()) else {
-            return Some(origin);
+            return false;
         };
         let handle = self
             .channels
             .get(id)
             .and_then(|device| self.serials.get(device));
         let (Some(switch), Some(handle)) = (req.state, handle) else {
-            return Some(origin);
+            return false;
         };
         if obj.text(model::KIND) != Some(CHANNEL_KIND)
             || !claimants(self.replica(), obj).contains(&self.uuid)
         {
-            return Some(origin);
+            return false;
         }
         let on = switch.target(obj.text(model::STATE) == Some(model::ON));
         let answer = handle.send(id, on);
@@ -82,7 +73,6 @@ impl Agent {
         if !moves.is_empty() {
             self.record(id, moves);
         }
-        self.in_flight.insert(cmd.to_string());
         let tx = self.internal.clone();
         let (channel, cmd) = (id.clone(), cmd.to_string());
         tokio::spawn(async move {
@@ -94,12 +84,11 @@ impl Agent {
             let done = SerialDone {
                 channel,
                 cmd,
-                origin,
                 result,
             };
             let _ = tx.send(Internal::SerialDone(Box::new(done)));
         });
-        None
+        true
     }
 
     /// Answers a channel command once its device has answered.
@@ -107,15 +96,13 @@ impl Agent {
         let SerialDone {
             channel,
             cmd,
-            origin,
             result,
         } = done;
-        self.in_flight.remove(&cmd);
         let reply = match result {
             Ok(on) => {
                 self.record(&channel, vec![(model::STATE.into(), on_off(on).into())]);
                 tracing::info!(object = %channel, command = %cmd, "command executed");
-                let mut reply = self.reply(channel.as_str(), Some(cmd), Outcome::Ok, None);
+                let mut reply = self.reply(channel.as_str(), Some(cmd.clone()), Outcome::Ok, None);
                 reply.state = Some(self.state_json(&channel));
                 reply
             }
@@ -126,10 +113,15 @@ impl Agent {
                     }
                     _ => Outcome::Failed,
                 };
-                self.reply(channel.as_str(), Some(cmd), outcome, Some(e.to_string()))
+                self.reply(
+                    channel.as_str(),
+                    Some(cmd.clone()),
+                    outcome,
+                    Some(e.to_string()),
+                )
             }
         };
-        self.respond(origin, reply).await;
+        self.dispatch.ran(&cmd, reply);
     }
 
     /// Handles what a device's task reports.

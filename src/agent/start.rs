@@ -126,7 +126,6 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         presses: Vec::new(),
         serials: BTreeMap::new(),
         channels: BTreeMap::new(),
-        in_flight: BTreeSet::new(),
         link,
         internal,
         deferred: Vec::new(),
@@ -147,11 +146,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         keys_dirty: false,
         join,
         last_hello: None,
-        commands: answers::load(&data_dir),
+        dispatch: crate::mesh::dispatch::Dispatcher::new(answers::load(&data_dir)),
         answers_file: Default::default(),
         known: known::load(&data_dir),
-        rr: Default::default(),
-        rr_jobs: Default::default(),
         jobs: Vec::new(),
         running: false,
         advertise: None,
@@ -256,6 +253,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
             Some(ev) = serial_rx.recv() => agent.on_serial(ev).await,
             _ = beat.tick() => agent.on_beat().await,
         }
+        agent.settle_commands().await;
         agent.check_claims();
         // Durable before any automation job goes out: a job's id is derived from the
         // triggering update's sequence number, which must never be reused.

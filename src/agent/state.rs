@@ -13,7 +13,6 @@ use crate::mesh::node::{Msg, Now, Send};
 use crate::model::{self, ObjectId, Value};
 use crate::mqtt::Qos;
 use crate::ratelimit::warn_limited;
-use crate::replica::Object;
 use uuid::Uuid;
 
 /// The claim property of instance `uuid`.
@@ -21,17 +20,7 @@ pub fn claim_prop(uuid: Uuid) -> String {
     format!("{}{uuid}", model::CLAIM_PREFIX)
 }
 
-/// Instances currently claiming `obj` as their hardware; a retired instance's claims count
-/// for nothing (`pimesh forget`), so a replacement Pi takes its objects.
-pub fn claimants(replica: &crate::replica::Replica, obj: &Object) -> Vec<Uuid> {
-    obj.props
-        .iter()
-        .filter(|(_, r)| r.value == Value::Bool(true))
-        .filter_map(|(p, _)| p.strip_prefix(model::CLAIM_PREFIX))
-        .filter_map(|u| Uuid::parse_str(u).ok())
-        .filter(|u| !replica.is_retired(*u))
-        .collect()
-}
+pub use crate::mesh::dispatch::claimants;
 
 /// A hash of a retained message, to recognise our own echoes.
 fn echo_hash(topic: &str, payload: &[u8]) -> u64 {

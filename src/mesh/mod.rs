@@ -18,6 +18,7 @@
 
 mod apply;
 pub mod commands;
+pub mod dispatch;
 pub mod fence;
 pub mod node;
 pub mod peers;

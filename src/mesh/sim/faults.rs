@@ -89,6 +89,7 @@ impl Sim {
         self.count(what);
         let inst = &mut self.nodes[i];
         inst.node = None;
+        inst.kept.crashes += 1;
         inst.disk.pending.clear();
         inst.awaiting.clear();
         inst.back_at = self.step + 10 + self.rng.below(300);

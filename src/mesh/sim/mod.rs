@@ -4,21 +4,24 @@
 //! Everything that is random comes from the seed: which messages are lost, duplicated,
 //! delayed or reordered, when links are cut and healed, when an instance crashes (losing or
 //! tearing the part of its log not yet synced) and restarts, when its disk refuses writes,
-//! how far its clock is off and when it jumps, and the writes clients make. After the faults
-//! the network heals and every instance comes back; [`Sim::check`] then asserts the
-//! invariants: identical replicas, every acknowledged write present (or overwritten by a
-//! newer one), and bounded state. A failing seed is reproduced with
+//! how far its clock is off and when it jumps, and the writes and commands clients make
+//! (every instance runs the dispatcher too: `commands.rs`). After the faults the network
+//! heals and every instance comes back; [`Sim::check`] then asserts the invariants:
+//! identical replicas, every acknowledged write present (or overwritten by a newer one),
+//! bounded state, and the rules of commands. A failing seed is reproduced with
 //! `SIM_SEED=<seed> cargo test --lib mesh::sim::tests::one_seed`.
 
+mod check;
+mod commands;
 mod faults;
 #[cfg(test)]
 mod tests;
 mod world;
 
-use world::{first_difference, view, wire_round_trip, Disk};
+use world::{wire_round_trip, Disk};
 pub use world::{Faults, Rng};
 
-use super::node::{Msg, Node, Now, Persist, Send, MAX_HELD};
+use super::node::{Msg, Node, Now, Persist, Send};
 use crate::model::{ObjectId, Value};
 use crate::replica::{Replica, Update};
 use std::collections::BTreeMap;
@@ -46,6 +49,21 @@ struct Instance {
     awaiting: Vec<Update>,
     /// Restarts at this step, while crashed.
     back_at: u64,
+    /// Its commands, while the process runs.
+    desk: commands::Desk,
+    /// What its commands leave behind a crash: pins and decided answers.
+    kept: commands::Kept,
+}
+
+/// What travels between instances.
+#[derive(Clone, Debug)]
+enum Packet {
+    /// The replication protocol.
+    Mesh(Msg),
+    /// A command forwarded to its executor.
+    Cmd(crate::mesh::proto::Forward),
+    /// The executor's answer.
+    Answer(crate::mesh::proto::ForwardReply),
 }
 
 /// A message on the simulated network.
@@ -59,7 +77,7 @@ struct InFlight {
     from: usize,
     to: usize,
     /// What it carries.
-    msg: Msg,
+    msg: Packet,
 }
 
 /// A run of the simulation.
@@ -86,6 +104,8 @@ pub struct Sim {
     pub worst: super::node::Footprint,
     /// Counts of what happened, for the report.
     pub stats: BTreeMap<&'static str, u64>,
+    /// Client commands and pin switches.
+    traffic: commands::Traffic,
 }
 
 /// The objects clients write.
@@ -111,6 +131,8 @@ impl Sim {
                     skew_ms: rng.below(4001) as i64 - 2000,
                     awaiting: Vec::new(),
                     back_at: 0,
+                    desk: Default::default(),
+                    kept: Default::default(),
                 }
             })
             .collect();
@@ -126,6 +148,7 @@ impl Sim {
             acked: Vec::new(),
             worst: Default::default(),
             stats: BTreeMap::new(),
+            traffic: Default::default(),
         };
         for i in 0..n {
             sim.start(i);
@@ -175,6 +198,7 @@ impl Sim {
         inst.node = Some(node);
         inst.disk.pending.clear();
         inst.awaiting.clear();
+        self.start_commands(i);
         self.settle(i);
         let peers: Vec<usize> = (0..self.nodes.len()).filter(|j| *j != i).collect();
         for j in peers {
@@ -204,9 +228,15 @@ impl Sim {
         self.settle(a);
     }
 
-    /// After an event at instance `i`, as the agent does: write what the node asked for,
-    /// fsync (group commit), then send what it wants sent.
+    /// After an event at instance `i`, as the agent does: the node's part, then what the
+    /// dispatcher asks.
     fn settle(&mut self, i: usize) {
+        self.settle_node(i);
+        self.settle_commands(i);
+    }
+
+    /// Write what the node asked for, fsync (group commit), then send what it wants sent.
+    fn settle_node(&mut self, i: usize) {
         let step = self.step;
         let inst = &mut self.nodes[i];
         let Some(node) = inst.node.as_mut() else {
@@ -262,13 +292,13 @@ impl Sim {
                 Send::All(msg) => {
                     for j in 0..self.nodes.len() {
                         if j != i {
-                            self.transmit(i, j, msg.clone());
+                            self.transmit(i, j, Packet::Mesh(msg.clone()));
                         }
                     }
                 }
                 Send::To(peer, msg) => {
                     if let Some(j) = self.nodes.iter().position(|n| n.uuid == peer) {
-                        self.transmit(i, j, msg);
+                        self.transmit(i, j, Packet::Mesh(msg));
                     }
                 }
             }
@@ -276,7 +306,7 @@ impl Sim {
     }
 
     /// Puts a message on the network, where it may be lost, duplicated and delayed.
-    fn transmit(&mut self, from: usize, to: usize, msg: Msg) {
+    fn transmit(&mut self, from: usize, to: usize, msg: Packet) {
         if !self.linked(from, to) {
             self.count("msg-unlinked");
             return;
@@ -319,6 +349,10 @@ impl Sim {
         if chaos && self.rng.chance(self.faults.write) {
             self.client_write();
         }
+        if chaos {
+            self.client_command();
+        }
+        self.finish_runs();
         // Heartbeats, each instance at its own phase.
         for i in 0..n {
             if (self.step + i as u64 * 17).is_multiple_of(crate::mesh::peers::BEAT_MS / STEP_MS) {
@@ -332,6 +366,7 @@ impl Sim {
                         inst.disk.durable.append(&mut inst.disk.written);
                     }
                 }
+                self.beat_commands(i);
                 self.settle(i);
             }
         }
@@ -357,16 +392,23 @@ impl Sim {
             self.count("msg-cut");
             return;
         }
-        let msg = if self.rng.chance(0.05) {
-            // Now and then through the wire format, as the agents send it.
-            wire_round_trip(m.msg)
-        } else {
-            m.msg
-        };
         let from = self.nodes[m.from].uuid;
         let now = self.now(m.to);
-        if let Some(node) = self.nodes[m.to].node.as_mut() {
-            node.receive(from, msg, now);
+        self.heard(m.to, m.from);
+        match m.msg {
+            Packet::Mesh(msg) => {
+                let msg = if self.rng.chance(0.05) {
+                    // Now and then through the wire format, as the agents send it.
+                    wire_round_trip(msg)
+                } else {
+                    msg
+                };
+                if let Some(node) = self.nodes[m.to].node.as_mut() {
+                    node.receive(from, msg, now);
+                }
+            }
+            Packet::Cmd(fwd) => self.receive_command(m.to, m.from, fwd, now),
+            Packet::Answer(fr) => self.receive_answer(m.to, m.from, fr, now),
         }
         self.count("msg-delivered");
         self.settle(m.to);
@@ -417,68 +459,9 @@ impl Sim {
         }
         for _ in 0..heal_steps {
             self.tick(false);
-            if self.step.is_multiple_of(50) && self.converged() {
+            if self.step.is_multiple_of(50) && self.converged() && self.commands_settled() {
                 return;
             }
         }
-    }
-
-    /// Every instance runs and holds the same registers.
-    fn converged(&self) -> bool {
-        let mut views = self.nodes.iter().map(|n| n.node.as_ref().map(view));
-        let Some(Some(first)) = views.next() else {
-            return false;
-        };
-        views.all(|v| v.as_ref() == Some(&first))
-    }
-
-    /// The invariants after a healed run; `Err` names the first one broken.
-    pub fn check(&self) -> Result<(), String> {
-        if !self.converged() {
-            let views: Vec<_> = self
-                .nodes
-                .iter()
-                .map(|n| n.node.as_ref().map(view))
-                .collect();
-            let diff = first_difference(&views);
-            return Err(format!("replicas differ after healing: {diff}"));
-        }
-        for inst in &self.nodes {
-            let Some(node) = inst.node.as_ref() else {
-                return Err(format!("{} is not running", inst.name));
-            };
-            for u in &self.acked {
-                let reg = node
-                    .replica()
-                    .get(&u.object)
-                    .and_then(|o| o.props.get(&u.prop));
-                match reg {
-                    None => {
-                        return Err(format!(
-                            "{} lacks acknowledged {}.{} (origin {}, seq {})",
-                            inst.name, u.object, u.prop, u.stamp.origin, u.seq
-                        ))
-                    }
-                    Some(r) if r.loses_to(u) => {
-                        return Err(format!(
-                        "{} holds {}.{} = {:?}, older than acknowledged {:?} (origin {}, seq {})",
-                        inst.name, u.object, u.prop, r.value, u.value, u.stamp.origin, u.seq
-                    ))
-                    }
-                    Some(_) => {}
-                }
-            }
-        }
-        let peers = self.nodes.len();
-        let w = &self.worst;
-        if w.syncs > peers || w.serving > peers || w.announced > peers || w.unjustified > peers {
-            return Err(format!(
-                "per-peer state grew past the number of peers: {w:?}"
-            ));
-        }
-        if w.held > MAX_HELD {
-            return Err(format!("held updates past their bound: {w:?}"));
-        }
-        Ok(())
     }
 }

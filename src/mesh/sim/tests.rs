@@ -32,12 +32,12 @@ fn campaign(first: u64, count: u64) {
 
 // Two halves, so the test harness runs them on two cores.
 #[test]
-fn faulty_schedules_0_to_499_converge_without_losing_an_acknowledged_write() {
+fn faulty_schedules_0_to_499_keep_replicas_and_commands_right() {
     campaign(0, 500);
 }
 
 #[test]
-fn faulty_schedules_500_to_999_converge_without_losing_an_acknowledged_write() {
+fn faulty_schedules_500_to_999_keep_replicas_and_commands_right() {
     campaign(500, 500);
 }
 

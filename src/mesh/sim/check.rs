@@ -1,0 +1,67 @@
+//! What must hold after a healed run: the replicas agree, no acknowledged write is lost,
+//! state stays bounded, and the rules of commands ([`Sim::check_commands`]).
+
+use super::world::{first_difference, view};
+use super::Sim;
+use crate::mesh::node::MAX_HELD;
+
+impl Sim {
+    /// Every instance runs and holds the same registers.
+    pub(super) fn converged(&self) -> bool {
+        let mut views = self.nodes.iter().map(|n| n.node.as_ref().map(view));
+        let Some(Some(first)) = views.next() else {
+            return false;
+        };
+        views.all(|v| v.as_ref() == Some(&first))
+    }
+
+    /// The invariants after a healed run; `Err` names the first one broken.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.converged() {
+            let views: Vec<_> = self
+                .nodes
+                .iter()
+                .map(|n| n.node.as_ref().map(view))
+                .collect();
+            let diff = first_difference(&views);
+            return Err(format!("replicas differ after healing: {diff}"));
+        }
+        for inst in &self.nodes {
+            let Some(node) = inst.node.as_ref() else {
+                return Err(format!("{} is not running", inst.name));
+            };
+            for u in &self.acked {
+                let reg = node
+                    .replica()
+                    .get(&u.object)
+                    .and_then(|o| o.props.get(&u.prop));
+                match reg {
+                    None => {
+                        return Err(format!(
+                            "{} lacks acknowledged {}.{} (origin {}, seq {})",
+                            inst.name, u.object, u.prop, u.stamp.origin, u.seq
+                        ))
+                    }
+                    Some(r) if r.loses_to(u) => {
+                        return Err(format!(
+                        "{} holds {}.{} = {:?}, older than acknowledged {:?} (origin {}, seq {})",
+                        inst.name, u.object, u.prop, r.value, u.value, u.stamp.origin, u.seq
+                    ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        let peers = self.nodes.len();
+        let w = &self.worst;
+        if w.syncs > peers || w.serving > peers || w.announced > peers || w.unjustified > peers {
+            return Err(format!(
+                "per-peer state grew past the number of peers: {w:?}"
+            ));
+        }
+        if w.held > MAX_HELD {
+            return Err(format!("held updates past their bound: {w:?}"));
+        }
+        self.check_commands()
+    }
+}
