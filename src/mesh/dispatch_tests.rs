@@ -4,7 +4,7 @@ use super::*;
 use crate::mesh::commands::{FORWARD_TIMEOUT, MAX_WAITING};
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A mesh as the test describes it.
 struct Fake {

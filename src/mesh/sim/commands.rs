@@ -2,22 +2,12 @@
 //! beside its node, with a shell as thin as the agent's: forwarded commands and answers
 //! travel on the simulated network, a relay switches a simulated pin some steps after its
 //! command, decided answers are written before anyone hears them, and liveness comes from
-//! what each instance hears, as the agent's does.
-//!
-//! Instance `i` holds the relay `relay-<i>`; every instance runs the virtual `scene`. Clients
-//! (three senders, whose command ids collide on purpose) send to any running instance, and
-//! retry now and then with the same id, on the same or another instance. What
-//! [`Sim::check_commands`] asserts after a healed run:
-//! - no command is answered twice, and one sent to an instance that stayed up is answered;
-//! - an answer carries the client's own id;
-//! - only the holder is ever asked to run a relay command, and no command switches a pin
-//!   twice (a retry is answered from memory, not run again);
-//! - `ok` for a relay comes from its holder, which switched the pin for that command;
-//! - the dispatcher's maps stay within their bounds.
+//! what each instance hears, as the agent's does. Instance `i` holds the relay `relay-<i>`;
+//! every instance runs the virtual `scene`. The clients and the rules they check are in
+//! `clients.rs`.
 
 use super::{Packet, Sim, STEP_MS};
 use crate::api::{Outcome, Reply, SetRequest, Switch};
-use crate::broker::local::ResponseTo;
 use crate::mesh::commands::{Commands, Origin, MAX_PENDING, MAX_WAITING, RECENT};
 use crate::mesh::dispatch::{self, Action, Dispatcher, Recipient, Seen, View, MAX_RUNNING};
 use crate::mesh::node::{Node, Now};
@@ -29,10 +19,7 @@ use std::time::Instant;
 use uuid::Uuid;
 
 /// The virtual object every instance runs.
-const SCENE: &str = "scene";
-
-/// Probability per step that a client sends a command.
-const COMMAND: f64 = 0.06;
+pub(super) const SCENE: &str = "scene";
 
 /// What an instance's process keeps for commands; a crash loses it.
 #[derive(Default)]
@@ -60,38 +47,8 @@ pub(super) struct Kept {
     pub crashes: u64,
 }
 
-/// A command a client sent, and what it heard back.
-pub(super) struct Sent {
-    /// The instance it was sent to.
-    to: usize,
-    /// That instance's crash count when it was sent.
-    crashes: u64,
-    /// Who sent it, the object, the client's id, what it asked.
-    sender: String,
-    object: String,
-    id: String,
-    req: SetRequest,
-    /// The mesh key of the command.
-    key: String,
-    /// Every answer it got.
-    answers: Vec<Reply>,
-}
-
-/// The commands side of a run.
-#[derive(Default)]
-pub(super) struct Traffic {
-    /// Every command sent.
-    sent: Vec<Sent>,
-    /// Per sender, the last id used.
-    ids: BTreeMap<String, u64>,
-    /// Every pin switch: instance, object, command key.
-    pins: Vec<(usize, String, String)>,
-    /// Broken rules seen while running.
-    violations: Vec<String>,
-}
-
 /// What the dispatcher of one simulated instance sees.
-struct SimView<'a> {
+pub(super) struct SimView<'a> {
     me: Uuid,
     name: &'a str,
     node: &'a Node,
@@ -141,11 +98,11 @@ impl View for SimView<'_> {
 }
 
 /// The relay instance `i` holds.
-fn relay_of(i: usize) -> String {
+pub(super) fn relay_of(i: usize) -> String {
     format!("relay-{i}")
 }
 
-fn on_off(on: bool) -> &'static str {
+pub(super) fn on_off(on: bool) -> &'static str {
     if on {
         model::ON
     } else {
@@ -155,7 +112,7 @@ fn on_off(on: bool) -> &'static str {
 
 impl Sim {
     /// Lets instance `i`'s dispatcher act, with its view of the house and the mesh.
-    fn dispatch_at(&mut self, i: usize, f: impl FnOnce(&mut Dispatcher, &SimView<'_>)) {
+    pub(super) fn dispatch_at(&mut self, i: usize, f: impl FnOnce(&mut Dispatcher, &SimView<'_>)) {
         let now = self.now(i).at;
         let refusing = self.nodes[i].disk.full_until > self.step;
         let inst = &mut self.nodes[i];
@@ -201,68 +158,6 @@ impl Sim {
             let props = vec![(model::KIND.into(), "virtual".into()), (claim, true.into())];
             node.record(&id, props, false, now);
         }
-    }
-
-    /// A client sends a command to a random running instance: new, or a retry of a recent
-    /// one with the same id.
-    pub(super) fn client_command(&mut self) {
-        if !self.rng.chance(COMMAND) {
-            return;
-        }
-        let n = self.nodes.len();
-        let to = self.rng.below(n as u64) as usize;
-        if self.nodes[to].node.is_none() {
-            return;
-        }
-        let recent = self.traffic.sent.len().min(20) as u64;
-        let (sender, object, id, req) = if recent > 0 && self.rng.chance(0.25) {
-            let k = self.traffic.sent.len() - 1 - self.rng.below(recent) as usize;
-            self.count("command-retry");
-            let s = &self.traffic.sent[k];
-            (
-                s.sender.clone(),
-                s.object.clone(),
-                s.id.clone(),
-                s.req.clone(),
-            )
-        } else {
-            let sender = format!("client-{}", self.rng.below(3));
-            let next = self.traffic.ids.entry(sender.clone()).or_default();
-            *next += 1;
-            let id = next.to_string();
-            let object = if self.rng.chance(0.3) {
-                SCENE.to_string()
-            } else {
-                relay_of(self.rng.below(n as u64) as usize)
-            };
-            let state = match self.rng.below(3) {
-                0 => Switch::On,
-                1 => Switch::Off,
-                _ => Switch::Toggle,
-            };
-            let req = SetRequest {
-                state: Some(state),
-                id: Some(id.clone()),
-                ..Default::default()
-            };
-            (sender, object, id, req)
-        };
-        let reply_to = ResponseTo::topic(format!("client/{}", self.traffic.sent.len()));
-        self.traffic.sent.push(Sent {
-            to,
-            crashes: self.nodes[to].kept.crashes,
-            key: dispatch::command_key(Some(&sender), &object, &id),
-            sender: sender.clone(),
-            object: object.clone(),
-            id: id.clone(),
-            req: req.clone(),
-            answers: Vec::new(),
-        });
-        self.count("command");
-        self.dispatch_at(to, |d, v| {
-            d.client(v, Some(&sender), &object, Some(id), req, Some(reply_to))
-        });
-        self.settle(to);
     }
 
     /// Carries out what instance `i`'s dispatcher asks, as `Agent::settle_commands` does.
@@ -573,66 +468,5 @@ impl Sim {
                     && inst.desk.runs.is_empty()
                     && inst.desk.deferred.is_empty())
         })
-    }
-
-    /// The rules of commands after a healed run; `Err` names the first one broken.
-    pub(super) fn check_commands(&self) -> Result<(), String> {
-        if let Some(v) = self.traffic.violations.first() {
-            return Err(v.clone());
-        }
-        let holder = |object: &str| (0..self.nodes.len()).find(|i| relay_of(*i) == object);
-        let mut switched: BTreeMap<&str, usize> = BTreeMap::new();
-        for (i, object, key) in &self.traffic.pins {
-            if holder(object) != Some(*i) {
-                return Err(format!(
-                    "{} switched {object}, held by another",
-                    self.nodes[*i].name
-                ));
-            }
-            let times = switched.entry(key.as_str()).or_default();
-            *times += 1;
-            if *times > 1 {
-                return Err(format!("command {key} switched {object} twice"));
-            }
-        }
-        for (n, s) in self.traffic.sent.iter().enumerate() {
-            let what = format!(
-                "command {n} ({} id {} for {} at {})",
-                s.sender, s.id, s.object, self.nodes[s.to].name
-            );
-            if s.answers.len() > 1 {
-                return Err(format!(
-                    "{what} answered {} times: {:?}",
-                    s.answers.len(),
-                    s.answers
-                ));
-            }
-            let stayed_up = self.nodes[s.to].kept.crashes == s.crashes;
-            let Some(answer) = s.answers.first() else {
-                if stayed_up {
-                    return Err(format!("{what} never answered"));
-                }
-                continue;
-            };
-            if answer.id.as_deref() != Some(s.id.as_str()) {
-                return Err(format!("{what} answered with id {:?}", answer.id));
-            }
-            if answer.result != Outcome::Ok || s.object == SCENE {
-                continue;
-            }
-            let by = holder(&s.object).map(|h| self.nodes[h].uuid);
-            if answer.executed_by_uuid != by {
-                return Err(format!(
-                    "{what} answered ok by {:?}, not its holder",
-                    answer.executed_by
-                ));
-            }
-            if !switched.contains_key(s.key.as_str()) {
-                return Err(format!(
-                    "{what} answered ok, but its holder never switched for it"
-                ));
-            }
-        }
-        Ok(())
     }
 }

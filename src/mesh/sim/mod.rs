@@ -12,6 +12,7 @@
 //! `SIM_SEED=<seed> cargo test --lib mesh::sim::tests::one_seed`.
 
 mod check;
+mod clients;
 mod commands;
 mod faults;
 #[cfg(test)]
@@ -105,7 +106,7 @@ pub struct Sim {
     /// Counts of what happened, for the report.
     pub stats: BTreeMap<&'static str, u64>,
     /// Client commands and pin switches.
-    traffic: commands::Traffic,
+    traffic: clients::Traffic,
 }
 
 /// The objects clients write.
