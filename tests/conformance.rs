@@ -112,6 +112,10 @@ fn rules() -> Vec<Spec> {
         ),
         rule("$-topics not matched by # or +", dollar_topics),
         measured("overlapping subscriptions", overlapping),
+        measured(
+            "overlapping subscriptions and a retained message",
+            overlapping_retained,
+        ),
         rule("unsubscribe", unsubscribe),
         rule("session takeover by the same client id", takeover),
         rule("QoS 0 delivery", |c| qos_delivery(c, 0)),
@@ -352,6 +356,26 @@ fn overlapping(c: &Ctx) -> R<String> {
         got.len(),
         if got.len() == 1 { "y" } else { "ies" }
     ))
+}
+
+/// Each subscription replays the retained message, whatever other filter matches it too;
+/// what follows live is counted as in [`overlapping`].
+fn overlapping_retained(c: &Ctx) -> R<String> {
+    let t = c.topic("r");
+    let mut p = c.connect("pub")?;
+    p.publish(&t, b"kept", 1, true)?;
+    let mut s = c.connect("sub")?;
+    s.subscribe(&[(&format!("{}/#", c.t), 0)])?;
+    s.subscribe(&[(&t, 1)])?;
+    p.publish(&t, b"live", 1, false)?;
+    let got = s.messages(QUIET)?;
+    let retained = got.iter().filter(|m| m.retain).count();
+    let live = got
+        .iter()
+        .filter(|m| !m.retain && m.payload == b"live")
+        .count();
+    check(retained + live == got.len(), || format!("{got:?}"))?;
+    Ok(format!("{retained} retained, {live} live"))
 }
 
 fn unsubscribe(c: &Ctx) -> R<String> {
