@@ -1,11 +1,27 @@
 //! Home Assistant MQTT discovery, end to end: real agents, Home Assistant played by a user
 //! account (`pimesh user add`) subscribed to `homeassistant/#` on one instance's broker.
+//! Every config pimesh publishes, and every retained one at the end of a test, is held
+//! against Home Assistant's own schema ([`support::ha_schema`]).
 
 mod support;
 
 use serde_json::Value;
 use std::collections::BTreeMap;
+use support::ha_schema;
 use support::*;
+
+/// Home Assistant's discovery prefix, pimesh's default.
+const PREFIX: &str = "homeassistant";
+
+/// Panics unless the discovery config `payload` on `topic` passes Home Assistant's schema.
+fn assert_valid(topic: &str, payload: &str) {
+    if let Err(problems) = ha_schema::check(PREFIX, topic, payload) {
+        panic!(
+            "Home Assistant would not take {topic} as sent:\n  {}\n{payload}",
+            problems.join("\n  ")
+        );
+    }
+}
 
 /// Adds a user on `a`, as one does for Home Assistant, and returns its login.
 fn ha_user(a: &Agent) -> (String, String) {
@@ -31,9 +47,14 @@ impl Configs {
         }
     }
 
+    /// Takes what arrived; every config (not the empty payloads that clear one, nor Home
+    /// Assistant's own status) must pass Home Assistant's schema.
     fn update(&mut self) {
         for line in self.sub.drain() {
             let (topic, payload) = line.split_once(' ').unwrap_or((&line, ""));
+            if is_config(topic, payload) {
+                assert_valid(topic, payload);
+            }
             self.last.insert(topic.to_string(), payload.to_string());
             *self.count.entry(topic.to_string()).or_default() += 1;
         }
@@ -53,6 +74,40 @@ impl Configs {
         });
         found
     }
+}
+
+/// Whether a message under the prefix is a discovery config, not one clearing a config or
+/// Home Assistant's `online`.
+fn is_config(topic: &str, payload: &str) -> bool {
+    topic.ends_with("/config") && !payload.is_empty()
+}
+
+/// Checks every retained config on the broker at `port` against Home Assistant's schema, as
+/// Home Assistant reads them when it subscribes; `configs` is what the test's subscriber saw
+/// announced, so each of those must be among them. Returns how many were checked.
+fn check_every_retained(port: u16, login: (String, String), configs: &mut Configs) -> usize {
+    configs.update();
+    let announced: Vec<String> = configs
+        .last
+        .iter()
+        .filter(|(t, p)| is_config(t, p))
+        .map(|(t, _)| t.clone())
+        .collect();
+    let fresh = Subscriber::new_as(port, &format!("{PREFIX}/#"), login);
+    let mut retained = BTreeMap::new();
+    wait_until("every announced config retained", || {
+        for line in fresh.drain() {
+            let (topic, payload) = line.split_once(' ').unwrap_or((&line, ""));
+            retained.insert(topic.to_string(), payload.to_string());
+        }
+        announced.iter().all(|t| retained.contains_key(t))
+    });
+    let mut checked = 0;
+    for (topic, payload) in retained.iter().filter(|(t, p)| is_config(t, p)) {
+        assert_valid(topic, payload);
+        checked += 1;
+    }
+    checked
 }
 
 fn device_topic(object: &str) -> String {
@@ -193,6 +248,10 @@ fn every_instance_announces_the_whole_house_and_commands_reach_the_holder() {
     let got = fresh.take(1);
     assert!(got[0].contains("\"cmps\""), "{got:?}");
 
+    // Every retained config: 8 objects (5 on A, 3 on B) and 2 instances, a device config each.
+    let checked = check_every_retained(b.port, login.clone(), &mut ha);
+    assert_eq!(checked, 10, "{:?}", ha.last.keys());
+
     // A virtual object dropped from A's config is removed from Home Assistant on B.
     a.stop();
     let cfg = a.dir.parent().unwrap().join("pimesh.toml");
@@ -214,7 +273,8 @@ fn component_mode_has_a_topic_per_entity_and_disabled_publishes_nothing() {
         node_config("c")
     );
     let c = start_node("gamma", &config, &[]);
-    let mut ha = Configs::new(c.port, ha_user(&c));
+    let login = ha_user(&c);
+    let mut ha = Configs::new(c.port, login.clone());
     let switch = ha.wait_for(
         "homeassistant/switch/pimesh_c-light/pimesh_c-light_state/config",
         "c-light's switch config",
@@ -240,6 +300,14 @@ fn component_mode_has_a_topic_per_entity_and_disabled_publishes_nothing() {
         .last
         .keys()
         .any(|t| t.starts_with("homeassistant/device/")));
+    // Every retained config: c-light and c-fan's switches, c-button's binary sensor and its
+    // three triggers, the instance's connectivity sensor.
+    wait_until("every entity announced", || {
+        ha.update();
+        ha.last.len() == 7
+    });
+    let checked = check_every_retained(c.port, login, &mut ha);
+    assert_eq!(checked, 7, "{:?}", ha.last.keys());
 
     let config = format!("{}[homeassistant]\nenabled = false\n", node_config("d"));
     let d = start_node("delta", &config, &[]);
@@ -256,5 +324,74 @@ fn component_mode_has_a_topic_per_entity_and_disabled_publishes_nothing() {
     assert!(
         !lines.iter().any(|l| l.starts_with("homeassistant/")),
         "{lines:?}"
+    );
+}
+
+/// The schema checker is not vacuous: it takes a config Home Assistant takes, abbreviated or
+/// not, and names what is wrong with one it would drop or ignore.
+#[test]
+fn the_schema_check_rejects_unknown_and_missing_keys() {
+    let switch = "homeassistant/switch/pimesh_lamp/pimesh_lamp_state/config";
+    let good = r#"{"uniq_id":"pimesh_lamp_state","name":null,"cmd_t":"pimesh/lamp/set",
+        "stat_t":"pimesh/lamp","avty":[{"t":"pimesh/lamp","val_tpl":"{{ 1 }}"}],
+        "avty_mode":"all","dev":{"ids":["pimesh_lamp"],"name":"Lamp"},
+        "o":{"name":"pimesh","sw":"1"},"qos":1}"#;
+    assert_eq!(ha_schema::check(PREFIX, switch, good), Ok(()));
+
+    let unknown = good.replace(r#""qos":1"#, r#""qos":1,"brightness":true"#);
+    let errors = ha_schema::check(PREFIX, switch, &unknown).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("unknown key `brightness`")),
+        "{errors:?}"
+    );
+
+    let missing = good.replace(r#""cmd_t":"pimesh/lamp/set","#, "");
+    let errors = ha_schema::check(PREFIX, switch, &missing).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("missing required `command_topic`")),
+        "{errors:?}"
+    );
+
+    let wrong_type = good.replace(r#""avty_mode":"all""#, r#""avty_mode":["all"]"#);
+    assert!(ha_schema::check(PREFIX, switch, &wrong_type).is_err());
+
+    // Device-based: the same checks inside a component, and a key HA accepts at the top
+    // level but hands to no component.
+    let device = "homeassistant/device/pimesh_lamp/config";
+    let good = r#"{"dev":{"ids":"pimesh_lamp"},"o":{"name":"pimesh"},"cmps":{
+        "lamp":{"p":"switch","uniq_id":"pimesh_lamp_state","cmd_t":"pimesh/lamp/set","qos":1},
+        "press":{"p":"device_automation","atype":"trigger","t":"pimesh/lamp/event",
+                 "type":"button_short_press","stype":"button_1","pl":"single"}}}"#;
+    assert_eq!(ha_schema::check(PREFIX, device, good), Ok(()));
+    let unknown = good.replace(r#""pl":"single""#, r#""pl":"single","avty_mode":"all""#);
+    let errors = ha_schema::check(PREFIX, device, &unknown).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("component press: unknown key `availability_mode`")),
+        "{errors:?}"
+    );
+    let missing = good.replace(r#""stype":"button_1","#, "");
+    let errors = ha_schema::check(PREFIX, device, &missing).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("missing required `subtype`")),
+        "{errors:?}"
+    );
+    let ignored = good.replace(
+        r#""o":{"name":"pimesh"},"#,
+        r#""o":{"name":"pimesh"},"qos":1,"#,
+    );
+    let errors = ha_schema::check(PREFIX, device, &ignored).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("`qos` is accepted at the device level but given to no component")),
+        "{errors:?}"
     );
 }

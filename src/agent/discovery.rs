@@ -98,19 +98,21 @@ impl Announcement {
         match mode {
             DiscoveryMode::Device => {
                 // Shared keys go into each entity rather than the top level, so that the
-                // triggers, which take no availability, never get it.
+                // triggers, which take no availability, never get it. So does `qos`: Home
+                // Assistant accepts it at the top level but passes only availability and
+                // the state and command topics on to the components.
                 let mut components = self.components.clone();
                 for cmp in components.values_mut() {
                     let Value::Object(fields) = cmp else { continue };
                     if fields.get("p") != Some(&json!("device_automation")) {
                         fields.extend(self.shared.clone());
                     }
+                    fields.insert("qos".into(), json!(1));
                 }
                 let mut body = Map::new();
                 body.insert("dev".into(), self.device.clone());
                 body.insert("o".into(), origin());
                 body.insert("cmps".into(), json!(components));
-                body.insert("qos".into(), json!(1));
                 let topic = format!("{prefix}/device/{node}/config");
                 out.insert(topic, Value::Object(body).to_string().into_bytes());
             }
@@ -473,6 +475,11 @@ mod tests {
             .get("availability_mode")
             .is_none());
         assert!(config.get("availability_mode").is_none());
+        // Home Assistant gives a top-level `qos` to no component: each carries its own.
+        assert!(config.get("qos").is_none());
+        for cmp in config["cmps"].as_object().unwrap().values() {
+            assert_eq!(cmp["qos"], 1, "{config}");
+        }
     }
 
     #[test]

@@ -40,12 +40,13 @@ pub mod auth;
 pub mod mark;
 pub mod retained;
 pub mod session;
+pub mod subscriptions;
 pub mod sys;
 pub mod wire;
 pub mod ws;
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -269,6 +270,21 @@ impl LogGate {
         } else {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
             None
+        }
+    }
+
+    /// Logs a refused client, unless too many lines were logged lately.
+    pub fn refused(&self, peer: SocketAddr, client_id: &str, why: &str) {
+        if let Some(suppressed) = self.admit() {
+            let client: String = client_id.chars().take(session::MAX_CLIENT_ID).collect();
+            tracing::warn!(%peer, %client, %why, suppressed, "client refused");
+        }
+    }
+
+    /// Logs that a client is sending commands faster than allowed (rate limited too).
+    pub fn throttled(&self, peer: SocketAddr, client_id: &str) {
+        if let Some(suppressed) = self.admit() {
+            tracing::warn!(%peer, client = %client_id, suppressed, "client sends commands faster than allowed; slowing it down");
         }
     }
 }

@@ -7,17 +7,21 @@
 //!
 //! What rumqttd's router does not keep (the QoS a message was published with, an empty
 //! publish that must not delete a retained message) crosses it in [`super::DOOR_PROPERTY`].
+//! What a client publishes is handled in [`publish`], what it subscribes to in
+//! [`subscribe`]; which of the router's copies of a message it gets (one per matching
+//! filter for MQTT 5, one in all for MQTT 3.1.1) is decided by [`super::subscriptions`].
 //!
 //! Simplifications, all allowed by MQTT: sessions are not kept after a disconnect (CONNACK
 //! says session-present 0), and topic aliases are not offered.
 
 use super::acl::{self, Role};
-use super::mark::{is_internal, DoorMark};
-use super::wire::{self, Granted, Inbound, Message, Outbound, Refusal, Version, Will};
-use super::{Channel, Door, LogGate, SlotGuard};
+use super::mark::DoorMark;
+use super::subscriptions::Subscriptions;
+use super::wire::{self, Granted, Inbound, Message, Outbound, Refusal, Version};
+use super::{Channel, Door, SlotGuard};
 use bytes::{Bytes, BytesMut};
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::protocol::{Filter, Packet, Publish, QoS, RetainForwardRule, Subscribe, Unsubscribe};
+use rumqttd::protocol::Packet;
 use rumqttd::Notification;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -25,6 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
+
+mod publish;
+mod subscribe;
 
 /// Longest client id accepted (MQTT allows 65535 bytes; nothing needs more than this).
 pub const MAX_CLIENT_ID: usize = 128;
@@ -52,10 +59,11 @@ struct Session {
     peer: SocketAddr,
     /// The router's side of this client.
     tx: LinkTx,
-    /// Filters and the QoS granted for each.
-    subscriptions: HashMap<String, u8>,
-    /// Client SUBSCRIBEs waiting for the router's SUBACK: their codes.
-    pending_subacks: HashMap<u16, Vec<Granted>>,
+    /// Filters, the QoS granted for each and which of the router's copies the client gets.
+    subscriptions: Subscriptions,
+    /// Client SUBSCRIBEs waiting for the router's SUBACKs: their codes, and how many of the
+    /// router's SUBACKs (one per filter) are still to come.
+    pending_subacks: HashMap<u16, (Vec<Granted>, usize)>,
     /// QoS 2 publishes received, waiting for PUBREL.
     awaiting_rel: HashSet<u16>,
     /// Publishes we sent at QoS 1, not yet acknowledged.
@@ -225,7 +233,7 @@ pub async fn serve<S: Transport>(
         client_id,
         peer,
         tx,
-        subscriptions: HashMap::new(),
+        subscriptions: Subscriptions::default(),
         pending_subacks: HashMap::new(),
         awaiting_rel: HashSet::new(),
         unacked: HashSet::new(),
@@ -401,18 +409,7 @@ impl Session {
                 self.send(Outbound::PubComp(pkid));
             }
             Inbound::Subscribe { pkid, filters } => return self.on_subscribe(pkid, filters),
-            Inbound::Unsubscribe { pkid, filters } => {
-                for f in &filters {
-                    self.subscriptions.remove(f);
-                }
-                let count = filters.len();
-                let filters = filters.iter().map(|f| super::router_name(f)).collect();
-                let unsub = Unsubscribe { pkid, filters };
-                if let Err(e) = send_now(&mut self.tx, Packet::Unsubscribe(unsub, None)) {
-                    return Some(End::Abnormal(e));
-                }
-                self.send(Outbound::UnsubAck { pkid, count });
-            }
+            Inbound::Unsubscribe { pkid, filters } => return self.on_unsubscribe(pkid, filters),
             Inbound::PingReq => self.send(Outbound::PingResp),
             Inbound::Disconnect { with_will: false } => return Some(End::Clean),
             Inbound::Disconnect { with_will: true } => {
@@ -426,152 +423,6 @@ impl Session {
         None
     }
 
-    async fn on_publish(&mut self, m: Message) -> Option<End> {
-        let mut allowed = acl::may_publish(&self.door.base, &self.role, &m.topic)
-            && acl::may_publish_discovery(self.door.discovery_prefix.as_deref(), &m.topic);
-        if !allowed {
-            self.door.log.refused(
-                self.peer,
-                &self.client_id,
-                &format!("{} may not publish on {:?}", self.role.describe(), m.topic),
-            );
-        } else if m.retain && acl::is_request(&self.door.base, &self.role, &m.topic) {
-            // A retained command would be kept by the broker and run again for every new
-            // subscriber of the command topics: only live commands switch.
-            allowed = false;
-            if !std::mem::replace(&mut self.warned_retained_command, true) {
-                let why = format!(
-                    "a retained command on {:?} is ignored and not kept (only live commands switch); publish it without retain",
-                    m.topic
-                );
-                self.door.log.refused(self.peer, &self.client_id, &why);
-            }
-        } else if let Err(full) = if m.retain && !self.role.is_trusted() {
-            self.door.retained.admit(&m.topic, m.payload.len())
-        } else {
-            Ok(())
-        } {
-            allowed = false;
-            let why = format!("a retained message on {:?} is not kept: {full}", m.topic);
-            self.door.log.refused(self.peer, &self.client_id, &why);
-        } else if !self.role.is_trusted() && acl::is_request(&self.door.base, &self.role, &m.topic)
-        {
-            self.take_token().await;
-        }
-        let duplicate = m.qos == 2 && self.awaiting_rel.contains(&m.pkid);
-        if allowed && !duplicate {
-            let mark = DoorMark {
-                qos: m.qos,
-                empty: m.payload.is_empty() && !m.retain,
-            };
-            let payload = if mark.empty {
-                Bytes::from_static(DoorMark::PLACEHOLDER)
-            } else {
-                m.payload
-            };
-            let command = acl::is_request(&self.door.base, &self.role, &m.topic);
-            let topic = super::router_name(&m.topic);
-            let publish = Publish::new(Bytes::from(topic.into_bytes()), payload, m.retain);
-            let mut properties = m.properties.unwrap_or_default();
-            // Aliases are not offered; a client that sends one anyway gets it ignored.
-            properties.topic_alias = None;
-            properties.subscription_identifiers.clear();
-            properties.user_properties.retain(|(k, _)| !is_internal(k));
-            if command {
-                let sender = format!("{}/{}", self.role.describe(), self.client_id);
-                properties
-                    .user_properties
-                    .push((super::SENDER_PROPERTY.to_string(), sender));
-            }
-            properties
-                .user_properties
-                .push((super::DOOR_PROPERTY.to_string(), mark.encode()));
-            if let Err(e) = send_now(&mut self.tx, Packet::Publish(publish, Some(properties))) {
-                return Some(End::Abnormal(e));
-            }
-        }
-        match m.qos {
-            1 => self.send(Outbound::PubAck {
-                pkid: m.pkid,
-                refused: !allowed,
-            }),
-            2 => {
-                if self.awaiting_rel.len() >= MAX_UNACKED && !duplicate {
-                    return Some(End::Abnormal(
-                        "too many QoS 2 publishes without PUBREL".into(),
-                    ));
-                }
-                self.awaiting_rel.insert(m.pkid);
-                self.send(Outbound::PubRec {
-                    pkid: m.pkid,
-                    refused: !allowed,
-                });
-            }
-            _ => {}
-        }
-        None
-    }
-
-    /// Waits until the client may send another command (users only).
-    async fn take_token(&mut self) {
-        let limits = &self.door.limits;
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * limits.commands_per_s).min(limits.command_burst);
-        self.refilled = now;
-        if self.tokens < 1.0 {
-            let wait = (1.0 - self.tokens) / limits.commands_per_s;
-            self.door.log.throttled(self.peer, &self.client_id);
-            tokio::time::sleep(Duration::from_secs_f64(wait)).await;
-            self.tokens = 1.0;
-            self.refilled = Instant::now();
-        }
-        self.tokens -= 1.0;
-    }
-
-    fn on_subscribe(&mut self, pkid: u16, filters: Vec<(String, u8)>) -> Option<End> {
-        let mut codes = Vec::with_capacity(filters.len());
-        let mut accepted = Vec::new();
-        for (filter, qos) in filters {
-            let code = if !acl::valid_filter(&filter) || filter.starts_with("$share/") {
-                Granted::Invalid
-            } else if !acl::may_subscribe(&self.door.base, &self.role, &filter) {
-                self.door.log.refused(
-                    self.peer,
-                    &self.client_id,
-                    &format!("{} may not subscribe to {filter:?}", self.role.describe()),
-                );
-                Granted::NotAuthorized
-            } else {
-                let granted = qos.min(2);
-                self.subscriptions.insert(filter.clone(), granted);
-                accepted.push(Filter {
-                    path: super::router_name(&filter),
-                    qos: QoS::AtMostOnce,
-                    nolocal: false,
-                    preserve_retain: false,
-                    retain_forward_rule: RetainForwardRule::OnEverySubscribe,
-                });
-                Granted::Qos(granted)
-            };
-            codes.push(code);
-        }
-        if accepted.is_empty() {
-            self.send(Outbound::SubAck { pkid, codes });
-            return None;
-        }
-        // The client hears SUBACK only once the router has the subscription, so whatever is
-        // published after it reaches the client.
-        self.pending_subacks.insert(pkid, codes);
-        let subscribe = Subscribe {
-            pkid,
-            filters: accepted,
-        };
-        send_now(&mut self.tx, Packet::Subscribe(subscribe, None))
-            .err()
-            .map(End::Abnormal)
-    }
-
     /// Handles what the router sends this client; `Some` ends the session.
     fn on_router(&mut self, notification: Notification, rx: &LinkRx) -> Option<End> {
         match notification {
@@ -580,12 +431,16 @@ impl Session {
                 if !acl::may_read(&self.door.base, &self.role, &topic) {
                     return None;
                 }
-                let granted = self
-                    .subscriptions
-                    .iter()
-                    .filter(|(f, _)| acl::matches(f, &topic))
-                    .map(|(_, q)| *q)
-                    .max()?;
+                let via = forward
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.subscription_identifiers.last().copied());
+                let granted = self.subscriptions.copy_qos(
+                    self.version,
+                    &topic,
+                    via,
+                    forward.publish.retain,
+                )?;
                 let (properties, mark) = DoorMark::take(forward.properties);
                 // The agent's own publishes carry no mark: they reach each subscriber at the
                 // QoS it asked for.
@@ -613,12 +468,7 @@ impl Session {
             ack @ Notification::DeviceAck(_) => {
                 let packet: Option<Packet> = ack.into();
                 if let Some(Packet::SubAck(suback, _)) = packet {
-                    if let Some(codes) = self.pending_subacks.remove(&suback.pkid) {
-                        self.send(Outbound::SubAck {
-                            pkid: suback.pkid,
-                            codes,
-                        });
-                    }
+                    self.on_router_suback(suback.pkid);
                 }
             }
             // The router paused us because our buffer filled and we have taken all of it.
@@ -633,37 +483,5 @@ impl Session {
             _ => {}
         }
         None
-    }
-
-    fn publish_will(&mut self, will: Will) {
-        if will.retain && !self.role.is_trusted() {
-            if let Err(full) = self.door.retained.admit(&will.topic, will.payload.len()) {
-                let why = format!("its will on {:?} is not kept: {full}", will.topic);
-                self.door.log.refused(self.peer, &self.client_id, &why);
-                return;
-            }
-        }
-        let publish = Publish::new(
-            Bytes::from(super::router_name(&will.topic).into_bytes()),
-            will.payload,
-            will.retain,
-        );
-        let _ = send_now(&mut self.tx, Packet::Publish(publish, None));
-    }
-}
-
-impl LogGate {
-    /// Logs a refused client, unless too many lines were logged lately.
-    pub fn refused(&self, peer: SocketAddr, client_id: &str, why: &str) {
-        if let Some(suppressed) = self.admit() {
-            tracing::warn!(%peer, client = %client_id.chars().take(MAX_CLIENT_ID).collect::<String>(), %why, suppressed, "client refused");
-        }
-    }
-
-    /// Logs that a client is sending commands faster than allowed (rate limited too).
-    pub fn throttled(&self, peer: SocketAddr, client_id: &str) {
-        if let Some(suppressed) = self.admit() {
-            tracing::warn!(%peer, client = %client_id, suppressed, "client sends commands faster than allowed; slowing it down");
-        }
     }
 }

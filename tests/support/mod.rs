@@ -2,6 +2,7 @@
 //! port, their sim pin files, the CLI, and waiting on conditions with a deadline.
 #![allow(dead_code)]
 
+pub mod ha_schema;
 pub mod lan;
 pub mod raw;
 
