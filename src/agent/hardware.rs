@@ -20,7 +20,7 @@ use std::time::Instant;
 /// `max-on-s exceeded`, `interlock: <id> switched on`, `on-stop`, `start rules`).
 pub const REASON: &str = "reason";
 /// Property holding an input's last press pattern (`single`, `double`, `long`).
-pub const EVENT: &str = "event";
+pub const EVENT: &str = crate::mesh::automation::EVENT;
 
 /// A relay command waiting for the bank's answer (the dispatcher knows who waits for it).
 #[derive(Debug)]

@@ -197,7 +197,7 @@ struct Agent {
     /// `answers.log`, open for appending.
     answers_file: answers::AnswersFile,
     /// Automation jobs triggered by the current event, dispatched after it.
-    jobs: Vec<automation::Job>,
+    jobs: Vec<crate::mesh::automation::Job>,
     /// Start-up is over: changes from now on may trigger automations.
     running: bool,
     /// The runtime file to write once our broker link is subscribed (and where).

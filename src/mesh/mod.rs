@@ -17,6 +17,7 @@
 //!   messages rumqttd dropped, updates made while an instance was off, and partitions.
 
 mod apply;
+pub mod automation;
 pub mod commands;
 pub mod dispatch;
 mod durable;

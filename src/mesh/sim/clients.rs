@@ -47,6 +47,8 @@ pub(super) struct Traffic {
     pub pins: Vec<(usize, String, String)>,
     /// Broken rules seen while running.
     pub violations: Vec<String>,
+    /// Automation jobs handed out.
+    pub jobs: Vec<super::jobs::JobSent>,
 }
 
 impl Sim {
@@ -132,6 +134,7 @@ impl Sim {
                 return Err(format!("command {key} switched {object} twice"));
             }
         }
+        self.check_jobs(&switched)?;
         for (n, s) in self.traffic.sent.iter().enumerate() {
             let what = format!(
                 "command {n} ({} id {} for {} at {})",

@@ -34,6 +34,10 @@ pub(super) struct Desk {
     heard: BTreeMap<Uuid, u64>,
     /// The peers this instance counts as online.
     online: BTreeSet<Uuid>,
+    /// Own updates recorded, for the rules to look at.
+    pub triggered: Vec<crate::replica::Update>,
+    /// Jobs waiting for their triggering update to be durable.
+    pub jobs: Vec<crate::mesh::automation::Job>,
 }
 
 /// What survives a crash: the pin levels and the decided answers on disk.
@@ -158,11 +162,13 @@ impl Sim {
             let props = vec![(model::KIND.into(), "virtual".into()), (claim, true.into())];
             node.record(&id, props, false, now);
         }
+        self.record_rule(i);
     }
 
     /// Carries out what instance `i`'s dispatcher asks, as `Agent::settle_commands` does.
     pub(super) fn settle_commands(&mut self, i: usize) {
         loop {
+            self.hand_out_jobs(i);
             let Some(node) = self.nodes[i].node.as_ref() else {
                 return;
             };
@@ -345,7 +351,7 @@ impl Sim {
                     self.send_answer(i, sender, reply);
                 }
             }
-            Recipient::Automation(_) => self.count("automation-answer"),
+            Recipient::Automation(_) => self.job_answered(i, reply),
         }
     }
 
@@ -466,6 +472,7 @@ impl Sim {
                 || (p == 0
                     && run == 0
                     && inst.desk.runs.is_empty()
+                    && inst.desk.jobs.is_empty()
                     && inst.desk.deferred.is_empty())
         })
     }

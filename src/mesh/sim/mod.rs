@@ -15,6 +15,7 @@ mod check;
 mod clients;
 mod commands;
 mod faults;
+mod jobs;
 #[cfg(test)]
 mod tests;
 mod world;
@@ -249,6 +250,7 @@ impl Sim {
         for Persist { updates, own } in node.take_store() {
             if own {
                 inst.awaiting.extend(updates.iter().cloned());
+                inst.desk.triggered.extend(updates.iter().cloned());
             }
             inst.disk.pending.extend(updates);
             if own && !full {
