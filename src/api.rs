@@ -284,13 +284,21 @@ pub fn peers_topic(base: &str) -> String {
     format!("{}/agent/peers", internal(base))
 }
 
-/// `$pimesh/<base>/client/cli/reply`: where CLI invocations wait for their answers. One topic
-/// for all of them, told apart by request id: the broker keeps a message log per topic for as
-/// long as it runs, so a topic per invocation would grow the agent's memory with every
-/// command (a `get` of the whole house each time).
-pub fn reply_topic(base: &str) -> String {
-    format!("{}/client/cli/reply", internal(base))
+/// Where CLI invocations wait for their answers: `$pimesh/<base>/client/cli/reply` for the
+/// instance's own tools, `$pimesh/<base>/client/user-<name>/reply` for a user's (`--via`),
+/// which only that user may read. One topic per user, the invocations told apart by request
+/// id: the broker keeps a message log per topic for as long as it runs, so a topic per
+/// invocation would grow the agent's memory with every command (a `get` of the whole house
+/// each time).
+pub fn reply_topic(base: &str, user: Option<&str>) -> String {
+    match user {
+        Some(name) => format!("{}/client/{USER_REPLIES}{name}/reply", internal(base)),
+        None => format!("{}/client/cli/reply", internal(base)),
+    }
 }
+
+/// The level of a user's own reply topics under `$pimesh/<base>/client/`, before its name.
+pub const USER_REPLIES: &str = "user-";
 
 /// The body of a `get` request.
 #[derive(Clone, Debug, Serialize, Deserialize)]

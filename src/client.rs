@@ -156,7 +156,12 @@ pub async fn request(
     ours: impl Fn(&[u8]) -> bool,
     timeout: Duration,
 ) -> Result<Vec<u8>, ClientError> {
-    let reply_topic = crate::api::reply_topic(&target.base);
+    let user = target
+        .credentials
+        .as_ref()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| *name != crate::door::auth::LOCAL_USER);
+    let reply_topic = crate::api::reply_topic(&target.base, user);
     request_on(target, topic, &reply_topic, build, ours, timeout).await
 }
 

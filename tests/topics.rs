@@ -179,21 +179,20 @@ fn a_base_subscriber_sees_only_public_topics_while_the_mesh_works_underneath() {
         .filter(|t| !is_public(t) && !t.starts_with("homeassistant/"))
         .collect();
     assert!(strays.is_empty(), "# saw internal topics: {strays:?}");
-    // Asking for `$pimesh/#` a user gets the answers to clients (the CLI's, the web page's)
-    // and nothing of the mesh or of the local tools.
+    // Asking for `$pimesh/#` a user gets the answers to its own requests, and nothing of the
+    // mesh, of the local tools, or of the local CLI's answers (which carried the whole house).
     let replies = internal.topics();
     assert!(
         replies
             .iter()
-            .any(|t| t == "$pimesh/pimesh/client/cli/reply"),
+            .any(|t| t == "$pimesh/pimesh/client/user-ha/reply"),
         "{replies:?}"
     );
     assert!(
         replies
             .iter()
-            .all(|t| t.starts_with("$pimesh/pimesh/client/")
-                && !t.starts_with("$pimesh/pimesh/client/local/")),
-        "a user read internal topics: {replies:?}"
+            .all(|t| t.starts_with("$pimesh/pimesh/client/user-ha/")),
+        "a user read another's answers or internal topics: {replies:?}"
     );
 }
 

@@ -23,7 +23,8 @@ pub const MESH: &str = "mesh";
 pub const ADMIN: &str = "agent/admin";
 /// `$pimesh/<base>/agent/get` and `agent/peers`: requests users may send.
 const USER_REQUESTS: [&str; 2] = ["agent/get", "agent/peers"];
-/// `$pimesh/<base>/client/`: answers to clients (the CLI's shared reply topic).
+/// `$pimesh/<base>/client/`: answers to clients (the local CLI's, each user's, the web
+/// page's).
 const REPLIES: &str = "client/";
 /// `$pimesh/<base>/client/local/`: answers to the instance's own tools (invitation tokens,
 /// generated passwords); nobody else reads there.
@@ -198,7 +199,13 @@ pub fn may_read(base: &str, role: &Role, topic: &str) -> bool {
     match role {
         Role::Member(_) => true,
         Role::Joiner(id) => topic == format!("{}reply", join_prefix(base, id)),
-        Role::Local | Role::User(_) => rest.starts_with(REPLIES),
+        Role::Local => rest.starts_with(REPLIES),
+        // A user reads the answers to its own requests only, not another user's.
+        Role::User(name) => rest
+            .strip_prefix(REPLIES)
+            .and_then(|r| r.strip_prefix(crate::api::USER_REPLIES))
+            .and_then(|r| r.strip_prefix(name.as_str()))
+            .is_some_and(|r| r.starts_with('/')),
     }
 }
 
@@ -355,7 +362,14 @@ mod tests {
         assert!(!may_read(B, &u, "$pimesh/pimesh/mesh/x/beat"));
         assert!(!may_read(B, &u, "$pimesh/pimesh/join/abc/reply"));
         assert!(!may_read(B, &u, "$pimesh/pimesh/agent/get"));
-        assert!(may_read(B, &u, "$pimesh/pimesh/client/cli/reply"));
+        assert!(!may_read(B, &u, "$pimesh/pimesh/client/cli/reply"));
+        assert!(may_read(B, &u, "$pimesh/pimesh/client/user-ha/reply"));
+        assert!(!may_read(B, &u, "$pimesh/pimesh/client/user-hacker/reply"));
+        assert!(!may_read(B, &u, "$pimesh/pimesh/client/user-ha"));
+        assert!(!may_read(B, &u, "$pimesh/pimesh/client/#"));
+        assert!(!may_read(B, &u, "$pimesh/pimesh/client/+/reply"));
+        assert!(!may_read(B, &u, "$pimesh/pimesh/client/web-1234abcd/reply"));
+        assert!(may_read(B, &Role::Local, "$pimesh/pimesh/client/cli/reply"));
         assert!(may_read(B, &u, "pimesh/relay-1"));
         assert!(may_read(B, &u, "$SYS/broker/uptime"));
         assert!(may_read(B, &m, "$pimesh/pimesh/mesh/x/beat"));
