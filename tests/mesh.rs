@@ -125,7 +125,7 @@ fn a_new_instance_gets_ten_thousand_objects_from_a_peer() {
     let started = std::time::Instant::now();
     let b = start_node("beta", &node_config("b"), &["--peer", &a.addr()]);
     let mut all = BTreeMap::new();
-    wait_until("10,000 objects on the new instance", || {
+    wait_until_heavy("10,000 objects on the new instance", || {
         all = b.all();
         all.len() == 10_003
     });

@@ -27,6 +27,17 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
+/// Like [`wait_until`] for a condition that is costly to ask (a whole house of 10,000
+/// objects through the CLI): polled every 250 ms, with four times the deadline, so the
+/// polling itself does not starve the agents it waits for on a loaded machine.
+pub fn wait_until_heavy(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + DEADLINE * 4;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Polls `cond` every 10 ms until it holds or the deadline passes; panics with `what` then.
 pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + DEADLINE;
