@@ -43,19 +43,17 @@ pub(super) fn rule_props(a: &AutomationConfig) -> Vec<(String, Value)> {
 impl Agent {
     /// Queues the jobs our own updates trigger.
     pub(super) fn trigger(&mut self, updates: &[Update]) {
-        let jobs = jobs_for(self.node.replica(), self.uuid, updates);
-        self.jobs.extend(jobs);
+        for job in jobs_for(self.node.replica(), self.uuid, updates) {
+            if let Err(job) = self.jobs.push(job.seq, job) {
+                tracing::error!(rule = %job.rule, command = %job.id, waiting = self.jobs.len(), "automation job dropped: too many jobs already wait for the disk to take their triggering change");
+            }
+        }
     }
 
     /// Dispatches the queued jobs whose triggering update is durable: a job's id comes from
     /// that update's seq, which a crash must never let us reuse.
     pub(super) async fn run_jobs(&mut self) {
-        let durable = self.node.durable_seq();
-        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.jobs)
-            .into_iter()
-            .partition(|j| j.seq <= durable);
-        self.jobs = later;
-        for job in ready {
+        for job in self.jobs.ready(self.node.durable_seq()) {
             tracing::info!(rule = %job.rule, command = %job.id, "automation triggered");
             let (rule, id) = (job.rule.clone(), job.id.clone());
             let view = super::forward::view!(self);

@@ -118,12 +118,7 @@ impl Agent {
 
     /// Sends the forwarded answers whose updates are durable now.
     async fn send_durable_replies(&mut self) {
-        let durable = self.node.durable_seq();
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
-            .into_iter()
-            .partition(|(seq, _, _)| *seq <= durable);
-        self.deferred = waiting;
-        for (_, sender, reply) in ready {
+        for (sender, reply) in self.deferred.ready(self.node.durable_seq()) {
             self.send_forward_reply(sender, reply).await;
         }
     }

@@ -267,7 +267,17 @@ impl Agent {
                 // leave once durable: it waits for this event's fsync.
                 if self.node.has_unsaved() && self.resolved_by_receiver(&reply.object) {
                     let seq = self.node.last_unsaved().unwrap_or(0);
-                    self.deferred.push((seq, sender, reply));
+                    if let Err((sender, reply)) = self.deferred.push(seq, (sender, reply)) {
+                        // The disk has refused writes for a long while: answer now, without
+                        // our updates (they follow on the live stream once durable).
+                        warn_limited!(
+                            self.warns,
+                            "deferred-answers-full",
+                            waiting = self.deferred.len(),
+                            "too many answers wait for the disk; answering without our updates"
+                        );
+                        self.send_forward_reply(sender, reply).await;
+                    }
                 } else {
                     self.send_forward_reply(sender, reply).await;
                 }

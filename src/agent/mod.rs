@@ -155,7 +155,7 @@ struct Agent {
     /// Sender for edges and debounce timers.
     internal: mpsc::UnboundedSender<Internal>,
     /// Forwarded answers waiting for this event's fsync to carry its updates, by sender.
-    deferred: Vec<(u64, Uuid, api::Reply)>,
+    deferred: crate::mesh::until_durable::UntilDurable<(Uuid, api::Reply)>,
     /// Hands fsyncs to the fsync thread (see `Agent::start_sync`).
     syncer: std::sync::mpsc::Sender<durable::ToSync>,
     /// Who is in the mesh and alive.
@@ -197,7 +197,7 @@ struct Agent {
     /// `answers.log`, open for appending.
     answers_file: answers::AnswersFile,
     /// Automation jobs triggered by the current event, dispatched after it.
-    jobs: Vec<crate::mesh::automation::Job>,
+    jobs: crate::mesh::until_durable::UntilDurable<crate::mesh::automation::Job>,
     /// Start-up is over: changes from now on may trigger automations.
     running: bool,
     /// The runtime file to write once our broker link is subscribed (and where).

@@ -28,3 +28,4 @@ pub mod proto;
 #[cfg(test)]
 mod sim;
 mod sync;
+pub mod until_durable;

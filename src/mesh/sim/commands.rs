@@ -13,6 +13,7 @@ use crate::mesh::dispatch::{self, Action, Dispatcher, Recipient, Seen, View, MAX
 use crate::mesh::node::{Node, Now};
 use crate::mesh::peers::OFFLINE_AFTER;
 use crate::mesh::proto::{Forward, ForwardReply};
+use crate::mesh::until_durable::UntilDurable;
 use crate::model::{self, ObjectId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -29,7 +30,7 @@ pub(super) struct Desk {
     /// Relay commands switching: done at a step.
     runs: Vec<(u64, ObjectId, String, SetRequest)>,
     /// Answers to forwarded virtual commands, waiting for their updates to be durable.
-    deferred: Vec<(u64, Uuid, Reply)>,
+    deferred: UntilDurable<(Uuid, Reply)>,
     /// When each peer was last heard, step.
     heard: BTreeMap<Uuid, u64>,
     /// The peers this instance counts as online.
@@ -37,7 +38,7 @@ pub(super) struct Desk {
     /// Own updates recorded, for the rules to look at.
     pub triggered: Vec<crate::replica::Update>,
     /// Jobs waiting for their triggering update to be durable.
-    pub jobs: Vec<crate::mesh::automation::Job>,
+    pub jobs: UntilDurable<crate::mesh::automation::Job>,
 }
 
 /// What survives a crash: the pin levels and the decided answers on disk.
@@ -346,7 +347,11 @@ impl Sim {
                     .is_some_and(|s| s.kind == "virtual");
                 if node.has_unsaved() && virtual_ {
                     let seq = node.last_unsaved().unwrap_or(0);
-                    self.nodes[i].desk.deferred.push((seq, sender, reply));
+                    if let Err((sender, reply)) =
+                        self.nodes[i].desk.deferred.push(seq, (sender, reply))
+                    {
+                        self.send_answer(i, sender, reply);
+                    }
                 } else {
                     self.send_answer(i, sender, reply);
                 }
@@ -371,12 +376,7 @@ impl Sim {
         let Some(durable) = self.nodes[i].node.as_ref().map(|n| n.durable_seq()) else {
             return;
         };
-        let deferred = std::mem::take(&mut self.nodes[i].desk.deferred);
-        let (ready, waiting): (Vec<_>, Vec<_>) = deferred
-            .into_iter()
-            .partition(|(seq, _, _)| *seq <= durable);
-        self.nodes[i].desk.deferred = waiting;
-        for (_, sender, reply) in ready {
+        for (sender, reply) in self.nodes[i].desk.deferred.ready(durable) {
             self.send_answer(i, sender, reply);
         }
     }

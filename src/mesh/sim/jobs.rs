@@ -59,14 +59,15 @@ impl Sim {
             return;
         };
         let triggered = std::mem::take(&mut inst.desk.triggered);
-        let jobs = jobs_for(node.replica(), inst.uuid, &triggered);
-        inst.desk.jobs.extend(jobs);
-        let durable = node.durable_seq();
-        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut inst.desk.jobs)
-            .into_iter()
-            .partition(|j| j.seq <= durable);
-        inst.desk.jobs = later;
-        for job in ready {
+        for job in jobs_for(node.replica(), inst.uuid, &triggered) {
+            if inst.desk.jobs.push(job.seq, job).is_err() {
+                self.traffic
+                    .violations
+                    .push("more jobs wait for the disk than the bound".into());
+                return;
+            }
+        }
+        for job in inst.desk.jobs.ready(node.durable_seq()) {
             self.count("job");
             let crashes = self.nodes[i].kept.crashes;
             self.traffic.jobs.push(JobSent {
