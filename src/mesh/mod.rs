@@ -19,6 +19,7 @@
 mod apply;
 pub mod commands;
 pub mod dispatch;
+mod durable;
 pub mod fence;
 pub mod node;
 pub mod peers;
