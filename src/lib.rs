@@ -14,6 +14,7 @@ pub mod config;
 pub mod doctor;
 pub mod door;
 pub mod hal;
+pub mod heap;
 pub mod identity;
 pub mod lan;
 pub mod membership;

@@ -39,9 +39,10 @@ const PRESSES: [(&str, &str); 3] = [
 pub(super) struct Discovery {
     /// The `[homeassistant]` table.
     config: HomeAssistantConfig,
-    /// Topic and payload of every config each object or instance last announced, by the
-    /// node id of its device.
-    sent: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Topic and payload digest of every config each object or instance last announced, by
+    /// the node id of its device: the payloads themselves, 10,000 objects' worth, cost
+    /// megabytes, and the broker keeps them retained anyway.
+    sent: HashMap<String, Vec<(String, Digest)>>,
     /// A digest of what each object's last announcement was made from (see
     /// [`Agent::announcement_inputs`]): a switch changes none of it, so the hundreds of state
     /// changes a second a busy instance publishes cost no announcement at all. One entry per
@@ -62,6 +63,17 @@ impl Discovery {
             pending: false,
         }
     }
+}
+
+/// A discovery payload's SHA-256, cut to 128 bits: tells a changed config from the last one.
+type Digest = [u8; 16];
+
+/// The [`Digest`] of `payload`.
+fn digest(payload: &[u8]) -> Digest {
+    use sha2::{Digest as _, Sha256};
+    let mut out = Digest::default();
+    out.copy_from_slice(&Sha256::digest(payload)[..16]);
+    out
 }
 
 /// The node id of an object's device.
@@ -275,16 +287,17 @@ impl Agent {
             .map(|a| a.messages(&cfg.discovery_prefix, &node, cfg.discovery))
             .unwrap_or_default();
         let old = self.ha.sent.remove(&node).unwrap_or_default();
-        for (topic, payload) in &new {
-            if old.get(topic) != Some(payload) {
+        let sent: Vec<(String, Digest)> = new.iter().map(|(t, p)| (t.clone(), digest(p))).collect();
+        for ((topic, payload), (_, d)) in new.iter().zip(&sent) {
+            if !old.iter().any(|(t, o)| t == topic && o == d) {
                 self.publish_discovery(topic, payload.clone()).await;
             }
         }
-        for topic in old.keys().filter(|t| !new.contains_key(*t)) {
+        for (topic, _) in old.iter().filter(|(t, _)| !new.contains_key(t)) {
             self.publish_discovery(topic, Vec::new()).await;
         }
-        if !new.is_empty() {
-            self.ha.sent.insert(node, new);
+        if !sent.is_empty() {
+            self.ha.sent.insert(node, sent);
         }
     }
 

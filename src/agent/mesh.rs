@@ -416,6 +416,10 @@ impl Agent {
         if self.node.has_unsaved() || self.store.pending() > 0 {
             self.start_sync();
         }
+        let f = self.node.footprint();
+        if self.trim.beat(f.syncs + f.serving > 0) {
+            tracing::debug!("a sync ended: free memory given back");
+        }
     }
 
     /// Acts on peers coming and going: their status and their objects' availability.

@@ -204,6 +204,8 @@ struct Agent {
     advertise: Option<(PathBuf, RuntimeInfo)>,
     /// Rate limits of the warnings that input from the network can trigger.
     warns: crate::ratelimit::WarnLimit,
+    /// Gives memory back to the system once a sync is over.
+    trim: crate::heap::Trim,
     /// The machine has not rebooted since the agent last ran here (same kernel boot id): an
     /// output pin still holds what the agent left on it.
     same_boot: bool,

@@ -153,6 +153,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         running: false,
         advertise: None,
         warns: Default::default(),
+        trim: Default::default(),
         resolved: HashMap::new(),
         same_boot: runtime::same_boot(&data_dir),
         echoes: heapless::Deque::new(),

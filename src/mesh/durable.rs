@@ -1,9 +1,12 @@
-//! What of our own updates is durable: the store reports its fsyncs, our updates leave
-//! only after them, and a sync answered meanwhile sends what is durable.
+//! The node's durability bookkeeping: our own updates wait for the store before they leave
+//! on the live stream, and while some wait, the version vector and sync answers peers get
+//! stop below them ([`Node::durable_upto`], [`Node::durable_delta`]).
 
-use super::node::Node;
+use super::node::{Msg, Node, Send};
+use super::proto::{Batch, BATCH};
 use crate::model::ObjectId;
 use crate::replica::{Register, Update, VersionVector};
+use std::collections::HashMap;
 
 impl Node {
     /// The store made everything asked of it so far durable: our updates may leave.
@@ -17,7 +20,10 @@ impl Node {
         let n = self.unsaved.iter().take_while(|u| u.seq <= seq).count();
         self.outbox.extend(self.unsaved.drain(..n));
         if self.unsaved.is_empty() {
-            self.shadows.clear();
+            // Fresh, not cleared: a burst (the 10,000 objects of a config at start) would
+            // otherwise keep its capacity, tens of MiB, for the life of the process.
+            self.unsaved = Vec::new();
+            self.shadows = HashMap::new();
             return;
         }
         let settled: Vec<(ObjectId, String)> = self
@@ -93,5 +99,26 @@ impl Node {
         }
         delta.sort_by_key(|u| (u.stamp.origin, u.seq));
         delta
+    }
+
+    /// Sends our durable updates on the live stream.
+    pub fn stream(&mut self) {
+        let outbox = std::mem::take(&mut self.outbox);
+        for chunk in outbox.chunks(BATCH) {
+            self.to_send.push(Send::All(Msg::Updates(Batch {
+                updates: chunk.to_vec(),
+            })));
+        }
+    }
+
+    /// Our version vector as peers may see it: our own entry stops below the first of our
+    /// updates not yet durable.
+    pub fn shareable_version_vector(&self) -> VersionVector {
+        let mut vv = self.replica.version_vector().clone();
+        if let Some(first) = self.unsaved.iter().map(|u| u.seq).min() {
+            let durable = first.saturating_sub(1);
+            vv.entry(self.uuid).and_modify(|s| *s = (*s).min(durable));
+        }
+        vv
     }
 }

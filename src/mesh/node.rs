@@ -126,7 +126,7 @@ pub struct Node {
     /// Requests to the store, in order.
     pub(super) to_store: Vec<Persist>,
     /// Messages to send, in order.
-    to_send: Vec<Send>,
+    pub(super) to_send: Vec<Send>,
     /// Rate limits of the warnings peers can trigger.
     pub(super) warns: WarnLimit,
     /// Set while our own updates lost by the store may still be held by peers.
@@ -310,27 +310,6 @@ impl Node {
         }
         self.dirty.insert(id.clone());
         self.unsaved.extend(updates);
-    }
-
-    /// Sends our durable updates on the live stream.
-    pub fn stream(&mut self) {
-        let outbox = std::mem::take(&mut self.outbox);
-        for chunk in outbox.chunks(BATCH) {
-            self.to_send.push(Send::All(Msg::Updates(Batch {
-                updates: chunk.to_vec(),
-            })));
-        }
-    }
-
-    /// Our version vector as peers may see it: our own entry stops below the first of our
-    /// updates not yet durable.
-    pub fn shareable_version_vector(&self) -> VersionVector {
-        let mut vv = self.replica.version_vector().clone();
-        if let Some(first) = self.unsaved.iter().map(|u| u.seq).min() {
-            let durable = first.saturating_sub(1);
-            vv.entry(self.uuid).and_modify(|s| *s = (*s).min(durable));
-        }
-        vv
     }
 
     /// A heartbeat is due: say we are alive and what we hold; drop idle syncs.

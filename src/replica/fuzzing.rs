@@ -1,7 +1,8 @@
 //! The store's file decoders on bytes instead of files, for the fuzz targets in `tests/fuzz/`
 //! (see `FUZZING.md`). Hidden from the docs: it is no API, and nothing in pimesh calls it.
 
-use super::log::{self, LOG_FILE, SNAPSHOT_FILE};
+use super::log::{LOG_FILE, SNAPSHOT_FILE};
+use super::record;
 use super::{snapshot, Replica, StoreError};
 use std::path::Path;
 use uuid::Uuid;
@@ -14,5 +15,5 @@ pub fn load_snapshot(bytes: &[u8], origin: Uuid) -> Result<Replica, StoreError> 
 /// Replays `bytes` onto `replica` as [`Store::open`](super::Store::open) replays
 /// `updates.log`; returns the length of its whole records (the rest is a torn tail).
 pub fn replay_log(replica: &mut Replica, bytes: &[u8]) -> usize {
-    log::replay(replica, bytes, Path::new(LOG_FILE)).valid_len
+    record::replay(replica, bytes, Path::new(LOG_FILE)).valid_len
 }

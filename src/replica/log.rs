@@ -18,11 +18,9 @@
 use super::record;
 use super::snapshot;
 use super::{Replica, Update};
-use crate::clock::now_ms;
-use crate::model::ObjectId;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
@@ -38,169 +36,13 @@ const COMPACT_MIN_RECORDS: usize = 1_000;
 /// The log is compacted once it holds this many times more records than there are registers.
 const COMPACT_RATIO: usize = 4;
 
-/// Why the store could not load or save the replica; each names the file and what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The store directory could not be created: permissions, or a data disk not mounted.
-    #[error("cannot create the replica directory {}: {source} (check that its parent exists and is writable by this user)", .dir.display())]
-    CreateDir {
-        /// The directory.
-        dir: PathBuf,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// The snapshot exists but cannot be read.
-    #[error("cannot read the replica snapshot {}: {source} (check its permissions)", .path.display())]
-    ReadSnapshot {
-        /// The snapshot file.
-        path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// The snapshot is not valid JSON of the expected shape; it is only ever replaced by an
-    /// atomic rename, so this is damage from outside (bit rot, an edit by hand).
-    #[error("the replica snapshot {} is damaged ({source}); move it aside and restart: the log is still loaded and peers send the rest of the house again", .path.display())]
-    CorruptSnapshot {
-        /// The snapshot file.
-        path: PathBuf,
-        /// Where parsing failed.
-        source: serde_json::Error,
-    },
-    /// The snapshot's checksum does not match its contents: damage from outside.
-    #[error("the replica snapshot {} is damaged: its checksum is {actual} but it says {expected}; move it aside and restart: the log is still loaded and peers send the rest of the house again", .path.display())]
-    SnapshotChecksum {
-        /// The snapshot file.
-        path: PathBuf,
-        /// The checksum the file states.
-        expected: String,
-        /// The checksum of what it holds.
-        actual: String,
-    },
-    /// The snapshot was written by a pimesh with another snapshot format.
-    #[error("the replica snapshot {} has format {found} but this pimesh reads format {expected}; run the pimesh version that wrote it, or move the file aside to fetch the house from peers again", .path.display())]
-    SnapshotFormat {
-        /// The snapshot file.
-        path: PathBuf,
-        /// The format in the file.
-        found: u32,
-        /// The format this build reads.
-        expected: u32,
-    },
-    /// The replica could not be encoded for the snapshot; nothing was written.
-    #[error("cannot encode the replica for the snapshot {}: {source}", .path.display())]
-    EncodeSnapshot {
-        /// The snapshot file.
-        path: PathBuf,
-        /// What serde_json said.
-        source: serde_json::Error,
-    },
-    /// Writing the snapshot failed; the previous snapshot and the log are untouched.
-    #[error("cannot write the replica snapshot {}: {source} (disk full or read-only?); the log still holds every update", .path.display())]
-    WriteSnapshot {
-        /// The file (or directory) being written.
-        path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// The log cannot be opened or created.
-    #[error("cannot open the replica log {}: {source} (check its permissions)", .path.display())]
-    OpenLog {
-        /// The log file.
-        path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// The log cannot be read back.
-    #[error("cannot read the replica log {}: {source}", .path.display())]
-    ReadLog {
-        /// The log file.
-        path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// The log could not be shortened: cutting a torn tail on open, or emptying it after a
-    /// snapshot.
-    #[error("cannot cut the replica log {} to {len} bytes: {source} (disk read-only?)", .path.display())]
-    TruncateLog {
-        /// The log file.
-        path: PathBuf,
-        /// The length it should have had.
-        len: u64,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// Appending to the log failed; the updates stay queued in memory and are retried first
-    /// on the next append or flush.
-    #[error("cannot write the replica log {}: {source} (disk full?); {pending} updates are kept in memory and written with the next append", .path.display())]
-    WriteLog {
-        /// The log file.
-        path: PathBuf,
-        /// How many updates wait in memory.
-        pending: usize,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// An update could not be encoded; none of the updates of that call were queued.
-    #[error("cannot encode the update of {object}.{prop} for the replica log: {source}")]
-    EncodeUpdate {
-        /// The object written.
-        object: ObjectId,
-        /// The property written.
-        prop: String,
-        /// What serde_json said.
-        source: serde_json::Error,
-    },
-}
-
-/// The operations the store needs from its log file, so a test can make them fail the way a
-/// full disk does without being able to fill one.
-pub(super) trait LogFile: Send {
-    /// Writes all of `bytes` at `offset`.
-    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()>;
-    /// Makes what was written durable.
-    fn sync(&mut self) -> io::Result<()>;
-    /// Cuts (or extends) the file to `len` bytes.
-    fn set_len(&mut self, len: u64) -> io::Result<()>;
-    /// A second handle on the file, so its fsync can run on another thread; none: sync here.
-    fn sync_handle(&self) -> Option<File> {
-        None
-    }
-}
-
-impl LogFile for File {
-    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        self.seek(SeekFrom::Start(offset))?;
-        self.write_all(bytes)
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        self.sync_data()
-    }
-
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        File::set_len(self, len)
-    }
-
-    fn sync_handle(&self) -> Option<File> {
-        self.try_clone().ok()
-    }
-}
-
-/// An fsync started with [`Store::begin_sync`]: what it makes durable once it succeeds.
-#[derive(Debug)]
-pub struct SyncTicket {
-    /// Log bytes written when it started.
-    len: u64,
-    /// Bytes and updates of `unsynced` it covers.
-    bytes: usize,
-    count: usize,
-    /// The store's generation then: a flush or compaction since makes the ticket moot.
-    generation: u64,
-    /// The handle to sync on another thread; none: it was synced already (a test's file).
-    pub handle: Option<File>,
-    /// The result when it was synced already.
-    pub done: Option<io::Result<()>>,
-}
+#[path = "store_error.rs"]
+mod error;
+#[path = "log_file.rs"]
+mod file;
+pub use error::StoreError;
+pub(super) use file::LogFile;
+pub use file::SyncTicket;
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -249,29 +91,6 @@ pub struct Store {
     /// Why our own updates since the snapshot may be missing from what was loaded (the log
     /// was emptied, deleted or replaced from outside); none when the log was whole.
     lost: Option<String>,
-}
-
-/// Applies the records of the log bytes `bytes` (read from `log_path`, named in errors) to
-/// `replica`, reporting damaged and unreadable records; returns what the scan found.
-pub(super) fn replay(replica: &mut Replica, bytes: &[u8], log_path: &Path) -> record::Scan {
-    let scan = record::scan(bytes);
-    for &(start, end) in &scan.damaged {
-        tracing::error!(
-            file = %log_path.display(),
-            "damaged record at bytes {start}..{end} skipped; peers will send its update again"
-        );
-    }
-    for (start, end, reason) in &scan.unreadable {
-        tracing::error!(
-            file = %log_path.display(),
-            "unreadable record at bytes {start}..{end} skipped ({reason}); was it written by a newer pimesh?"
-        );
-    }
-    let wall_ms = now_ms();
-    for update in &scan.updates {
-        replica.apply(update, wall_ms);
-    }
-    scan
 }
 
 impl Store {
@@ -326,7 +145,7 @@ impl Store {
                 source,
             })?;
 
-        let scan = replay(&mut replica, &bytes, &log_path);
+        let scan = record::replay(&mut replica, &bytes, &log_path);
         let valid_len = u64::try_from(scan.valid_len).unwrap_or(u64::MAX);
         if scan.valid_len == 0 && !bytes.is_empty() && !record::looks_torn(&bytes) {
             // Not one valid record, and more than an interrupted write leaves: this is
@@ -432,7 +251,11 @@ impl Store {
                 source,
             })?;
         }
-        self.pending.extend_from_slice(&encoded);
+        if self.pending.is_empty() {
+            self.pending = encoded;
+        } else {
+            self.pending.extend_from_slice(&encoded);
+        }
         self.pending_count += updates.len();
         Ok(())
     }
@@ -454,7 +277,14 @@ impl Store {
             Ok(()) => {
                 self.written_len += u64::try_from(self.pending.len()).unwrap_or(u64::MAX);
                 self.records += self.pending_count;
-                self.unsynced.append(&mut self.pending);
+                // Moved, not appended: `pending` would keep the capacity of the biggest
+                // write ever queued (the whole house at a first start) for good.
+                let written = std::mem::take(&mut self.pending);
+                if self.unsynced.is_empty() {
+                    self.unsynced = written;
+                } else {
+                    self.unsynced.extend_from_slice(&written);
+                }
                 self.unsynced_count += self.pending_count;
                 self.pending_count = 0;
                 self.refused = false;
@@ -552,6 +382,10 @@ impl Store {
             Ok(()) => {
                 self.durable_len = len;
                 self.unsynced.drain(..bytes.min(self.unsynced.len()));
+                if self.unsynced.is_empty() {
+                    // Gives back what a burst of writes grew it to.
+                    self.unsynced = Vec::new();
+                }
                 self.unsynced_count = self.unsynced_count.saturating_sub(count);
                 self.refused = false;
                 Ok(())

@@ -5,6 +5,7 @@ use super::*;
 use crate::model::{Value, DELETED, ROOM, STATE, X, Y};
 use crate::replica::record;
 use crate::replica::tests::{node, oid, state, write, Rng};
+use std::io::Write;
 
 const T0: u64 = 1_700_000_000_000;
 

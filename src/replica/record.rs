@@ -16,7 +16,8 @@
 //! detection for good. Skipping loses only the damaged record; LWW does not care about order,
 //! and the hole stays visible in the version vector, so anti-entropy fetches it from a peer.
 
-use super::Update;
+use super::{Replica, Update};
+use std::path::Path;
 
 /// Bytes before the payload: the length and the crc.
 pub(super) const HEADER_LEN: usize = 8;
@@ -88,6 +89,29 @@ pub(super) struct Scan {
     pub(super) valid_len: usize,
     /// Whether the log holds the header a compaction writes.
     pub(super) header: bool,
+}
+
+/// Applies the records of the log bytes `bytes` (read from `log_path`, named in errors) to
+/// `replica`, reporting damaged and unreadable records; returns what the scan found.
+pub(super) fn replay(replica: &mut Replica, bytes: &[u8], log_path: &Path) -> Scan {
+    let scan = scan(bytes);
+    for &(start, end) in &scan.damaged {
+        tracing::error!(
+            file = %log_path.display(),
+            "damaged record at bytes {start}..{end} skipped; peers will send its update again"
+        );
+    }
+    for (start, end, reason) in &scan.unreadable {
+        tracing::error!(
+            file = %log_path.display(),
+            "unreadable record at bytes {start}..{end} skipped ({reason}); was it written by a newer pimesh?"
+        );
+    }
+    let wall_ms = crate::clock::now_ms();
+    for update in &scan.updates {
+        replica.apply(update, wall_ms);
+    }
+    scan
 }
 
 /// Reads every record of `bytes`, skipping damage in the middle and stopping at a torn tail.

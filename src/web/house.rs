@@ -43,7 +43,7 @@ const BACKLOG: usize = 512;
 #[derive(Debug, Default)]
 struct State {
     /// Each object's public state, by id.
-    objects: BTreeMap<String, Value>,
+    objects: BTreeMap<String, Shown>,
     /// Each input's last press: `{"event": "single", "at": <unix ms>}`.
     presses: BTreeMap<String, Value>,
     /// The mesh as `pimesh peers` shows it.
@@ -52,6 +52,37 @@ struct State {
     areas: Vec<Area>,
     /// An object came, went or moved since `areas` was computed.
     layout_dirty: bool,
+}
+
+/// An object's public state as the page gets it: the JSON text, and where the object is for
+/// the layout. Text, not a parsed `Value`: a value costs about 1 KiB an object more.
+#[derive(Debug, PartialEq)]
+struct Shown {
+    /// The state as JSON (as `serde_json` writes the parsed value: keys sorted).
+    json: Box<str>,
+    /// Its `room`, when that is text.
+    room: Option<Box<str>>,
+    /// Its `x`, 0 when that is not a number.
+    x: f64,
+    /// Its `y`, likewise.
+    y: f64,
+}
+
+impl Shown {
+    /// What the page keeps of state `v`.
+    fn of(v: &Value) -> Shown {
+        Shown {
+            json: v.to_string().into(),
+            room: v["room"].as_str().map(Into::into),
+            x: v["x"].as_f64().unwrap_or(0.0),
+            y: v["y"].as_f64().unwrap_or(0.0),
+        }
+    }
+
+    /// Where it is, for the layout.
+    fn place(&self) -> (Option<&str>, f64, f64) {
+        (self.room.as_deref(), self.x, self.y)
+    }
 }
 
 /// Why a command from the page did not get an answer.
@@ -145,7 +176,11 @@ impl House {
         json!({
             "me": self.me,
             "user": user,
-            "objects": s.objects.values().collect::<Vec<_>>(),
+            "objects": s
+                .objects
+                .values()
+                .map(|o| serde_json::from_str(&o.json).unwrap_or(Value::Null))
+                .collect::<Vec<Value>>(),
             "rooms": s.areas,
             "peers": s.peers,
             "presses": s.presses,
@@ -249,13 +284,12 @@ impl House {
             .ok()
             .filter(|v| v["id"] == id && v["kind"] != "automation");
         self.change(|s| {
-            let place = |o: &Value| (o["room"].clone(), o["x"].clone(), o["y"].clone());
-            let before = s.objects.get(id).map(place);
-            let out = match value {
-                Some(v) if s.objects.get(id) != Some(&v) => {
-                    s.layout_dirty |= before != Some(place(&v));
-                    let f = frame("object", &v);
-                    s.objects.insert(id.to_string(), v);
+            let shown = value.as_ref().map(|v| (v, Shown::of(v)));
+            let out = match shown {
+                Some((v, new)) if s.objects.get(id) != Some(&new) => {
+                    s.layout_dirty |= s.objects.get(id).map(Shown::place) != Some(new.place());
+                    let f = frame("object", v);
+                    s.objects.insert(id.to_string(), new);
                     f
                 }
                 None if s.objects.remove(id).is_some() => {
@@ -276,13 +310,9 @@ impl House {
             return None;
         }
         let areas = layout::areas(
-            s.objects.values().map(|o| {
-                (
-                    o["room"].as_str().unwrap_or(""),
-                    o["x"].as_f64().unwrap_or(0.0),
-                    o["y"].as_f64().unwrap_or(0.0),
-                )
-            }),
+            s.objects
+                .values()
+                .map(|o| (o.room.as_deref().unwrap_or(""), o.x, o.y)),
             &self.fixed_rooms,
         );
         (areas != s.areas).then(|| {
@@ -339,7 +369,7 @@ impl House {
             }
             layout::room_at(&s.areas, x, y)
                 .map(str::to_string)
-                .or_else(|| s.objects.get(object)?["room"].as_str().map(str::to_string))
+                .or_else(|| s.objects.get(object)?.room.as_deref().map(str::to_string))
         };
         let req = SetRequest {
             room,

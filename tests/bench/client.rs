@@ -76,6 +76,14 @@ impl Client {
             .with_context(|| format!("{} publishing to {topic}", self.name))
     }
 
+    /// Publishes `payload` on `topic` with QoS 1, retained.
+    pub async fn publish_retained(&self, topic: &str, payload: impl Into<Vec<u8>>) -> Result<()> {
+        self.handle
+            .publish(topic, QoS::AtLeastOnce, true, payload.into())
+            .await
+            .with_context(|| format!("{} publishing to {topic}", self.name))
+    }
+
     /// The next PUBLISH received, waiting at most until `deadline`.
     pub async fn next_publish_by(&mut self, deadline: Instant) -> Result<Publish> {
         match self
