@@ -140,39 +140,55 @@ impl Sim {
                 "command {n} ({} id {} for {} at {})",
                 s.sender, s.id, s.object, self.nodes[s.to].name
             );
-            if s.answers.len() > 1 {
-                return Err(format!(
-                    "{what} answered {} times: {:?}",
-                    s.answers.len(),
-                    s.answers
-                ));
-            }
             let stayed_up = self.nodes[s.to].kept.crashes == s.crashes;
-            let Some(answer) = s.answers.first() else {
-                if stayed_up {
-                    return Err(format!("{what} never answered"));
-                }
-                continue;
-            };
-            if answer.id.as_deref() != Some(s.id.as_str()) {
+            let answer =
+                self.check_answers(&what, &s.answers, stayed_up, &s.object, &s.key, &switched)?;
+            if let Some(answer) = answer.filter(|a| a.id.as_deref() != Some(s.id.as_str())) {
                 return Err(format!("{what} answered with id {:?}", answer.id));
-            }
-            if answer.result != Outcome::Ok || s.object == SCENE {
-                continue;
-            }
-            let by = holder(&s.object).map(|h| self.nodes[h].uuid);
-            if answer.executed_by_uuid != by {
-                return Err(format!(
-                    "{what} answered ok by {:?}, not its holder",
-                    answer.executed_by
-                ));
-            }
-            if !switched.contains_key(s.key.as_str()) {
-                return Err(format!(
-                    "{what} answered ok, but its holder never switched for it"
-                ));
             }
         }
         Ok(())
+    }
+
+    /// What every command and job must see: at most one answer, one when the instance that
+    /// waits for it stayed up, and an `ok` for a relay from its holder after it switched for
+    /// it. The answer, if any.
+    pub(super) fn check_answers<'a>(
+        &self,
+        what: &str,
+        answers: &'a [Reply],
+        stayed_up: bool,
+        object: &str,
+        key: &str,
+        switched: &BTreeMap<&str, usize>,
+    ) -> Result<Option<&'a Reply>, String> {
+        if answers.len() > 1 {
+            return Err(format!(
+                "{what} answered {} times: {answers:?}",
+                answers.len()
+            ));
+        }
+        let Some(answer) = answers.first() else {
+            if stayed_up {
+                return Err(format!("{what} never answered"));
+            }
+            return Ok(None);
+        };
+        if answer.result != Outcome::Ok || object == SCENE {
+            return Ok(Some(answer));
+        }
+        let holder = (0..self.nodes.len()).find(|i| relay_of(*i) == object);
+        if answer.executed_by_uuid != holder.map(|h| self.nodes[h].uuid) {
+            return Err(format!(
+                "{what} answered ok by {:?}, not its holder",
+                answer.executed_by
+            ));
+        }
+        if !switched.contains_key(key) {
+            return Err(format!(
+                "{what} answered ok, but its holder never switched for it"
+            ));
+        }
+        Ok(Some(answer))
     }
 }

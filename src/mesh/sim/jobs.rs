@@ -8,7 +8,7 @@
 
 use super::commands::{relay_of, SCENE};
 use super::Sim;
-use crate::api::{Outcome, Reply};
+use crate::api::Reply;
 use crate::mesh::automation::{jobs_for, ACTION, THEN, TO, WATCH, WHEN};
 use crate::model::{self, ObjectId};
 
@@ -107,35 +107,8 @@ impl Sim {
     ) -> Result<(), String> {
         for j in &self.traffic.jobs {
             let what = format!("job {} handed out by {}", j.id, self.nodes[j.from].name);
-            if j.answers.len() > 1 {
-                return Err(format!(
-                    "{what} answered {} times: {:?}",
-                    j.answers.len(),
-                    j.answers
-                ));
-            }
             let stayed_up = self.nodes[j.from].kept.crashes == j.crashes;
-            let Some(answer) = j.answers.first() else {
-                if stayed_up {
-                    return Err(format!("{what} never answered"));
-                }
-                continue;
-            };
-            if answer.result != Outcome::Ok {
-                continue;
-            }
-            let holder = (0..self.nodes.len()).find(|i| relay_of(*i) == j.target);
-            if answer.executed_by_uuid != holder.map(|h| self.nodes[h].uuid) {
-                return Err(format!(
-                    "{what} answered ok by {:?}, not the holder",
-                    answer.executed_by
-                ));
-            }
-            if !switched.contains_key(j.id.as_str()) {
-                return Err(format!(
-                    "{what} answered ok, but the holder never switched for it"
-                ));
-            }
+            self.check_answers(&what, &j.answers, stayed_up, &j.target, &j.id, switched)?;
         }
         Ok(())
     }
