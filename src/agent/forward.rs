@@ -103,8 +103,7 @@ impl View for AgentView<'_> {
     }
 
     fn state(&self, id: &ObjectId) -> Option<serde_json::Value> {
-        let obj = self.node.replica().get(id)?;
-        Some(crate::api::state_json(id, obj))
+        crate::mesh::dispatch::state_of(self.node.replica(), id)
     }
 }
 

@@ -9,6 +9,7 @@
 use super::state::claimants;
 use super::{on_off, Agent, Internal};
 use crate::api::{self, Outcome, SetRequest, Switch};
+use crate::mesh::automation::EVENT;
 use crate::model::{self, ObjectId, Value};
 use crate::mqtt::Qos;
 use crate::plugins::press::PressAction;
@@ -19,8 +20,6 @@ use std::time::Instant;
 /// Property saying why a relay last changed state (`command`, `pulse-ms elapsed`,
 /// `max-on-s exceeded`, `interlock: <id> switched on`, `on-stop`, `start rules`).
 pub const REASON: &str = "reason";
-/// Property holding an input's last press pattern (`single`, `double`, `long`).
-pub const EVENT: &str = crate::mesh::automation::EVENT;
 
 /// A relay command waiting for the bank's answer (the dispatcher knows who waits for it).
 #[derive(Debug)]

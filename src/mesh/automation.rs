@@ -22,8 +22,8 @@ pub const MOVE_ROOM: &str = "move-room";
 pub const MOVE_X: &str = "move-x";
 pub const MOVE_Y: &str = "move-y";
 
-/// The property an input's press patterns are published in; its empty value between two
-/// equal events is not an event.
+/// The property holding an input's last press pattern (`single`, `double`, `long`); its
+/// empty value between two equal events is not an event.
 pub const EVENT: &str = "event";
 
 /// A rule to run for one event.

@@ -21,7 +21,7 @@
 
 mod view;
 
-pub use view::{claimants, command_key, make_reply, seen, Seen, View};
+pub use view::{claimants, command_key, make_reply, seen, state_of, Seen, View};
 
 use super::commands::{Commands, NotExecutor, Origin, Pending, Waiter};
 use crate::api::{Outcome, Reply, SetRequest, Switch};

@@ -42,6 +42,11 @@ pub fn seen(replica: &Replica, id: &ObjectId) -> Option<Seen> {
     })
 }
 
+/// An object's public state in `replica`, for an answer that says what is last known.
+pub fn state_of(replica: &Replica, id: &ObjectId) -> Option<serde_json::Value> {
+    Some(crate::api::state_json(id, replica.get(id)?))
+}
+
 /// An answer from instance `uuid` called `name`; `refusing` says its disk refuses writes, so
 /// nothing it changes now is durable.
 pub fn make_reply(

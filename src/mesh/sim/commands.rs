@@ -97,8 +97,7 @@ impl View for SimView<'_> {
         dispatch::make_reply(self.me, self.name, self.refusing, object, id, result, error)
     }
     fn state(&self, id: &ObjectId) -> Option<serde_json::Value> {
-        let obj = self.node.replica().get(id)?;
-        Some(crate::api::state_json(id, obj))
+        crate::mesh::dispatch::state_of(self.node.replica(), id)
     }
 }
 
