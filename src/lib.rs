@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod doctor;
 pub mod door;
+pub mod external;
 pub mod hal;
 pub mod heap;
 pub mod identity;

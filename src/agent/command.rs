@@ -56,12 +56,19 @@ impl Agent {
                 warn_limited!(self.warns, "rejected-command", object = %shown, error = %e, "rejected command");
                 let (id, reply_to) = api::salvage_reply_address(payload);
                 let reply = self.reply(object, id, Outcome::Rejected, Some(e.to_string()));
-                let to = response.or(reply_to.map(ResponseTo::topic));
+                let mut to = response.or(reply_to.map(ResponseTo::topic));
+                if let Some(to) = to.as_mut() {
+                    to.shared |= sender.is_some_and(super::shared::is_shared_sender);
+                }
                 self.answer(to.as_ref(), reply).await;
                 return;
             }
         };
-        let reply_to = response.or(req.reply_to.take().map(ResponseTo::topic));
+        let mut reply_to = response.or(req.reply_to.take().map(ResponseTo::topic));
+        if let Some(to) = reply_to.as_mut() {
+            // A JSON reply-to names a topic on the broker the command came through.
+            to.shared |= sender.is_some_and(super::shared::is_shared_sender);
+        }
         let client_id = req.id.take();
         self.command(sender, object, client_id, req, reply_to);
     }
@@ -144,7 +151,7 @@ impl Agent {
             correlation_data: Some(data),
             ..Default::default()
         });
-        if let Err(e) = self.link.publish_with(topic, false, payload, properties) {
+        if let Err(e) = self.link.answer(to, payload, properties) {
             warn_limited!(self.warns, "answer-not-sent", %topic, error = %e, "could not publish the answer");
         }
     }

@@ -197,7 +197,7 @@ impl Agent {
     }
 
     /// `<prefix>/status`.
-    fn ha_status_topic(&self) -> String {
+    pub(super) fn ha_status_topic(&self) -> String {
         format!("{}/status", self.ha.config.discovery_prefix)
     }
 

@@ -20,12 +20,14 @@ mod hardware;
 mod join;
 mod known;
 mod mesh;
+mod own_link;
 mod serial;
+mod shared;
 mod start;
 mod state;
 
 use crate::api;
-use crate::broker::local::{LocalEvent, LocalLink};
+use crate::broker::local::LocalEvent;
 use crate::broker::{self, PortChoice};
 use crate::config::{Config, InputConfig, PowerOn, RelayConfig};
 use crate::hal;
@@ -88,6 +90,8 @@ pub enum AgentError {
     Web(#[from] crate::web::WebError),
     #[error("{0}")]
     Join(String),
+    #[error(transparent)]
+    External(#[from] crate::external::ExternalError),
     #[error(
         "the embedded broker stopped unexpectedly; exiting so the service manager restarts pimesh"
     )]
@@ -150,8 +154,8 @@ struct Agent {
     serials: BTreeMap<ObjectId, crate::plugins::serial::SerialHandle>,
     /// The device of each line channel we hold, by channel id.
     channels: BTreeMap<ObjectId, ObjectId>,
-    /// Link to our own embedded broker, in process.
-    link: LocalLink,
+    /// Link to our own embedded broker, in process (and to the shared one, if any).
+    link: own_link::OwnLink,
     /// Sender for edges and debounce timers.
     internal: mpsc::UnboundedSender<Internal>,
     /// Forwarded answers waiting for this event's fsync to carry its updates, by sender.
@@ -459,6 +463,10 @@ impl Agent {
             .link
             .publish(&status, Qos::AtLeastOnce, true, "offline")
             .await;
+        if let Some(shared) = self.link.shared() {
+            // Bounded: a shared broker that is down must not hold up the stop.
+            let _ = tokio::time::timeout(Duration::from_secs(1), shared.leave(&status)).await;
+        }
         self.leave_mesh().await;
         self.flush_store();
         tracing::info!("pimesh agent stopped");

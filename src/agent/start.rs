@@ -107,6 +107,26 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     let Some((link, mut link_rx)) = broker.local.take() else {
         return Err(AgentError::BrokerDied);
     };
+    let (link, mut shared_rx) = match &broker_cfg.external {
+        Some(external) => {
+            let ha = &settings.config.homeassistant;
+            let plan = shared::plan(
+                &base,
+                uuid,
+                ha.enabled
+                    .then(|| format!("{}/status", ha.discovery_prefix)),
+            );
+            let (shared, rx) = crate::external::External::spawn(
+                external,
+                format!("pimesh-{uuid}"),
+                plan,
+                cancel.child_token(),
+            )?;
+            tracing::info!(host = %external.host, port = external.port, tls = external.tls, "serving the house on the shared broker too");
+            (own_link::OwnLink::new(link, Some(shared)), Some(rx))
+        }
+        None => (own_link::OwnLink::new(link, None), None),
+    };
     let (internal, mut internal_rx) = mpsc::unbounded_channel();
     let internal_for_sync = internal.clone();
     let (mesh_tx, mut mesh_rx) = mpsc::channel(1024);
@@ -252,7 +272,11 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
             Some((addr, ev)) = mesh_rx.recv() => agent.on_peer_link(&addr, ev).await,
             Some(ev) = internal_rx.recv() => agent.on_internal(ev).await,
             Some(ev) = serial_rx.recv() => agent.on_serial(ev).await,
-            _ = beat.tick() => agent.on_beat().await,
+            Some(ev) = recv_shared(&mut shared_rx) => agent.on_shared(ev).await,
+            _ = beat.tick() => {
+                agent.on_beat().await;
+                agent.shared_beat().await;
+            }
         }
         agent.settle_commands().await;
         agent.check_claims();
@@ -267,6 +291,16 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     RuntimeInfo::remove(&data_dir);
     drop(gpio);
     result
+}
+
+/// The next event of the shared broker's link; never, without one.
+async fn recv_shared(
+    rx: &mut Option<mpsc::Receiver<crate::external::ExternalEvent>>,
+) -> Option<crate::external::ExternalEvent> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Serves the floor-plan page (`[web]`) next to the broker, with its users and the

@@ -27,6 +27,8 @@ pub struct ResponseTo {
     pub topic: String,
     /// The correlation data property, echoed on the answer.
     pub correlation: Option<Bytes>,
+    /// The client is on the shared broker (`[broker] external`): the answer goes there.
+    pub shared: bool,
 }
 
 impl ResponseTo {
@@ -35,6 +37,7 @@ impl ResponseTo {
         ResponseTo {
             topic,
             correlation: None,
+            shared: false,
         }
     }
 }
@@ -180,6 +183,7 @@ impl LocalRx {
                         Some(ResponseTo {
                             topic,
                             correlation: p.correlation_data,
+                            shared: false,
                         })
                     });
                     return LocalEvent::Message {

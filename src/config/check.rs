@@ -150,6 +150,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     .filter_map(|p| p.as_ref().map(|p| *p.get_ref()))
     .collect();
     let web = super::web::table(&src, raw.web, &broker_ports)?;
+    let external = super::external::table(&src, &raw.broker)?;
     Ok(Config {
         name,
         data_dir,
@@ -177,6 +178,7 @@ pub(super) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
                 .unwrap_or(crate::door::Limits::default().max_retained_topics),
             websocket: raw.broker.websocket.unwrap_or(true),
             ws_port: nonzero_port(&src, "ws-port", raw.broker.ws_port)?,
+            external,
         },
         mesh,
         relays,

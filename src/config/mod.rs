@@ -12,6 +12,7 @@
 //! the serial devices.
 
 mod check;
+mod external;
 mod homeassistant;
 #[cfg(test)]
 mod hw_tests;
@@ -24,6 +25,7 @@ mod software;
 mod tests;
 mod web;
 
+pub use external::{parse_url as parse_external_url, ExternalBroker};
 pub use serial::{DataBits, Parity, Protocol, SerialChannel, SerialConfig, StopBits};
 
 use crate::hal::{Backend, Pull};
@@ -228,6 +230,8 @@ pub struct BrokerConfig {
     pub websocket: bool,
     /// A fixed port for MQTT over WebSocket; without it, the first free one from 9001.
     pub ws_port: Option<u16>,
+    /// The shared broker the house is also served on (`external = "mqtt://HOST:PORT"`).
+    pub external: Option<ExternalBroker>,
 }
 
 /// The `[mesh]` table.

@@ -187,6 +187,14 @@ pub(super) struct RawBroker {
     pub websocket: Option<bool>,
     /// Fixed WebSocket port, if any.
     pub ws_port: Option<Spanned<u16>>,
+    /// The shared broker's URL; checked for scheme, host and port.
+    pub external: Option<Spanned<String>>,
+    /// The shared broker's user name.
+    pub external_user: Option<Spanned<String>>,
+    /// File holding the shared broker's password; checked readable.
+    pub external_password_file: Option<Spanned<String>>,
+    /// CA of the shared broker's certificate; checked readable, mqtts:// only.
+    pub external_ca_file: Option<Spanned<String>>,
 }
 
 /// The `[mesh]` table.

@@ -73,6 +73,7 @@ fn an_empty_file_gives_every_default() {
                 max_retained: 10_000,
                 websocket: true,
                 ws_port: None,
+                external: None,
             },
             mesh: MeshConfig {
                 peers: vec![],
@@ -217,6 +218,7 @@ fn every_key_is_read() {
             max_retained: 10_000,
             websocket: true,
             ws_port: None,
+            external: None,
         }
     );
     assert_eq!(
@@ -302,7 +304,7 @@ fn an_unknown_key_lists_the_allowed_ones() {
     );
     assert_eq!(
         refusal(&["[broker]", "ports = 1883"]),
-        "house.toml:2: unknown field `ports`, expected one of `port`, `base-port`, `mqtt5-port`, `bind`, `segment-bytes`, `segment-count`, `allow-anonymous`, `tls-port`, `plaintext`, `max-retained`, `websocket`, `ws-port`"
+        "house.toml:2: unknown field `ports`, expected one of `port`, `base-port`, `mqtt5-port`, `bind`, `segment-bytes`, `segment-count`, `allow-anonymous`, `tls-port`, `plaintext`, `max-retained`, `websocket`, `ws-port`, `external`, `external-user`, `external-password-file`, `external-ca-file`"
     );
 }
 
