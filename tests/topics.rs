@@ -235,3 +235,33 @@ fn users_cannot_write_or_read_the_mesh_in_its_new_namespace() {
     assert!(said.contains("denied"), "the SUBACK refuses it: {said}");
     assert_eq!(a.pin(17).as_deref(), Some("0"), "no forged forward ran");
 }
+
+#[test]
+fn a_user_cannot_send_answers_to_another_users_tools() {
+    let a = start_node("alpha", &node_config("a"), &[]);
+    let mut passwords = Vec::new();
+    for user in ["ha", "bob"] {
+        let out = a.cli(&["user", "add", user]);
+        assert!(out.status.success(), "user add: {}", text(&out.stderr));
+        passwords.push(text(&out.stdout).trim().to_string());
+    }
+    let ha = ("ha".to_string(), passwords[0].clone());
+    let bob = ("bob".to_string(), passwords[1].clone());
+    let answers = Subscriber::new_as(a.port, "$pimesh/pimesh/client/user-ha/reply", ha.clone());
+    // Bob names ha's answer topic: the command runs, its answer goes nowhere.
+    let forged =
+        r#"{"state":"ON","id":"from-bob","reply-to":"$pimesh/pimesh/client/user-ha/reply"}"#;
+    publish_as(a.port, bob, "pimesh/a-light/set", forged.as_bytes(), false);
+    wait_until("bob's command ran", || a.pin(17).as_deref() == Some("1"));
+    // Then ha's own request on the same topic: its answer comes after any answer to bob's.
+    let own = r#"{"state":"OFF","id":"from-ha","reply-to":"$pimesh/pimesh/client/user-ha/reply"}"#;
+    publish_as(a.port, ha, "pimesh/a-light/set", own.as_bytes(), false);
+    let got = answers.take(1);
+    assert_eq!(got.len(), 1, "ha's own answer arrives");
+    assert!(
+        got[0].contains("from-ha"),
+        "ha got bob's answer first: {got:?}"
+    );
+    let log = std::fs::read_to_string(a.dir.join("test-agent.log")).unwrap_or_default();
+    assert!(log.contains("not answering on another user's answer topic"));
+}

@@ -25,8 +25,16 @@ impl Agent {
     ) {
         match api::route(&self.base, topic) {
             Some(Route::Set(object)) => self.on_set(&object, payload, response, sender).await,
-            Some(Route::Get) => self.on_get(payload, response).await,
-            Some(Route::Peers) => self.on_peers(payload, response).await,
+            Some(Route::Get) => {
+                let reply_to =
+                    self.reply_for(response.or_else(|| request_reply_to(payload)), sender);
+                self.on_get(payload, reply_to).await
+            }
+            Some(Route::Peers) => {
+                let reply_to =
+                    self.reply_for(response.or_else(|| request_reply_to(payload)), sender);
+                self.on_peers(reply_to).await
+            }
             Some(Route::Send(device)) => self.on_send(&device, payload),
             Some(Route::State(object)) => self.on_state_topic(&object, payload).await,
             Some(Route::Status(uuid)) => self.on_status_topic(uuid, payload).await,
@@ -56,21 +64,30 @@ impl Agent {
                 warn_limited!(self.warns, "rejected-command", object = %shown, error = %e, "rejected command");
                 let (id, reply_to) = api::salvage_reply_address(payload);
                 let reply = self.reply(object, id, Outcome::Rejected, Some(e.to_string()));
-                let mut to = response.or(reply_to.map(ResponseTo::topic));
-                if let Some(to) = to.as_mut() {
-                    to.shared |= sender.is_some_and(super::shared::is_shared_sender);
-                }
+                let to = self.reply_for(response.or(reply_to.map(ResponseTo::topic)), sender);
                 self.answer(to.as_ref(), reply).await;
                 return;
             }
         };
-        let mut reply_to = response.or(req.reply_to.take().map(ResponseTo::topic));
-        if let Some(to) = reply_to.as_mut() {
-            // A JSON reply-to names a topic on the broker the command came through.
-            to.shared |= sender.is_some_and(super::shared::is_shared_sender);
-        }
+        let reply_to = self.reply_for(
+            response.or(req.reply_to.take().map(ResponseTo::topic)),
+            sender,
+        );
         let client_id = req.id.take();
         self.command(sender, object, client_id, req, reply_to);
+    }
+
+    /// Where the answer to a request from `sender` goes: on the broker the request came
+    /// through, and nowhere when the topic is another user's answers (logged).
+    fn reply_for(&mut self, to: Option<ResponseTo>, sender: Option<&str>) -> Option<ResponseTo> {
+        let mut to = to?;
+        if !crate::door::acl::may_answer_to(&self.base, &to.topic, sender) {
+            let shown: String = to.topic.chars().take(80).collect();
+            warn_limited!(self.warns, "foreign-reply-topic", topic = %shown, sender = sender.unwrap_or("-"), "not answering on another user's answer topic");
+            return None;
+        }
+        to.shared |= sender.is_some_and(super::shared::is_shared_sender);
+        Some(to)
     }
 
     /// Executes a request for an object on this instance and builds its answer. Hardware is
@@ -157,10 +174,10 @@ impl Agent {
     }
 
     /// Handles `$pimesh/<base>/agent/get`: answers with every live object.
-    async fn on_get(&mut self, payload: &[u8], response: Option<ResponseTo>) {
+    async fn on_get(&mut self, payload: &[u8], reply_to: Option<ResponseTo>) {
         let request = serde_json::from_slice::<api::GetRequest>(payload).ok();
         let id = request.as_ref().and_then(|r| r.id.clone());
-        let Some(reply_to) = response.or(request.map(|r| ResponseTo::topic(r.reply_to))) else {
+        let Some(reply_to) = reply_to else {
             warn_limited!(
                 self.warns,
                 "bad-get",
@@ -185,8 +202,8 @@ impl Agent {
     }
 
     /// Handles `$pimesh/<base>/agent/peers`: answers with the mesh as this instance sees it.
-    async fn on_peers(&mut self, payload: &[u8], response: Option<ResponseTo>) {
-        let Some(reply_to) = response.or_else(|| request_reply_to(payload)) else {
+    async fn on_peers(&mut self, reply_to: Option<ResponseTo>) {
+        let Some(reply_to) = reply_to else {
             warn_limited!(
                 self.warns,
                 "bad-peers",

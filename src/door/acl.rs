@@ -63,6 +63,23 @@ pub fn may_answer_on(base: &str, topic: &str) -> bool {
     public_rest(base, topic).is_none_or(replies)
 }
 
+/// Whether a request from `sender` (as the front door names it, `<role>/<client id>`) may
+/// have its answer on `topic`: a user's answer topic (`$pimesh/<base>/client/user-<name>/…`)
+/// only for that user's own requests, so one user cannot send answers to another's tools.
+pub fn may_answer_to(base: &str, topic: &str, sender: Option<&str>) -> bool {
+    let Some(owner) = internal_rest(base, topic)
+        .and_then(|rest| rest.strip_prefix(REPLIES))
+        .and_then(|rest| rest.strip_prefix(crate::api::USER_REPLIES))
+        .and_then(|rest| rest.split('/').next())
+    else {
+        return true;
+    };
+    sender
+        .and_then(|s| s.strip_prefix("user "))
+        .and_then(|s| s.strip_prefix(owner))
+        .is_some_and(|s| s.starts_with('/'))
+}
+
 /// Who a connection authenticated as.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -366,6 +383,19 @@ mod tests {
         assert!(may_read(B, &u, "$pimesh/pimesh/client/user-ha/reply"));
         assert!(!may_read(B, &u, "$pimesh/pimesh/client/user-hacker/reply"));
         assert!(!may_read(B, &u, "$pimesh/pimesh/client/user-ha"));
+        // Answers on a user's topic only for that user's requests.
+        let mine = "$pimesh/pimesh/client/user-ha/reply";
+        assert!(may_answer_to(B, mine, Some("user ha/ha-client")));
+        assert!(!may_answer_to(B, mine, Some("user hacker/ha-client")));
+        assert!(!may_answer_to(B, mine, Some("user h/ha-client")));
+        assert!(!may_answer_to(B, mine, Some("user hax/c")));
+        assert!(!may_answer_to(B, mine, None));
+        assert!(may_answer_to(
+            B,
+            "$pimesh/pimesh/client/cli/reply",
+            Some("local/cli")
+        ));
+        assert!(may_answer_to(B, "app/answers", Some("user hacker/c")));
         assert!(!may_read(B, &u, "$pimesh/pimesh/client/#"));
         assert!(!may_read(B, &u, "$pimesh/pimesh/client/+/reply"));
         assert!(!may_read(B, &u, "$pimesh/pimesh/client/web-1234abcd/reply"));
