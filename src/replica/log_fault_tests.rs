@@ -6,6 +6,7 @@ use super::*;
 use crate::model::{Value, ROOM, STATE};
 use crate::replica::record;
 use crate::replica::tests::{node, oid, state};
+use std::fs::{self, File};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -62,15 +63,15 @@ fn open_faulty(
     let fail_sync = Arc::new(AtomicBool::new(false));
     let syncs = Arc::new(AtomicUsize::new(0));
     let (f, fs, s) = (fail.clone(), fail_sync.clone(), syncs.clone());
-    let (store, replica) = Store::open_with(dir, node(1), move |file| {
+    let wrap = move |file| -> Box<dyn LogFile> {
         Box::new(Flaky {
             file,
-            fail: f,
-            fail_sync: fs,
-            syncs: s,
+            fail: f.clone(),
+            fail_sync: fs.clone(),
+            syncs: s.clone(),
         })
-    })
-    .expect("open");
+    };
+    let (store, replica) = Store::open_with(dir, node(1), Box::new(wrap)).expect("open");
     (store, replica, fail, fail_sync, syncs)
 }
 
