@@ -165,7 +165,12 @@ impl Store {
         let mut unsynced = header;
         unsynced.extend_from_slice(&self.unsynced);
         let mut file = (self.wrap)(file);
-        file.write_at(0, &unsynced).map_err(failed)?;
+        if let Err(e) = file.write_at(0, &unsynced) {
+            // Appends stay in the old log; a spare left behind would only be replayed for
+            // nothing at the next start.
+            let _ = fs::remove_file(&path);
+            return Err(failed(e));
+        }
         self.written_len = unsynced.len() as u64;
         self.unsynced = unsynced;
         self.generation += 1;

@@ -332,3 +332,40 @@ fn a_flush_while_an_fsync_runs_settles_it() {
     assert_eq!(store.pending(), 0);
     assert!(!store.refusing());
 }
+
+#[test]
+fn a_full_disk_when_a_compaction_starts_leaves_appends_in_the_old_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut replica, fail, _) = open_flaky(dir.path());
+    persist(
+        &mut store,
+        &mut replica,
+        "lamp",
+        &[(STATE, "ON".into())],
+        T0,
+    );
+    fail.store(true, Ordering::SeqCst);
+    let err = store.begin_compaction(&replica).unwrap_err();
+    assert!(err.to_string().contains("updates.next.log"), "{err}");
+    assert!(
+        !dir.path().join(SPARE_FILE).exists(),
+        "no spare left behind"
+    );
+    fail.store(false, Ordering::SeqCst);
+    persist(
+        &mut store,
+        &mut replica,
+        "lamp",
+        &[(ROOM, "attic".into())],
+        T0 + 1,
+    );
+    assert_eq!(
+        record::scan(&fs::read(log_path(dir.path())).unwrap())
+            .updates
+            .len(),
+        2
+    );
+    drop(store);
+    let (store, again) = reopen(dir.path());
+    assert_eq!((store.lost(), state(&again)), (None, state(&replica)));
+}
