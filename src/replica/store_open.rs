@@ -55,9 +55,10 @@ impl Store {
         let main_path = dir.join(LOG_FILE);
         let spare_path = dir.join(SPARE_FILE);
         let interrupted = spare_path.exists();
-        let old = match interrupted {
-            true => replay_log(dir, &main_path, &mut replica, false)?,
-            false => None,
+        let old = if interrupted {
+            replay_log(dir, &main_path, &mut replica, false)?
+        } else {
+            None
         };
         let live_path = if interrupted { &spare_path } else { &main_path };
         let mut live =
@@ -70,7 +71,7 @@ impl Store {
         let lost = match (old.as_ref().and_then(|l| l.damaged.clone())).or(live.damaged.clone()) {
             Some(why) => Some(why),
             None if header_expected && !headers.contains(&Some(generation)) => Some(format!(
-                "the log {} lacks the header every log after a snapshot starts with: it was emptied, deleted or replaced",
+                "the log {} lacks the header (generation {generation}) every log after a snapshot starts with: it was emptied, deleted or replaced",
                 main_path.display()
             )),
             None => None,
