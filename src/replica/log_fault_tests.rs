@@ -325,12 +325,32 @@ fn a_flush_while_an_fsync_runs_settles_it() {
     let ticket = store.begin_sync().unwrap().unwrap();
     store.flush().unwrap();
     assert!(!store.syncing());
-    // The late result of the older fsync changes nothing, even a failure.
-    store
+    // The late result of the older fsync changes nothing, even a failure: the flush covered it.
+    let covered = store
         .end_sync(ticket, Err(io::Error::from_raw_os_error(5)))
         .unwrap();
+    assert!(covered);
     assert_eq!(store.pending(), 0);
     assert!(!store.refusing());
+}
+
+#[test]
+fn a_flush_that_fails_while_an_fsync_runs_does_not_cover_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, replica, _, fail_sync, _) = open_faulty(dir.path());
+    let updates = replica.prepare(&oid("lamp"), vec![(STATE.into(), "ON".into())], T0);
+    store.write(&updates).unwrap();
+    let ticket = store.begin_sync().unwrap().unwrap();
+    fail_sync.store(true, Ordering::SeqCst);
+    assert!(store.flush().is_err());
+    fail_sync.store(false, Ordering::SeqCst);
+    assert!(
+        !store.end_sync(ticket, Ok(())).unwrap(),
+        "its updates are not durable: the agent must not let them leave"
+    );
+    assert_eq!(store.pending(), 1);
+    store.flush().unwrap();
+    assert_eq!(store.pending(), 0);
 }
 
 #[test]
