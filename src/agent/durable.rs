@@ -10,10 +10,18 @@ pub(super) struct ToSync {
     pub(super) upto: Option<u64>,
 }
 
-/// The environment variable that makes every fsync of the fsync thread take this many
-/// milliseconds longer: a slow SD card, for tests (`tests/slow_disk.rs`). Start-up, shutdown
-/// and compaction flushes on the agent's thread are not slowed.
+/// The environment variable that makes every fsync of the fsync thread, and every job of the
+/// compaction thread, take this many milliseconds longer: a slow SD card, for tests
+/// (`tests/slow_disk.rs`). Start-up and shutdown flushes on the agent's thread are not slowed.
 pub const SLOW_FSYNC_ENV: &str = "PIMESH_TEST_FSYNC_DELAY_MS";
+
+/// The delay [`SLOW_FSYNC_ENV`] asks for, if any.
+pub(super) fn slow_disk() -> Option<std::time::Duration> {
+    std::env::var(SLOW_FSYNC_ENV)
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis)
+}
 
 /// Starts the thread that runs the store's fsyncs, so a slow SD card holds up only what
 /// waits for durability, never the agent's loop; each result comes back as an event.
@@ -21,10 +29,7 @@ pub(super) fn fsync_thread(
     events: tokio::sync::mpsc::UnboundedSender<super::Internal>,
 ) -> std::sync::mpsc::Sender<ToSync> {
     let (tx, rx) = std::sync::mpsc::channel::<ToSync>();
-    let slow = std::env::var(SLOW_FSYNC_ENV)
-        .ok()
-        .and_then(|ms| ms.parse::<u64>().ok())
-        .map(std::time::Duration::from_millis);
+    let slow = slow_disk();
     if let Some(delay) = slow {
         tracing::warn!(?delay, "{SLOW_FSYNC_ENV} is set: every fsync takes that much longer, as on a slow SD card (for tests)");
     }
@@ -35,10 +40,7 @@ pub(super) fn fsync_thread(
                 if let Some(delay) = slow {
                     std::thread::sleep(delay);
                 }
-                let result = match job.ticket.handle.take() {
-                    Some(file) => file.sync_data(),
-                    None => Ok(()),
-                };
+                let result = job.ticket.sync();
                 if events
                     .send(super::Internal::Synced(Box::new(job), result))
                     .is_err()
@@ -80,11 +82,8 @@ impl Agent {
                 }
                 if let Err(e) = self.syncer.send(ToSync { ticket, upto }) {
                     tracing::error!("the fsync thread is gone; syncing here");
-                    let ToSync { ticket, upto } = e.0;
-                    let result = match &ticket.handle {
-                        Some(file) => file.sync_data(),
-                        None => Ok(()),
-                    };
+                    let ToSync { mut ticket, upto } = e.0;
+                    let result = ticket.sync();
                     self.sync_ended(ToSync { ticket, upto }, result);
                 }
             }
@@ -102,14 +101,16 @@ impl Agent {
     }
 
     /// An fsync ended: what it covered is durable (our updates up to its seq may leave), or
-    /// it failed and is written again. More written meanwhile gets the next fsync.
+    /// it failed and is written again, or a compaction's log switch made it moot and the
+    /// next fsync covers it. More written meanwhile gets the next fsync.
     pub(super) fn sync_ended(&mut self, done: ToSync, result: std::io::Result<()>) {
         match self.store.end_sync(done.ticket, result) {
-            Ok(()) => {
+            Ok(true) => {
                 if let Some(seq) = done.upto {
                     self.node.durable_upto(seq);
                 }
             }
+            Ok(false) => {}
             Err(e) => {
                 tracing::error!(error = %e, queued = self.store.pending(), "state not saved yet; will retry")
             }

@@ -416,6 +416,7 @@ impl Agent {
         if self.node.has_unsaved() || self.store.pending() > 0 {
             self.start_sync();
         }
+        self.maybe_compact();
         let f = self.node.footprint();
         if self.trim.beat(f.syncs + f.serving > 0) {
             tracing::debug!("a sync ended: free memory given back");

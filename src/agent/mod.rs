@@ -13,6 +13,7 @@ mod answers;
 pub use admin::{admin_reply_topic, AdminReply, AdminRequest};
 mod automation;
 mod command;
+mod compaction;
 mod discovery;
 mod durable;
 mod forward;
@@ -119,6 +120,8 @@ enum Internal {
     Synced(Box<durable::ToSync>, std::io::Result<()>),
     /// Home Assistant came online and its random delay passed: announce the house again.
     HaAnnounce,
+    /// The compaction thread finished a compaction's job.
+    Compacted(Box<compaction::Compacted>),
 }
 
 /// The agent task's state: the one owner of the store, the hardware and the mesh view.
@@ -162,6 +165,8 @@ struct Agent {
     deferred: crate::mesh::until_durable::UntilDurable<(Uuid, api::Reply)>,
     /// Hands fsyncs to the fsync thread (see `Agent::start_sync`).
     syncer: std::sync::mpsc::Sender<durable::ToSync>,
+    /// Hands compactions' jobs to the compaction thread (see `Agent::maybe_compact`).
+    compactor: std::sync::mpsc::Sender<(crate::replica::CompactionJob, std::time::Instant)>,
     /// Who is in the mesh and alive.
     peers: Peers,
     /// Our links to peer brokers, by address, with the token that closes each.
@@ -447,6 +452,7 @@ impl Agent {
             }
             Internal::Synced(done, result) => self.sync_ended(*done, result),
             Internal::HaAnnounce => self.announce_all().await,
+            Internal::Compacted(done) => self.compaction_ended(*done),
             Internal::Joined(Err(why)) => {
                 tracing::error!(%why, "could not join the mesh of the invitation; running alone");
                 self.join = None;

@@ -129,6 +129,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     };
     let (internal, mut internal_rx) = mpsc::unbounded_channel();
     let internal_for_sync = internal.clone();
+    let internal_compact = internal.clone();
     let (mesh_tx, mut mesh_rx) = mpsc::channel(1024);
     let mut agent = Agent {
         uuid,
@@ -150,6 +151,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         internal,
         deferred: Default::default(),
         syncer: durable::fsync_thread(internal_for_sync),
+        compactor: super::compaction::compaction_thread(internal_compact),
         peers: Peers::new(uuid, &settings.name),
         links: HashMap::new(),
         mesh_tx,

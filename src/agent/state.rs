@@ -212,15 +212,6 @@ impl Agent {
         }
     }
 
-    /// Compacts the store's log when it has grown well past the live state.
-    fn maybe_compact(&mut self) {
-        if self.store.should_compact(self.node.replica()) {
-            if let Err(e) = self.store.compact(self.node.replica()) {
-                tracing::error!(error = %e, "store compaction failed; the log keeps growing until it succeeds");
-            }
-        }
-    }
-
     /// Sends what the last event produced: our updates on the live stream, then the retained
     /// public state of every object that changed.
     pub(super) async fn publish_pending(&mut self) {

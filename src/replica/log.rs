@@ -1,11 +1,12 @@
 //! Persistence of the replica: a snapshot plus an append-only log of updates since it.
 //!
 //! The directory holds `snapshot.json` (see `snapshot.rs`) and `updates.log`, a sequence of
-//! checksummed records (see `record.rs`). Opening loads the snapshot, then replays the log on
-//! top; replay is idempotent, so a crash between writing a snapshot and emptying the log only
-//! replays updates the snapshot already holds. A torn tail left by a kill or a power cut is cut
-//! off with a warning; a damaged record in the middle is skipped with an error, and the peers
-//! supply it again.
+//! checksummed records (see `record.rs`); during a compaction, also `updates.next.log`, where
+//! appends go meanwhile (see `compaction.rs`). Opening (`store_open.rs`) loads the snapshot,
+//! then replays the logs on top; replay is idempotent, so a crash inside a compaction only
+//! replays updates the snapshot may already hold. A torn tail left by a kill or a power cut is
+//! cut off with a warning; a damaged record in the middle is skipped with an error, and the
+//! peers supply it again.
 //!
 //! Appends are durable when they return: one write and one fsync per call, however many
 //! updates it carries. [`Store::write`] is the other half of group commit: it hands records
@@ -19,27 +20,29 @@ use super::record;
 use super::snapshot;
 use super::{Replica, Update};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 /// Name of the log file inside the store directory.
 pub(super) const LOG_FILE: &str = "updates.log";
+/// Name of the log appends go to while a compaction runs; renamed over [`LOG_FILE`] once the
+/// snapshot holds everything in that.
+pub(super) const SPARE_FILE: &str = "updates.next.log";
 /// Name of the snapshot file inside the store directory.
 pub(super) const SNAPSHOT_FILE: &str = "snapshot.json";
 /// Name of the snapshot being written; only ever renamed over [`SNAPSHOT_FILE`].
 const SNAPSHOT_TMP: &str = "snapshot.json.tmp";
 
-/// Below this many records the log is never worth compacting.
-const COMPACT_MIN_RECORDS: usize = 1_000;
-/// The log is compacted once it holds this many times more records than there are registers.
-const COMPACT_RATIO: usize = 4;
-
+#[path = "compaction.rs"]
+mod compaction;
 #[path = "store_error.rs"]
 mod error;
 #[path = "log_file.rs"]
 mod file;
+#[path = "store_open.rs"]
+mod open;
+pub use compaction::CompactionJob;
 pub use error::StoreError;
 pub(super) use file::LogFile;
 pub use file::SyncTicket;
@@ -52,6 +55,8 @@ impl fmt::Debug for Store {
             .field("written_len", &self.written_len)
             .field("records", &self.records)
             .field("pending", &self.pending_count)
+            .field("log_generation", &self.log_generation)
+            .field("compacting", &self.compacting)
             .finish_non_exhaustive()
     }
 }
@@ -60,12 +65,15 @@ impl fmt::Debug for Store {
 pub struct Store {
     /// The store directory, synced after renames.
     dir: PathBuf,
-    /// The log file's path, for error messages.
+    /// The path of the log appends go to, for error messages.
     log_path: PathBuf,
     /// The snapshot file's path.
     snapshot_path: PathBuf,
-    /// The open log.
+    /// The open log appends go to.
     file: Box<dyn LogFile>,
+    /// Wraps a log file the store opens (tests inject failures there): the spare of a
+    /// compaction fails as the first log does.
+    wrap: open::Wrap,
     /// Bytes of the log known to be on disk (synced).
     durable_len: u64,
     /// Bytes of the log handed to the kernel, whole records only; the next write starts here,
@@ -86,146 +94,32 @@ pub struct Store {
     refused: bool,
     /// An fsync started by [`Store::begin_sync`] has not ended.
     in_flight: bool,
-    /// Counts synchronous flushes and compactions, which settle any fsync in flight.
+    /// Counts synchronous flushes and log switches, which settle any fsync in flight.
     generation: u64,
+    /// The `generation` of the last synchronous flush that succeeded: an fsync that began
+    /// before it is covered by it; one settled by a log switch alone is not.
+    flushed: u64,
+    /// The generation named by the header of the log appends go to; the next compaction's
+    /// spare names the next one.
+    log_generation: u64,
+    /// The old log while appends go to the spare: a compaction started and its snapshot is
+    /// not yet known to hold everything in that log.
+    older: Option<PathBuf>,
+    /// Whether the log's own entry in the directory is durable (not yet for a new spare).
+    entry_synced: bool,
+    /// A compaction's job is running on another thread.
+    compacting: bool,
+    /// An interrupted compaction found at open is to be finished at the next chance.
+    finish_due: bool,
     /// Why our own updates since the snapshot may be missing from what was loaded (the log
     /// was emptied, deleted or replaced from outside); none when the log was whole.
     lost: Option<String>,
 }
 
 impl Store {
-    /// Opens (creating) `<dir>` and loads snapshot + log into a Replica for `origin`.
+    /// Opens (creating) `<dir>` and loads snapshot + logs into a Replica for `origin`.
     pub fn open(dir: &Path, origin: Uuid) -> Result<(Store, Replica), StoreError> {
-        Self::open_with(dir, origin, |file| Box::new(file))
-    }
-
-    /// [`Store::open`], with the log file wrapped by `wrap` (tests inject failures there).
-    pub(super) fn open_with(
-        dir: &Path,
-        origin: Uuid,
-        wrap: impl FnOnce(File) -> Box<dyn LogFile>,
-    ) -> Result<(Store, Replica), StoreError> {
-        fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-            dir: dir.to_path_buf(),
-            source,
-        })?;
-        let log_path = dir.join(LOG_FILE);
-        let snapshot_path = dir.join(SNAPSHOT_FILE);
-        let tmp = dir.join(SNAPSHOT_TMP);
-        if fs::remove_file(&tmp).is_ok() {
-            tracing::info!(file = %tmp.display(), "removed a snapshot left half-written by a crash");
-        }
-
-        let (mut replica, header_expected) = match snapshot::load(&snapshot_path, origin)? {
-            Some(loaded) => (loaded.replica, loaded.log_header),
-            None => (Replica::new(origin), false),
-        };
-        let mut lost = None;
-        let from_snapshot = replica.register_count();
-
-        let open_failed = |source| StoreError::OpenLog {
-            path: log_path.clone(),
-            source,
-        };
-        let existed = log_path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&log_path)
-            .map_err(open_failed)?;
-        if !existed {
-            snapshot::sync_dir(dir).map_err(open_failed)?;
-        }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|source| StoreError::ReadLog {
-                path: log_path.clone(),
-                source,
-            })?;
-
-        let scan = record::replay(&mut replica, &bytes, &log_path);
-        let valid_len = u64::try_from(scan.valid_len).unwrap_or(u64::MAX);
-        if scan.valid_len == 0 && !bytes.is_empty() && !record::looks_torn(&bytes) {
-            // Not one valid record, and more than an interrupted write leaves: this is
-            // damage, not a torn write. Keep it for inspection before starting afresh.
-            let aside = dir.join(format!("{LOG_FILE}.damaged-{}", crate::clock::now_ms()));
-            let kept = fs::write(&aside, &bytes).and_then(|()| snapshot::sync_dir(dir));
-            tracing::error!(
-                file = %log_path.display(),
-                bytes = bytes.len(),
-                kept_as = %aside.display(),
-                kept = kept.is_ok(),
-                "the store's log holds no valid record at all: it is damaged, not torn by a crash; it is kept aside and the house comes from the snapshot and from peers"
-            );
-            if kept.is_err() {
-                return Err(StoreError::ReadLog {
-                    path: log_path.clone(),
-                    source: io::Error::other(
-                        "a damaged log could not be kept aside; refusing to cut it",
-                    ),
-                });
-            }
-            lost = Some(format!(
-                "the log {} held no valid record and was kept aside",
-                log_path.display()
-            ));
-        } else if header_expected && !scan.header {
-            lost = Some(format!(
-                "the log {} lacks the header every log after a snapshot starts with: it was emptied, deleted or replaced",
-                log_path.display()
-            ));
-        }
-        if let Some(why) = &lost {
-            tracing::error!(
-                "{why}; this instance's own changes since the snapshot are gone from this disk, and it makes no new change until a peer has sent them back"
-            );
-        }
-        if scan.valid_len < bytes.len() {
-            tracing::warn!(
-                file = %log_path.display(),
-                "torn record at byte {valid_len} (an interrupted write); cutting {} bytes and keeping everything before it",
-                bytes.len() - scan.valid_len
-            );
-            file.set_len(valid_len)
-                .and_then(|()| file.sync_all())
-                .map_err(|source| StoreError::TruncateLog {
-                    path: log_path.clone(),
-                    len: valid_len,
-                    source,
-                })?;
-        }
-        tracing::info!(
-            dir = %dir.display(),
-            objects = replica.len(),
-            snapshot_registers = from_snapshot,
-            log_records = scan.updates.len(),
-            "replica loaded"
-        );
-
-        let mut store = Store {
-            lost,
-            dir: dir.to_path_buf(),
-            log_path,
-            snapshot_path,
-            file: wrap(file),
-            durable_len: valid_len,
-            written_len: valid_len,
-            unsynced: Vec::new(),
-            unsynced_count: 0,
-            records: scan.updates.len() + scan.damaged.len() + scan.unreadable.len(),
-            pending: Vec::new(),
-            pending_count: 0,
-            refused: false,
-            in_flight: false,
-            generation: 0,
-        };
-        if store.lost.is_some() && store.written_len == 0 {
-            // So the next start finds a whole log again.
-            store.start_log()?;
-        }
-        Ok((store, replica))
+        Self::open_with(dir, origin, Box::new(|file| Box::new(file)))
     }
 
     /// Appends updates durably (write + fsync before returning Ok). On error (e.g. disk full) the updates stay
@@ -315,13 +209,27 @@ impl Store {
         // Whatever fsync is in flight, this one covers more.
         self.generation += 1;
         self.in_flight = false;
-        let result = self.file.sync();
+        let result = self.file.sync().and_then(|()| self.sync_entry());
+        let ok = result.is_ok();
         self.synced(
             self.written_len,
             self.unsynced.len(),
             self.unsynced_count,
             result,
-        )
+        )?;
+        if ok {
+            self.flushed = self.generation;
+            self.entry_synced = true;
+        }
+        Ok(())
+    }
+
+    /// Syncs the directory if the log's own entry in it may not be durable yet.
+    fn sync_entry(&self) -> io::Result<()> {
+        match self.entry_synced {
+            true => Ok(()),
+            false => snapshot::sync_dir(&self.dir),
+        }
     }
 
     /// Writes the queued updates and starts an fsync of everything written, to run off the
@@ -338,7 +246,9 @@ impl Store {
         }
         self.in_flight = true;
         let handle = self.file.sync_handle();
-        let done = handle.is_none().then(|| self.file.sync());
+        let done = handle
+            .is_none()
+            .then(|| self.file.sync().and_then(|()| self.sync_entry()));
         Ok(Some(SyncTicket {
             len: self.written_len,
             bytes: self.unsynced.len(),
@@ -346,6 +256,7 @@ impl Store {
             generation: self.generation,
             handle,
             done,
+            dir: (!self.entry_synced).then(|| self.dir.clone()),
         }))
     }
 
@@ -354,19 +265,24 @@ impl Store {
         self.in_flight
     }
 
-    /// Ends the fsync of `ticket` with its result: what it covered is durable, or, if it
-    /// failed, written again with the next write.
+    /// Ends the fsync of `ticket` with its result: Ok(true) when what it covered is durable,
+    /// Ok(false) when a compaction's log switch since made it moot (what it covered is written
+    /// again to the new log and made durable by a later fsync), an error when it failed (what
+    /// it covered is written again with the next write).
     pub fn end_sync(
         &mut self,
         ticket: SyncTicket,
         result: io::Result<()>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         if ticket.generation != self.generation {
-            // A flush or compaction since covered it.
-            return Ok(());
+            // Settled since: by a flush that covered it, or by a log switch that did not.
+            return Ok(self.flushed > ticket.generation);
         }
         self.in_flight = false;
-        self.synced(ticket.len, ticket.bytes, ticket.count, result)
+        let entry = ticket.dir.is_some() && result.is_ok();
+        self.synced(ticket.len, ticket.bytes, ticket.count, result)?;
+        self.entry_synced |= entry;
+        Ok(true)
     }
 
     /// Books the result of an fsync that covered the log up to `len`: the first `bytes` of
@@ -424,46 +340,10 @@ impl Store {
         self.pending_count + self.unsynced_count
     }
 
-    /// True when the log holds many more records than the replica has registers.
-    pub fn should_compact(&self, replica: &Replica) -> bool {
-        self.records >= COMPACT_MIN_RECORDS
-            && self.records > replica.register_count().saturating_mul(COMPACT_RATIO)
-    }
-
-    /// Writes a snapshot (temp file, fsync, rename, fsync dir) then starts an empty log.
-    ///
-    /// Updates still queued are written to the new log afterwards, whether or not `replica`
-    /// already holds them: replaying one twice is harmless, losing one is not.
-    pub fn compact(&mut self, replica: &Replica) -> Result<(), StoreError> {
-        snapshot::write(
-            &self.dir,
-            &self.snapshot_path,
-            &self.dir.join(SNAPSHOT_TMP),
-            replica,
-        )?;
-        let log_path = self.log_path.clone();
-        let truncate_failed = move |source| StoreError::TruncateLog {
-            path: log_path.clone(),
-            len: 0,
-            source,
-        };
-        // The snapshot holds every update written so far: none needs writing again.
-        self.unsynced.clear();
-        self.unsynced_count = 0;
-        self.records = 0;
-        self.start_log().map_err(|e| match e {
-            StoreError::TruncateLog { source, .. } => truncate_failed(source),
-            other => other,
-        })?;
-        self.flush()
-    }
-
-    /// Makes the log hold only its header, durably. The header overwrites the start of the
-    /// old log before the log is cut after it, so a crash in between never leaves an empty log
-    /// (which would read as one emptied from outside), only the header and old records the
-    /// snapshot already holds.
+    /// Makes the log hold only its header, durably: a log found emptied from outside is
+    /// started again, so the next start finds it whole.
     fn start_log(&mut self) -> Result<(), StoreError> {
-        let header = record::header();
+        let header = record::header(self.log_generation);
         let len = header.len() as u64;
         let failed = |source| StoreError::TruncateLog {
             path: self.log_path.clone(),
@@ -477,6 +357,21 @@ impl Store {
         self.file.sync().map_err(failed)?;
         self.durable_len = len;
         self.written_len = len;
+        self.flushed = self.generation;
+        Ok(())
+    }
+
+    /// Makes the log and its entry in the directory durable (at open, for a spare left by an
+    /// interrupted compaction).
+    fn flush_entry(&mut self) -> Result<(), StoreError> {
+        self.entry_synced = false;
+        let result = self.file.sync().and_then(|()| self.sync_entry());
+        result.map_err(|source| StoreError::WriteLog {
+            path: self.log_path.clone(),
+            pending: 0,
+            source,
+        })?;
+        self.entry_synced = true;
         Ok(())
     }
 

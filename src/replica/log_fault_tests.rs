@@ -6,6 +6,7 @@ use super::*;
 use crate::model::{Value, ROOM, STATE};
 use crate::replica::record;
 use crate::replica::tests::{node, oid, state};
+use std::fs::{self, File};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -62,15 +63,15 @@ fn open_faulty(
     let fail_sync = Arc::new(AtomicBool::new(false));
     let syncs = Arc::new(AtomicUsize::new(0));
     let (f, fs, s) = (fail.clone(), fail_sync.clone(), syncs.clone());
-    let (store, replica) = Store::open_with(dir, node(1), move |file| {
+    let wrap = move |file| -> Box<dyn LogFile> {
         Box::new(Flaky {
             file,
-            fail: f,
-            fail_sync: fs,
-            syncs: s,
+            fail: f.clone(),
+            fail_sync: fs.clone(),
+            syncs: s.clone(),
         })
-    })
-    .expect("open");
+    };
+    let (store, replica) = Store::open_with(dir, node(1), Box::new(wrap)).expect("open");
     (store, replica, fail, fail_sync, syncs)
 }
 
@@ -324,10 +325,67 @@ fn a_flush_while_an_fsync_runs_settles_it() {
     let ticket = store.begin_sync().unwrap().unwrap();
     store.flush().unwrap();
     assert!(!store.syncing());
-    // The late result of the older fsync changes nothing, even a failure.
-    store
+    // The late result of the older fsync changes nothing, even a failure: the flush covered it.
+    let covered = store
         .end_sync(ticket, Err(io::Error::from_raw_os_error(5)))
         .unwrap();
+    assert!(covered);
     assert_eq!(store.pending(), 0);
     assert!(!store.refusing());
+}
+
+#[test]
+fn a_flush_that_fails_while_an_fsync_runs_does_not_cover_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, replica, _, fail_sync, _) = open_faulty(dir.path());
+    let updates = replica.prepare(&oid("lamp"), vec![(STATE.into(), "ON".into())], T0);
+    store.write(&updates).unwrap();
+    let ticket = store.begin_sync().unwrap().unwrap();
+    fail_sync.store(true, Ordering::SeqCst);
+    assert!(store.flush().is_err());
+    fail_sync.store(false, Ordering::SeqCst);
+    assert!(
+        !store.end_sync(ticket, Ok(())).unwrap(),
+        "its updates are not durable: the agent must not let them leave"
+    );
+    assert_eq!(store.pending(), 1);
+    store.flush().unwrap();
+    assert_eq!(store.pending(), 0);
+}
+
+#[test]
+fn a_full_disk_when_a_compaction_starts_leaves_appends_in_the_old_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut replica, fail, _) = open_flaky(dir.path());
+    persist(
+        &mut store,
+        &mut replica,
+        "lamp",
+        &[(STATE, "ON".into())],
+        T0,
+    );
+    fail.store(true, Ordering::SeqCst);
+    let err = store.begin_compaction(&replica).unwrap_err();
+    assert!(err.to_string().contains("updates.next.log"), "{err}");
+    assert!(
+        !dir.path().join(SPARE_FILE).exists(),
+        "no spare left behind"
+    );
+    fail.store(false, Ordering::SeqCst);
+    persist(
+        &mut store,
+        &mut replica,
+        "lamp",
+        &[(ROOM, "attic".into())],
+        T0 + 1,
+    );
+    assert_eq!(
+        record::scan(&fs::read(log_path(dir.path())).unwrap())
+            .updates
+            .len(),
+        2
+    );
+    drop(store);
+    let (store, again) = reopen(dir.path());
+    assert_eq!((store.lost(), state(&again)), (None, state(&replica)));
 }

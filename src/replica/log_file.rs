@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
+use std::path::PathBuf;
 
 /// The operations the store needs from its log file, so a test can make them fail the way a
 /// full disk does without being able to fill one.
@@ -52,4 +53,21 @@ pub struct SyncTicket {
     pub handle: Option<File>,
     /// The result when it was synced already.
     pub done: Option<io::Result<()>>,
+    /// The store directory, to sync after the file while the log's own entry in it (a log
+    /// started by a compaction) may not be durable yet.
+    pub(super) dir: Option<PathBuf>,
+}
+
+impl SyncTicket {
+    /// The fsync, on whatever thread calls it: the log file, then the directory if the log is
+    /// new. Once only; a ticket synced already (see `done`) does nothing here.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if let Some(file) = self.handle.take() {
+            file.sync_data()?;
+            if let Some(dir) = &self.dir {
+                crate::replica::snapshot::sync_dir(dir)?;
+            }
+        }
+        Ok(())
+    }
 }

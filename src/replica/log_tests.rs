@@ -1,10 +1,12 @@
 //! Tests of the store on real temporary directories: reopen, torn and damaged logs and
 //! snapshots, compaction, and seq continuity across restarts.
 
+use super::compaction::COMPACT_MIN_RECORDS;
 use super::*;
 use crate::model::{Value, DELETED, ROOM, STATE, X, Y};
 use crate::replica::record;
 use crate::replica::tests::{node, oid, state, write, Rng};
+use std::fs::{self, File};
 use std::io::Write;
 
 const T0: u64 = 1_700_000_000_000;
@@ -221,8 +223,12 @@ fn compaction_keeps_everything_and_empties_the_log() {
     store.compact(&replica).unwrap();
     assert_eq!(
         fs::read(log_path(dir.path())).unwrap(),
-        record::header(),
-        "the log holds only its header"
+        record::header(1),
+        "the log holds only its header, of the first compaction's generation"
+    );
+    assert!(
+        !dir.path().join(SPARE_FILE).exists(),
+        "the spare became the log"
     );
     let after = persist(
         &mut store,
@@ -279,10 +285,13 @@ fn a_crash_between_snapshot_and_log_reset_only_replays_known_updates() {
     let old_log = fs::read(log_path(dir.path())).unwrap();
     store.compact(&replica).unwrap();
     drop(store);
+    // The snapshot was renamed, the spare not yet renamed over the old log.
+    fs::rename(log_path(dir.path()), dir.path().join(SPARE_FILE)).unwrap();
     fs::write(log_path(dir.path()), old_log).unwrap();
 
-    let (_store, again) = reopen(dir.path());
+    let (store, again) = reopen(dir.path());
     assert_eq!(state(&again), state(&replica));
+    assert_eq!(store.lost(), None);
 }
 
 #[test]
@@ -547,17 +556,17 @@ fn a_whole_log_and_a_crash_inside_compaction_are_not_reported_lost() {
     assert_eq!(store.lost(), None, "a log with its header");
     drop(store);
 
-    // Compaction writes the header over the old log's start, then cuts after it; a crash
-    // between leaves the header, a damaged record and old records the snapshot holds.
+    // A second compaction stopped by a crash after its snapshot was renamed: the old log
+    // (generation 1) and the spare (2) are both there, and the snapshot names 2.
     let dir = tempfile::tempdir().unwrap();
     let (mut store, mut replica) = reopen(dir.path());
     moves(&mut store, &mut replica, 5);
-    let mut old_log = fs::read(log_path(dir.path())).unwrap();
     store.compact(&replica).unwrap();
+    moves(&mut store, &mut replica, 3);
+    let job = store.begin_compaction(&replica).unwrap();
+    job.run_steps(3).unwrap();
     drop(store);
-    let header = record::header();
-    old_log[..header.len()].copy_from_slice(&header);
-    fs::write(log_path(dir.path()), old_log).unwrap();
+    assert!(dir.path().join(SPARE_FILE).exists());
     let (store, again) = reopen(dir.path());
     assert_eq!(store.lost(), None);
     assert_eq!(state(&again), state(&replica));

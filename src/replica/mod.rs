@@ -48,7 +48,7 @@ pub mod trust;
 pub use admit::{
     Refused, MAX_OBJECTS, MAX_ORIGINS, MAX_PROPS, MAX_PROP_LEN, MAX_SEQ, MAX_TEXT_LEN,
 };
-pub use log::{Store, StoreError, SyncTicket};
+pub use log::{CompactionJob, Store, StoreError, SyncTicket};
 pub use trust::Signature;
 
 use crate::clock::{Hlc, Stamp};

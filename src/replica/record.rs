@@ -26,17 +26,41 @@ pub(super) const HEADER_LEN: usize = 8;
 /// corrupt length, and refusing it keeps the scan from trusting garbage.
 pub(super) const MAX_PAYLOAD: usize = 1 << 20;
 
-/// The payload of the record a compaction starts every log with. A snapshot written since
-/// says so ([`super::snapshot`]'s `log-header`), so a log without it beside such a snapshot
-/// was emptied or replaced from outside, and our own updates since the snapshot are gone
-/// from this disk.
-pub(super) const LOG_HEADER: &[u8] = br#"{"pimesh-log":1}"#;
+/// How the payload of the record a compaction starts every log with begins. It carries the
+/// log's generation, which the snapshot written by that compaction names too
+/// ([`super::snapshot`]'s `log_generation`): a log with that header missing beside such a
+/// snapshot was emptied, deleted or replaced from outside, and our own updates since the
+/// snapshot are gone from this disk. The first header written, before generations existed,
+/// was `{"pimesh-log":1}`: generation 0.
+const LOG_HEADER_START: &[u8] = br#"{"pimesh-log":"#;
 
-/// The log header record, framed.
-pub(super) fn header() -> Vec<u8> {
+/// The header's payload, as read.
+#[derive(serde::Deserialize)]
+struct LogHeader {
+    /// The log format; 1.
+    #[serde(rename = "pimesh-log")]
+    _format: u32,
+    /// Which compaction started the log.
+    #[serde(default)]
+    generation: u64,
+}
+
+/// The header record of the log of `generation`, framed.
+pub(super) fn header(generation: u64) -> Vec<u8> {
+    let payload = format!(r#"{{"pimesh-log":1,"generation":{generation}}}"#);
     let mut out = Vec::new();
-    frame(LOG_HEADER, &mut out);
+    frame(payload.as_bytes(), &mut out);
     out
+}
+
+/// The generation a header payload names; none when `payload` is not a header.
+fn header_generation(payload: &[u8]) -> Option<u64> {
+    if !payload.starts_with(LOG_HEADER_START) {
+        return None;
+    }
+    serde_json::from_slice::<LogHeader>(payload)
+        .ok()
+        .map(|h| h.generation)
 }
 
 /// Appends `payload` framed as a record to `out`.
@@ -87,8 +111,8 @@ pub(super) struct Scan {
     pub(super) unreadable: Vec<(usize, usize, String)>,
     /// Length of the log up to the end of the last whole record; beyond it is a torn tail.
     pub(super) valid_len: usize,
-    /// Whether the log holds the header a compaction writes.
-    pub(super) header: bool,
+    /// The generation named by the header a compaction writes, if the log holds one.
+    pub(super) header: Option<u64>,
 }
 
 /// Applies the records of the log bytes `bytes` (read from `log_path`, named in errors) to
@@ -120,14 +144,14 @@ pub(super) fn scan(bytes: &[u8]) -> Scan {
     let mut pos = 0;
     while pos < bytes.len() {
         match frame_at(bytes, pos) {
-            Some((payload, next)) if payload == LOG_HEADER => {
-                scan.header = true;
-                pos = next;
-            }
             Some((payload, next)) => {
-                match serde_json::from_slice::<Update>(payload) {
-                    Ok(update) => scan.updates.push(update),
-                    Err(e) => scan.unreadable.push((pos, next, e.to_string())),
+                if let Some(generation) = header_generation(payload) {
+                    scan.header = Some(generation);
+                } else {
+                    match serde_json::from_slice::<Update>(payload) {
+                        Ok(update) => scan.updates.push(update),
+                        Err(e) => scan.unreadable.push((pos, next, e.to_string())),
+                    }
                 }
                 pos = next;
             }

@@ -33,8 +33,10 @@ struct SnapshotOut<'a> {
     ahead: &'a BTreeMap<Uuid, BTreeSet<u64>>,
     /// Every object with every register.
     objects: &'a BTreeMap<ObjectId, Object>,
-    /// Logs written after this snapshot start with [`super::record::LOG_HEADER`].
+    /// Logs written after this snapshot start with a header record.
     log_header: bool,
+    /// The generation the header of the log after this snapshot names.
+    log_generation: u64,
 }
 
 /// The snapshot as read.
@@ -54,14 +56,19 @@ struct SnapshotIn {
     /// Logs written after this snapshot start with a header (none before the header existed).
     #[serde(default)]
     log_header: bool,
+    /// The generation the header of the log after it names (0 before generations existed).
+    #[serde(default)]
+    log_generation: u64,
 }
 
 /// A snapshot as loaded.
 pub(super) struct Loaded {
     /// The replica it holds.
     pub(super) replica: Replica,
-    /// Whether logs written after it start with [`super::record::LOG_HEADER`].
+    /// Whether logs written after it start with a header record.
     pub(super) log_header: bool,
+    /// The generation that header names.
+    pub(super) log_generation: u64,
 }
 
 /// Reads the snapshot at `path` into a replica for `origin`; `None` if there is none yet.
@@ -141,10 +148,11 @@ fn decode_with_header(bytes: &[u8], path: &Path, origin: Uuid) -> Result<Loaded,
     if snapshot.format != FORMAT {
         return Err(wrong_format(snapshot.format));
     }
-    let log_header = snapshot.log_header;
+    let (log_header, log_generation) = (snapshot.log_header, snapshot.log_generation);
     Ok(Loaded {
         replica: into_replica(snapshot, origin),
         log_header,
+        log_generation,
     })
 }
 
@@ -183,14 +191,14 @@ fn into_replica(snapshot: SnapshotIn, origin: Uuid) -> Replica {
     }
 }
 
-/// Writes `replica` as the snapshot at `path`, atomically: temporary file `tmp`, sync,
-/// rename, sync of `dir`.
-pub(super) fn write(
-    dir: &Path,
-    path: &Path,
-    tmp: &Path,
+/// The bytes of the snapshot of `replica` (to be written at `path`, named in errors), followed
+/// by the log whose header names `log_generation`: a consistent cut, taken on the agent's
+/// thread, that another thread writes.
+pub(super) fn encode(
     replica: &Replica,
-) -> Result<(), StoreError> {
+    log_generation: u64,
+    path: &Path,
+) -> Result<Vec<u8>, StoreError> {
     let snapshot = SnapshotOut {
         format: FORMAT,
         clock: replica.clock.last(),
@@ -198,6 +206,7 @@ pub(super) fn write(
         ahead: &replica.seqs.ahead,
         objects: &replica.objects,
         log_header: true,
+        log_generation,
     };
     let mut bytes = serde_json::to_vec(&snapshot).map_err(|source| StoreError::EncodeSnapshot {
         path: path.to_path_buf(),
@@ -206,16 +215,14 @@ pub(super) fn write(
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(TRAILER);
     bytes.extend_from_slice(format!("{crc:08x}\n").as_bytes());
-    let failed = |at: &Path| {
-        let at = at.to_path_buf();
-        move |source| StoreError::WriteSnapshot { path: at, source }
-    };
-    let mut file = File::create(tmp).map_err(failed(tmp))?;
-    file.write_all(&bytes).map_err(failed(tmp))?;
-    file.sync_all().map_err(failed(tmp))?;
-    drop(file);
-    fs::rename(tmp, path).map_err(failed(path))?;
-    sync_dir(dir).map_err(failed(dir))
+    Ok(bytes)
+}
+
+/// Writes `bytes` to the temporary file `tmp` and syncs it; renamed over the snapshot after.
+pub(super) fn write_temporary(tmp: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = File::create(tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Makes a rename or a new file in `dir` durable.
