@@ -493,3 +493,33 @@ fn events_follow_the_house_within_a_few_hundred_ms() {
     );
     assert!(took < Duration::from_millis(1000), "{took:?}");
 }
+
+#[test]
+fn an_address_that_keeps_guessing_passwords_is_told_to_wait() {
+    let solo = start_node("solo", &node("s", 0.0), &[]);
+    add_user(&solo, "ann", "password-1");
+    let site = Site::new(&solo.dir, http_port(&solo), true);
+    for i in 0..10 {
+        let a = site.login("ann", &format!("guess-{i}"));
+        assert_eq!(a.status, 401, "guess {i}: {a:?}");
+    }
+    // Now even the right password waits, by form and by HTTP Basic.
+    let a = site.login("ann", "password-1");
+    assert_eq!(a.status, 429, "{a:?}");
+    assert!(a.body.contains("too many failed logins"), "{a:?}");
+    let wait: u64 = a
+        .header("retry-after")
+        .expect("a Retry-After header")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&wait), "{wait}");
+    // ann:password-1
+    let basic = site.request(
+        "GET",
+        "/api/house",
+        &["Authorization: Basic YW5uOnBhc3N3b3JkLTE="],
+        "",
+    );
+    assert_eq!(basic.status, 429, "{basic:?}");
+    assert!(!leaks_the_house(&basic));
+}

@@ -19,6 +19,8 @@ mod hw_tests;
 mod objects;
 mod pins;
 mod raw;
+#[cfg(test)]
+mod refusal_tests;
 mod serial;
 mod software;
 #[cfg(test)]

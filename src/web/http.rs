@@ -45,6 +45,8 @@ pub struct Site {
     pub session_s: u64,
     /// Stops event streams on shutdown.
     pub stop: CancellationToken,
+    /// Failed logins per address (`login_limit.rs`).
+    pub logins: super::login_limit::LoginLimit,
 }
 
 /// A response with a body and the headers every response carries.
@@ -110,6 +112,18 @@ fn login_page(status: StatusCode, message: &str) -> Response<Body> {
     )
 }
 
+/// `429`: too many failed logins from this address; try again in `wait_s` seconds.
+fn too_many(wait_s: u64) -> Response<Body> {
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many failed logins from this address; try again in {wait_s} s"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&wait_s.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
 /// Answers a plain-HTTP request when the page is served over HTTPS: a redirect.
 pub fn to_https(req: &Request<hyper::body::Incoming>) -> Response<Body> {
     let host = req
@@ -145,6 +159,7 @@ impl Site {
         self: Arc<Self>,
         req: Request<hyper::body::Incoming>,
         secure: bool,
+        peer: std::net::IpAddr,
     ) -> Response<Body> {
         let now = crate::clock::now_ms();
         let path = req.uri().path().to_string();
@@ -168,7 +183,7 @@ impl Site {
             );
         }
         if (&method, path.as_str()) == (&Method::POST, "/login") {
-            return self.login(req, now, secure).await;
+            return self.login(req, now, secure, peer).await;
         }
         let token = self.token(&req);
         let mut user = token.as_deref().and_then(|t| self.sessions.user(t, now));
@@ -179,10 +194,17 @@ impl Site {
                 .and_then(|h| h.to_str().ok())
                 .and_then(sessions::basic)
             {
+                if let Some(wait) = self.logins.blocked(peer, now) {
+                    return too_many(wait);
+                }
                 match self.sessions.check_password(&u, &p, now).await {
-                    Ok(()) => user = Some(u),
+                    Ok(()) => {
+                        self.logins.succeeded(peer);
+                        user = Some(u)
+                    }
                     Err(why) => {
-                        return error(StatusCode::UNAUTHORIZED, format!("login refused: {why}"))
+                        self.logins.failed(peer, now);
+                        return error(StatusCode::UNAUTHORIZED, format!("login refused: {why}"));
                     }
                 }
             }
@@ -233,7 +255,11 @@ impl Site {
         req: Request<hyper::body::Incoming>,
         now: u64,
         secure: bool,
+        peer: std::net::IpAddr,
     ) -> Response<Body> {
+        if let Some(wait) = self.logins.blocked(peer, now) {
+            return too_many(wait);
+        }
         let body = match read_body(req).await {
             Ok(b) => b,
             Err(r) => return r,
@@ -248,9 +274,11 @@ impl Site {
             }
         }
         if let Err(why) = self.sessions.check_password(&user, &password, now).await {
-            tracing::info!(user = %user.chars().take(64).collect::<String>(), %why, "web login refused");
+            self.logins.failed(peer, now);
+            tracing::info!(user = %user.chars().take(64).collect::<String>(), %why, %peer, "web login refused");
             return login_page(StatusCode::UNAUTHORIZED, "Wrong user name or password.");
         }
+        self.logins.succeeded(peer);
         match self.sessions.create(&user, now) {
             Ok(token) => {
                 tracing::info!(%user, "web login");

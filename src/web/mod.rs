@@ -20,6 +20,7 @@ mod body;
 mod house;
 mod http;
 pub mod layout;
+pub mod login_limit;
 pub mod sessions;
 
 use crate::config::WebConfig;
@@ -121,6 +122,7 @@ pub fn start(opts: WebOptions) -> Result<u16, WebError> {
         cookie: format!("pimesh-{}", &opts.uuid.simple().to_string()[..8]),
         session_s: session_ms / 1000,
         stop: opts.stop.clone(),
+        logins: Default::default(),
     });
     let https = opts.config.tls;
     let tls = https.then_some(opts.tls);
@@ -188,8 +190,8 @@ async fn serve(
             _ = stop.cancelled() => return,
             a = listener.accept() => a,
         };
-        let stream = match accepted {
-            Ok((s, _)) => s,
+        let (stream, peer) = match accepted {
+            Ok((s, peer)) => (s, peer.ip()),
             Err(e) => {
                 // Out of file descriptors, most likely: wait instead of spinning.
                 tracing::warn!(error = %e, "the web page cannot accept a connection");
@@ -202,7 +204,7 @@ async fn serve(
         };
         let (site, tls) = (site.clone(), tls.clone());
         tokio::spawn(async move {
-            connection(stream, site, tls).await;
+            connection(stream, peer, site, tls).await;
             drop(permit);
         });
     }
@@ -211,19 +213,20 @@ async fn serve(
 /// Serves one connection: HTTPS, a redirect to it, or plain HTTP without TLS.
 async fn connection(
     stream: tokio::net::TcpStream,
+    peer: IpAddr,
     site: Arc<http::Site>,
     tls: Option<Arc<ServerSlot>>,
 ) {
     let _ = stream.set_nodelay(true);
     let Some(config) = tls.and_then(|slot| slot.get()) else {
-        return serve_http(TokioIo::new(stream), site, false).await;
+        return serve_http(TokioIo::new(stream), peer, site, false).await;
     };
     let mut first = [0u8; 1];
     match tokio::time::timeout(HEAD_TIMEOUT, stream.peek(&mut first)).await {
         Ok(Ok(1)) if first[0] == 0x16 => {
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
             if let Ok(Ok(tls)) = tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
-                serve_http(TokioIo::new(tls), site, true).await;
+                serve_http(TokioIo::new(tls), peer, site, true).await;
             }
         }
         Ok(Ok(1)) => {
@@ -246,13 +249,13 @@ fn builder() -> hyper::server::conn::http1::Builder {
     b
 }
 
-async fn serve_http<I>(io: TokioIo<I>, site: Arc<http::Site>, secure: bool)
+async fn serve_http<I>(io: TokioIo<I>, peer: IpAddr, site: Arc<http::Site>, secure: bool)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req| {
         let site = site.clone();
-        async move { Ok::<_, Infallible>(site.handle(req, secure).await) }
+        async move { Ok::<_, Infallible>(site.handle(req, secure, peer).await) }
     });
     let _ = builder().serve_connection(io, svc).await;
 }
