@@ -491,3 +491,28 @@ fn the_next_instance_speaks_for_the_house_when_the_speaker_dies() {
             .is_some_and(|s| s.contains("\"state\":\"ON\""))
     });
 }
+
+#[test]
+fn two_shared_broker_clients_reusing_a_command_id_both_run() {
+    let m = Mosquitto::start(false);
+    let (a, _b) = pair(&m);
+    let one = V5Client::connect(m.port, "pimesh/client/one");
+    let two = V5Client::connect(m.port, "pimesh/client/two");
+    // Both number their commands from 1, for the same relay: the second is not a repeat
+    // of the first (the shared broker does not say who sent what; the response topic does).
+    one.command("a-light", "{\"state\":\"ON\",\"id\":\"1\"}", b"one");
+    let got = one.take(1);
+    assert_eq!(got.len(), 1, "one answer for the first client");
+    assert_eq!(got[0].0["state"]["state"], "ON", "{:?}", got[0].0);
+    wait_until("alpha's light on", || a.pin(17).as_deref() == Some("1"));
+    two.command("a-light", "{\"state\":\"OFF\",\"id\":\"1\"}", b"two");
+    let got = two.take(1);
+    assert_eq!(got.len(), 1, "one answer for the second client");
+    assert_eq!(got[0].0["result"], "ok", "{:?}", got[0].0);
+    assert_eq!(
+        got[0].0["state"]["state"], "OFF",
+        "ran, not answered from memory: {:?}",
+        got[0].0
+    );
+    assert_eq!(a.pin(17).as_deref(), Some("0"));
+}
