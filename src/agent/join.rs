@@ -157,6 +157,7 @@ pub async fn join(
     mut request: JoinRequest,
     base: String,
     lan: bool,
+    own_ports: Vec<u16>,
     stop: CancellationToken,
 ) -> Result<(Uuid, Option<MeshCa>, String), String> {
     let mut addrs = peers;
@@ -167,6 +168,9 @@ pub async fn join(
     request.tls = tls.is_some();
     addrs.extend(token.addrs.iter().cloned());
     addrs.dedup();
+    // A loopback address of the inviter on one of our own ports is our own broker here (two
+    // Pis on the default ports): asking it would only count as a refusal.
+    addrs.retain(|a| !is_ourselves(a, &own_ports));
     let prefix = acl::join_prefix(&base, &token.id);
     let (request_topic, reply_topic) = (format!("{prefix}request"), format!("{prefix}reply"));
     let payload = serde_json::to_vec(&request).unwrap_or_default();
@@ -271,6 +275,18 @@ fn handed_ca(token: &Token, reply: JoinReply) -> Result<(Uuid, Option<MeshCa>), 
     Ok((reply.mesh, Some(ca)))
 }
 
+/// Whether `addr` is a loopback address on one of `own_ports`: our own broker.
+fn is_ourselves(addr: &str, own_ports: &[u16]) -> bool {
+    let Some((host, port)) = super::mesh::split_addr(addr) else {
+        return false;
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    loopback && own_ports.contains(&port)
+}
+
 /// Whether the instance whose mesh file is `current` and whose CA has fingerprint `ca` still
 /// has to join with `token`: it has not joined with it yet, and the token names another mesh
 /// or (an instance from before TLS made its own CA at start) another CA.
@@ -293,6 +309,23 @@ mod tests {
             secret: "s".into(),
             ca: ca.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn a_joiner_never_asks_its_own_broker() {
+        let own = [8883, 1883];
+        assert!(is_ourselves("127.0.0.1:8883", &own));
+        assert!(is_ourselves("[::1]:1883", &own));
+        assert!(is_ourselves("localhost:8883", &own));
+        assert!(
+            !is_ourselves("127.0.0.1:8884", &own),
+            "another instance on this host"
+        );
+        assert!(
+            !is_ourselves("192.168.1.10:8883", &own),
+            "the inviter on the LAN"
+        );
+        assert!(!is_ourselves("not an address", &own));
     }
 
     #[test]

@@ -240,8 +240,15 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         let (base, stop) = (agent.base.clone(), cancel.child_token());
         let peers = settings.config.mesh.peers.clone();
         let lan = settings.config.mesh.mdns;
+        let own = [
+            broker.port,
+            broker.port5,
+            Some(broker.tls_port),
+            broker.ws_port,
+        ];
+        let own: Vec<u16> = own.into_iter().flatten().collect();
         tokio::spawn(async move {
-            let result = join::join(token, peers, request, base, lan, stop).await;
+            let result = join::join(token, peers, request, base, lan, own, stop).await;
             let _ = tx.send(Internal::Joined(result));
         });
     }
