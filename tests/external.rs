@@ -110,42 +110,42 @@ impl Mosquitto {
         t
     }
 
-    /// A subscriber on this broker (plaintext brokers only).
+    /// A subscriber on this broker (a plaintext one).
     fn subscriber(&self, topic: &str) -> Subscriber {
         Subscriber::new_as(self.port, topic, (USER.into(), PASSWORD.into()))
+    }
+
+    /// How Debian's clients reach this broker: address, login, and its CA over TLS.
+    fn client_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = ["-h", "127.0.0.1", "-p", &self.port.to_string()]
+            .into_iter()
+            .chain(["-u", USER, "-P", PASSWORD])
+            .map(String::from)
+            .collect();
+        if let Some(ca) = &self.ca {
+            args.push("--cafile".into());
+            args.push(ca.display().to_string());
+        }
+        args
     }
 
     /// `mosquitto_pub` on this broker.
     fn publish(&self, topic: &str, payload: &str, retain: bool) {
         let mut cmd = Command::new("mosquitto_pub");
-        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args([
-                "-u", USER, "-P", PASSWORD, "-q", "1", "-t", topic, "-m", payload,
-            ]);
+        cmd.args(self.client_args())
+            .args(["-q", "1", "-t", topic, "-m", payload]);
         if retain {
             cmd.arg("-r");
         }
         assert!(cmd.status().expect("mosquitto_pub").success());
     }
 
-    /// What is retained on `topic` now: subscribes and takes the first message for a
-    /// moment (none is an empty vec).
+    /// What is retained on `topic` now (subscribes and takes the first message for a
+    /// moment); none when nothing is.
     fn retained(&self, topic: &str) -> Option<String> {
         let out = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args([
-                "-u",
-                USER,
-                "-P",
-                PASSWORD,
-                "-t",
-                topic,
-                "-C",
-                "1",
-                "-W",
-                "1",
-                "--retained-only",
-            ])
+            .args(self.client_args())
+            .args(["-t", topic, "-C", "1", "-W", "1", "--retained-only"])
             .output()
             .expect("mosquitto_sub");
         let line = text(&out.stdout).trim_end().to_string();
@@ -396,68 +396,28 @@ fn the_house_comes_back_after_the_shared_broker_restarts() {
     );
     let uuid = uuid_of(&a);
     let status = format!("pimesh/instance/{uuid}/status");
-    // Over TLS, read with mosquitto_sub and the broker's CA.
-    let ca = m.ca.clone().expect("a TLS broker");
-    let port = m.port;
-    let retained_tls = |topic: &str| -> Option<String> {
-        let out = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--cafile"])
-            .arg(&ca)
-            .args([
-                "-u",
-                USER,
-                "-P",
-                PASSWORD,
-                "-t",
-                topic,
-                "-C",
-                "1",
-                "-W",
-                "1",
-                "--retained-only",
-            ])
-            .output()
-            .expect("mosquitto_sub");
-        let line = text(&out.stdout).trim_end().to_string();
-        (!line.is_empty()).then_some(line)
-    };
+    // Over TLS with the broker's CA, as every client of it here.
     wait_until("the house on the shared broker", || {
-        retained_tls("pimesh/a-light").is_some()
-            && retained_tls(&status).as_deref() == Some("online")
+        m.retained("pimesh/a-light").is_some() && m.retained(&status).as_deref() == Some("online")
     });
     m.restart();
     assert_eq!(
-        retained_tls("pimesh/a-light"),
+        m.retained("pimesh/a-light"),
         None,
         "the restart lost the retained state"
     );
     wait_until("the house back on the shared broker", || {
-        retained_tls("pimesh/a-light").is_some_and(|s| s.contains("\"state\":\"OFF\""))
-            && retained_tls(&status).as_deref() == Some("online")
-            && retained_tls("homeassistant/device/#").is_some()
+        m.retained("pimesh/a-light")
+            .is_some_and(|s| s.contains("\"state\":\"OFF\""))
+            && m.retained(&status).as_deref() == Some("online")
+            && m.retained("homeassistant/device/#").is_some()
     });
     // Commands work again, over TLS with the login.
-    let st = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &m.port.to_string(), "--cafile"])
-        .arg(&ca)
-        .args([
-            "-u",
-            USER,
-            "-P",
-            PASSWORD,
-            "-q",
-            "1",
-            "-t",
-            "pimesh/a-light/set",
-            "-m",
-            "ON",
-        ])
-        .status()
-        .expect("mosquitto_pub");
-    assert!(st.success());
+    m.publish("pimesh/a-light/set", "ON", false);
     wait_until("alpha's light on", || a.pin(17).as_deref() == Some("1"));
     wait_until("its state on the shared broker", || {
-        retained_tls("pimesh/a-light").is_some_and(|s| s.contains("\"state\":\"ON\""))
+        m.retained("pimesh/a-light")
+            .is_some_and(|s| s.contains("\"state\":\"ON\""))
     });
 }
 
