@@ -165,7 +165,7 @@ impl Agent {
             addrs: self.own_addresses(),
             id: inv_id.clone(),
             secret,
-            ca: Some(self.tls.ca.fingerprint()),
+            ca: Some(self.tls.material.ca.fingerprint()),
         };
         tracing::info!(invitation = %inv_id, expires_s = secs, "invitation made");
         AdminReply {

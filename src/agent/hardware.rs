@@ -21,6 +21,39 @@ use std::time::Instant;
 /// `max-on-s exceeded`, `interlock: <id> switched on`, `on-stop`, `start rules`).
 pub const REASON: &str = "reason";
 
+/// The hardware this instance holds, and the state of its rules.
+pub(super) struct Hardware {
+    /// Relays this instance holds, by object id.
+    pub(super) relays: std::collections::BTreeMap<ObjectId, crate::plugins::Relay>,
+    /// The switching rules of our relays (pulse, interlock, watchdog, on-stop).
+    pub(super) bank: crate::plugins::relay_bank::RelayBank,
+    /// Relay commands waiting for the bank's answer, oldest first, by relay.
+    pub(super) queued: std::collections::HashMap<ObjectId, std::collections::VecDeque<Queued>>,
+    /// Inputs this instance holds; the index is what edge callbacks report.
+    pub(super) inputs: Vec<(ObjectId, crate::plugins::Input)>,
+    /// The press detector of each input, by the same index.
+    pub(super) presses: Vec<crate::plugins::press::PressDetector>,
+    /// Our serial devices' tasks, by device id.
+    pub(super) serials: std::collections::BTreeMap<ObjectId, crate::plugins::serial::SerialHandle>,
+    /// The device of each line channel we hold, by channel id.
+    pub(super) channels: std::collections::BTreeMap<ObjectId, ObjectId>,
+}
+
+impl Hardware {
+    /// Nothing claimed yet, with the rules of `relays`.
+    pub(super) fn new(bank: crate::plugins::relay_bank::RelayBank) -> Self {
+        Hardware {
+            relays: Default::default(),
+            bank,
+            queued: Default::default(),
+            inputs: Vec::new(),
+            presses: Vec::new(),
+            serials: Default::default(),
+            channels: Default::default(),
+        }
+    }
+}
+
 /// A relay command waiting for the bank's answer (the dispatcher knows who waits for it).
 #[derive(Debug)]
 pub(super) struct Queued {
@@ -38,7 +71,7 @@ impl Agent {
                 && o.text(model::KIND) == Some("relay")
                 && claimants(self.replica(), o).contains(&self.uuid)
         });
-        if ours && req.state.is_some() && self.relays.contains_key(id) {
+        if ours && req.state.is_some() && self.hw.relays.contains_key(id) {
             return self.command_relay(id, req, cmd).await;
         }
         if !self.command_serial(id, req, cmd) {
@@ -52,7 +85,7 @@ impl Agent {
         let on = match req.state {
             Some(Switch::On) => true,
             Some(Switch::Off) => false,
-            Some(Switch::Toggle) => !self.bank.is_on(id).unwrap_or(false),
+            Some(Switch::Toggle) => !self.hw.bank.is_on(id).unwrap_or(false),
             None => return,
         };
         let moves = move_props(req);
@@ -62,8 +95,12 @@ impl Agent {
         let queued = Queued {
             cmd: cmd.to_string(),
         };
-        self.queued.entry(id.clone()).or_default().push_back(queued);
-        match self.bank.command(id, on, Instant::now()) {
+        self.hw
+            .queued
+            .entry(id.clone())
+            .or_default()
+            .push_back(queued);
+        match self.hw.bank.command(id, on, Instant::now()) {
             Ok(actions) => self.perform(actions).await,
             Err(e) => {
                 if let Some(q) = self.pop_queued(id) {
@@ -81,10 +118,10 @@ impl Agent {
 
     /// The oldest command queued on relay `id`.
     fn pop_queued(&mut self, id: &ObjectId) -> Option<Queued> {
-        let queue = self.queued.get_mut(id)?;
+        let queue = self.hw.queued.get_mut(id)?;
         let q = queue.pop_front();
         if queue.is_empty() {
-            self.queued.remove(id);
+            self.hw.queued.remove(id);
         }
         q
     }
@@ -97,14 +134,14 @@ impl Agent {
         while let Some(action) = todo.pop_front() {
             match action {
                 RelayAction::Drive { id, on } => {
-                    let result = match self.relays.get_mut(&id) {
+                    let result = match self.hw.relays.get_mut(&id) {
                         Some(relay) => relay.switch(on).map_err(|e| e.to_string()),
                         None => Err("it is not claimed by this instance".to_string()),
                     };
                     if let Err(why) = result {
                         tracing::error!(object = %id, state = on_off(on), error = %why, "cannot switch relay");
                         let rest: Vec<RelayAction> = todo.drain(..).collect();
-                        todo.extend(self.bank.drive_failed(&id, on, &rest));
+                        todo.extend(self.hw.bank.drive_failed(&id, on, &rest));
                         failure = Some(format!("cannot switch {id} {}: {why}", on_off(on)));
                     }
                 }
@@ -174,9 +211,9 @@ impl Agent {
     /// On a clean stop: relays go to their `on-stop` state, and commands still waiting for a
     /// dead time are answered `unavailable`.
     pub(super) async fn stop_relays(&mut self) {
-        let actions = self.bank.stop_actions();
+        let actions = self.hw.bank.stop_actions();
         self.perform(actions).await;
-        let ids: Vec<ObjectId> = self.queued.keys().cloned().collect();
+        let ids: Vec<ObjectId> = self.hw.queued.keys().cloned().collect();
         for id in ids {
             while let Some(q) = self.pop_queued(&id) {
                 let why = "the agent is stopping".to_string();
@@ -195,7 +232,7 @@ impl Agent {
 
     /// Feeds input `i`'s debounced level to its press detector.
     pub(super) async fn press_level(&mut self, i: usize, on: bool) {
-        let Some(detector) = self.presses.get_mut(i) else {
+        let Some(detector) = self.hw.presses.get_mut(i) else {
             return;
         };
         let actions = detector.level(on, Instant::now());
@@ -214,7 +251,7 @@ impl Agent {
                     });
                 }
                 PressAction::Event(press) => {
-                    let Some(id) = self.inputs.get(i).map(|(id, _)| id.clone()) else {
+                    let Some(id) = self.hw.inputs.get(i).map(|(id, _)| id.clone()) else {
                         continue;
                     };
                     let word = press.as_str();

@@ -41,7 +41,7 @@ impl Agent {
         // The CA's key only ever leaves over TLS: a joiner that asks for it came through a
         // TLS session pinned to the CA, so the reply is encrypted on the wire.
         let reply = if request.tls {
-            let ca = &self.tls.ca;
+            let ca = &self.tls.material.ca;
             let message = membership::join_message_ca(
                 mesh,
                 request.uuid,
@@ -88,17 +88,17 @@ impl Agent {
         let identity = crate::tls::Identity::load_or_issue(
             &self.data_dir,
             &ca,
-            &self.tls_names,
+            &self.tls.names,
             rustls::pki_types::UnixTime::now(),
         )?;
         let material = crate::tls::Material { ca, identity };
-        self.door_tls.set(material.server_config()?);
-        self.web_tls.set(material.web_server_config()?);
-        if self.mesh_tls.is_some() {
-            self.mesh_tls = Some(material.mesh_client_config()?);
+        self.tls.door.set(material.server_config()?);
+        self.tls.web.set(material.web_server_config()?);
+        if self.tls.mesh.is_some() {
+            self.tls.mesh = Some(material.mesh_client_config()?);
         }
         tracing::info!(fingerprint = %material.ca.fingerprint(), "took the mesh's certificate authority");
-        self.tls = material;
+        self.tls.material = material;
         Ok(())
     }
 
@@ -273,6 +273,21 @@ fn handed_ca(token: &Token, reply: JoinReply) -> Result<(Uuid, Option<MeshCa>), 
         );
     }
     Ok((reply.mesh, Some(ca)))
+}
+
+/// The mesh CA and this instance's certificate, and the TLS configurations made from them,
+/// which a join that brings the mesh's CA replaces (`Agent::adopt_ca`).
+pub(super) struct Tls {
+    /// The mesh CA and this instance's certificate.
+    pub(super) material: crate::tls::Material,
+    /// The names this instance's certificate carries.
+    pub(super) names: crate::tls::Names,
+    /// The front door's TLS configuration.
+    pub(super) door: std::sync::Arc<crate::tls::ServerSlot>,
+    /// The web page's TLS configuration.
+    pub(super) web: std::sync::Arc<crate::tls::ServerSlot>,
+    /// How peer links speak TLS (client certificate, mesh CA); none with `[mesh] tls = false`.
+    pub(super) mesh: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Whether `addr` is a loopback address on one of `own_ports`: our own broker.

@@ -66,7 +66,7 @@ impl Agent {
             self.uuid,
         ));
         opts.keep_alive = Duration::from_secs(2);
-        opts.tls = self.mesh_tls.clone();
+        opts.tls = self.tls.mesh.clone();
         opts.last_will = Some(LastWill::new(
             self.topics.status(self.uuid),
             "offline",

@@ -43,7 +43,7 @@ use crate::plugins::relay_bank::{RelayBank, RelaySpec, Timer};
 use crate::plugins::{relay, Input, Relay};
 use crate::replica::Store;
 use crate::runtime::{self, RuntimeInfo};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -143,20 +143,8 @@ struct Agent {
     node: Node,
     /// The store's files.
     store: Store,
-    /// Relays this instance holds, by object id.
-    relays: BTreeMap<ObjectId, Relay>,
-    /// The switching rules of our relays (pulse, interlock, watchdog, on-stop).
-    bank: RelayBank,
-    /// Relay commands waiting for the bank's answer, oldest first, by relay.
-    queued: HashMap<ObjectId, std::collections::VecDeque<hardware::Queued>>,
-    /// Inputs this instance holds; the index is what edge callbacks report.
-    inputs: Vec<(ObjectId, Input)>,
-    /// The press detector of each input, by the same index.
-    presses: Vec<PressDetector>,
-    /// Our serial devices' tasks, by device id.
-    serials: BTreeMap<ObjectId, crate::plugins::serial::SerialHandle>,
-    /// The device of each line channel we hold, by channel id.
-    channels: BTreeMap<ObjectId, ObjectId>,
+    /// The hardware this instance holds: relays, inputs, serial devices.
+    hw: hardware::Hardware,
     /// Link to our own embedded broker, in process (and to the shared one, if any).
     link: own_link::OwnLink,
     /// Sender for edges and debounce timers.
@@ -181,16 +169,8 @@ struct Agent {
     mesh: std::sync::Arc<std::sync::Mutex<Uuid>>,
     /// What the front door checks credentials against.
     auth: crate::door::auth::Auth,
-    /// The mesh CA and this instance's certificate.
-    tls: crate::tls::Material,
-    /// The names this instance's certificate carries.
-    tls_names: crate::tls::Names,
-    /// The front door's TLS configuration, replaced when a join brings the mesh's CA.
-    door_tls: std::sync::Arc<crate::tls::ServerSlot>,
-    /// The web page's TLS configuration, replaced likewise.
-    web_tls: std::sync::Arc<crate::tls::ServerSlot>,
-    /// How peer links speak TLS (client certificate, mesh CA); none with `[mesh] tls = false`.
-    mesh_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The mesh CA, this instance's certificate and everything that serves with them.
+    tls: join::Tls,
     /// Open invitations made here.
     invitations: crate::membership::Invitations,
     /// Members or users changed: refresh the front door's keys.
@@ -279,7 +259,7 @@ impl Agent {
         if relay.config.power_on == PowerOn::Restore && (recorded.is_some() || self.same_boot) {
             tracing::info!(object = %id, on, "restoring relay to its last state");
         }
-        self.relays.insert(id.clone(), relay);
+        self.hw.relays.insert(id.clone(), relay);
         self.record(&id, vec![(model::STATE.into(), on_off(on).into())]);
         Ok(on)
     }
@@ -307,7 +287,7 @@ impl Agent {
         gpio: &mut dyn hal::Gpio,
         cfg: InputConfig,
     ) -> Result<(), hal::HalError> {
-        let index = self.inputs.len();
+        let index = self.hw.inputs.len();
         let tx = self.internal.clone();
         let id = cfg.id.clone();
         let input = Input::claim(
@@ -318,8 +298,10 @@ impl Agent {
             }),
         )?;
         let on = input.is_on()?;
-        self.presses.push(PressDetector::for_input(&input.config));
-        self.inputs.push((id.clone(), input));
+        self.hw
+            .presses
+            .push(PressDetector::for_input(&input.config));
+        self.hw.inputs.push((id.clone(), input));
         self.record(&id, vec![(model::STATE.into(), on_off(on).into())]);
         Ok(())
     }
@@ -396,7 +378,7 @@ impl Agent {
     async fn on_internal(&mut self, ev: Internal) {
         match ev {
             Internal::Edge(i) => {
-                let Some((_, input)) = self.inputs.get_mut(i) else {
+                let Some((_, input)) = self.hw.inputs.get_mut(i) else {
                     return;
                 };
                 if input.debouncing {
@@ -411,7 +393,7 @@ impl Agent {
                 });
             }
             Internal::Debounced(i) => {
-                let Some((id, input)) = self.inputs.get_mut(i) else {
+                let Some((id, input)) = self.hw.inputs.get_mut(i) else {
                     return;
                 };
                 input.debouncing = false;
@@ -427,11 +409,11 @@ impl Agent {
                 }
             }
             Internal::RelayTimer(timer) => {
-                let actions = self.bank.timer(&timer, std::time::Instant::now());
+                let actions = self.hw.bank.timer(&timer, std::time::Instant::now());
                 self.perform(actions).await;
             }
             Internal::PressTimer(i, timer) => {
-                let Some(detector) = self.presses.get_mut(i) else {
+                let Some(detector) = self.hw.presses.get_mut(i) else {
                     return;
                 };
                 let actions = detector.timer(timer);

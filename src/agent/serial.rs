@@ -42,10 +42,10 @@ impl Agent {
     ) {
         for cfg in configs {
             for ch in &cfg.channels {
-                self.channels.insert(ch.id.clone(), cfg.id.clone());
+                self.hw.channels.insert(ch.id.clone(), cfg.id.clone());
             }
             let handle = SerialHandle::spawn(cfg.clone(), events.clone(), cancel.child_token());
-            self.serials.insert(cfg.id.clone(), handle);
+            self.hw.serials.insert(cfg.id.clone(), handle);
         }
     }
 
@@ -56,9 +56,10 @@ impl Agent {
             return false;
         };
         let handle = self
+            .hw
             .channels
             .get(id)
-            .and_then(|device| self.serials.get(device));
+            .and_then(|device| self.hw.serials.get(device));
         let (Some(switch), Some(handle)) = (req.state, handle) else {
             return false;
         };
@@ -136,7 +137,7 @@ impl Agent {
                 self.set_online(&ev.device, false);
             }
             SerialEventKind::State { channel, on } => {
-                if self.channels.get(&channel) == Some(&ev.device) {
+                if self.hw.channels.get(&channel) == Some(&ev.device) {
                     self.record(&channel, vec![(model::STATE.into(), on_off(on).into())]);
                 }
             }
@@ -156,6 +157,7 @@ impl Agent {
     /// Records every channel of `device` as online or not.
     fn set_online(&mut self, device: &ObjectId, online: bool) {
         let channels: Vec<ObjectId> = self
+            .hw
             .channels
             .iter()
             .filter(|(_, d)| *d == device)
@@ -170,7 +172,7 @@ impl Agent {
     pub(super) fn on_send(&mut self, device: &str, payload: &[u8]) {
         let handle = ObjectId::new(device)
             .ok()
-            .and_then(|d| self.serials.get(&d).cloned());
+            .and_then(|d| self.hw.serials.get(&d).cloned());
         let Some(handle) = handle else {
             tracing::debug!(%device, "bytes for a serial device this instance does not hold");
             return;

@@ -140,13 +140,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         bind: settings.bind,
         node: Node::new(uuid, &settings.name, replica),
         store,
-        relays: BTreeMap::new(),
-        bank: RelayBank::new(settings.config.relays.iter().map(RelaySpec::from).collect()),
-        queued: HashMap::new(),
-        inputs: Vec::new(),
-        presses: Vec::new(),
-        serials: BTreeMap::new(),
-        channels: BTreeMap::new(),
+        hw: hardware::Hardware::new(RelayBank::new(
+            settings.config.relays.iter().map(RelaySpec::from).collect(),
+        )),
         link,
         internal,
         deferred: Default::default(),
@@ -160,11 +156,13 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         key,
         mesh: std::sync::Arc::new(std::sync::Mutex::new(mesh.mesh)),
         auth,
-        tls,
-        tls_names,
-        door_tls: broker.door.tls.clone(),
-        web_tls,
-        mesh_tls,
+        tls: join::Tls {
+            material: tls,
+            names: tls_names,
+            door: broker.door.tls.clone(),
+            web: web_tls,
+            mesh: mesh_tls,
+        },
         keys_dirty: false,
         join,
         last_hello: None,
@@ -213,7 +211,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         let on = agent.claim_relay(gpio.as_mut(), cfg.clone())?;
         claimed.push((cfg.id.clone(), on, agent.on_for(&cfg.id)));
     }
-    let start = agent.bank.start(&claimed, std::time::Instant::now());
+    let start = agent.hw.bank.start(&claimed, std::time::Instant::now());
     agent.perform(start).await;
     for cfg in &settings.config.inputs {
         agent.claim_input(gpio.as_mut(), cfg.clone())?;

@@ -192,9 +192,9 @@ impl Agent {
     /// Reports other instances claiming objects whose hardware is ours.
     pub(super) fn check_claims(&mut self) {
         for (object, other) in self.node.take_claims() {
-            let ours = self.relays.contains_key(&object)
-                || self.channels.contains_key(&object)
-                || self.inputs.iter().any(|(id, _)| *id == object);
+            let ours = self.hw.relays.contains_key(&object)
+                || self.hw.channels.contains_key(&object)
+                || self.hw.inputs.iter().any(|(id, _)| *id == object);
             if !ours || other == self.uuid {
                 continue;
             }
