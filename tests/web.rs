@@ -257,6 +257,19 @@ fn three_instances_on_one_page_in_a_real_browser() {
         )),
         "true"
     );
+    // The longer labels of unavailable neighbours (two units apart) stay apart.
+    let apart = format!(
+        "(() => {{ const boxes = s => [...document.querySelector(s).querySelectorAll('text')].map(t => t.getBoundingClientRect()); \
+           const a = boxes('{}'), b = boxes('{}'); \
+           return String(a.every(x => b.every(y => x.right <= y.left || y.right <= x.left || x.bottom <= y.top || y.bottom <= x.top))); }})()",
+        sel("a-light"),
+        sel("a-fan")
+    );
+    assert_eq!(
+        browser.eval(&apart),
+        "true",
+        "a-light's and a-fan's labels overlap"
+    );
     browser.screenshot(&artifacts().join("03-alpha-offline.png"));
 
     drop(browser);

@@ -84,10 +84,12 @@ function icon(kind, g, r) {
   }
 }
 
-function holderText(o) {
-  if (o.conflict) return 'claimed by ' + o.conflict.join(', ');
+// Who holds an object, one short line each, so the labels of neighbours do not run into
+// each other.
+function holderLines(o) {
+  if (o.conflict) return ['claimed by', ...o.conflict];
   const who = o['holder-name'] || (o.kind === 'virtual' ? 'any instance' : '');
-  return (o.available === false ? 'unavailable · ' : '') + who;
+  return (o.available === false ? ['unavailable', who] : [who]).filter(Boolean);
 }
 
 function drawObject(o, spot, parent) {
@@ -103,12 +105,16 @@ function drawObject(o, spot, parent) {
   icon(o.kind, g, r);
   const name = el('text', { y: r * 2.1, 'font-size': r * 0.8 }, g);
   name.textContent = o.name || o.id;
-  const holder = el('text', { class: 'holder', y: r * 2.9, 'font-size': r * 0.6 }, g);
-  holder.textContent = holderText(o);
+  const lines = holderLines(o);
+  lines.forEach((line, i) => {
+    const holder = el('text', { class: 'holder', y: r * (2.9 + 0.7 * i), 'font-size': r * 0.6 }, g);
+    holder.textContent = line;
+  });
   // The last press seen live, else the one the house recorded (its `event` property).
   const press = house.presses[o.id] || (o.event ? { event: o.event } : null);
   if (o.kind === 'input') {
-    const p = el('text', { class: 'press', y: r * 3.6, 'font-size': r * 0.6, 'data-press': press ? press.event : '' }, g);
+    const y = r * (2.9 + 0.7 * Math.max(lines.length, 1));
+    const p = el('text', { class: 'press', y, 'font-size': r * 0.6, 'data-press': press ? press.event : '' }, g);
     const when = press && press.at ? ` · ${new Date(press.at).toLocaleTimeString()}` : '';
     p.textContent = press ? `last press: ${press.event}${when}` : 'no press yet';
   }
