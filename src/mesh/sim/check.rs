@@ -6,27 +6,32 @@ use super::Sim;
 use crate::mesh::node::MAX_HELD;
 
 impl Sim {
-    /// Every instance runs and holds the same registers.
+    /// Every instance (but one retired for good) runs and holds the same registers.
     pub(super) fn converged(&self) -> bool {
-        let mut views = self.nodes.iter().map(|n| n.node.as_ref().map(view));
+        let mut views = self.live().map(|n| n.node.as_ref().map(view));
         let Some(Some(first)) = views.next() else {
             return false;
         };
         views.all(|v| v.as_ref() == Some(&first))
     }
 
+    /// The instances that are meant to run: all but one retired for good.
+    fn live(&self) -> impl Iterator<Item = &super::Instance> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.is_retired(*i))
+            .map(|(_, n)| n)
+    }
+
     /// The invariants after a healed run; `Err` names the first one broken.
     pub fn check(&self) -> Result<(), String> {
         if !self.converged() {
-            let views: Vec<_> = self
-                .nodes
-                .iter()
-                .map(|n| n.node.as_ref().map(view))
-                .collect();
+            let views: Vec<_> = self.live().map(|n| n.node.as_ref().map(view)).collect();
             let diff = first_difference(&views);
             return Err(format!("replicas differ after healing: {diff}"));
         }
-        for inst in &self.nodes {
+        for inst in self.live() {
             let Some(node) = inst.node.as_ref() else {
                 return Err(format!("{} is not running", inst.name));
             };

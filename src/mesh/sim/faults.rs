@@ -59,7 +59,7 @@ impl Sim {
     }
 
     /// `a` stops hearing `b`.
-    fn offline(&mut self, a: usize, b: usize) {
+    pub(super) fn offline(&mut self, a: usize, b: usize) {
         let peer = self.nodes[b].uuid;
         if let Some(node) = self.nodes[a].node.as_mut() {
             node.peer_offline(peer);

@@ -16,6 +16,7 @@ mod clients;
 mod commands;
 mod faults;
 mod jobs;
+mod retire;
 #[cfg(test)]
 mod tests;
 mod world;
@@ -108,6 +109,8 @@ pub struct Sim {
     pub stats: BTreeMap<&'static str, u64>,
     /// Client commands and pin switches.
     traffic: clients::Traffic,
+    /// An instance retired for good, in some runs (`retire.rs`).
+    retirement: retire::Retirement,
 }
 
 /// The objects clients write.
@@ -151,6 +154,7 @@ impl Sim {
             worst: Default::default(),
             stats: BTreeMap::new(),
             traffic: Default::default(),
+            retirement: retire::Retirement::new(seed, n),
         };
         for i in 0..n {
             sim.start(i);
@@ -234,6 +238,7 @@ impl Sim {
     /// dispatcher asks.
     fn settle(&mut self, i: usize) {
         self.settle_node(i);
+        self.follow_retirement(i);
         self.settle_commands(i);
     }
 
@@ -343,6 +348,7 @@ impl Sim {
         if chaos {
             self.inject_faults();
         }
+        self.retire_faults(chaos);
         for i in 0..n {
             if self.nodes[i].node.is_none() && self.nodes[i].back_at <= self.step {
                 self.count("restart");
@@ -458,7 +464,9 @@ impl Sim {
         for i in 0..self.nodes.len() {
             self.nodes[i].disk.full_until = 0;
             self.nodes[i].skew_ms = self.nodes[i].skew_ms.clamp(-2000, 2000);
-            self.nodes[i].back_at = self.nodes[i].back_at.min(self.step + 1);
+            if !self.is_retired(i) {
+                self.nodes[i].back_at = self.nodes[i].back_at.min(self.step + 1);
+            }
         }
         for _ in 0..heal_steps {
             self.tick(false);

@@ -7,12 +7,14 @@ use super::Sim;
 const CHAOS_STEPS: u64 = 1000;
 const HEAL_STEPS: u64 = 3000;
 
-/// Runs one seed; `Err` says what broke and how to run it again.
-fn run_seed(seed: u64) -> Result<(), String> {
+/// Runs one seed; `Err` says what broke and how to run it again. `Ok` says whether the run
+/// forgot an instance.
+fn run_seed(seed: u64) -> Result<bool, String> {
     let n = 3 + (seed % 5) as usize;
     let mut sim = Sim::new(seed, n);
     sim.run(CHAOS_STEPS, HEAL_STEPS);
-    sim.check().map_err(|why| {
+    let forgot = sim.stats.contains_key("forget");
+    sim.check().map(|()| forgot).map_err(|why| {
         format!(
             "seed {seed} ({n} instances, {:?}; {:?}): {why}\nreproduce: SIM_SEED={seed} cargo test --lib mesh::sim::tests::one_seed -- --nocapture",
             sim.faults(),
@@ -21,24 +23,30 @@ fn run_seed(seed: u64) -> Result<(), String> {
     })
 }
 
-/// Runs `count` seeds from `first`, and fails on the first broken one.
-fn campaign(first: u64, count: u64) {
+/// Runs `count` seeds from `first`, and fails on the first broken one; returns how many
+/// runs forgot an instance.
+fn campaign(first: u64, count: u64) -> u64 {
+    let mut forgot = 0;
     for seed in first..first + count {
-        if let Err(why) = run_seed(seed) {
-            panic!("{why}");
+        match run_seed(seed) {
+            Ok(f) => forgot += u64::from(f),
+            Err(why) => panic!("{why}"),
         }
     }
+    forgot
 }
 
 // Two halves, so the test harness runs them on two cores.
 #[test]
 fn faulty_schedules_0_to_499_keep_replicas_and_commands_right() {
-    campaign(0, 500);
+    let forgot = campaign(0, 500);
+    assert!(forgot > 50, "only {forgot} runs forgot an instance");
 }
 
 #[test]
 fn faulty_schedules_500_to_999_keep_replicas_and_commands_right() {
-    campaign(500, 500);
+    let forgot = campaign(500, 500);
+    assert!(forgot > 50, "only {forgot} runs forgot an instance");
 }
 
 #[test]
