@@ -89,14 +89,15 @@ pub fn member_credentials(
 impl Agent {
     /// Rebuilds the front door's members and users from the replica.
     pub(super) fn refresh_keys(&mut self) {
-        let (replica, invitations) = (self.replica(), &self.invitations);
-        self.auth
+        let (replica, invitations) = (self.replica(), &self.members.invitations);
+        self.members
+            .auth
             .update(|k| membership::refresh(k, replica, invitations));
     }
 
     /// Records this instance as a member of its mesh (a no-op when the record is current).
     pub(super) fn record_self_as_member(&mut self) {
-        let props = membership::member_props(&self.name, &self.key.verifying_key());
+        let props = membership::member_props(&self.name, &self.members.key.verifying_key());
         self.record(&membership::member_id(self.uuid), props);
         self.refresh_keys();
     }
@@ -139,7 +140,7 @@ impl Agent {
     }
 
     fn invite(&mut self, id: String, expires_s: Option<u64>) -> AdminReply {
-        if self.join.is_some() {
+        if self.members.join.is_some() {
             // Its token would name the mesh and CA this instance is about to leave.
             return failed(
                 id,
@@ -153,15 +154,18 @@ impl Agent {
                 format!("an invitation expires after 1 s to {MAX_INVITE_EXPIRES_S} s (7 days)"),
             );
         }
-        let (inv_id, secret) = self.invitations.create(clock::now_ms() + secs * 1000);
-        if let Err(e) = self.invitations.save(&self.data_dir) {
+        let (inv_id, secret) = self
+            .members
+            .invitations
+            .create(clock::now_ms() + secs * 1000);
+        if let Err(e) = self.members.invitations.save(&self.data_dir) {
             return failed(id, format!("cannot keep the invitation: {e}"));
         }
         self.refresh_keys();
         let token = Token {
             mesh: self.mesh_id(),
             by: self.uuid,
-            key: secret::to_hex(self.key.verifying_key().as_bytes()),
+            key: secret::to_hex(self.members.key.verifying_key().as_bytes()),
             addrs: self.own_addresses(),
             id: inv_id.clone(),
             secret,

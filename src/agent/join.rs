@@ -23,11 +23,11 @@ impl Agent {
             tracing::warn!(%invitation, "ignoring a join request with a malformed key");
             return;
         };
-        if !self.invitations.take(invitation, clock::now_ms()) {
+        if !self.members.invitations.take(invitation, clock::now_ms()) {
             tracing::warn!(%invitation, joiner = %request.uuid, "join request for an unknown, used or expired invitation");
             return;
         }
-        if let Err(e) = self.invitations.save(&self.data_dir) {
+        if let Err(e) = self.members.invitations.save(&self.data_dir) {
             tracing::warn!(error = %e, "cannot write the invitations; a used one may be offered again after a restart");
         }
         let name = request.name.chars().take(64).collect::<String>();
@@ -51,7 +51,7 @@ impl Agent {
             );
             JoinReply {
                 mesh,
-                sig: secret::to_hex(&self.key.sign(&message).to_bytes()),
+                sig: secret::to_hex(&self.members.key.sign(&message).to_bytes()),
                 ca_cert: Some(ca.cert_pem.clone()),
                 ca_key: Some(ca.key_pem.clone()),
             }
@@ -59,7 +59,7 @@ impl Agent {
             let message = membership::join_message(mesh, request.uuid, &request.key);
             JoinReply {
                 mesh,
-                sig: secret::to_hex(&self.key.sign(&message).to_bytes()),
+                sig: secret::to_hex(&self.members.key.sign(&message).to_bytes()),
                 ca_cert: None,
                 ca_key: None,
             }
@@ -78,7 +78,7 @@ impl Agent {
 
     /// The mesh this instance belongs to now.
     pub(super) fn mesh_id(&self) -> Uuid {
-        self.mesh.lock().map(|m| *m).unwrap_or_default()
+        self.members.mesh.lock().map(|m| *m).unwrap_or_default()
     }
 
     /// Takes the mesh CA a join handed over: this instance's certificate is issued again by
@@ -118,10 +118,10 @@ impl Agent {
         if let Err(e) = file.save(&self.data_dir) {
             tracing::error!(error = %e, "cannot record the mesh joined; the join is repeated at the next start");
         }
-        if let Ok(mut m) = self.mesh.lock() {
+        if let Ok(mut m) = self.members.mesh.lock() {
             *m = mesh;
         }
-        self.auth.update(|k| k.mesh = mesh);
+        self.members.auth.update(|k| k.mesh = mesh);
         if let Some(lan) = &mut self.lan {
             lan.set_mesh(mesh);
         }
@@ -273,6 +273,23 @@ fn handed_ca(token: &Token, reply: JoinReply) -> Result<(Uuid, Option<MeshCa>), 
         );
     }
     Ok((reply.mesh, Some(ca)))
+}
+
+/// Who this instance is in the mesh, whom the front door lets in, and the invitations it
+/// made or has to join with.
+pub(super) struct Membership {
+    /// This instance's signing key: proves membership, signs join answers.
+    pub(super) key: ed25519_dalek::SigningKey,
+    /// The mesh this instance belongs to (shared with the peer links' credential makers).
+    pub(super) mesh: std::sync::Arc<std::sync::Mutex<Uuid>>,
+    /// What the front door checks credentials against.
+    pub(super) auth: crate::door::auth::Auth,
+    /// Open invitations made here.
+    pub(super) invitations: crate::membership::Invitations,
+    /// Members or users changed: refresh the front door's keys.
+    pub(super) keys_dirty: bool,
+    /// The invitation this instance still has to join with.
+    pub(super) join: Option<crate::membership::Token>,
 }
 
 /// The mesh CA and this instance's certificate, and the TLS configurations made from them,

@@ -61,8 +61,8 @@ impl Agent {
             ),
         );
         opts.credentials = Some(super::admin::member_credentials(
-            self.key.clone(),
-            self.mesh.clone(),
+            self.members.key.clone(),
+            self.members.mesh.clone(),
             self.uuid,
         ));
         opts.keep_alive = Duration::from_secs(2);

@@ -163,20 +163,10 @@ struct Agent {
     mesh_tx: mpsc::Sender<(String, LinkEvent)>,
     /// Where the identity, store and secrets live.
     data_dir: PathBuf,
-    /// This instance's signing key: proves membership, signs join answers.
-    key: ed25519_dalek::SigningKey,
-    /// The mesh this instance belongs to (shared with the peer links' credential makers).
-    mesh: std::sync::Arc<std::sync::Mutex<Uuid>>,
-    /// What the front door checks credentials against.
-    auth: crate::door::auth::Auth,
+    /// Who this instance is in the mesh and whom it lets in.
+    members: join::Membership,
     /// The mesh CA, this instance's certificate and everything that serves with them.
     tls: join::Tls,
-    /// Open invitations made here.
-    invitations: crate::membership::Invitations,
-    /// Members or users changed: refresh the front door's keys.
-    keys_dirty: bool,
-    /// The invitation this instance still has to join with.
-    join: Option<crate::membership::Token>,
     /// The hello last published on our broker, so it is only republished when it changes.
     last_hello: Option<crate::mesh::proto::Hello>,
     /// Where each command runs and who hears its answer (`crate::mesh::dispatch`).
@@ -421,7 +411,7 @@ impl Agent {
             }
             Internal::SerialDone(done) => self.serial_done(*done).await,
             Internal::Joined(Ok((mesh, ca, via))) => {
-                if let Some(token) = self.join.take() {
+                if let Some(token) = self.members.join.take() {
                     self.joined(&token, mesh, ca, &via);
                 }
             }
@@ -437,7 +427,7 @@ impl Agent {
             Internal::Compacted(done) => self.compaction_ended(*done),
             Internal::Joined(Err(why)) => {
                 tracing::error!(%why, "could not join the mesh of the invitation; running alone");
-                self.join = None;
+                self.members.join = None;
             }
         }
     }

@@ -151,11 +151,15 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         peers: Peers::new(uuid, &settings.name),
         links: HashMap::new(),
         mesh_tx,
-        invitations: admin::load_invitations(&data_dir),
         data_dir: data_dir.clone(),
-        key,
-        mesh: std::sync::Arc::new(std::sync::Mutex::new(mesh.mesh)),
-        auth,
+        members: join::Membership {
+            key,
+            mesh: std::sync::Arc::new(std::sync::Mutex::new(mesh.mesh)),
+            auth,
+            invitations: admin::load_invitations(&data_dir),
+            keys_dirty: false,
+            join,
+        },
         tls: join::Tls {
             material: tls,
             names: tls_names,
@@ -163,8 +167,6 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
             web: web_tls,
             mesh: mesh_tls,
         },
-        keys_dirty: false,
-        join,
         last_hello: None,
         dispatch: crate::mesh::dispatch::Dispatcher::new(answers::load(&data_dir)),
         answers_file: Default::default(),
@@ -226,12 +228,12 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
     for addr in known {
         agent.dial_known(&addr);
     }
-    if let Some(token) = agent.join.clone() {
+    if let Some(token) = agent.members.join.clone() {
         tracing::info!(mesh = %token.mesh, "joining the mesh of the invitation");
         let request = crate::membership::JoinRequest {
             uuid,
             name: agent.name.clone(),
-            key: crate::secret::to_hex(agent.key.verifying_key().as_bytes()),
+            key: crate::secret::to_hex(agent.members.key.verifying_key().as_bytes()),
             tls: false,
         };
         let tx = agent.internal.clone();

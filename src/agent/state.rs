@@ -281,7 +281,7 @@ impl Agent {
         for id in self.node.take_dirty() {
             if id.is_system() {
                 // Members and users are never public; they change who the door lets in.
-                self.keys_dirty = true;
+                self.members.keys_dirty = true;
                 if let Some(member) = crate::replica::trust::member_of(&id) {
                     self.announce_instance(member).await;
                     if self.replica().is_retired(member) && self.peers.name_of(member).is_some() {
@@ -293,7 +293,7 @@ impl Agent {
                 self.publish_state(&id).await;
             }
         }
-        if std::mem::take(&mut self.keys_dirty) {
+        if std::mem::take(&mut self.members.keys_dirty) {
             self.refresh_keys();
         }
     }
