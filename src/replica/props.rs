@@ -35,7 +35,7 @@ fn name(prop: &str) -> Cow<'static, str> {
 
 /// Every register of one object, sorted by property name.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Props(Vec<(Cow<'static, str>, Register)>);
+pub struct Props(Vec<Slot>);
 
 impl Props {
     /// Where `prop` is, or where it would go.
@@ -83,7 +83,7 @@ impl Props {
     }
 
     /// Every (name, register), by name.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Register)> {
+    pub fn iter(&self) -> Iter<'_> {
         self.0.iter().map(|(k, r)| (k.as_ref(), r))
     }
 
@@ -93,12 +93,18 @@ impl Props {
     }
 }
 
+/// One slot of [`Props`].
+type Slot = (Cow<'static, str>, Register);
+
+/// The iterator of [`Props::iter`]: named, so `for (prop, r) in &props` allocates nothing.
+pub type Iter<'a> = std::iter::Map<std::slice::Iter<'a, Slot>, fn(&Slot) -> (&str, &Register)>;
+
 impl<'a> IntoIterator for &'a Props {
     type Item = (&'a str, &'a Register);
-    type IntoIter = Box<dyn Iterator<Item = (&'a str, &'a Register)> + 'a>;
+    type IntoIter = Iter<'a>;
 
     fn into_iter(self) -> Self::IntoIter {
-        Box::new(self.iter())
+        self.iter()
     }
 }
 
