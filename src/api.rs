@@ -340,7 +340,7 @@ pub fn state_json(id: &ObjectId, obj: &Object) -> serde_json::Value {
             Value::Number(n) => json!(n),
             Value::Text(t) => json!(t),
         };
-        map.insert(prop.clone(), v);
+        map.insert(prop.to_owned(), v);
     }
     serde_json::Value::Object(map)
 }

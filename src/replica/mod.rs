@@ -38,6 +38,7 @@ mod admit;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod log;
+mod props;
 mod record;
 mod seqs;
 mod snapshot;
@@ -49,6 +50,7 @@ pub use admit::{
     Refused, MAX_OBJECTS, MAX_ORIGINS, MAX_PROPS, MAX_PROP_LEN, MAX_SEQ, MAX_TEXT_LEN,
 };
 pub use log::{CompactionJob, Store, StoreError, SyncTicket};
+pub use props::Props;
 pub use trust::Signature;
 
 use crate::clock::{Hlc, Stamp};
@@ -117,7 +119,7 @@ impl Register {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Object {
     /// Every property ever written, by name, including the `deleted` tombstone.
-    pub props: BTreeMap<String, Register>,
+    pub props: Props,
 }
 
 impl Object {
@@ -336,7 +338,7 @@ impl Replica {
         };
         let changed = match object.props.get_mut(&u.prop) {
             None => {
-                object.props.insert(u.prop.clone(), fresh);
+                object.props.insert(&u.prop, fresh);
                 self.registers += 1;
                 true
             }
@@ -402,7 +404,7 @@ impl Replica {
                     .filter(move |(_, r)| r.sig.is_some() || !signed)
                     .map(move |(prop, r)| Update {
                         object: id.clone(),
-                        prop: prop.clone(),
+                        prop: prop.to_owned(),
                         value: r.value.clone(),
                         stamp: r.stamp,
                         seq: r.seq,

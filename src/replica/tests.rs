@@ -123,7 +123,7 @@ fn any_order_of_the_same_updates_gives_the_same_replica() {
         for (prop, register) in &object.props {
             let best = history
                 .iter()
-                .filter(|u| &u.object == id && &u.prop == prop)
+                .filter(|u| &u.object == id && u.prop == prop)
                 .map(|u| u.stamp)
                 .max();
             assert_eq!(Some(register.stamp), best, "{id}.{prop}");

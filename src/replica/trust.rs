@@ -253,7 +253,7 @@ impl Replica {
                     origin: self.origin,
                     ..r.stamp
                 };
-                out.push(self.own_update(id, prop.clone(), r.value.clone(), stamp, seq));
+                out.push(self.own_update(id, prop.to_owned(), r.value.clone(), stamp, seq));
             }
         }
         out

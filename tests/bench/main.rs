@@ -9,6 +9,9 @@
 //! an answer is not `ok`, something does not arrive within its deadline, the default
 //! paho-mqtt round trip through pimesh takes more than [`PAHO_RATIO`] × Mosquitto's, or an
 //! instance with 10,000 objects uses more memory than [`memory`] allows.
+//!
+//! `BENCH_MEMORY=1 make bench` runs only the memory per object section; `BENCH_SOLO=1` only
+//! the single-instance throughput (see [`solo`]).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -58,6 +61,8 @@ fn main() -> ExitCode {
     watchdog();
     let outcome = if std::env::var_os("BENCH_SOLO").is_some() {
         solo()
+    } else if std::env::var_os("BENCH_MEMORY").is_some() {
+        memory_only()
     } else {
         run()
     };
@@ -201,6 +206,24 @@ fn run() -> Result<Vec<String>> {
             "a default paho-mqtt client's round trip through pimesh is {ratio:.2}x Mosquitto's (at most {PAHO_RATIO}x)"
         ));
     }
+    Ok(failures)
+}
+
+/// `BENCH_MEMORY=1`: only the memory per object section (a few minutes less, and no other
+/// instance's load around it).
+fn memory_only() -> Result<Vec<String>> {
+    println!("pimesh benchmark — memory per object only (BENCH_MEMORY)");
+    for line in report::machine() {
+        println!("  {line}");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the benchmark's runtime")?;
+    let memory = memory::measure(&rt)?;
+    memory.print();
+    let mut failures = Vec::new();
+    memory.check(&mut failures);
     Ok(failures)
 }
 

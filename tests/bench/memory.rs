@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 pub const OBJECTS: usize = 10_000;
 /// The goal of issue 12: each instance within this with [`OBJECTS`] objects.
 const TARGET_MIB: f64 = 30.0;
-/// What the bench fails above, holder and joiner alike: what was reached (at most 73.4 MiB
-/// on 7 December 2026, see README "Performance") with a margin, so a regression fails the
-/// run while the target is not met yet. Lower it to [`TARGET_MIB`] once it is.
-const BOUND_MIB: f64 = 90.0;
+/// What the bench fails above, holder and joiner alike: what was reached (at most 68.5 MiB
+/// on 7 December 2026, see README "Performance") with a margin for the joiner, whose figure
+/// varies by a dozen MiB from run to run, so a regression fails the run while the target is
+/// not met yet. Lower it to [`TARGET_MIB`] once it is.
+const BOUND_MIB: f64 = 80.0;
 /// How long an instance may take to hold all objects (the joiner's sync included).
 const ALL_WITHIN: Duration = Duration::from_secs(60);
 

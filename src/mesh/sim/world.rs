@@ -107,7 +107,7 @@ pub(super) fn view(node: &Node) -> View {
     for (id, obj) in node.replica().objects() {
         for (prop, reg) in &obj.props {
             v.insert(
-                (id.to_string(), prop.clone()),
+                (id.to_string(), prop.to_owned()),
                 (reg.value.clone(), reg.stamp),
             );
         }
