@@ -15,7 +15,7 @@
 //! - a last will that marks this instance `offline`.
 //!
 //! Publishing never waits for the shared broker: a message that finds the queue full is
-//! dropped, counted, and the agent publishes everything again (`take_dropped`).
+//! dropped and flagged, and the agent publishes everything again (`take_dropped`).
 
 use crate::broker::local::ResponseTo;
 use crate::config::ExternalBroker;
