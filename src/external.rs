@@ -12,6 +12,8 @@
 //!   is asked for, so a retained command (replayed on subscribe, or published with the
 //!   retain flag) is told apart and never run;
 //! - Home Assistant's `<prefix>/status`, so its `online` re-announces the house;
+//! - while this instance speaks for the house, its retained states (`<base>/+`), so one
+//!   that someone else overwrote is put back;
 //! - a last will that marks this instance `offline`.
 //!
 //! Publishing never waits for the shared broker: a message that finds the queue full is
@@ -75,6 +77,11 @@ pub struct External {
     /// Connected right now (nothing is queued while we are not: the agent publishes
     /// everything again on `Up`).
     connected: Arc<AtomicBool>,
+    /// Subscribed to the house's retained states, to put ours back over a foreign one
+    /// (only the instance that speaks for the house does).
+    watching: Arc<AtomicBool>,
+    /// The filter of the retained states.
+    watch: Arc<str>,
 }
 
 impl std::fmt::Debug for External {
@@ -89,6 +96,8 @@ pub struct Plan {
     pub commands: Vec<String>,
     /// Filters every instance takes (Home Assistant's status).
     pub each: Vec<String>,
+    /// The retained states' filter, taken while watching (`External::watch_states`).
+    pub states: String,
     /// The retained status topic that the will sets to `offline`.
     pub status: String,
     /// The shared subscription group (one per house).
@@ -145,6 +154,8 @@ impl External {
             client,
             dropped: Arc::new(AtomicBool::new(false)),
             connected: Arc::new(AtomicBool::new(false)),
+            watching: Arc::new(AtomicBool::new(false)),
+            watch: plan.states.as_str().into(),
         };
         let (tx, rx) = mpsc::channel(1024);
         let driver = link.clone();
@@ -175,6 +186,25 @@ impl External {
             self.dropped.store(true, Ordering::Relaxed);
         }
         queued
+    }
+
+    /// Subscribes to the house's retained states on the shared broker, or stops: only the
+    /// instance that speaks for the house watches them.
+    pub fn watch_states(&self, on: bool) {
+        if self.watching.swap(on, Ordering::Relaxed) == on
+            || !self.connected.load(Ordering::Relaxed)
+        {
+            return; // unchanged, or the next ConnAck subscribes as it should
+        }
+        let done = if on {
+            self.client
+                .try_subscribe(self.watch.to_string(), QoS::AtLeastOnce)
+        } else {
+            self.client.try_unsubscribe(self.watch.to_string())
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "could not change the shared broker's state subscription");
+        }
     }
 
     /// Whether a publish was dropped since the last call (the agent then republishes all).
@@ -253,9 +283,14 @@ impl External {
             preserve_retain: true,
             ..Filter::new(shared(&plan.group, f), QoS::AtLeastOnce)
         });
+        let watching = self
+            .watching
+            .load(Ordering::Relaxed)
+            .then_some(&plan.states);
         let each = plan
             .each
             .iter()
+            .chain(watching)
             .map(|f| Filter::new(f.clone(), QoS::AtLeastOnce));
         let filters: Vec<Filter> = commands.chain(each).collect();
         if let Err(e) = self.client.try_subscribe_many(filters) {

@@ -476,3 +476,30 @@ fn two_shared_broker_clients_reusing_a_command_id_both_run() {
     );
     assert_eq!(a.pin(17).as_deref(), Some("0"));
 }
+
+#[test]
+fn a_state_overwritten_on_the_shared_broker_is_put_back() {
+    let m = Mosquitto::start(false);
+    let a = start_node(
+        "alpha",
+        &format!("{}{}", node_config("a"), m.broker_table()),
+        &[],
+    );
+    wait_until("alpha's light on the shared broker", || {
+        m.retained("pimesh/a-light")
+            .is_some_and(|s| s.contains("\"holder-name\":\"alpha\""))
+    });
+    // A client leaves a wrong state behind: the instance speaking for the house puts the
+    // house's back.
+    m.publish("pimesh/a-light", "{\"state\":\"ON\"}", true);
+    wait_until("the house's state back on the shared broker", || {
+        m.retained("pimesh/a-light").is_some_and(|s| {
+            s.contains("\"holder-name\":\"alpha\"") && s.contains("\"state\":\"OFF\"")
+        })
+    });
+    assert_eq!(
+        a.pin(17).as_deref(),
+        Some("0"),
+        "a state message is not a command"
+    );
+}

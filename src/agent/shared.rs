@@ -24,6 +24,7 @@ pub(super) fn plan(base: &str, uuid: Uuid, ha_status: Option<String>) -> Plan {
     Plan {
         commands: vec![api::set_filter(base), api::send_filter(base)],
         each: ha_status.into_iter().collect(),
+        states: api::state_filter(base),
         status: api::status_topic(base, uuid),
         // A group name cannot hold a topic separator or a wildcard.
         group: format!("pimesh-{}", base.replace(['/', '+', '#'], "-")),
@@ -58,6 +59,14 @@ impl Agent {
                     self.on_ha_status(&payload);
                     return;
                 }
+                if let Some(api::Route::State(object)) = api::route(&self.base, &topic) {
+                    // Watched while we speak for the house: someone else's value is
+                    // replaced by ours (our own echo is recognised).
+                    if self.link.is_speaker() {
+                        self.on_state_topic(&object, &payload).await;
+                    }
+                    return;
+                }
                 if retain {
                     // Left on the broker, it would run again on every subscribe: only a
                     // command sent now is one.
@@ -90,6 +99,7 @@ impl Agent {
         let dropped = shared.take_dropped();
         let speaker = self.peers.online().iter().all(|peer| *peer > self.uuid);
         let changed = self.link.set_speaker(speaker);
+        shared.watch_states(speaker);
         if changed {
             tracing::info!(
                 speaker,
