@@ -491,3 +491,7 @@ fn reply_pending(pending: Option<Pending>, slots: &[Slot], on: bool, out: &mut V
 #[cfg(test)]
 #[path = "relay_bank_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "relay_bank_random_tests.rs"]
+mod random_tests;

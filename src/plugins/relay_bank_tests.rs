@@ -1,14 +1,14 @@
-//! Tests of the relay bank: each rule on its own, then random sequences checked against the
-//! interlock and dead-time invariants by a small simulated agent.
+//! Tests of the relay bank, each rule on its own, with a small simulated agent (random
+//! sequences are in `relay_bank_random_tests.rs`).
 
 use super::*;
 use crate::config::OnStop;
 
-fn id(s: &str) -> ObjectId {
+pub(super) fn id(s: &str) -> ObjectId {
     ObjectId::new(s).unwrap()
 }
 
-fn spec(name: &str) -> RelaySpec {
+pub(super) fn spec(name: &str) -> RelaySpec {
     RelaySpec {
         id: id(name),
         pulse: None,
@@ -19,31 +19,31 @@ fn spec(name: &str) -> RelaySpec {
     }
 }
 
-fn ms(n: u64) -> Duration {
+pub(super) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
 /// A tiny agent: performs actions, keeps pins, timers, answers and reports, and checks the
 /// interlock invariants on every drive.
-struct Harness {
-    bank: RelayBank,
+pub(super) struct Harness {
+    pub(super) bank: RelayBank,
     start: Instant,
     now: Instant,
     timers: Vec<(Instant, Timer)>,
-    pins: BTreeMap<ObjectId, bool>,
+    pub(super) pins: BTreeMap<ObjectId, bool>,
     /// When each relay last went off, for the dead-time check.
     off_at: BTreeMap<ObjectId, Instant>,
     /// (relay, answer): Ok(state) for Reply, Err for Fail.
-    answers: Vec<(ObjectId, Result<bool, ()>)>,
+    pub(super) answers: Vec<(ObjectId, Result<bool, ()>)>,
     reports: Vec<(ObjectId, bool, Reason)>,
     drives: Vec<(Duration, ObjectId, bool)>,
     /// The next drive of this relay to this state fails.
-    fail_next: Option<(ObjectId, bool)>,
+    pub(super) fail_next: Option<(ObjectId, bool)>,
     groups: Vec<(Vec<ObjectId>, Duration)>,
 }
 
 impl Harness {
-    fn new(specs: Vec<RelaySpec>) -> Harness {
+    pub(super) fn new(specs: Vec<RelaySpec>) -> Harness {
         let mut groups: BTreeMap<String, (Vec<ObjectId>, Duration)> = BTreeMap::new();
         for s in &specs {
             if let Some(g) = &s.interlock {
@@ -69,7 +69,7 @@ impl Harness {
         }
     }
 
-    fn command(&mut self, name: &str, on: bool) {
+    pub(super) fn command(&mut self, name: &str, on: bool) {
         let actions = self.bank.command(&id(name), on, self.now).unwrap();
         self.perform(&actions);
     }
@@ -129,7 +129,7 @@ impl Harness {
     }
 
     /// Moves the clock forward by `d`, firing due timers in order.
-    fn advance(&mut self, d: Duration) {
+    pub(super) fn advance(&mut self, d: Duration) {
         let end = self.now + d;
         loop {
             self.timers.sort_by_key(|(at, _)| *at);
@@ -219,7 +219,7 @@ fn the_watchdog_switches_off_after_max_on_and_says_why() {
     assert_eq!(h.bank.is_on(&id("heater")), Some(false));
 }
 
-fn blind(dead: u64) -> Vec<RelaySpec> {
+pub(super) fn blind(dead: u64) -> Vec<RelaySpec> {
     ["up", "down"]
         .into_iter()
         .map(|n| {
@@ -452,63 +452,4 @@ fn unknown_relays_and_stale_timers_change_nothing() {
     };
     assert!(h.bank.timer(&stale, h.now).is_empty());
     assert_eq!(h.bank.is_on(&id("b")), None);
-}
-
-/// xorshift64: a deterministic pseudo-random sequence for the property test.
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
-#[test]
-fn random_sequences_never_break_the_interlock_and_answer_every_command_once() {
-    let names = ["up", "down", "a", "b", "c", "door"];
-    for seed in 1..=200u64 {
-        let mut specs = blind(150);
-        for n in ["a", "b", "c"] {
-            let mut s = spec(n);
-            s.interlock = Some("pump".into());
-            specs.push(s);
-        }
-        specs[4].pulse = Some(ms(300)); // c
-        specs[4].max_on = Some(ms(250));
-        let mut door = spec("door");
-        door.pulse = Some(ms(100));
-        specs.push(door);
-        let mut h = Harness::new(specs);
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut commands = 0;
-        for _ in 0..300 {
-            let r = next(&mut state);
-            match r % 4 {
-                0 | 1 => {
-                    let name = names[(r >> 8) as usize % names.len()];
-                    if (r >> 16).is_multiple_of(10) {
-                        h.fail_next = Some((
-                            id(names[(r >> 20) as usize % names.len()]),
-                            (r >> 24).is_multiple_of(2),
-                        ));
-                    }
-                    h.command(name, !(r >> 4).is_multiple_of(3));
-                    commands += 1;
-                }
-                _ => h.advance(ms((r >> 8) % 400)),
-            }
-        }
-        h.advance(Duration::from_secs(10));
-        assert_eq!(
-            h.answers.len(),
-            commands,
-            "seed {seed}: one answer per command"
-        );
-        for (relay, on) in &h.pins {
-            assert_eq!(
-                h.bank.is_on(relay),
-                Some(*on),
-                "seed {seed}: bank and pins agree on {relay}"
-            );
-        }
-    }
 }

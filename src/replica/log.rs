@@ -387,5 +387,9 @@ impl Store {
 mod tests;
 
 #[cfg(test)]
+#[path = "snapshot_tests.rs"]
+mod snapshot_tests;
+
+#[cfg(test)]
 #[path = "log_fault_tests.rs"]
 mod fault_tests;

@@ -45,6 +45,8 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 pub mod trust;
+#[cfg(test)]
+mod vector_tests;
 
 pub use admit::{
     Refused, MAX_OBJECTS, MAX_ORIGINS, MAX_PROPS, MAX_PROP_LEN, MAX_SEQ, MAX_TEXT_LEN,

@@ -1,11 +1,12 @@
 //! Unit tests of the sans-IO replica: convergence, idempotence, tombstones, skew, seqs and
-//! anti-entropy. No I/O; wall time is injected.
+//! anti-entropy (the version vector and deltas are in `vector_tests.rs`). No I/O; wall time
+//! is injected.
 
 use super::*;
 use crate::model::{ROOM, STATE};
 
 const HOUR_MS: u64 = 3_600_000;
-const T0: u64 = 1_700_000_000_000;
+pub(super) const T0: u64 = 1_700_000_000_000;
 
 /// A fixed instance id, `n` in every byte.
 pub(super) fn node(n: u8) -> Uuid {
@@ -70,7 +71,7 @@ impl Rng {
 
 /// A history from three instances writing the same few registers, with partial delivery
 /// between them (so stamps depend on what each had seen) and clocks that disagree.
-fn three_origin_history(rng: &mut Rng) -> Vec<Update> {
+pub(super) fn three_origin_history(rng: &mut Rng) -> Vec<Update> {
     let mut replicas = [
         Replica::new(node(1)),
         Replica::new(node(2)),
@@ -274,132 +275,6 @@ fn prepare_compares_a_repeated_property_with_its_earlier_value_in_the_call() {
     );
     assert_eq!(updates.len(), 2);
     assert_eq!(r.get(&oid("lamp")).and_then(|o| o.text(STATE)), Some("OFF"));
-}
-
-#[test]
-fn the_version_vector_advances_only_contiguously_and_reports_the_gap() {
-    let mut source = Replica::new(node(2));
-    let updates: Vec<Update> = (0..4)
-        .flat_map(|i| {
-            write(
-                &mut source,
-                "lamp",
-                &[(STATE, Value::Number(i as f64))],
-                T0 + i,
-            )
-        })
-        .collect();
-    let mut r = Replica::new(node(1));
-    assert_eq!(r.apply(&updates[0], T0).gap, None);
-    let jumped = r.apply(&updates[2], T0);
-    assert_eq!(
-        jumped.gap,
-        Some(Gap {
-            origin: node(2),
-            have: 1,
-            got: 3
-        })
-    );
-    assert!(jumped.changed, "a jump ahead is still applied");
-    assert_eq!(r.version_vector().get(&node(2)), Some(&1));
-    assert!(r.apply(&updates[3], T0).gap.is_some());
-    let filled = r.apply(&updates[1], T0);
-    assert_eq!(filled.gap, None);
-    assert!(
-        !filled.changed,
-        "the late update is older than what it fills"
-    );
-    assert_eq!(r.version_vector().get(&node(2)), Some(&4));
-}
-
-#[test]
-fn our_own_updates_advance_our_entry_in_the_vector() {
-    let mut r = Replica::new(node(1));
-    write(
-        &mut r,
-        "lamp",
-        &[(STATE, "ON".into()), (ROOM, "hall".into())],
-        T0,
-    );
-    assert_eq!(r.version_vector().get(&node(1)), Some(&2));
-}
-
-#[test]
-fn two_diverged_replicas_converge_by_delta_and_vector() {
-    let mut a = Replica::new(node(1));
-    let mut b = Replica::new(node(2));
-    let shared = write(&mut a, "lamp", &[(STATE, "OFF".into())], T0);
-    for u in &shared {
-        b.apply(u, T0);
-    }
-    // Apart: both write, and each overwrites its own earlier writes.
-    for i in 0..5u64 {
-        write(
-            &mut a,
-            "lamp",
-            &[(STATE, Value::Number(i as f64))],
-            T0 + 10 + i,
-        );
-        write(
-            &mut b,
-            "door",
-            &[(ROOM, Value::Number(i as f64))],
-            T0 + 20 + i,
-        );
-        write(
-            &mut b,
-            "lamp",
-            &[(ROOM, Value::Number(i as f64))],
-            T0 + 30 + i,
-        );
-    }
-    assert_ne!(state(&a), state(&b));
-
-    let (a_vv, b_vv) = (a.version_vector().clone(), b.version_vector().clone());
-    let (to_b, to_a) = (a.delta_since(&b_vv), b.delta_since(&a_vv));
-    // Of A's six updates B lacks five, but only the last one survives in a register.
-    assert_eq!(to_b.len(), 1);
-    assert_eq!(to_b[0].seq, 6);
-    for u in &to_b {
-        assert!(b.apply(u, T0 + 100).changed);
-    }
-    b.merge_version_vector(&a_vv);
-    for u in &to_a {
-        a.apply(u, T0 + 100);
-    }
-    a.merge_version_vector(&b_vv);
-
-    assert_eq!(state(&a), state(&b));
-    assert_eq!(b.version_vector().get(&node(1)), Some(&6));
-    assert!(a.delta_since(b.version_vector()).is_empty());
-    assert!(b.delta_since(a.version_vector()).is_empty());
-}
-
-#[test]
-fn delta_since_sends_registers_in_origin_then_seq_order() {
-    let mut rng = Rng(77);
-    let mut r = Replica::new(node(9));
-    for u in three_origin_history(&mut rng) {
-        r.apply(&u, T0);
-    }
-    let delta = r.delta_since(&VersionVector::new());
-    let keys: Vec<_> = delta.iter().map(|u| (u.stamp.origin, u.seq)).collect();
-    let mut sorted = keys.clone();
-    sorted.sort();
-    assert_eq!(keys, sorted);
-    assert_eq!(
-        delta.len(),
-        r.objects().map(|(_, o)| o.props.len()).sum::<usize>()
-    );
-}
-
-#[test]
-fn a_raised_own_entry_moves_our_next_seq_past_it() {
-    // A peer remembers more of our updates than we do (we lost our disk): never reuse them.
-    let mut r = Replica::new(node(1));
-    r.merge_version_vector(&VersionVector::from([(node(1), 41)]));
-    let next = r.prepare(&oid("lamp"), vec![(STATE.into(), "ON".into())], T0);
-    assert_eq!(next[0].seq, 42);
 }
 
 #[test]
