@@ -278,14 +278,6 @@ impl V5Client {
     }
 }
 
-/// The instance UUID of an agent.
-fn uuid_of(a: &Agent) -> String {
-    std::fs::read_to_string(a.dir.join("instance-id"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
 /// Two meshed agents, `alpha` and `beta`, both serving the house on `m`.
 fn pair(m: &Mosquitto) -> (Agent, Agent) {
     let a = start_node(
@@ -394,7 +386,7 @@ fn the_house_comes_back_after_the_shared_broker_restarts() {
         &format!("{}{}", node_config("a"), m.broker_table()),
         &[],
     );
-    let uuid = uuid_of(&a);
+    let uuid = a.uuid();
     let status = format!("pimesh/instance/{uuid}/status");
     // Over TLS with the broker's CA, as every client of it here.
     wait_until("the house on the shared broker", || {
@@ -426,13 +418,13 @@ fn the_next_instance_speaks_for_the_house_when_the_speaker_dies() {
     let m = Mosquitto::start(false);
     let (mut a, mut b) = pair(&m);
     // The live instance with the lowest UUID speaks; kill it.
-    let a_speaks = uuid_of(&a) < uuid_of(&b);
+    let a_speaks = a.uuid() < b.uuid();
     let (speaker, other, other_relay) = if a_speaks {
         (&mut a, &mut b, "b-light")
     } else {
         (&mut b, &mut a, "a-light")
     };
-    let dead_uuid = uuid_of(speaker);
+    let dead_uuid = speaker.uuid();
     speaker.kill9();
     let status = format!("pimesh/instance/{dead_uuid}/status");
     wait_until(
