@@ -304,28 +304,12 @@ impl External {
 fn client_tls(
     ca_file: Option<&std::path::Path>,
 ) -> Result<Arc<rustls::ClientConfig>, ExternalError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
     let path = ca_file
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
-    let fail = |why: String| ExternalError::Ca {
+    let pem = std::fs::read(&path).map_err(|e| ExternalError::Ca {
         path: path.clone(),
-        why,
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(&path).map_err(|e| fail(e.to_string()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| fail(e.to_string()))?;
-        roots.add(cert).map_err(|e| fail(e.to_string()))?;
-    }
-    if roots.is_empty() {
-        return Err(fail("it holds no certificate".into()));
-    }
-    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| fail(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+        why: e.to_string(),
+    })?;
+    crate::tls::client_config_for_ca(&pem).map_err(|why| ExternalError::Ca { path, why })
 }
