@@ -112,6 +112,14 @@ fn login_page(status: StatusCode, message: &str) -> Response<Body> {
     )
 }
 
+/// Why a login did not go through.
+enum LoginError {
+    /// Too many failures from this address: try again in this many seconds.
+    Wait(u64),
+    /// A wrong user name or password.
+    Refused(sessions::Refused),
+}
+
 /// `429`: too many failed logins from this address; try again in `wait_s` seconds.
 fn too_many(wait_s: u64) -> Response<Body> {
     let mut r = error(
@@ -194,17 +202,11 @@ impl Site {
                 .and_then(|h| h.to_str().ok())
                 .and_then(sessions::basic)
             {
-                if let Some(wait) = self.logins.blocked(peer, now) {
-                    return too_many(wait);
-                }
-                match self.sessions.check_password(&u, &p, now).await {
-                    Ok(()) => {
-                        self.logins.succeeded(peer);
-                        user = Some(u)
-                    }
-                    Err(why) => {
-                        self.logins.failed(peer, now);
-                        return error(StatusCode::UNAUTHORIZED, format!("login refused: {why}"));
+                match self.check_login(&u, &p, now, peer).await {
+                    Ok(()) => user = Some(u),
+                    Err(LoginError::Wait(wait)) => return too_many(wait),
+                    Err(LoginError::Refused(why)) => {
+                        return error(StatusCode::UNAUTHORIZED, format!("login refused: {why}"))
                     }
                 }
             }
@@ -249,6 +251,30 @@ impl Site {
             .map(str::to_string)
     }
 
+    /// Checks a login (form or HTTP Basic) from `peer`, which may have to wait after too many
+    /// failures; a failure counts against it, a success clears its count.
+    async fn check_login(
+        &self,
+        user: &str,
+        password: &str,
+        now: u64,
+        peer: std::net::IpAddr,
+    ) -> Result<(), LoginError> {
+        if let Some(wait) = self.logins.blocked(peer, now) {
+            return Err(LoginError::Wait(wait));
+        }
+        match self.sessions.check_password(user, password, now).await {
+            Ok(()) => {
+                self.logins.succeeded(peer);
+                Ok(())
+            }
+            Err(why) => {
+                self.logins.failed(peer, now);
+                Err(LoginError::Refused(why))
+            }
+        }
+    }
+
     /// `POST /login` with a form: a session cookie and the page, or the form again.
     async fn login(
         &self,
@@ -257,9 +283,6 @@ impl Site {
         secure: bool,
         peer: std::net::IpAddr,
     ) -> Response<Body> {
-        if let Some(wait) = self.logins.blocked(peer, now) {
-            return too_many(wait);
-        }
         let body = match read_body(req).await {
             Ok(b) => b,
             Err(r) => return r,
@@ -273,12 +296,14 @@ impl Site {
                 _ => {}
             }
         }
-        if let Err(why) = self.sessions.check_password(&user, &password, now).await {
-            self.logins.failed(peer, now);
-            tracing::info!(user = %user.chars().take(64).collect::<String>(), %why, %peer, "web login refused");
-            return login_page(StatusCode::UNAUTHORIZED, "Wrong user name or password.");
+        match self.check_login(&user, &password, now, peer).await {
+            Ok(()) => {}
+            Err(LoginError::Wait(wait)) => return too_many(wait),
+            Err(LoginError::Refused(why)) => {
+                tracing::info!(user = %user.chars().take(64).collect::<String>(), %why, %peer, "web login refused");
+                return login_page(StatusCode::UNAUTHORIZED, "Wrong user name or password.");
+            }
         }
-        self.logins.succeeded(peer);
         match self.sessions.create(&user, now) {
             Ok(token) => {
                 tracing::info!(%user, "web login");
