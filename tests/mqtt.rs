@@ -401,3 +401,65 @@ fn a_retained_command_is_ignored_and_not_kept() {
         a.log()
     );
 }
+
+/// Commands a client sends back to back reach the agent together, and it runs them in
+/// bursts (one write and one round of answers for many): each answer must still come in the
+/// order its command was sent, and carry the state right after that command, not after the
+/// burst.
+#[test]
+fn toggles_sent_back_to_back_are_answered_in_order_each_with_its_own_state() {
+    use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+    let a = start_node(
+        "burst",
+        &format!("{}[[virtual]]\nid = \"scene\"\n", node_config("b")),
+        &[],
+    );
+    wait_until("scene known", || a.all().contains_key("scene"));
+    let mut opts = MqttOptions::new("test-burst", "127.0.0.1", a.port);
+    let (user, password) = maybe_creds(a.port).expect("the agent's login");
+    opts.set_credentials(user, password);
+    opts.set_inflight(200);
+    let (client, mut connection) = Client::new(opts, 500);
+    client
+        .subscribe("test/answers", QoS::AtLeastOnce)
+        .expect("subscribe");
+    let mut events = connection.iter();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !matches!(events.next(), Some(Ok(Event::Incoming(Packet::SubAck(_))))) {
+        assert!(Instant::now() < deadline, "no SubAck");
+    }
+    const TOGGLES: usize = 101;
+    for i in 0..TOGGLES {
+        let set = format!(r#"{{"state":"TOGGLE","id":"s{i}","reply-to":"test/answers"}}"#);
+        client
+            .publish("pimesh/scene/set", QoS::AtLeastOnce, false, set)
+            .expect("publish");
+    }
+    let mut answers = Vec::new();
+    for event in events {
+        assert!(Instant::now() < deadline, "only {} answers", answers.len());
+        let Ok(Event::Incoming(Packet::Publish(p))) = event else {
+            continue;
+        };
+        answers.push(serde_json::from_slice::<serde_json::Value>(&p.payload).unwrap());
+        if answers.len() == TOGGLES {
+            break;
+        }
+    }
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(
+            answer["id"],
+            format!("s{i}"),
+            "answer {i} out of order: {answer}"
+        );
+        assert_eq!(answer["result"], "ok", "{answer}");
+        let after = if i % 2 == 0 { "ON" } else { "OFF" };
+        assert_eq!(
+            answer["state"]["state"], after,
+            "answer {i} does not carry the state its own toggle left: {answer}"
+        );
+    }
+    wait_until("the last toggle's state retained", || {
+        a.get("scene")["state"] == "ON"
+    });
+}

@@ -28,7 +28,7 @@ mod start;
 mod state;
 
 use crate::api;
-use crate::broker::local::LocalEvent;
+use crate::broker::local::{LocalEvent, LocalRx};
 use crate::broker::{self, PortChoice};
 use crate::config::{Config, InputConfig, PowerOn, RelayConfig};
 use crate::hal;
@@ -50,6 +50,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// Events of our own broker's link taken in one turn of the event loop (see
+/// [`Agent::on_link_burst`]): enough for every command a client keeps in flight.
+const LINK_BURST: usize = 64;
 
 /// Everything the agent needs to start, after the CLI merged flags into the config.
 #[derive(Clone, Debug)]
@@ -321,6 +325,30 @@ impl Agent {
         self.publish_owner_hello().await;
         let ids: Vec<ObjectId> = self.replica().objects().map(|(id, _)| id.clone()).collect();
         self.node.mark_dirty(ids);
+    }
+
+    /// Handles `first` and the events already waiting behind it on our own broker's link,
+    /// at most [`LINK_BURST`] in all, in one turn of the event loop: what every turn ends
+    /// with (claims, the store's commit, automation jobs, pending publishes) is done once for
+    /// the burst instead of once per message. Each message's commands still run before the
+    /// next message is taken, so a toggle is resolved against the state the command before
+    /// it left. False when the link is gone.
+    pub(super) async fn on_link_burst(&mut self, first: LocalEvent, rx: &mut LocalRx) -> bool {
+        let mut ev = first;
+        for taken in 1..=LINK_BURST {
+            if !self.on_link(ev).await {
+                return false;
+            }
+            self.settle_commands().await;
+            if taken == LINK_BURST {
+                break;
+            }
+            match rx.try_recv() {
+                Some(next) => ev = next,
+                None => break,
+            }
+        }
+        true
     }
 
     /// Handles an event of the link to our own broker; false when the link is gone.

@@ -274,7 +274,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         tokio::select! {
             _ = cancel.cancelled() => break Ok(()),
             ev = link_rx.recv() => {
-                if !agent.on_link(ev).await {
+                if !agent.on_link_burst(ev, &mut link_rx).await {
                     break Err(AgentError::BrokerDied);
                 }
             }

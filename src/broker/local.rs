@@ -156,6 +156,17 @@ impl LocalLink {
 }
 
 impl LocalRx {
+    /// The next event if one is waiting now, without waiting for one: one poll of
+    /// [`LocalRx::recv`], which is cancel-safe, so nothing is lost when it is not ready.
+    pub fn try_recv(&mut self) -> Option<LocalEvent> {
+        let fut = std::pin::pin!(self.recv());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::future::Future::poll(fut, &mut cx) {
+            std::task::Poll::Ready(ev) => Some(ev),
+            std::task::Poll::Pending => None,
+        }
+    }
+
     /// The next event. Cancel-safe: a message is only taken once this returns it.
     pub async fn recv(&mut self) -> LocalEvent {
         loop {
