@@ -350,7 +350,7 @@ impl Agent {
             return;
         };
         let topic = api::state_topic(&self.base, &id);
-        if self.state_payload(&id) == payload || self.is_echo(&topic, payload) {
+        if self.is_echo(&topic, payload) || self.state_payload(&id) == payload {
             return;
         }
         warn_limited!(self.warns, "foreign-state", %topic, "retained state overwritten by someone else; publishing ours again");
