@@ -3,7 +3,7 @@
 
 use crate::client::Client;
 use crate::report::Latency;
-use crate::{BUDGET, PIPELINE, SAMPLES, WARMUP, WINDOW};
+use crate::{BUDGET, SAMPLES, WARMUP, WINDOW};
 use anyhow::{bail, Context, Result};
 use tokio::time::Instant;
 
@@ -41,26 +41,54 @@ pub async fn baseline(port: u16, broker: &str) -> Result<Latency> {
     Ok(Latency::of(samples))
 }
 
-/// QoS 1 messages/s through the broker on `port`: [`PIPELINE`] publishes that the same
-/// client receives back, [`WINDOW`] in flight.
-pub async fn broker_rate(port: u16, name: &str) -> Result<f64> {
-    let mut cl = Client::connect(&format!("bench-rate-{name}"), port).await?;
+/// QoS 1 messages per second through the broker on `port`, from the lean load generator with
+/// the throughput run's window: it publishes to a topic it is subscribed to and counts a
+/// message done when the broker delivers it back, as a command is done when its answer comes.
+pub fn broker_rate(port: u16, name: &str) -> Result<f64> {
+    Ok(echoes(port, name, crate::RATE_MESSAGES, None)?.per_second)
+}
+
+/// The latency of the same messages sent at a fixed `rate` a second, over three seconds: the
+/// floor under the paced command latency measured at that rate.
+pub fn broker_paced(port: u16, name: &str, rate: f64) -> Result<Latency> {
+    let total = ((rate * 3.0) as usize).max(1000);
+    Ok(Latency::of(
+        echoes(port, name, total, Some(rate))?.latencies,
+    ))
+}
+
+/// `total` QoS 1 messages published to a topic the same client is subscribed to.
+fn echoes(port: u16, name: &str, total: usize, rate: Option<f64>) -> Result<crate::loadgen::Run> {
     let topic = format!("bench/rate/{}", std::process::id());
-    cl.subscribe(&topic).await?;
-    let (mut sent, mut received) = (0usize, 0usize);
-    let t = Instant::now();
-    while received < PIPELINE {
-        while sent - received < WINDOW && sent < PIPELINE {
-            cl.publish(&topic, sent.to_string()).await?;
-            sent += 1;
-        }
-        let p = cl
-            .next_publish()
-            .await
-            .with_context(|| format!("{name}: message {received} of {PIPELINE} never came back"))?;
-        if p.topic == topic {
-            received += 1;
-        }
+    let load = crate::loadgen::Load {
+        name: &format!("bench-rate-{name}"),
+        port,
+        creds: crate::support::maybe_creds(port),
+        subscribe: &topic,
+        total,
+        window: WINDOW,
+        rate,
+    };
+    let run = crate::loadgen::run(
+        &load,
+        |n| (topic.clone(), n.to_string().into_bytes()),
+        |t, payload| {
+            Ok(
+                match std::str::from_utf8(payload)
+                    .ok()
+                    .and_then(|p| p.parse().ok())
+                {
+                    Some(n) if t == topic => crate::loadgen::Heard::Answer(n),
+                    _ => crate::loadgen::Heard::Other,
+                },
+            )
+        },
+    )?;
+    if run.answered < total {
+        bail!(
+            "{name}: {} of {total} messages never came back",
+            total - run.answered
+        );
     }
-    Ok(received as f64 / t.elapsed().as_secs_f64())
+    Ok(run)
 }

@@ -2,7 +2,7 @@
 //! targets for this machine.
 
 use crate::report::{self, mib, us, Latency};
-use crate::{PAHO_RATIO, PIPELINE, SOLO_PIPELINE, WARMUP, WINDOW};
+use crate::{PAHO_RATIO, PIPELINE, SOLO_PIPELINE, SOLO_RSS_MIB, WARMUP, WINDOW};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -30,6 +30,10 @@ pub struct Figures {
     pub solo_per_second: f64,
     /// Its RSS after them, KiB.
     pub solo_rss: Option<u64>,
+    /// Latency at half [`Figures::solo_per_second`], paced (an open loop at a fixed rate).
+    pub solo_half: Option<Latency>,
+    /// Mosquitto's echo latency at that same paced rate: the floor under it.
+    pub mosquitto_half: Option<Latency>,
     pub answered: usize,
     pub lost: usize,
     pub executors: BTreeMap<String, usize>,
@@ -100,6 +104,17 @@ impl Figures {
             self.solo_per_second / self.mosquitto_rate.max(1.0),
             mib(self.solo_rss)
         );
+        let rate = self.solo_per_second / 2.0;
+        if let Some(base) = &self.mosquitto_half {
+            println!(
+                "{}",
+                base.line(&format!("  mosquitto at {rate:.0}/s"), None)
+            );
+        }
+        if let Some(half) = &self.solo_half {
+            let name = format!("  pimesh at {rate:.0}/s");
+            println!("{}", half.line(&name, self.mosquitto_half.as_ref()));
+        }
     }
 
     pub fn paho_ratio(&self) -> Option<f64> {
@@ -137,5 +152,18 @@ impl Figures {
             self.solo_per_second,
             mark(self.solo_per_second >= 20_000.0)
         );
+        let rss_ok = self.solo_rss.is_some_and(|kib| kib <= SOLO_RSS_MIB * 1024);
+        println!(
+            "  one instance's RSS after {SOLO_PIPELINE} commands within {SOLO_RSS_MIB} MiB: {} — {}",
+            mib(self.solo_rss),
+            mark(rss_ok)
+        );
+        if let Some(half) = &self.solo_half {
+            println!(
+                "  p99 under 2 ms at half that rate: {} — {}",
+                us(half.p99),
+                mark(half.p99 < Duration::from_millis(2))
+            );
+        }
     }
 }
