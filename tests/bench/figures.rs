@@ -34,6 +34,8 @@ pub struct Figures {
     pub solo_half: Option<Latency>,
     /// Mosquitto's echo latency at that same paced rate: the floor under it.
     pub mosquitto_half: Option<Latency>,
+    /// A change at one of eight instances until it is on all eight brokers.
+    pub fanout8: Option<Latency>,
     pub answered: usize,
     pub lost: usize,
     pub executors: BTreeMap<String, usize>,
@@ -104,6 +106,12 @@ impl Figures {
             self.solo_per_second / self.mosquitto_rate.max(1.0),
             mib(self.solo_rss)
         );
+        if let Some(fan) = &self.fanout8 {
+            println!(
+                "{}",
+                fan.line("state fan-out, 8 instances", Some(&self.mosquitto))
+            );
+        }
         let rate = self.solo_per_second / 2.0;
         if let Some(base) = &self.mosquitto_half {
             println!(
@@ -152,6 +160,13 @@ impl Figures {
             self.solo_per_second,
             mark(self.solo_per_second >= 20_000.0)
         );
+        if let Some(fan) = &self.fanout8 {
+            println!(
+                "  change on all 8 brokers, p99 within 3 ms: {} — {}",
+                us(fan.p99),
+                mark(fan.p99 <= Duration::from_millis(3))
+            );
+        }
         let rss_ok = self.solo_rss.is_some_and(|kib| kib <= SOLO_RSS_MIB * 1024);
         println!(
             "  one instance's RSS after {SOLO_PIPELINE} commands within {SOLO_RSS_MIB} MiB: {} — {}",

@@ -15,8 +15,9 @@
 //! than [`SOLO_RSS_MIB`] after its million commands, or an instance with 10,000 objects uses
 //! more memory than [`memory`] allows.
 //!
-//! `BENCH_MEMORY=1 make bench` runs only the memory per object section; `BENCH_SOLO=1` only
-//! the single-instance throughput (see [`solo`]).
+//! `BENCH_MEMORY=1 make bench` runs only the memory per object section, `BENCH_SOLO=1` only
+//! the single-instance throughput (see [`solo`]), `BENCH_FANOUT=1` only the fan-out across
+//! eight instances ([`fanout8`]).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -26,6 +27,7 @@ mod client;
 mod mosquitto;
 mod paho;
 use paho::Pattern::{Apart, Own};
+mod fanout8;
 mod figures;
 mod loadgen;
 mod memory;
@@ -67,7 +69,7 @@ const PAHO_RATIO: f64 = 2.0;
 /// the agent took waiting messages in bursts).
 const SOLO_FLOOR: f64 = 0.4;
 /// The whole run must finish within this; the watchdog then kills everything it started.
-const BUDGET: Duration = Duration::from_secs(360);
+const BUDGET: Duration = Duration::from_secs(480);
 
 /// Processes the watchdog kills if the run overstays its budget.
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -76,6 +78,8 @@ fn main() -> ExitCode {
     watchdog();
     let outcome = if std::env::var_os("BENCH_SOLO").is_some() {
         solo()
+    } else if std::env::var_os("BENCH_FANOUT").is_some() {
+        fanout_only()
     } else if std::env::var_os("BENCH_MEMORY").is_some() {
         memory_only()
     } else {
@@ -194,6 +198,7 @@ fn run() -> Result<Vec<String>> {
 
     let rss_after: Vec<Option<u64>> = agents.iter().map(|(_, g)| rss_kib(g.child.id())).collect();
     let broker_after = rss_kib(broker.pid());
+    figures.fanout8 = Some(fanout8::measure(&rt, &mut failures)?);
     // Last, so the figures above are read before it starts instances of its own.
     let memory = memory::measure(&rt)?;
     figures.print();
@@ -261,6 +266,18 @@ fn memory_only() -> Result<Vec<String>> {
     Ok(failures)
 }
 
+/// `BENCH_FANOUT=1`: only the fan-out across eight instances.
+fn fanout_only() -> Result<Vec<String>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the benchmark's runtime")?;
+    let mut failures = Vec::new();
+    let latency = fanout8::measure(&rt, &mut failures)?;
+    println!("{}", latency.line("state fan-out, 8 instances", None));
+    Ok(failures)
+}
+
 /// `BENCH_SOLO=1`: only the single-instance throughput, for profiling (`perf record -p`
 /// on the PID it prints while it waits for ENTER when `BENCH_SOLO=wait`): `BENCH_COUNT`
 /// commands (20,000), then three seconds at `BENCH_RATE` a second (half the rate measured).
@@ -321,6 +338,7 @@ async fn measure(
         solo_rss: None,
         solo_half: None,
         mosquitto_half: None,
+        fanout8: None,
         mosquitto,
         embedded,
         local,
