@@ -6,6 +6,9 @@
 
 mod support;
 
+#[path = "external/speaker.rs"]
+mod speaker;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;

@@ -183,6 +183,7 @@ impl Agent {
             },
             Kind::Beat => match serde_json::from_slice::<Beat>(payload) {
                 Ok(beat) => {
+                    self.peers.set_shared(uuid, beat.shared);
                     let changes =
                         self.peers
                             .heard(uuid, Some(&beat.name), Instant::now(), clock::now_ms());

@@ -37,6 +37,7 @@ impl Agent {
         match ev {
             ExternalEvent::Up => {
                 tracing::info!("connected to the shared broker");
+                self.node.set_shared(true);
                 if let Some(shared) = self.link.shared() {
                     let status = api::status_topic(&self.base, self.uuid);
                     shared.publish(&status, true, b"online".to_vec(), None);
@@ -47,6 +48,7 @@ impl Agent {
                 }
             }
             ExternalEvent::Down(why) => {
+                self.node.set_shared(false);
                 warn_limited!(self.warns, "shared-down", error = %why, "the shared broker is unreachable; retrying (the mesh and this instance's own broker keep working)");
             }
             ExternalEvent::Message {
@@ -89,15 +91,22 @@ impl Agent {
         }
     }
 
-    /// Every heartbeat, with a shared broker: the live instance with the lowest UUID speaks
-    /// for the house there. One that starts speaking, or that had to drop a message,
-    /// publishes everything again.
+    /// Every heartbeat, with a shared broker: of the live instances connected to it, the one
+    /// with the lowest UUID speaks for the house there (each heartbeat says whether its
+    /// sender is connected, so one that cannot reach the shared broker leaves it to the
+    /// next). One that starts speaking, or that had to drop a message, publishes everything
+    /// again.
     pub(super) async fn shared_beat(&mut self) {
         let Some(shared) = self.link.shared() else {
             return;
         };
         let dropped = shared.take_dropped();
-        let speaker = self.peers.online().iter().all(|peer| *peer > self.uuid);
+        let speaker = self.node.shared()
+            && self
+                .peers
+                .online_on_shared()
+                .iter()
+                .all(|peer| *peer > self.uuid);
         let changed = self.link.set_speaker(speaker);
         shared.watch_states(speaker);
         if changed {

@@ -131,6 +131,8 @@ pub struct Node {
     pub(super) warns: WarnLimit,
     /// Set while our own updates lost by the store may still be held by peers.
     pub(super) fence: Option<Fence>,
+    /// We are connected to the shared broker; our heartbeats say so.
+    shared: bool,
 }
 
 impl Node {
@@ -155,7 +157,18 @@ impl Node {
             to_send: Vec::new(),
             warns: WarnLimit::default(),
             fence: None,
+            shared: false,
         }
+    }
+
+    /// Whether we are connected to the shared broker, as our heartbeats tell peers.
+    pub fn set_shared(&mut self, connected: bool) {
+        self.shared = connected;
+    }
+
+    /// Whether we are connected to the shared broker.
+    pub fn shared(&self) -> bool {
+        self.shared
     }
 
     /// This instance.
@@ -317,6 +330,7 @@ impl Node {
         self.to_send.push(Send::All(Msg::Beat(Beat {
             name: self.name.clone(),
             vv: self.shareable_version_vector(),
+            shared: self.shared,
         })));
         self.expire_syncs(now);
         self.expire_fence(now);

@@ -49,6 +49,8 @@ pub struct Instance {
     pub last_seen_ms: u64,
     /// Whether it counts as alive.
     pub online: bool,
+    /// Whether its last heartbeat said it is connected to the shared broker.
+    pub shared: bool,
 }
 
 /// What a broker owner's hello told us about a link.
@@ -294,6 +296,7 @@ impl Peers {
             last_seen: None,
             last_seen_ms: 0,
             online: false,
+            shared: false,
         });
         inst.name = hello.name.clone();
         inst.addr = addr.to_string();
@@ -359,6 +362,22 @@ impl Peers {
             return Some(&self.my_name);
         }
         self.instances.get(&uuid).map(|i| i.name.as_str())
+    }
+
+    /// Records what instance `uuid`'s heartbeat said of its link to the shared broker.
+    pub fn set_shared(&mut self, uuid: Uuid, connected: bool) {
+        if let Some(inst) = self.instances.get_mut(&uuid) {
+            inst.shared = connected;
+        }
+    }
+
+    /// The instances alive and connected to the shared broker, by their last heartbeat.
+    pub fn online_on_shared(&self) -> Vec<Uuid> {
+        self.instances
+            .iter()
+            .filter(|(_, i)| i.online && i.shared)
+            .map(|(u, _)| *u)
+            .collect()
     }
 
     /// The UUIDs of online peers, in UUID order.

@@ -95,6 +95,10 @@ pub struct Beat {
     pub name: String,
     /// What the sender holds, per origin.
     pub vv: VersionVector,
+    /// The sender is connected to the shared broker (`[broker] external`), so it may speak
+    /// for the house there. Absent (false) from an instance without one, or older.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 /// A batch of updates the sender originated, on the live stream.
