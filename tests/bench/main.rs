@@ -65,9 +65,9 @@ const WINDOW: usize = 32;
 /// measured against Mosquitto in the same run, so a slow machine slows both.
 const PAHO_RATIO: f64 = 2.0;
 /// Commands a second one instance must answer, as a share of the QoS 1 messages a second
-/// Mosquitto moves for the same load generator in the same run (0.51x measured; 0.30x before
-/// the agent took waiting messages in bursts).
-const SOLO_FLOOR: f64 = 0.4;
+/// Mosquitto moves for the same load generator in the same run (0.45–0.5x measured; 0.30x
+/// before the agent took waiting messages in bursts).
+const SOLO_FLOOR: f64 = 0.36;
 /// The whole run must finish within this; the watchdog then kills everything it started.
 const BUDGET: Duration = Duration::from_secs(480);
 
