@@ -32,17 +32,18 @@ mod figures;
 mod loadgen;
 mod memory;
 mod report;
+mod throughput;
 
 use anyhow::{Context, Result};
 use brokers::{baseline, broker_rate};
 use client::{Client, WAIT};
 use figures::Figures;
 use report::{mib, rss_kib, Latency};
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 use support::{node_config, start_node, wait_until, Agent};
+use throughput::{paced, throughput};
 use tokio::time::Instant;
 
 /// Round trips run and discarded before each latency is measured.
@@ -474,107 +475,4 @@ async fn sees(watcher: &mut Client, want: &str, since: Instant) -> Result<Durati
             return Ok(since.elapsed());
         }
     }
-}
-
-/// The throughput run's outcome.
-struct Throughput {
-    per_second: f64,
-    answered: usize,
-    lost: usize,
-    executors: BTreeMap<String, usize>,
-    /// From each command's publish to its answer (None when none was answered).
-    latency: Option<Latency>,
-}
-
-/// `total` toggles of the virtual `scene` through `b`, [`WINDOW`] in flight (`BENCH_WINDOW`),
-/// from the lean load generator; at most `rate` a second when set. Answers must be `ok`
-/// and, when `ordered` (one executor), come in the order the commands were sent.
-fn throughput(
-    b: &Agent,
-    total: usize,
-    rate: Option<f64>,
-    ordered: bool,
-    failures: &mut Vec<String>,
-) -> Result<Throughput> {
-    let window: usize = std::env::var("BENCH_WINDOW")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(WINDOW);
-    let pid = std::process::id();
-    let load = loadgen::Load {
-        name: "bench-pipeline",
-        port: b.port,
-        creds: support::maybe_creds(b.port),
-        subscribe: "bench/answer/tp",
-        total,
-        window,
-        rate,
-    };
-    let mut executors = BTreeMap::new();
-    let mut next = 0usize;
-    let mut problems = Vec::new();
-    let run = loadgen::run(
-        &load,
-        |n| {
-            let body =
-                format!(r#"{{"state":"TOGGLE","id":"tp-{pid}-{n}","reply-to":"bench/answer/tp"}}"#);
-            ("pimesh/scene/set".to_string(), body.into_bytes())
-        },
-        |_, payload| {
-            let ans: Answer = serde_json::from_slice(payload)
-                .with_context(|| format!("an answer that is not JSON: {payload:?}"))?;
-            let Some(n) = ans
-                .id
-                .strip_prefix(&format!("tp-{pid}-"))
-                .and_then(|n| n.parse::<usize>().ok())
-            else {
-                return Ok(loadgen::Heard::Other);
-            };
-            if ans.result != "ok" {
-                problems.push(format!("command {}: answered {}", ans.id, ans.result));
-            }
-            if ordered && n != next && problems.len() < 10 {
-                problems.push(format!("command {n} answered where {next} was due"));
-            }
-            next = n + 1;
-            *executors
-                .entry(ans.executed_by.as_deref().unwrap_or("?").to_string())
-                .or_insert(0) += 1;
-            Ok(loadgen::Heard::Answer(n))
-        },
-    )?;
-    failures.extend(problems.into_iter().map(|p| format!("throughput: {p}")));
-    Ok(Throughput {
-        per_second: run.per_second,
-        answered: run.answered,
-        lost: total - run.answered,
-        executors,
-        latency: (!run.latencies.is_empty()).then(|| Latency::of(run.latencies)),
-    })
-}
-
-/// Latency at a fixed `rate` of commands a second (an open loop: the next command leaves on
-/// time whether or not the last one was answered), over three seconds of commands.
-fn paced(a: &Agent, rate: f64, failures: &mut Vec<String>) -> Result<Latency> {
-    let total = ((rate * 3.0) as usize).max(1000);
-    let tp = throughput(a, total, Some(rate), true, failures)?;
-    if tp.lost > 0 {
-        failures.push(format!(
-            "at {rate:.0} commands/s: {} of {total} lost",
-            tp.lost
-        ));
-    }
-    tp.latency
-        .with_context(|| format!("at {rate:.0} commands/s no command was answered"))
-}
-
-/// What the throughput run reads of an answer.
-#[derive(serde::Deserialize)]
-struct Answer<'a> {
-    #[serde(borrow)]
-    id: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    result: std::borrow::Cow<'a, str>,
-    #[serde(rename = "executed-by", borrow)]
-    executed_by: Option<std::borrow::Cow<'a, str>>,
 }
