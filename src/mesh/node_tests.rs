@@ -246,3 +246,22 @@ fn a_fence_no_peer_answers_lifts_after_its_limit_and_keeps_a_bounded_backlog() {
         "the newest kept change was made"
     );
 }
+
+#[test]
+fn heartbeats_say_whether_we_reach_the_shared_broker_and_older_ones_read_as_not() {
+    let me = Uuid::from_u128(1);
+    let mut node = Node::new(me, "a", signed_replica(me, 1));
+    for connected in [true, false] {
+        node.set_shared(connected);
+        node.beat(at(1));
+        let sends = node.take_sends();
+        let Some(Send::All(Msg::Beat(beat))) = sends.first() else {
+            panic!("a heartbeat: {sends:?}");
+        };
+        assert_eq!(beat.shared, connected);
+        let json = serde_json::to_string(beat).unwrap();
+        assert_eq!(json.contains("shared"), connected, "{json}");
+    }
+    let older: Beat = serde_json::from_str(r#"{"name":"b","vv":{}}"#).unwrap();
+    assert!(!older.shared);
+}

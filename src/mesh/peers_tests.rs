@@ -162,3 +162,36 @@ fn same_name_is_a_conflict() {
     let rows = p.rows(&[], 0);
     assert!(rows.iter().all(|r| r.name_conflict));
 }
+
+#[test]
+fn only_live_peers_whose_heartbeat_says_so_count_as_on_the_shared_broker() {
+    let me = Uuid::new_v4();
+    let b = Uuid::new_v4();
+    let mut p = Peers::new(me, "a");
+    let t0 = Instant::now();
+    p.add_link("h:1");
+    p.link_up("h:1");
+    p.identify("h:1", &hello(b, "b"));
+    p.heard(b, None, t0, 1);
+    assert!(
+        p.online_on_shared().is_empty(),
+        "not until its heartbeat says so"
+    );
+    p.set_shared(b, true);
+    assert_eq!(p.online_on_shared(), vec![b]);
+    p.link_down("h:1");
+    assert!(
+        p.online_on_shared().is_empty(),
+        "an offline peer speaks for nobody"
+    );
+    p.link_up("h:1");
+    p.heard(b, None, t0 + Duration::from_secs(1), 2);
+    assert_eq!(p.online_on_shared(), vec![b]);
+    p.set_shared(b, false);
+    assert!(p.online_on_shared().is_empty(), "it lost the shared broker");
+    p.set_shared(Uuid::new_v4(), true);
+    assert!(
+        p.online_on_shared().is_empty(),
+        "an unknown instance is not added"
+    );
+}
