@@ -1,6 +1,7 @@
 //! A lean MQTT 3.1.1 load generator for the throughput figures: one blocking TCP connection,
 //! QoS 1 publishes kept `window` in flight, written together with the acknowledgements it owes
-//! in one `write` per turn, and packets parsed in place.
+//! in one `write` per turn; packets are encoded and decoded by rumqttc's `mqttbytes`, as the
+//! conformance tests' raw client does, without its client and event loop.
 //!
 //! The benchmark runs on the same two cores as the broker it measures, so its own cost is
 //! taken from the system under test: a general client (rumqttc, a tokio task per connection, a
@@ -9,6 +10,9 @@
 //! per message, so both brokers are measured, in the same run, with the same small client.
 
 use anyhow::{bail, Context, Result};
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{self, Packet};
+use rumqttc::mqttbytes::QoS;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -64,7 +68,7 @@ pub fn run(
     let mut sent_at: Vec<Option<Instant>> = Vec::with_capacity(load.total);
     let mut latencies = Vec::with_capacity(load.total);
     let (mut sent, mut open, mut answered) = (0usize, 0usize, 0usize);
-    let mut out = Vec::with_capacity(64 * 1024);
+    let mut out = BytesMut::with_capacity(64 * 1024);
     let start = Instant::now();
     let mut last = start;
     while answered < load.total {
@@ -75,7 +79,9 @@ pub fn run(
         };
         while open < load.window && sent < load.total && sent < due {
             let (topic, payload) = message(sent);
-            encode_publish(&mut out, &topic, &payload, pkid(sent));
+            let mut publish = v4::Publish::new(topic, QoS::AtLeastOnce, payload);
+            publish.pkid = pkid(sent);
+            publish.write(&mut out)?;
             sent_at.push(Some(now));
             sent += 1;
             open += 1;
@@ -104,23 +110,20 @@ pub fn run(
             continue;
         }
         while let Some(packet) = conn.next_packet()? {
-            match packet {
-                Packet::Publish { topic, payload, id } => {
-                    if let Some(id) = id {
-                        out.extend_from_slice(&[0x40, 2]);
-                        out.extend_from_slice(&id.to_be_bytes());
-                    }
-                    if let Heard::Answer(n) = heard(&topic, &payload)? {
-                        let Some(at) = sent_at.get_mut(n).and_then(Option::take) else {
-                            bail!("{}: an answer to message {n}, which is not open", load.name);
-                        };
-                        last = Instant::now();
-                        latencies.push(last - at);
-                        open -= 1;
-                        answered += 1;
-                    }
-                }
-                Packet::Other => {}
+            let Packet::Publish(p) = packet else {
+                continue; // PUBACK, PINGRESP
+            };
+            if p.qos != QoS::AtMostOnce {
+                v4::PubAck::new(p.pkid).write(&mut out)?;
+            }
+            if let Heard::Answer(n) = heard(&p.topic, &p.payload)? {
+                let Some(at) = sent_at.get_mut(n).and_then(Option::take) else {
+                    bail!("{}: an answer to message {n}, which is not open", load.name);
+                };
+                last = Instant::now();
+                latencies.push(last - at);
+                open -= 1;
+                answered += 1;
             }
         }
     }
@@ -131,29 +134,14 @@ pub fn run(
     })
 }
 
-/// The packet id of publish `n`: 1 to 65,535, then round again (never 0).
-fn pkid(n: usize) -> u16 {
-    (n % 65_535 + 1) as u16
-}
-
 /// One connection and the bytes read from it but not parsed yet.
 struct Conn {
     stream: TcpStream,
-    buf: Vec<u8>,
-    start: usize,
+    buf: BytesMut,
 }
 
-/// What the generator needs of a packet from the broker.
-enum Packet {
-    /// A message; `id` is its packet id when it wants a PUBACK.
-    Publish {
-        topic: String,
-        payload: Vec<u8>,
-        id: Option<u16>,
-    },
-    /// Anything else (PUBACK, SUBACK, PINGRESP).
-    Other,
-}
+/// The largest packet the generator takes from a broker.
+const MAX_PACKET: usize = 1024 * 1024;
 
 impl Conn {
     /// Connects, logs in (clean session) and subscribes to `load.subscribe` at QoS 1.
@@ -163,24 +151,43 @@ impl Conn {
         stream.set_nodelay(true)?;
         let mut conn = Conn {
             stream,
-            buf: Vec::with_capacity(256 * 1024),
-            start: 0,
+            buf: BytesMut::with_capacity(256 * 1024),
         };
-        let mut out = Vec::new();
-        encode_connect(&mut out, load.name, load.creds.as_ref());
-        encode_subscribe(&mut out, load.subscribe);
+        let mut connect = v4::Connect::new(load.name);
+        connect.keep_alive = 60;
+        if let Some((user, password)) = &load.creds {
+            connect.set_login(user, password);
+        }
+        let mut out = BytesMut::new();
+        connect.write(&mut out)?;
+        let mut subscribe = v4::Subscribe::new(load.subscribe, QoS::AtLeastOnce);
+        subscribe.pkid = 1;
+        subscribe.write(&mut out)?;
         conn.stream.write_all(&out)?;
         let (mut connack, mut suback) = (false, false);
         while !(connack && suback) {
             if conn.fill(WAIT, load)?.is_none() {
                 bail!("{}: no CONNACK and SUBACK within {WAIT:?}", load.name);
             }
-            while let Some((kind, body)) = conn.next_raw()? {
-                match kind >> 4 {
-                    2 if body.get(1) == Some(&0) => connack = true,
-                    2 => bail!("{}: the broker refused the connection: {body:?}", load.name),
-                    9 if body.last().is_some_and(|&rc| rc < 0x80) => suback = true,
-                    9 => bail!("{}: subscription to {} refused", load.name, load.subscribe),
+            while let Some(packet) = conn.next_packet()? {
+                match packet {
+                    Packet::ConnAck(ack) if ack.code == v4::ConnectReturnCode::Success => {
+                        connack = true
+                    }
+                    Packet::ConnAck(ack) => {
+                        bail!("{}: the broker refused the connection: {ack:?}", load.name)
+                    }
+                    Packet::SubAck(ack)
+                        if ack
+                            .return_codes
+                            .iter()
+                            .all(|c| matches!(c, v4::SubscribeReasonCode::Success(_))) =>
+                    {
+                        suback = true
+                    }
+                    Packet::SubAck(_) => {
+                        bail!("{}: subscription to {} refused", load.name, load.subscribe)
+                    }
                     _ => {}
                 }
             }
@@ -192,146 +199,41 @@ impl Conn {
     /// wait shorter than [`WAIT`] ended first), None after [`WAIT`] without a byte, an error
     /// when the broker closed the connection.
     fn fill(&mut self, timeout: Duration, load: &Load) -> Result<Option<usize>> {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        let len = self.buf.len();
-        self.buf.resize(len + 64 * 1024, 0);
+        let mut chunk = [0u8; 64 * 1024];
         self.stream.set_read_timeout(Some(timeout))?;
-        let got = match self.stream.read(&mut self.buf[len..]) {
+        match self.stream.read(&mut chunk) {
             Ok(0) => bail!(
                 "{}: the broker on port {} closed the connection",
                 load.name,
                 load.port
             ),
-            Ok(n) => n,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(Some(n))
+            }
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                self.buf.truncate(len);
-                return Ok((timeout < WAIT).then_some(0));
+                Ok((timeout < WAIT).then_some(0))
             }
-            Err(e) => return Err(e).context(format!("{}: reading", load.name)),
-        };
-        self.buf.truncate(len + got);
-        Ok(Some(got))
-    }
-
-    /// The next whole packet read: its first byte and its body.
-    fn next_raw(&mut self) -> Result<Option<(u8, Vec<u8>)>> {
-        let bytes = &self.buf[self.start..];
-        let Some((len, header)) = remaining_length(bytes)? else {
-            return Ok(None);
-        };
-        if bytes.len() < header + len {
-            return Ok(None);
+            Err(e) => Err(e).context(format!("{}: reading", load.name)),
         }
-        let packet = (bytes[0], bytes[header..header + len].to_vec());
-        self.start += header + len;
-        Ok(Some(packet))
     }
 
-    /// The next whole packet read, decoded as far as the generator needs.
+    /// The next whole packet read, if one is there.
     fn next_packet(&mut self) -> Result<Option<Packet>> {
-        let Some((first, body)) = self.next_raw()? else {
-            return Ok(None);
-        };
-        if first >> 4 != 3 {
-            return Ok(Some(Packet::Other));
-        }
-        let qos = (first >> 1) & 3;
-        let Some(topic_len) = body
-            .get(..2)
-            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
-        else {
-            bail!("a PUBLISH too short for its topic length");
-        };
-        let mut at = 2 + topic_len;
-        let topic =
-            String::from_utf8_lossy(body.get(2..at).context("a PUBLISH cut short")?).into_owned();
-        let id = if qos > 0 {
-            let b = body
-                .get(at..at + 2)
-                .context("a PUBLISH without its packet id")?;
-            at += 2;
-            Some(u16::from_be_bytes([b[0], b[1]]))
-        } else {
-            None
-        };
-        let payload = body[at..].to_vec();
-        Ok(Some(Packet::Publish { topic, payload, id }))
-    }
-}
-
-/// A packet's remaining length and the size of its fixed header, once enough bytes are there.
-fn remaining_length(bytes: &[u8]) -> Result<Option<(usize, usize)>> {
-    let mut len = 0usize;
-    for i in 0..4 {
-        let Some(&b) = bytes.get(1 + i) else {
-            return Ok(None);
-        };
-        len |= usize::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(Some((len, 2 + i)));
-        }
-    }
-    bail!("a packet length longer than four bytes")
-}
-
-/// Appends `len` as MQTT's variable-length integer.
-fn put_length(out: &mut Vec<u8>, mut len: usize) {
-    loop {
-        let mut b = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            b |= 0x80;
-        }
-        out.push(b);
-        if len == 0 {
-            return;
+        match v4::Packet::read(&mut self.buf, MAX_PACKET) {
+            Ok(packet) => Ok(Some(packet)),
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+            Err(e) => bail!("a packet the generator cannot read: {e:?}"),
         }
     }
 }
 
-/// Appends a length-prefixed string.
-fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s);
-}
-
-fn encode_connect(out: &mut Vec<u8>, id: &str, creds: Option<&(String, String)>) {
-    let mut body = Vec::new();
-    put_str(&mut body, b"MQTT");
-    body.push(4); // 3.1.1
-    body.push(if creds.is_some() { 0xC2 } else { 0x02 }); // clean session (+ user, password)
-    body.extend_from_slice(&60u16.to_be_bytes());
-    put_str(&mut body, id.as_bytes());
-    if let Some((user, password)) = creds {
-        put_str(&mut body, user.as_bytes());
-        put_str(&mut body, password.as_bytes());
-    }
-    out.push(0x10);
-    put_length(out, body.len());
-    out.extend_from_slice(&body);
-}
-
-fn encode_subscribe(out: &mut Vec<u8>, filter: &str) {
-    let mut body = vec![0, 1];
-    put_str(&mut body, filter.as_bytes());
-    body.push(1);
-    out.push(0x82);
-    put_length(out, body.len());
-    out.extend_from_slice(&body);
-}
-
-fn encode_publish(out: &mut Vec<u8>, topic: &str, payload: &[u8], id: u16) {
-    out.push(0x32); // PUBLISH, QoS 1
-    put_length(out, 2 + topic.len() + 2 + payload.len());
-    put_str(out, topic.as_bytes());
-    out.extend_from_slice(&id.to_be_bytes());
-    out.extend_from_slice(payload);
+/// The packet id of publish `n`: 1 to 65,535, then round again (never 0).
+fn pkid(n: usize) -> u16 {
+    (n % 65_535 + 1) as u16
 }
