@@ -1,5 +1,6 @@
 //! Fan-out across a mesh of eight: a change made at one instance, timed until it is on all
-//! eight brokers (its own included), as a client subscribed on each would see it.
+//! eight brokers (its own included), as a client subscribed on each would see it. The
+//! three-instance fan-out of the main run uses the same timing ([`timed_toggles`]).
 
 use crate::client::Client;
 use crate::report::Latency;
@@ -40,21 +41,42 @@ pub fn measure(rt: &tokio::runtime::Runtime, failures: &mut Vec<String>) -> Resu
 
 async fn toggles(mesh: &[Agent], failures: &mut Vec<String>) -> Result<Latency> {
     let mut at_first = Client::connect("bench-fan8", mesh[0].port).await?;
-    let reply_to = "bench/answer/fan8";
-    at_first.subscribe(reply_to).await?;
-    let mut watchers = Vec::with_capacity(mesh.len());
-    for (i, agent) in mesh.iter().enumerate() {
-        let mut w = Client::connect(&format!("bench-fan8-watch-{i}"), agent.port).await?;
-        w.subscribe("pimesh/n0-fan").await?;
+    let mut watchers = watch("n0-fan", mesh.iter().enumerate()).await?;
+    timed_toggles(&mut at_first, "n0-fan", "n0", &mut watchers, failures).await
+}
+
+/// A client on each of `agents` (named by their index), subscribed to `object`'s state.
+pub async fn watch<'a>(
+    object: &str,
+    agents: impl Iterator<Item = (usize, &'a Agent)>,
+) -> Result<Vec<Client>> {
+    let mut watchers = Vec::new();
+    for (i, agent) in agents {
+        let mut w = Client::connect(&format!("bench-watch-{object}-{i}"), agent.port).await?;
+        w.subscribe(&format!("pimesh/{object}")).await?;
         watchers.push(w);
     }
+    Ok(watchers)
+}
+
+/// Toggles `object` through `at` ([`WARMUP`] + [`SAMPLES`] times; each answer must be `ok`
+/// from `executor`) and times each toggle until every one of `watchers` has the new state.
+pub async fn timed_toggles(
+    at: &mut Client,
+    object: &str,
+    executor: &str,
+    watchers: &mut [Client],
+    failures: &mut Vec<String>,
+) -> Result<Latency> {
+    let reply_to = format!("bench/answer/{object}");
+    at.subscribe(&reply_to).await?;
     // Every watcher gets the retained state first; it says where the toggles start.
     let mut on = false;
-    for (i, w) in watchers.iter_mut().enumerate() {
+    for (n, w) in watchers.iter_mut().enumerate() {
         let retained = w
             .next_publish()
             .await
-            .with_context(|| format!("the retained n0-fan on n{i}"))?;
+            .with_context(|| format!("the retained {object} on watcher {n}"))?;
         on = state_of(&retained) == "ON";
     }
     let mut samples = Vec::with_capacity(SAMPLES);
@@ -62,21 +84,21 @@ async fn toggles(mesh: &[Agent], failures: &mut Vec<String>) -> Result<Latency> 
         on = !on;
         let want = if on { "ON" } else { "OFF" };
         let t = Instant::now();
-        let id = format!("fan8-{}-{i}", std::process::id());
-        send(&at_first, "n0-fan", &id, reply_to).await?;
+        let id = format!("{object}-{}-{i}", std::process::id());
+        send(at, object, &id, &reply_to).await?;
         // Each watcher's client task queues what arrives meanwhile, so waiting for them in
         // turn ends when the last of them has the state: the slowest broker's time.
         let mut worst = std::time::Duration::ZERO;
         for (n, w) in watchers.iter_mut().enumerate() {
             let took = sees(w, want, t)
                 .await
-                .with_context(|| format!("toggle {i} of n0-fan on n{n}"))?;
+                .with_context(|| format!("toggle {i} of {object} on watcher {n}"))?;
             worst = worst.max(took);
         }
         check(
-            &answer(&mut at_first, reply_to, &id).await?,
+            &answer(at, &reply_to, &id).await?,
             &id,
-            Some("n0"),
+            Some(executor),
             failures,
         );
         if i >= WARMUP {

@@ -424,38 +424,8 @@ async fn fanout(
     c: &Agent,
     failures: &mut Vec<String>,
 ) -> Result<Latency> {
-    at_a.subscribe("bench/answer/fan").await?;
-    let mut watchers = Vec::new();
-    for (name, agent) in [("bench-watch-b", b), ("bench-watch-c", c)] {
-        let mut w = Client::connect(name, agent.port).await?;
-        w.subscribe("pimesh/a-fan").await?;
-        watchers.push(w);
-    }
-    let [mut wb, mut wc] =
-        <[Client; 2]>::try_from(watchers).map_err(|_| anyhow::anyhow!("two watchers expected"))?;
-    // The retained state says where the toggles start.
-    let first = state_of(&wb.next_publish().await.context("retained a-fan on B")?);
-    let mut on = first == "ON";
-    let mut samples = Vec::with_capacity(SAMPLES);
-    for i in 0..WARMUP + SAMPLES {
-        on = !on;
-        let want = if on { "ON" } else { "OFF" };
-        let t = Instant::now();
-        let reply_to = "bench/answer/fan";
-        let id = format!("fan-{}-{i}", std::process::id());
-        send(at_a, "a-fan", &id, reply_to).await?;
-        let (ans, tb, tc) = tokio::join!(
-            answer(at_a, reply_to, &id),
-            sees(&mut wb, want, t),
-            sees(&mut wc, want, t)
-        );
-        check(&ans?, &id, Some("alpha"), failures);
-        let worst = tb.context("a-fan on B")?.max(tc.context("a-fan on C")?);
-        if i >= WARMUP {
-            samples.push(worst);
-        }
-    }
-    Ok(Latency::of(samples))
+    let mut watchers = fanout8::watch("a-fan", [(1, b), (2, c)].into_iter()).await?;
+    fanout8::timed_toggles(at_a, "a-fan", "alpha", &mut watchers, failures).await
 }
 
 /// The `state` of a state message.
