@@ -145,13 +145,22 @@ impl LocalLink {
             .map_err(|_| LocalError("link lock poisoned".into()))?;
         // rumqttd's `LinkTx::send` is `async` but has no await point: it queues the packet
         // and wakes the router thread, so it is done after one poll.
-        let fut = std::pin::pin!(tx.send(packet));
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match std::future::Future::poll(fut, &mut cx) {
-            std::task::Poll::Ready(Ok(_)) => Ok(()),
-            std::task::Poll::Ready(Err(e)) => Err(LocalError(e.to_string())),
-            std::task::Poll::Pending => Err(LocalError("the router queue is not ready".into())),
+        match poll_once(tx.send(packet)) {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(LocalError(e.to_string())),
+            None => Err(LocalError("the router queue is not ready".into())),
         }
+    }
+}
+
+/// Polls `fut` once, without a task to wake: its output if that is ready, None otherwise
+/// (and `fut` is dropped, so it must be cancel-safe).
+fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
     }
 }
 
@@ -159,12 +168,7 @@ impl LocalRx {
     /// The next event if one is waiting now, without waiting for one: one poll of
     /// [`LocalRx::recv`], which is cancel-safe, so nothing is lost when it is not ready.
     pub fn try_recv(&mut self) -> Option<LocalEvent> {
-        let fut = std::pin::pin!(self.recv());
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match std::future::Future::poll(fut, &mut cx) {
-            std::task::Poll::Ready(ev) => Some(ev),
-            std::task::Poll::Pending => None,
-        }
+        poll_once(self.recv())
     }
 
     /// The next event. Cancel-safe: a message is only taken once this returns it.
