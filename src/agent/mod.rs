@@ -334,19 +334,15 @@ impl Agent {
     /// next message is taken, so a toggle is resolved against the state the command before
     /// it left. False when the link is gone.
     pub(super) async fn on_link_burst(&mut self, first: LocalEvent, rx: &mut LocalRx) -> bool {
-        let mut ev = first;
-        for taken in 1..=LINK_BURST {
+        let mut first = Some(first);
+        for _ in 0..LINK_BURST {
+            let Some(ev) = first.take().or_else(|| rx.try_recv()) else {
+                break;
+            };
             if !self.on_link(ev).await {
                 return false;
             }
             self.settle_commands().await;
-            if taken == LINK_BURST {
-                break;
-            }
-            match rx.try_recv() {
-                Some(next) => ev = next,
-                None => break,
-            }
         }
         true
     }
