@@ -51,7 +51,7 @@ pub fn broker_rate(port: u16, name: &str) -> Result<f64> {
 /// The latency of the same messages sent at a fixed `rate` a second, over three seconds: the
 /// floor under the paced command latency measured at that rate.
 pub fn broker_paced(port: u16, name: &str, rate: f64) -> Result<Latency> {
-    let total = ((rate * 3.0) as usize).max(1000);
+    let total = crate::loadgen::paced_total(rate);
     Ok(Latency::of(
         echoes(port, name, total, Some(rate))?.latencies,
     ))

@@ -44,6 +44,12 @@ pub enum Heard {
     Other,
 }
 
+/// Messages a paced run sends at `rate` a second: three seconds' worth, at least 1,000. Pimesh
+/// and Mosquitto are paced alike, so their latencies at one rate compare.
+pub fn paced_total(rate: f64) -> usize {
+    ((rate * 3.0) as usize).max(1000)
+}
+
 /// The outcome of a run.
 pub struct Run {
     /// Messages answered.

@@ -87,7 +87,7 @@ pub fn throughput(
 /// Latency at a fixed `rate` of commands a second (an open loop: the next command leaves on
 /// time whether or not the last one was answered), over three seconds of commands.
 pub fn paced(a: &Agent, rate: f64, failures: &mut Vec<String>) -> Result<Latency> {
-    let total = ((rate * 3.0) as usize).max(1000);
+    let total = loadgen::paced_total(rate);
     let tp = throughput(a, total, Some(rate), true, failures)?;
     if tp.lost > 0 {
         failures.push(format!(
