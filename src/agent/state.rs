@@ -10,14 +10,54 @@ use super::Agent;
 use crate::api;
 use crate::config::Config;
 use crate::mesh::node::{Msg, Now, Send};
+use crate::mesh::reconcile::Declared;
 use crate::model::{self, ObjectId, Value};
 use crate::mqtt::Qos;
 use crate::ratelimit::warn_limited;
 use uuid::Uuid;
 
-/// The claim property of instance `uuid`.
-pub fn claim_prop(uuid: Uuid) -> String {
-    format!("{}{uuid}", model::CLAIM_PREFIX)
+/// The objects `config` binds to this instance: its relays, inputs and serial channels,
+/// then its virtual objects (which start OFF).
+fn declared(config: &Config) -> Vec<Declared> {
+    let relays = config
+        .relays
+        .iter()
+        .map(|r| ("relay", &r.id, &r.name, &r.room, r.x, r.y));
+    let inputs = config
+        .inputs
+        .iter()
+        .map(|i| ("input", &i.id, &i.name, &i.room, i.x, i.y));
+    let channels = config.serials.iter().flat_map(|s| &s.channels).map(|c| {
+        let kind = super::serial::CHANNEL_KIND;
+        (kind, &c.id, &c.name, &c.room, c.x, c.y)
+    });
+    let virtuals = config
+        .virtuals
+        .iter()
+        .map(|v| ("virtual", &v.id, &v.name, &v.room, v.x, v.y));
+    relays
+        .chain(inputs)
+        .chain(channels)
+        .chain(virtuals)
+        .map(|(kind, id, name, room, x, y)| {
+            let mut start: Vec<(String, Value)> = vec![
+                (model::ROOM.into(), room.as_str().into()),
+                (model::X.into(), x.into()),
+                (model::Y.into(), y.into()),
+            ];
+            if kind == "virtual" {
+                start.push((model::STATE.into(), model::OFF.into()));
+            }
+            Declared {
+                id: id.clone(),
+                fixed: vec![
+                    (model::KIND.into(), kind.into()),
+                    (model::NAME.into(), name.as_str().into()),
+                ],
+                start,
+            }
+        })
+        .collect()
 }
 
 pub use crate::mesh::dispatch::claimants;
@@ -32,80 +72,22 @@ fn echo_hash(topic: &str, payload: &[u8]) -> u64 {
 }
 
 impl Agent {
-    /// Makes the store agree with the config about which objects this instance holds:
-    /// configured objects exist and carry our claim; room, position (and a virtual object's
-    /// state) are where an object starts, written so that any value the mesh already holds
-    /// wins, also on a new or rebuilt instance whose store is empty; objects we claimed that
-    /// left the config lose our claim and, when nobody else claims them, are deleted.
+    /// Makes the replica agree with the config about which objects this instance holds
+    /// ([`crate::mesh::reconcile`]), then records the configured automations.
     pub(super) fn reconcile_objects(&mut self, config: &Config) {
-        let mut configured = Vec::new();
-        let objects = config
-            .relays
-            .iter()
-            .map(|r| (&r.id, "relay", &r.name, &r.room, r.x, r.y))
-            .chain(
-                config
-                    .inputs
-                    .iter()
-                    .map(|i| (&i.id, "input", &i.name, &i.room, i.x, i.y)),
-            );
-        let channels = config.serials.iter().flat_map(|s| &s.channels).map(|c| {
-            let kind = super::serial::CHANNEL_KIND;
-            (&c.id, kind, &c.name, &c.room, c.x, c.y)
-        });
-        for (id, kind, name, room, x, y) in objects.chain(channels) {
-            configured.push(id.clone());
-            let props: Vec<(String, Value)> = vec![
-                (model::KIND.into(), kind.into()),
-                (claim_prop(self.uuid), true.into()),
-                (model::NAME.into(), name.as_str().into()),
-                (model::DELETED.into(), false.into()),
-            ];
-            self.record(id, props);
-            let start = vec![
-                (model::ROOM.into(), room.as_str().into()),
-                (model::X.into(), x.into()),
-                (model::Y.into(), y.into()),
-            ];
-            self.record_initial(id, start);
-        }
-        for v in &config.virtuals {
-            configured.push(v.id.clone());
-            let props: Vec<(String, Value)> = vec![
-                (model::KIND.into(), "virtual".into()),
-                (claim_prop(self.uuid), true.into()),
-                (model::NAME.into(), v.name.as_str().into()),
-                (model::DELETED.into(), false.into()),
-            ];
-            self.record(&v.id, props);
-            let start = vec![
-                (model::ROOM.into(), v.room.as_str().into()),
-                (model::X.into(), v.x.into()),
-                (model::Y.into(), v.y.into()),
-                (model::STATE.into(), model::OFF.into()),
-            ];
-            self.record_initial(&v.id, start);
+        let released = self.node.reconcile(&declared(config), Now::real());
+        for r in released {
+            if r.deleted {
+                tracing::info!(object = %r.id, "object no longer in any config: deleting it");
+            } else {
+                tracing::info!(object = %r.id, "object no longer in the config: releasing it");
+            }
         }
         for a in &config.automations {
-            self.record(&a.id, super::automation::rule_props(a));
+            self.node
+                .record(&a.id, super::automation::rule_props(a), false, Now::real());
         }
-        let gone: Vec<(ObjectId, bool)> = self
-            .node
-            .replica()
-            .objects()
-            .filter(|(id, o)| {
-                claimants(self.replica(), o).contains(&self.uuid) && !configured.contains(id)
-            })
-            .map(|(id, o)| (id.clone(), claimants(self.replica(), o).len() == 1))
-            .collect();
-        for (id, last_claim) in gone {
-            tracing::info!(object = %id, "object no longer in the config: releasing it");
-            let mut props = vec![(claim_prop(self.uuid), false.into())];
-            if last_claim {
-                props.push((model::DELETED.into(), true.into()));
-            }
-            self.record(&id, props);
-        }
+        self.persist();
     }
 
     /// Records local changes of one object: apply them and hand them to the disk. Returns
@@ -125,13 +107,6 @@ impl Agent {
     /// executor may have died right after); automations still fire only on real changes.
     pub(super) fn record_command(&mut self, id: &ObjectId, props: Vec<(String, Value)>) {
         self.record_with(id, props, true);
-    }
-
-    /// Records where an object starts, from the config: only properties it has no value for
-    /// yet, and so that any value the mesh holds wins ([`crate::replica::Replica::prepare_initial`]).
-    fn record_initial(&mut self, id: &ObjectId, props: Vec<(String, Value)>) {
-        self.node.record_initial(id, props, Now::real());
-        self.persist();
     }
 
     fn record_with(&mut self, id: &ObjectId, props: Vec<(String, Value)>, touch: bool) -> bool {

@@ -3,7 +3,8 @@
 
 use super::node::{Node, Now, Persist, Received, MAX_HELD};
 use super::proto::PAGE;
-use crate::model::{self, Value};
+use super::reconcile::claim_prop;
+use crate::model::{self, ObjectId, Value};
 use crate::ratelimit::warn_limited;
 use crate::replica::Update;
 use uuid::Uuid;
@@ -44,13 +45,40 @@ impl Node {
             }
             learned = self.replica.known_members() > known;
         }
+        let deleted: Vec<ObjectId> = admitted
+            .iter()
+            .filter(|u| u.prop == model::DELETED && u.value == Value::Bool(true))
+            .map(|u| u.object.clone())
+            .collect();
         if !admitted.is_empty() {
             self.to_store.push(Persist {
                 updates: admitted,
                 own: false,
             });
         }
+        self.keep_claimed(deleted, now);
         received
+    }
+
+    /// An object we claim stays in the house. A peer deletes an object when it leaves that
+    /// peer's config and it sees no other claim; ours may not have reached it yet (a
+    /// partition, or both configs changed at once). The object is restored at once, with a
+    /// newer stamp than the deletion, so every replica ends up holding it.
+    fn keep_claimed(&mut self, deleted: Vec<ObjectId>, now: Now) {
+        if self.replica.is_retired(self.uuid) {
+            return;
+        }
+        let claim = claim_prop(self.uuid);
+        for id in deleted {
+            let ours = self
+                .replica
+                .get(&id)
+                .is_some_and(|o| o.is_deleted() && o.value(&claim) == Some(&Value::Bool(true)));
+            if ours {
+                warn_limited!(self.warns, "claimed-deleted", object = %id, "a peer deleted an object this instance's config declares; restoring it");
+                self.record(&id, vec![(model::DELETED.into(), false.into())], false, now);
+            }
+        }
     }
 
     /// [`Node::apply_remote`] for one update.

@@ -36,6 +36,9 @@ pub(super) enum Deferred {
     },
     /// [`Node::adopt_unsigned`].
     Adopt,
+    /// [`Node::reconcile`]: which objects left the config is decided once our lost claims
+    /// are back.
+    Reconcile(Vec<super::reconcile::Declared>),
 }
 
 /// Why and until when an instance makes no change of its own.
@@ -124,6 +127,11 @@ impl Node {
                 Deferred::Initial { id, props } => self.record_initial(&id, props, now),
                 Deferred::Adopt => {
                     self.adopt_unsigned(now);
+                }
+                Deferred::Reconcile(declared) => {
+                    for r in self.reconcile(&declared, now) {
+                        tracing::info!(object = %r.id, deleted = r.deleted, "object no longer in the config: released");
+                    }
                 }
             }
         }

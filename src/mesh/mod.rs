@@ -25,6 +25,9 @@ pub mod fence;
 pub mod node;
 pub mod peers;
 pub mod proto;
+pub mod reconcile;
+#[cfg(test)]
+mod reconcile_tests;
 #[cfg(test)]
 mod sim;
 mod sync;

@@ -98,6 +98,14 @@ pub enum StoreError {
     },
     /// Appending to the log failed; the updates stay queued in memory and are retried first
     /// on the next append or flush.
+    /// The log read at start could not be made durable (see `replay_log`).
+    #[error("cannot make the replica log {} durable at start: {source} (disk failing?); refusing to serve what a power cut could still take back", .path.display())]
+    SyncLog {
+        /// The log file.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
     #[error("cannot write the replica log {}: {source} (disk full?); {pending} updates are kept in memory and written with the next append", .path.display())]
     WriteLog {
         /// The log file.

@@ -219,12 +219,21 @@ fn replay_log(
             bytes.len() - scan.valid_len
         );
         file.set_len(valid_len)
-            .and_then(|()| file.sync_all())
             .map_err(|source| StoreError::TruncateLog {
                 path: path.to_path_buf(),
                 len: valid_len,
                 source,
             })?;
+    }
+    // A killed process leaves its last records in the page cache, where they read back as
+    // if durable. Once served to peers as ours, a power cut must not take them back: our
+    // next update would reuse a sequence number a peer already holds for another, and the
+    // replicas would differ for good. So what is kept is made durable before it is used.
+    if valid_len > 0 {
+        file.sync_all().map_err(|source| StoreError::SyncLog {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
     Ok(Some(Replayed {
         file,

@@ -67,6 +67,7 @@ impl Sim {
         if w.held > MAX_HELD {
             return Err(format!("held updates past their bound: {w:?}"));
         }
+        self.check_configs()?;
         self.check_commands()
     }
 }

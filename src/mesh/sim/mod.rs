@@ -14,6 +14,7 @@
 mod check;
 mod clients;
 mod commands;
+mod config;
 mod faults;
 mod jobs;
 mod retire;
@@ -111,6 +112,8 @@ pub struct Sim {
     traffic: clients::Traffic,
     /// An instance retired for good, in some runs (`retire.rs`).
     retirement: retire::Retirement,
+    /// What each instance's config declares (`config.rs`).
+    configs: config::Configs,
 }
 
 /// The objects clients write.
@@ -155,6 +158,7 @@ impl Sim {
             stats: BTreeMap::new(),
             traffic: Default::default(),
             retirement: retire::Retirement::new(seed, n),
+            configs: config::Configs::new(seed, n),
         };
         for i in 0..n {
             sim.start(i);
@@ -188,20 +192,18 @@ impl Sim {
         let inst = &mut self.nodes[i];
         let mut replica = Replica::new(inst.uuid);
         replica.set_signer(inst.key.clone());
-        let kept: Vec<Update> = inst
-            .disk
-            .durable
-            .iter()
-            .chain(&inst.disk.written)
-            .cloned()
-            .collect();
-        for u in &kept {
+        // Opening the store makes what it reads durable (`replay_log`): a killed process
+        // left it in the page cache, and it is about to be served as durable.
+        inst.disk.durable.append(&mut inst.disk.written);
+        for u in &inst.disk.durable {
             replica.apply(u, now.wall_ms);
         }
         let mut node = Node::new(inst.uuid, &inst.name, replica);
         let props = crate::membership::member_props(&inst.name, &inst.key.verifying_key());
         node.record(&crate::membership::member_id(inst.uuid), props, false, now);
         inst.node = Some(node);
+        self.reconcile_config(i);
+        let inst = &mut self.nodes[i];
         inst.disk.pending.clear();
         inst.awaiting.clear();
         self.start_commands(i);
