@@ -49,6 +49,9 @@ pub(super) struct Traffic {
     pub violations: Vec<String>,
     /// Automation jobs handed out.
     pub jobs: Vec<super::jobs::JobSent>,
+    /// Commands before this one are not retried: sent before an instance was rebuilt, their
+    /// clients gave up long ago (a rebuilt Pi has lost the answers its old disk kept).
+    pub retry_from: usize,
 }
 
 impl Sim {
@@ -63,7 +66,7 @@ impl Sim {
         if self.nodes[to].node.is_none() {
             return;
         }
-        let recent = self.traffic.sent.len().min(20) as u64;
+        let recent = (self.traffic.sent.len() - self.traffic.retry_from).min(20) as u64;
         let (sender, object, id, req) = if recent > 0 && self.rng.chance(0.25) {
             let k = self.traffic.sent.len() - 1 - self.rng.below(recent) as usize;
             self.count("command-retry");
@@ -178,7 +181,8 @@ impl Sim {
             return Ok(Some(answer));
         }
         let holder = (0..self.nodes.len()).find(|i| relay_of(*i) == object);
-        if answer.executed_by_uuid != holder.map(|h| self.nodes[h].uuid) {
+        let by_holder = holder.zip(answer.executed_by_uuid);
+        if !by_holder.is_some_and(|(slot, by)| self.was_in_slot(slot, by)) {
             return Err(format!(
                 "{what} answered ok by {:?}, not its holder",
                 answer.executed_by

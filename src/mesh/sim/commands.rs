@@ -52,6 +52,13 @@ pub(super) struct Kept {
     pub crashes: u64,
 }
 
+impl Kept {
+    /// The SD card is replaced: the answers on it are gone, the pins keep their levels.
+    pub(super) fn new_disk(&mut self) {
+        self.answers.clear();
+    }
+}
+
 /// What the dispatcher of one simulated instance sees.
 pub(super) struct SimView<'a> {
     me: Uuid,

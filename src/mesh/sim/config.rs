@@ -7,7 +7,8 @@
 //!
 //! What [`Sim::check_configs`] asserts after a healed run:
 //! - every running instance claims exactly the objects its config declares, and none of
-//!   those is deleted;
+//!   those is deleted; its relay has no other claimant (a Pi rebuilt with a new identity
+//!   holds it alone once its old self is forgotten: `retire.rs`);
 //! - a start value from a config is held only at the oldest stamp: a config never writes
 //!   over the house, so a room a client set survives restarts and config changes.
 //!
@@ -17,6 +18,7 @@
 use super::commands::{relay_of, SCENE};
 use super::world::Rng;
 use super::Sim;
+use crate::mesh::dispatch::claimants;
 use crate::mesh::reconcile::{claim_prop, Declared};
 use crate::model::{self, ObjectId, Value};
 
@@ -137,6 +139,14 @@ impl Sim {
         for (i, inst) in self.nodes.iter().enumerate() {
             if self.is_retired(i) {
                 continue;
+            }
+            let relay = ObjectId::new(relay_of(i)).expect("relay ids are valid");
+            let holders = replica.get(&relay).map(|o| claimants(replica, o));
+            if self.retirement_done() && holders != Some(vec![inst.uuid]) {
+                return Err(format!(
+                    "{} ({}) should hold {relay} alone, but its claimants are {holders:?}",
+                    inst.name, inst.uuid
+                ));
             }
             let claim = claim_prop(inst.uuid);
             for (k, name) in DECLARABLE.iter().enumerate() {

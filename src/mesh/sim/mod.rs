@@ -472,7 +472,11 @@ impl Sim {
         }
         for _ in 0..heal_steps {
             self.tick(false);
-            if self.step.is_multiple_of(50) && self.converged() && self.commands_settled() {
+            if self.step.is_multiple_of(50)
+                && self.converged()
+                && self.commands_settled()
+                && self.retirement_done()
+            {
                 return;
             }
         }

@@ -8,13 +8,14 @@ const CHAOS_STEPS: u64 = 1000;
 const HEAL_STEPS: u64 = 3000;
 
 /// Runs one seed; `Err` says what broke and how to run it again. `Ok` says whether the run
-/// forgot an instance.
-fn run_seed(seed: u64) -> Result<bool, String> {
+/// forgot an instance, and whether it rebuilt one.
+fn run_seed(seed: u64) -> Result<(bool, bool), String> {
     let n = 3 + (seed % 5) as usize;
     let mut sim = Sim::new(seed, n);
     sim.run(CHAOS_STEPS, HEAL_STEPS);
     let forgot = sim.stats.contains_key("forget");
-    sim.check().map(|()| forgot).map_err(|why| {
+    let rebuilt = sim.stats.contains_key("rebuild");
+    sim.check().map(|()| (forgot, rebuilt)).map_err(|why| {
         format!(
             "seed {seed} ({n} instances, {:?}; {:?}): {why}\nreproduce: SIM_SEED={seed} cargo test --lib mesh::sim::tests::one_seed -- --nocapture",
             sim.faults(),
@@ -24,29 +25,34 @@ fn run_seed(seed: u64) -> Result<bool, String> {
 }
 
 /// Runs `count` seeds from `first`, and fails on the first broken one; returns how many
-/// runs forgot an instance.
-fn campaign(first: u64, count: u64) -> u64 {
-    let mut forgot = 0;
+/// runs forgot an instance, and how many rebuilt one.
+fn campaign(first: u64, count: u64) -> (u64, u64) {
+    let (mut forgot, mut rebuilt) = (0, 0);
     for seed in first..first + count {
         match run_seed(seed) {
-            Ok(f) => forgot += u64::from(f),
+            Ok((f, r)) => {
+                forgot += u64::from(f);
+                rebuilt += u64::from(r);
+            }
             Err(why) => panic!("{why}"),
         }
     }
-    forgot
+    (forgot, rebuilt)
 }
 
 // Two halves, so the test harness runs them on two cores.
 #[test]
 fn faulty_schedules_0_to_499_keep_replicas_and_commands_right() {
-    let forgot = campaign(0, 500);
+    let (forgot, rebuilt) = campaign(0, 500);
     assert!(forgot > 50, "only {forgot} runs forgot an instance");
+    assert!(rebuilt > 25, "only {rebuilt} runs rebuilt an instance");
 }
 
 #[test]
 fn faulty_schedules_500_to_999_keep_replicas_and_commands_right() {
-    let forgot = campaign(500, 500);
+    let (forgot, rebuilt) = campaign(500, 500);
     assert!(forgot > 50, "only {forgot} runs forgot an instance");
+    assert!(rebuilt > 25, "only {rebuilt} runs rebuilt an instance");
 }
 
 #[test]
