@@ -49,6 +49,14 @@ fn a_full_disk_loses_nothing_and_says_which_file() {
         "{}",
         text(&out.stderr)
     );
+    // An admin change says so too: a user added now is in memory only.
+    let out = a.cli(&["user", "add", "late-user"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot write it to its disk yet"),
+        "{}",
+        text(&out.stderr)
+    );
     let attic = format!("attic-{moves}");
     assert_eq!(a.get("a-fan")["room"], attic, "the change is current here");
     // Not on disk, so not sent: a crash now must not leave peers holding what we lost.

@@ -63,6 +63,11 @@ pub struct AdminReply {
     /// User names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<String>,
+    /// `false` when the disk refuses writes: the change is made (in memory, and written once
+    /// the disk takes it) but not yet durable, so a crash now would lose it. Absent when it
+    /// is written as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persisted: Option<bool>,
 }
 
 /// `$pimesh/<base>/client/local/reply`.
@@ -111,6 +116,13 @@ impl Agent {
                 return;
             }
         };
+        // These change the replicated house; an invitation lives in its own file.
+        let records = matches!(
+            request,
+            AdminRequest::UserAdd { .. }
+                | AdminRequest::UserRemove { .. }
+                | AdminRequest::Forget { .. }
+        );
         let reply = match request {
             AdminRequest::Invite { id, expires_s } => self.invite(id, expires_s),
             AdminRequest::UserAdd { id, name, password } => self.user_add(id, &name, password),
@@ -127,6 +139,10 @@ impl Agent {
                     ..Default::default()
                 }
             }
+        };
+        let reply = AdminReply {
+            persisted: (records && reply.ok && self.store.refusing()).then_some(false),
+            ..reply
         };
         let payload = serde_json::to_vec(&reply).unwrap_or_default();
         let topic = admin_reply_topic(&self.base);

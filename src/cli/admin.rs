@@ -58,6 +58,9 @@ fn admin(
         eprintln!("error: {}", reply.error.as_deref().unwrap_or("refused"));
         return Err(Exit::Usage);
     }
+    if reply.persisted == Some(false) {
+        eprintln!("warning: done, but this instance cannot write it to its disk yet (see its log); it is written once the disk takes it, and a crash before that loses it");
+    }
     Ok(reply)
 }
 
