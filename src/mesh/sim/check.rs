@@ -68,6 +68,7 @@ impl Sim {
             return Err(format!("held updates past their bound: {w:?}"));
         }
         self.check_configs()?;
+        self.check_hardware()?;
         self.check_commands()
     }
 }

@@ -10,6 +10,7 @@
 //! - the dispatcher's maps stay within their bounds (checked at every heartbeat).
 
 use super::commands::{relay_of, SCENE};
+use super::serial::{channel_of, holds};
 use super::Sim;
 use crate::api::{Outcome, Reply, SetRequest, Switch};
 use crate::broker::local::ResponseTo;
@@ -84,8 +85,10 @@ impl Sim {
             let id = next.to_string();
             let object = if self.rng.chance(0.3) {
                 SCENE.to_string()
-            } else {
+            } else if self.rng.chance(0.6) {
                 relay_of(self.rng.below(n as u64) as usize)
+            } else {
+                channel_of(self.rng.below(n as u64) as usize)
             };
             let state = match self.rng.below(3) {
                 0 => Switch::On,
@@ -122,7 +125,7 @@ impl Sim {
         if let Some(v) = self.traffic.violations.first() {
             return Err(v.clone());
         }
-        let holder = |object: &str| (0..self.nodes.len()).find(|i| relay_of(*i) == object);
+        let holder = |object: &str| (0..self.nodes.len()).find(|i| holds(*i, object));
         let mut switched: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, object, key) in &self.traffic.pins {
             if holder(object) != Some(*i) {
@@ -180,7 +183,7 @@ impl Sim {
         if answer.result != Outcome::Ok || object == SCENE {
             return Ok(Some(answer));
         }
-        let holder = (0..self.nodes.len()).find(|i| relay_of(*i) == object);
+        let holder = (0..self.nodes.len()).find(|i| holds(*i, object));
         let by_holder = holder.zip(answer.executed_by_uuid);
         if !by_holder.is_some_and(|(slot, by)| self.was_in_slot(slot, by)) {
             return Err(format!(

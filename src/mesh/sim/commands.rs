@@ -2,10 +2,11 @@
 //! beside its node, with a shell as thin as the agent's: forwarded commands and answers
 //! travel on the simulated network, a relay switches a simulated pin some steps after its
 //! command, decided answers are written before anyone hears them, and liveness comes from
-//! what each instance hears, as the agent's does. Instance `i` holds the relay `relay-<i>`;
-//! every instance runs the virtual `scene`. The clients and the rules they check are in
+//! what each instance hears, as the agent's does. Instance `i` holds the relay `relay-<i>`
+//! and the serial channel `chan-<i>` (`serial.rs`); every instance runs the virtual `scene`. The clients and the rules they check are in
 //! `clients.rs`.
 
+use super::serial::{self, channel_of, holds};
 use super::{Packet, Sim, STEP_MS};
 use crate::api::{Outcome, Reply, SetRequest, Switch};
 use crate::mesh::commands::{Commands, Origin, MAX_PENDING, MAX_WAITING, RECENT};
@@ -56,6 +57,23 @@ impl Kept {
     /// The SD card is replaced: the answers on it are gone, the pins keep their levels.
     pub(super) fn new_disk(&mut self) {
         self.answers.clear();
+    }
+
+    /// The level of hardware `object` (a relay's pin, a channel's device).
+    pub(super) fn level(&self, object: &str) -> bool {
+        self.pins.get(object).copied().unwrap_or(false)
+    }
+
+    /// Sets the level of hardware `object`.
+    pub(super) fn set_level(&mut self, object: &str, on: bool) {
+        self.pins.insert(object.to_string(), on);
+    }
+}
+
+impl Desk {
+    /// The dispatcher hears that command `key` ran here, with `reply`.
+    pub(super) fn ran(&mut self, key: &str, reply: Reply) {
+        self.dispatch.ran(key, reply);
     }
 }
 
@@ -141,8 +159,9 @@ impl Sim {
         f(&mut inst.desk.dispatch, &view);
     }
 
-    /// At start, as the agent's reconcile: the holder claims its relay with its pin's level,
-    /// every instance claims the scene; the dispatcher remembers the answers on disk.
+    /// At start, after the config's reconcile (`config.rs`): the holder records its relay's
+    /// and channel's levels, every instance claims the scene; the dispatcher remembers the
+    /// answers on disk.
     pub(super) fn start_commands(&mut self, i: usize) {
         let now = self.now(i);
         let inst = &mut self.nodes[i];
@@ -155,20 +174,13 @@ impl Sim {
             return;
         };
         let claim = format!("{}{}", model::CLAIM_PREFIX, inst.uuid);
-        let relay = relay_of(i);
-        let on = inst.kept.pins.get(&relay).copied().unwrap_or(false);
-        if let Ok(id) = ObjectId::new(&relay) {
-            let props = vec![
-                (model::KIND.into(), "relay".into()),
-                (claim.clone(), true.into()),
-                (model::STATE.into(), on_off(on).into()),
-            ];
-            node.record(&id, props, false, now);
-        }
         if let Ok(id) = ObjectId::new(SCENE) {
             let props = vec![(model::KIND.into(), "virtual".into()), (claim, true.into())];
             node.record(&id, props, false, now);
         }
+        // The relay's pin and the channel's device say where they are.
+        self.record_level(i, &relay_of(i));
+        self.record_level(i, &channel_of(i));
         self.record_rule(i);
     }
 
@@ -232,8 +244,8 @@ impl Sim {
             .as_ref()
             .and_then(|n| dispatch::seen(n.replica(), &object));
         match seen.map(|s| s.kind) {
-            Some(kind) if kind == "relay" => {
-                if object.as_str() != relay_of(i) {
+            Some(kind) if kind == "relay" || kind == serial::KIND => {
+                if !holds(i, object.as_str()) {
                     self.traffic.violations.push(format!(
                         "{} was asked to run command {key} for {object}, which it does not hold",
                         self.nodes[i].name
@@ -262,7 +274,7 @@ impl Sim {
     }
 
     /// An `ok` answer from instance `i`, to be filled in.
-    fn blank_reply(&self, i: usize) -> Reply {
+    pub(super) fn blank_reply(&self, i: usize) -> Reply {
         let inst = &self.nodes[i];
         let refusing = inst.disk.full_until > self.step;
         dispatch::make_reply(inst.uuid, &inst.name, refusing, "", None, Outcome::Ok, None)
@@ -303,10 +315,13 @@ impl Sim {
                 continue;
             }
             for (_, object, key, req) in due {
+                if self.device_refuses(i, &object, &key) {
+                    continue;
+                }
                 let Some(on) = self.record_state(i, &object, req.state) else {
                     continue;
                 };
-                self.nodes[i].kept.pins.insert(object.to_string(), on);
+                self.nodes[i].kept.set_level(object.as_str(), on);
                 self.traffic.pins.push((i, object.to_string(), key.clone()));
                 let mut reply = self.blank_reply(i);
                 reply.id = Some(key.clone());

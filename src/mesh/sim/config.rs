@@ -16,6 +16,7 @@
 //! the same.
 
 use super::commands::{relay_of, SCENE};
+use super::serial::channel_of;
 use super::world::Rng;
 use super::Sim;
 use crate::mesh::dispatch::claimants;
@@ -106,8 +107,13 @@ impl Sim {
     /// At (re)start of instance `i`, as the agent: reconcile its replica with its config.
     pub(super) fn reconcile_config(&mut self, i: usize) {
         let mut config = self.configs.at_start(i, self.step > 0);
-        // What every config has: the instance's relay and the scene (`commands.rs`).
-        for (id, kind) in [(relay_of(i), "relay"), (SCENE.to_string(), "virtual")] {
+        // What every config has: the instance's relay, its channel and the scene.
+        let hardware = [
+            (relay_of(i), "relay"),
+            (channel_of(i), super::serial::KIND),
+            (SCENE.to_string(), "virtual"),
+        ];
+        for (id, kind) in hardware {
             let id = ObjectId::new(id.as_str()).expect("relay and scene ids are valid");
             config.push(Declared {
                 fixed: vec![

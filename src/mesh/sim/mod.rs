@@ -18,6 +18,7 @@ mod config;
 mod faults;
 mod jobs;
 mod retire;
+mod serial;
 #[cfg(test)]
 mod tests;
 mod world;
@@ -364,6 +365,9 @@ impl Sim {
             self.client_command();
         }
         self.finish_runs();
+        if chaos {
+            self.devices_change();
+        }
         // Heartbeats, each instance at its own phase.
         for i in 0..n {
             if (self.step + i as u64 * 17).is_multiple_of(crate::mesh::peers::BEAT_MS / STEP_MS) {
