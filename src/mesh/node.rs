@@ -454,4 +454,4 @@ pub struct Footprint {
 
 #[cfg(test)]
 #[path = "node_tests.rs"]
-mod tests;
+pub(super) mod tests;

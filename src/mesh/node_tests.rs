@@ -5,11 +5,11 @@ use super::*;
 use crate::membership::{member_id, member_props};
 use crate::replica::Replica;
 
-fn key(n: u8) -> ed25519_dalek::SigningKey {
+pub(in crate::mesh) fn key(n: u8) -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[n; 32])
 }
 
-fn at(ms: u64) -> Now {
+pub(in crate::mesh) fn at(ms: u64) -> Now {
     Now {
         at: Instant::now(),
         wall_ms: 1_800_000_000_000 + ms,
@@ -115,7 +115,7 @@ fn own_updates_leave_only_once_durable_and_syncs_meanwhile_send_what_is_durable(
 }
 
 /// Hands every message `from` wants sent to `to`, as the network would.
-fn deliver(from: &mut Node, to: &mut Node, now: Now) {
+pub(in crate::mesh) fn deliver(from: &mut Node, to: &mut Node, now: Now) {
     for send in from.take_sends() {
         match send {
             Send::All(msg) => to.receive(from.uuid(), msg, now),

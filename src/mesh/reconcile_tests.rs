@@ -1,24 +1,13 @@
 //! Reconciling a config with the replica, driven directly (the simulator drives it through
 //! restarts with changed configs: `sim/config.rs`).
 
-use super::node::{Node, Now, Send};
+use super::node::tests::{at, deliver, key};
+use super::node::Node;
 use super::reconcile::{claim_prop, Declared};
 use crate::membership::{member_id, member_props};
 use crate::model::{ObjectId, Value};
 use crate::replica::{Replica, Update};
-use std::time::Instant;
 use uuid::Uuid;
-
-fn key(n: u8) -> ed25519_dalek::SigningKey {
-    ed25519_dalek::SigningKey::from_bytes(&[n; 32])
-}
-
-fn at(ms: u64) -> Now {
-    Now {
-        at: Instant::now(),
-        wall_ms: 1_800_000_000_000 + ms,
-    }
-}
 
 /// Instance `n` (UUID `n`, key `n`) over `replica`, its member record recorded.
 fn node(n: u8, mut replica: Replica) -> Node {
@@ -40,17 +29,6 @@ fn flush(node: &mut Node) -> Vec<Update> {
     node.durable();
     node.stream();
     made
-}
-
-/// Hands every message `from` wants sent to `to`, as the network would.
-fn deliver(from: &mut Node, to: &mut Node, now: Now) {
-    for send in from.take_sends() {
-        match send {
-            Send::All(msg) => to.receive(from.uuid(), msg, now),
-            Send::To(peer, msg) if peer == to.uuid() => to.receive(from.uuid(), msg, now),
-            Send::To(..) => {}
-        }
-    }
 }
 
 /// A virtual object `id` starting in `room`.

@@ -24,6 +24,15 @@ impl Sim {
             .map(|(_, n)| n)
     }
 
+    /// The replica of the first live instance that runs: after [`Sim::converged`], the one
+    /// every live instance holds.
+    pub(super) fn agreed_replica(&self) -> Result<&crate::replica::Replica, String> {
+        self.live()
+            .find_map(|n| n.node.as_ref())
+            .map(|n| n.replica())
+            .ok_or_else(|| "no instance runs".to_string())
+    }
+
     /// The invariants after a healed run; `Err` names the first one broken.
     pub fn check(&self) -> Result<(), String> {
         if !self.converged() {

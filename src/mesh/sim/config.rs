@@ -133,15 +133,7 @@ impl Sim {
 
     /// The rules of configs (see the module doc), on the converged replica.
     pub(super) fn check_configs(&self) -> Result<(), String> {
-        let Some(replica) = self.nodes[0..]
-            .iter()
-            .enumerate()
-            .find(|(i, _)| !self.is_retired(*i))
-            .and_then(|(_, n)| n.node.as_ref())
-            .map(|n| n.replica())
-        else {
-            return Err("no instance runs".into());
-        };
+        let replica = self.agreed_replica()?;
         for (i, inst) in self.nodes.iter().enumerate() {
             if self.is_retired(i) {
                 continue;

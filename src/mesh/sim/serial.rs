@@ -94,14 +94,7 @@ impl Sim {
 
     /// The house shows every relay's and channel's level (see the module doc).
     pub(super) fn check_hardware(&self) -> Result<(), String> {
-        let Some(replica) = self
-            .nodes
-            .iter()
-            .find_map(|n| n.node.as_ref())
-            .map(|n| n.replica())
-        else {
-            return Err("no instance runs".into());
-        };
+        let replica = self.agreed_replica()?;
         for (i, inst) in self.nodes.iter().enumerate() {
             if self.is_retired(i) {
                 continue;
