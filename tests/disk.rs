@@ -139,3 +139,54 @@ fn a_store_lost_from_outside_takes_our_changes_back_before_making_new_ones() {
         "the loss is reported: {log}"
     );
 }
+
+/// The fence outlives a restart: a store lost from outside is seen only by the start that
+/// finds it, and an instance restarted again before a peer sent its own changes back would
+/// otherwise number new changes after the few it has, reusing numbers the peer holds.
+#[test]
+fn a_fence_outlives_a_restart_until_a_peer_sent_our_changes_back() {
+    let mut a = start_node("alpha", &node_config("a"), &[]);
+    let mut b = start_node("beta", &node_config("b"), &["--peer", &a.addr()]);
+    let out = a.cli(&["move", "a-fan", "attic"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_until("beta has alpha's move", || {
+        b.all().get("a-fan").is_some_and(|o| o["room"] == "attic")
+    });
+
+    b.stop();
+    a.stop();
+    std::fs::remove_dir_all(a.dir.join("store")).unwrap();
+    a.restart_with(&["--peer", &b.addr()]);
+    // Fenced, it makes no change of its own, not even the objects of its config (made at
+    // start, before it answers).
+    let holds_fan = |a: &Agent| a.all().contains_key("a-fan");
+    assert!(
+        !holds_fan(&a),
+        "fenced with no peer to send its changes back"
+    );
+    assert!(a.dir.join("fenced").exists(), "the fence is on disk");
+
+    a.kill9();
+    a.restart();
+    assert!(!holds_fan(&a), "still fenced after a restart: {}", a.log());
+    assert!(
+        a.log()
+            .contains("the fence of an earlier start is still up"),
+        "{}",
+        a.log()
+    );
+
+    b.restart();
+    wait_until("alpha has its own move back from beta", || {
+        a.all().get("a-fan").is_some_and(|o| o["room"] == "attic")
+    });
+    wait_until("alpha makes changes again", || {
+        a.cli(&["move", "a-fan", "cellar"]).status.success()
+    });
+    wait_until("beta takes alpha's change after the fence", || {
+        b.all().get("a-fan").is_some_and(|o| o["room"] == "cellar")
+    });
+    wait_until("the fence's file is gone", || {
+        !a.dir.join("fenced").exists()
+    });
+}

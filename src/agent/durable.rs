@@ -65,6 +65,7 @@ impl Agent {
     pub(super) async fn commit(&mut self) {
         self.save_answers();
         self.persist();
+        self.end_fence_mark();
         if self.node.has_unsaved() {
             self.start_sync();
         }

@@ -16,6 +16,7 @@ mod command;
 mod compaction;
 mod discovery;
 mod durable;
+mod fence_mark;
 mod forward;
 mod hardware;
 mod join;
@@ -183,6 +184,8 @@ struct Agent {
     jobs: crate::mesh::until_durable::UntilDurable<crate::mesh::automation::Job>,
     /// Start-up is over: changes from now on may trigger automations.
     running: bool,
+    /// `<data dir>/fenced` says the fence is up (`fence_mark.rs`).
+    fence_marked: bool,
     /// The runtime file to write once our broker link is subscribed (and where).
     advertise: Option<(PathBuf, RuntimeInfo)>,
     /// Rate limits of the warnings that input from the network can trigger.

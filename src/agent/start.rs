@@ -26,7 +26,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
             tracing::error!("{why}; this instance's own changes are gone from this disk, and it makes no new change until a peer has sent them back");
             Some(why)
         }
-        None => None,
+        None => fence_mark::read(&data_dir).inspect(|why| {
+            tracing::warn!("the fence of an earlier start is still up ({why}): this instance makes no new change until a peer has sent its own changes back");
+        }),
     };
     replica.set_max_clock_ahead(settings.config.mesh.max_clock_ahead_ms);
     let base = settings.config.base_topic.clone();
@@ -173,6 +175,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         known: known::load(&data_dir),
         jobs: Default::default(),
         running: false,
+        fence_marked: false,
         advertise: None,
         warns: Default::default(),
         trim: Default::default(),
@@ -202,7 +205,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<(), Ag
         // Peers may hold our updates the disk lost: no change of ours until one sends them
         // back (crate::mesh::fence). What the disk lost may also have been all that said who
         // the peers are, so an instance that looks alone waits too, within the fence's limit.
-        agent.node.fence(&why, crate::mesh::node::Now::real());
+        agent.fence(&why);
     }
     agent.reconcile_objects(&settings.config);
     agent.record_ha_components(&settings.config);

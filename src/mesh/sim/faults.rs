@@ -87,6 +87,7 @@ impl Sim {
             }
         };
         self.count(what);
+        self.maybe_lose_store(i);
         let inst = &mut self.nodes[i];
         inst.node = None;
         inst.kept.crashes += 1;

@@ -17,6 +17,7 @@ mod commands;
 mod config;
 mod faults;
 mod jobs;
+mod lost;
 mod retire;
 mod serial;
 #[cfg(test)]
@@ -115,6 +116,8 @@ pub struct Sim {
     retirement: retire::Retirement,
     /// What each instance's config declares (`config.rs`).
     configs: config::Configs,
+    /// Chance that a crash takes the store with it (`lost.rs`).
+    store_loss: f64,
 }
 
 /// The objects clients write.
@@ -160,6 +163,7 @@ impl Sim {
             traffic: Default::default(),
             retirement: retire::Retirement::new(seed, n),
             configs: config::Configs::new(seed, n),
+            store_loss: 0.0,
         };
         for i in 0..n {
             sim.start(i);
@@ -200,6 +204,9 @@ impl Sim {
             replica.apply(u, now.wall_ms);
         }
         let mut node = Node::new(inst.uuid, &inst.name, replica);
+        if inst.disk.fenced {
+            node.fence("the store was lost", now);
+        }
         let props = crate::membership::member_props(&inst.name, &inst.key.verifying_key());
         node.record(&crate::membership::member_id(inst.uuid), props, false, now);
         inst.node = Some(node);
@@ -291,6 +298,9 @@ impl Sim {
             }
         }
         node.stream();
+        if inst.disk.fenced && node.fenced().is_none() {
+            inst.disk.fenced = false;
+        }
         let sends = node.take_sends();
         let fp = node.footprint();
         self.worst.syncs = self.worst.syncs.max(fp.syncs);

@@ -10,14 +10,19 @@ const HEAL_STEPS: u64 = 3000;
 /// Runs one seed; `Err` says what broke and how to run it again. `Ok` says whether the run
 /// forgot an instance, and whether it rebuilt one.
 fn run_seed(seed: u64) -> Result<(bool, bool), String> {
+    run_seed_losing(seed, 0.0)
+}
+
+/// [`run_seed`], with a crash taking the store with it with chance `store_loss`.
+fn run_seed_losing(seed: u64, store_loss: f64) -> Result<(bool, bool), String> {
     let n = 3 + (seed % 5) as usize;
-    let mut sim = Sim::new(seed, n);
+    let mut sim = Sim::new(seed, n).losing_stores(store_loss);
     sim.run(CHAOS_STEPS, HEAL_STEPS);
     let forgot = sim.stats.contains_key("forget");
     let rebuilt = sim.stats.contains_key("rebuild");
     sim.check().map(|()| (forgot, rebuilt)).map_err(|why| {
         format!(
-            "seed {seed} ({n} instances, {:?}; {:?}): {why}\nreproduce: SIM_SEED={seed} cargo test --lib mesh::sim::tests::one_seed -- --nocapture",
+            "seed {seed} ({n} instances, {:?}; {:?}): {why}\nreproduce: SIM_SEED={seed} SIM_STORE_LOSS={store_loss} cargo test --lib mesh::sim::tests::one_seed -- --nocapture",
             sim.faults(),
             sim.stats
         )
@@ -61,8 +66,27 @@ fn one_seed() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
-    if let Err(why) = run_seed(seed) {
+    let loss = std::env::var("SIM_STORE_LOSS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    if let Err(why) = run_seed_losing(seed, loss) {
         panic!("{why}");
+    }
+}
+
+/// Stores lost from outside (`lost.rs`), one crash in ten. Open: the replicas do not always
+/// end up the same. A fenced instance lifts its fence after one peer's sync; when that peer
+/// lacked some of our own updates another holds, our next update reuses a sequence number
+/// that peer drops as known (seeds 83 and 508; waiting until every peer's heartbeat has said
+/// how many of ours it holds cures those, but seed 74 then still loses a forget).
+#[test]
+#[ignore = "open: replicas can end apart after a store lost from outside (issue 12)"]
+fn stores_lost_from_outside() {
+    for seed in 0..500 {
+        if let Err(why) = run_seed_losing(seed, 0.1) {
+            panic!("{why}");
+        }
     }
 }
 

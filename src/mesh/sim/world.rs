@@ -95,6 +95,9 @@ pub(super) struct Disk {
     pub(super) pending: Vec<Update>,
     /// The disk refuses writes until this step.
     pub(super) full_until: u64,
+    /// The fence is up, as the agent's `<data dir>/fenced` says: from a store lost from
+    /// outside until the node lifts it; every start meanwhile is fenced (`lost.rs`).
+    pub(super) fenced: bool,
 }
 
 /// What must agree between replicas: every register's value and stamp, by object and
