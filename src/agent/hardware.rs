@@ -37,6 +37,8 @@ pub(super) struct Hardware {
     pub(super) serials: std::collections::BTreeMap<ObjectId, crate::plugins::serial::SerialHandle>,
     /// The device of each line channel we hold, by channel id.
     pub(super) channels: std::collections::BTreeMap<ObjectId, ObjectId>,
+    /// The level each channel's device last reported, by channel id.
+    pub(super) levels: std::collections::BTreeMap<ObjectId, bool>,
 }
 
 impl Hardware {
@@ -50,6 +52,7 @@ impl Hardware {
             presses: Vec::new(),
             serials: Default::default(),
             channels: Default::default(),
+            levels: Default::default(),
         }
     }
 }
@@ -194,6 +197,30 @@ impl Agent {
         tracing::info!(object = %id, state = on_off(on), reason = %why, "relay switched by its rules");
         let payload = serde_json::json!({ "state": on_off(on), "reason": why }).to_string();
         self.publish_event(id, payload).await;
+    }
+
+    /// The level our hardware `id` is at: a relay we hold, or a channel whose device said.
+    fn hardware_level(&self, id: &ObjectId) -> Option<bool> {
+        if self.hw.relays.contains_key(id) {
+            return self.hw.bank.is_on(id);
+        }
+        self.hw.levels.get(id).copied()
+    }
+
+    /// The house shows what our hardware does. A state another instance wrote for a relay
+    /// or channel we hold (a retired Pi whose clock ran ahead, whose write still wins by its
+    /// stamp) is written over with the level the hardware is at (the simulator's seed 2651).
+    pub(super) fn keep_hardware_state(&mut self, id: &ObjectId) {
+        let Some(on) = self.hardware_level(id) else {
+            return;
+        };
+        let shown = self.replica().get(id).and_then(|o| o.text(model::STATE));
+        if shown == Some(on_off(on)) || self.node.fenced().is_some() {
+            return;
+        }
+        let shown = shown.map(str::to_owned);
+        crate::ratelimit::warn_limited!(self.warns, "foreign-state", object = %id, shown = ?shown, hardware = on_off(on), "the house showed another state than our hardware is at; writing the hardware's");
+        self.record(id, vec![(model::STATE.into(), on_off(on).into())]);
     }
 
     /// Publishes an event of object `id` on `<base>/<id>/event` (not retained).

@@ -101,6 +101,7 @@ impl Agent {
         } = done;
         let reply = match result {
             Ok(on) => {
+                self.hw.levels.insert(channel.clone(), on);
                 self.record(&channel, vec![(model::STATE.into(), on_off(on).into())]);
                 tracing::info!(object = %channel, command = %cmd, "command executed");
                 let mut reply = self.reply(channel.as_str(), Some(cmd.clone()), Outcome::Ok, None);
@@ -138,6 +139,7 @@ impl Agent {
             }
             SerialEventKind::State { channel, on } => {
                 if self.hw.channels.get(&channel) == Some(&ev.device) {
+                    self.hw.levels.insert(channel.clone(), on);
                     self.record(&channel, vec![(model::STATE.into(), on_off(on).into())]);
                 }
             }

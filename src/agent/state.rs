@@ -265,6 +265,7 @@ impl Agent {
                     }
                 }
             } else {
+                self.keep_hardware_state(&id);
                 self.publish_state(&id).await;
             }
         }

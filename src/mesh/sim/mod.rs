@@ -247,6 +247,7 @@ impl Sim {
     /// After an event at instance `i`, as the agent does: the node's part, then what the
     /// dispatcher asks.
     fn settle(&mut self, i: usize) {
+        self.keep_levels(i);
         self.settle_node(i);
         self.follow_retirement(i);
         self.settle_commands(i);

@@ -6,7 +6,8 @@
 //! The device keeps its level across the agent's crashes and rebuilds, like a relay's pin.
 //!
 //! What [`Sim::check_hardware`] asserts after a healed run, for relays and channels alike:
-//! the house shows the level the hardware is at. (The rules of commands and answers in
+//! the house shows the level the hardware is at. A holder that sees another state written
+//! for its hardware writes the hardware's level over it ([`Sim::keep_levels`]). (The rules of commands and answers in
 //! `clients.rs` hold for channels as for relays: only the holder runs them, and an `ok` comes
 //! from it after its device switched for that command.)
 
@@ -90,6 +91,27 @@ impl Sim {
         };
         let props = vec![(model::STATE.into(), on_off(on).into())];
         node.record(&id, props, false, now);
+    }
+
+    /// As the agent's `keep_hardware_state`, after every event: a state another instance
+    /// wrote for instance `i`'s relay or channel (its old identity, before a rebuild, whose
+    /// clock ran ahead) is written over with the level the hardware is at.
+    pub(super) fn keep_levels(&mut self, i: usize) {
+        if self.is_retired(i) {
+            return;
+        }
+        for object in [relay_of(i), channel_of(i)] {
+            let Some(node) = self.nodes[i].node.as_ref() else {
+                return;
+            };
+            let id = ObjectId::new(object.as_str()).expect("hardware ids are valid");
+            let shown = node.replica().get(&id).and_then(|o| o.text(model::STATE));
+            let level = on_off(self.nodes[i].kept.level(&object));
+            if node.fenced().is_none() && shown != Some(level) {
+                self.count("level-kept");
+                self.record_level(i, &object);
+            }
+        }
     }
 
     /// The house shows every relay's and channel's level (see the module doc).

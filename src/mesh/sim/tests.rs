@@ -60,6 +60,18 @@ fn faulty_schedules_500_to_999_keep_replicas_and_commands_right() {
     assert!(rebuilt > 25, "only {rebuilt} runs rebuilt an instance");
 }
 
+/// Seeds of long campaigns that found a bug, run in every `cargo test`: 2651, a Pi rebuilt
+/// while its old identity's last state was stamped ahead by its clock (the house showed a
+/// channel ON that was OFF until the holder wrote its hardware's level over foreign states).
+#[test]
+fn seeds_that_once_failed() {
+    for seed in [2651] {
+        if let Err(why) = run_seed(seed) {
+            panic!("{why}");
+        }
+    }
+}
+
 #[test]
 fn one_seed() {
     let seed = std::env::var("SIM_SEED")
