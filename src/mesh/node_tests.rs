@@ -144,15 +144,21 @@ fn switched(me: Uuid, peer: &mut Node, states: &[&str]) -> (Node, Vec<Update>) {
             at(i as u64 + 1),
         );
     }
-    let made: Vec<Update> = node
+    let made = flush(&mut node);
+    deliver(&mut node, peer, at(10));
+    (node, made)
+}
+
+/// Everything `node` asked the store for is durable and on the live stream; returns it.
+pub(in crate::mesh) fn flush(node: &mut Node) -> Vec<Update> {
+    let made = node
         .take_store()
         .into_iter()
         .flat_map(|p| p.updates)
         .collect();
     node.durable();
     node.stream();
-    deliver(&mut node, peer, at(10));
-    (node, made)
+    made
 }
 
 #[test]

@@ -1,12 +1,12 @@
 //! Reconciling a config with the replica, driven directly (the simulator drives it through
 //! restarts with changed configs: `sim/config.rs`).
 
-use super::node::tests::{at, deliver, key};
+use super::node::tests::{at, deliver, flush, key};
 use super::node::Node;
 use super::reconcile::{claim_prop, Declared};
 use crate::membership::{member_id, member_props};
 use crate::model::{ObjectId, Value};
-use crate::replica::{Replica, Update};
+use crate::replica::Replica;
 use uuid::Uuid;
 
 /// Instance `n` (UUID `n`, key `n`) over `replica`, its member record recorded.
@@ -17,18 +17,6 @@ fn node(n: u8, mut replica: Replica) -> Node {
     let props = member_props(&format!("pi{n}"), &key(n).verifying_key());
     node.record(&member_id(me), props, false, at(0));
     node
-}
-
-/// Everything `node` asked the store for is durable and on the live stream.
-fn flush(node: &mut Node) -> Vec<Update> {
-    let made = node
-        .take_store()
-        .into_iter()
-        .flat_map(|p| p.updates)
-        .collect();
-    node.durable();
-    node.stream();
-    made
 }
 
 /// A virtual object `id` starting in `room`.
