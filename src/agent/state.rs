@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 /// The objects `config` binds to this instance: its relays, inputs and serial channels,
 /// then its virtual objects (which start OFF).
-fn declared(config: &Config) -> Vec<Declared> {
+fn declared(config: &Config) -> impl Iterator<Item = Declared> + '_ {
     let relays = config
         .relays
         .iter()
@@ -57,7 +57,6 @@ fn declared(config: &Config) -> Vec<Declared> {
                 start,
             }
         })
-        .collect()
 }
 
 pub use crate::mesh::dispatch::claimants;
@@ -75,7 +74,17 @@ impl Agent {
     /// Makes the replica agree with the config about which objects this instance holds
     /// ([`crate::mesh::reconcile`]), then records the configured automations.
     pub(super) fn reconcile_objects(&mut self, config: &Config) {
-        let released = self.node.reconcile(&declared(config), Now::real());
+        let store = &mut self.store;
+        let hand_on = |node: &mut crate::mesh::node::Node| {
+            for p in node.take_store() {
+                if let Err(e) = store.queue(&p.updates) {
+                    tracing::error!(error = %e, "state not saved yet; will retry");
+                }
+            }
+        };
+        let released = self
+            .node
+            .reconcile_with(declared(config), Now::real(), hand_on);
         for r in released {
             if r.deleted {
                 tracing::info!(object = %r.id, "object no longer in any config: deleting it");

@@ -19,6 +19,7 @@ use super::dispatch::claimants;
 use super::fence::Deferred;
 use super::node::{Node, Now};
 use crate::model::{self, ObjectId, Value};
+use std::collections::HashSet;
 use uuid::Uuid;
 
 /// The claim property of instance `uuid`.
@@ -50,22 +51,39 @@ impl Node {
     /// Makes the replica agree with `declared`, this instance's config (see the module doc);
     /// returns the objects it stopped claiming.
     pub fn reconcile(&mut self, declared: &[Declared], now: Now) -> Vec<Released> {
-        if self.defer(Deferred::Reconcile(declared.to_vec())) {
+        self.reconcile_with(declared.iter().cloned(), now, |_| {})
+    }
+
+    /// [`Node::reconcile`], taking the declared objects one by one and calling `each` after
+    /// every one, so the caller can hand what it asked of the store on at once: a config of
+    /// thousands of objects would otherwise be held in memory whole, with all their updates,
+    /// and the process keeps that peak.
+    pub fn reconcile_with(
+        &mut self,
+        declared: impl IntoIterator<Item = Declared>,
+        now: Now,
+        mut each: impl FnMut(&mut Node),
+    ) -> Vec<Released> {
+        if self.fenced().is_some() {
+            self.defer(Deferred::Reconcile(declared.into_iter().collect()));
             return Vec::new();
         }
         let me = self.uuid();
         let claim = claim_prop(me);
-        for d in declared {
-            let mut props = d.fixed.clone();
+        let mut ids: HashSet<ObjectId> = HashSet::new();
+        for Declared { id, fixed, start } in declared {
+            let mut props = fixed;
             props.push((claim.clone(), true.into()));
             props.push((model::DELETED.into(), false.into()));
-            self.record(&d.id, props, false, now);
-            self.record_initial(&d.id, d.start.clone(), now);
+            self.record(&id, props, false, now);
+            self.record_initial(&id, start, now);
+            ids.insert(id);
+            each(self);
         }
         let replica = self.replica();
         let gone: Vec<Released> = replica
             .objects()
-            .filter(|(id, _)| !declared.iter().any(|d| d.id == **id))
+            .filter(|(id, _)| !ids.contains(id))
             .filter_map(|(id, o)| {
                 let holders = claimants(replica, o);
                 holders.contains(&me).then(|| Released {
