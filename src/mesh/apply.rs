@@ -103,6 +103,9 @@ impl Node {
         };
         received.refused.remove(&(u.stamp.origin, u.seq));
         admitted.push(u.clone());
+        if !applied.changed {
+            self.shadow_remote(u);
+        }
         if applied.changed {
             self.dirty.insert(u.object.clone());
             if let Some(by) = u.prop.strip_prefix(model::CLAIM_PREFIX) {

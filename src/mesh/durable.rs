@@ -40,6 +40,28 @@ impl Node {
         }
     }
 
+    /// A peer's update `u` that lost to one of our updates not yet durable is what that
+    /// register holds durably here, as far as a peer asking for it goes (its origin holds it
+    /// durably): when newer than the shadow, it becomes the shadow, so a sync answered
+    /// meanwhile carries it. Without this, the sync sent the older shadow and a version
+    /// vector covering `u`, and the asking peer never got `u` (the simulator's seed 2871).
+    pub(super) fn shadow_remote(&mut self, u: &Update) {
+        if self.shadows.is_empty() {
+            return;
+        }
+        let key = (u.object.clone(), u.prop.clone());
+        if let Some(shadow) = self.shadows.get_mut(&key) {
+            if shadow.as_ref().is_none_or(|r| r.loses_to(u)) {
+                *shadow = Some(Register {
+                    value: u.value.clone(),
+                    stamp: u.stamp,
+                    seq: u.seq,
+                    sig: u.sig,
+                });
+            }
+        }
+    }
+
     /// The seq of our last update not yet durable, if any.
     pub fn last_unsaved(&self) -> Option<u64> {
         self.unsaved.last().map(|u| u.seq)

@@ -62,10 +62,12 @@ fn faulty_schedules_500_to_999_keep_replicas_and_commands_right() {
 
 /// Seeds of long campaigns that found a bug, run in every `cargo test`: 2651, a Pi rebuilt
 /// while its old identity's last state was stamped ahead by its clock (the house showed a
-/// channel ON that was OFF until the holder wrote its hardware's level over foreign states).
+/// channel ON that was OFF until the holder wrote its hardware's level over foreign states);
+/// 2871, a sync answered while our own update waited for the disk carried the value before
+/// it, not a newer peer's update it had beaten (`Node::shadow_remote`).
 #[test]
 fn seeds_that_once_failed() {
-    for seed in [2651] {
+    for seed in [2651, 2871] {
         if let Err(why) = run_seed(seed) {
             panic!("{why}");
         }
