@@ -7,6 +7,7 @@
 //! written to `<data dir>/fenced` (with why) when it goes up, and removed once it lifted.
 
 use super::Agent;
+use crate::replica::sync_dir;
 use std::io::Write as _;
 use std::path::Path;
 
@@ -24,7 +25,7 @@ pub(super) fn write(data_dir: &Path, why: &str) -> std::io::Result<()> {
     let mut file = std::fs::File::create(data_dir.join(FENCE_FILE))?;
     file.write_all(why.as_bytes())?;
     file.sync_all()?;
-    std::fs::File::open(data_dir)?.sync_all()
+    sync_dir(data_dir)
 }
 
 impl Agent {
@@ -45,8 +46,7 @@ impl Agent {
             return;
         }
         let file = self.data_dir.join(FENCE_FILE);
-        let removed = std::fs::remove_file(&file)
-            .and_then(|()| std::fs::File::open(&self.data_dir)?.sync_all());
+        let removed = std::fs::remove_file(&file).and_then(|()| sync_dir(&self.data_dir));
         match removed {
             Ok(()) => self.fence_marked = false,
             Err(e) => {

@@ -53,6 +53,7 @@ pub use admit::{
 };
 pub use log::{CompactionJob, Store, StoreError, SyncTicket};
 pub use props::Props;
+pub(crate) use snapshot::sync_dir;
 pub use trust::Signature;
 
 use crate::clock::{Hlc, Stamp};

@@ -226,6 +226,6 @@ pub(super) fn write_temporary(tmp: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Makes a rename or a new file in `dir` durable.
-pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
