@@ -4,7 +4,8 @@
 //! systemd restart), the store it now has looks whole, and without a record of the fence
 //! the instance would number new updates after the few it got back, reusing sequence
 //! numbers a peer holds for others (the simulator's `lost.rs` found it). So the fence is
-//! written to `<data dir>/fenced` (with why) when it goes up, and removed once it lifted.
+//! written to `<data dir>/fenced` (with why) when it goes up, and removed once it lifted and
+//! the updates the peers sent back are durable.
 
 use super::Agent;
 use crate::replica::sync_dir;
@@ -45,6 +46,14 @@ impl Agent {
         if !self.fence_marked || self.node.fenced().is_some() {
             return;
         }
+        // Our own updates the peers sent back are only written yet: lost in a power cut
+        // after the file is gone, the next start would number new updates after fewer of
+        // ours than peers hold. So they are made durable first.
+        if let Err(e) = self.store.flush() {
+            crate::ratelimit::warn_limited!(self.warns, "fence-flush", error = %e, "cannot make our own updates the peers sent back durable; the fence's file stays until they are");
+            return;
+        }
+        self.node.durable();
         let file = self.data_dir.join(FENCE_FILE);
         let removed = std::fs::remove_file(&file).and_then(|()| sync_dir(&self.data_dir));
         match removed {

@@ -5,14 +5,22 @@
 //! sequence number a peer already holds for another update: the peer drops it as known, and
 //! the replicas differ for good. So while fenced, the node makes no change of its own: each
 //! one is kept (in order, at most [`MAX_DEFERRED`]) and the agent answers commands
-//! `unavailable`. A finished sync with any peer brings our updates back (a peer sends every
-//! origin's updates above our version vector, ours included), and the kept changes are then
-//! made after them. With no peer answering within [`FENCE_LIMIT`], the instance goes on: a
-//! house that no peer can reach should not stay frozen, and the warning says what may follow.
+//! `unavailable`. A finished sync with a peer brings our updates back (a peer sends every
+//! origin's updates above our version vector, ours included). One sync is not enough: another
+//! peer may hold updates of ours the one that answered lacks. So every peer whose heartbeat
+//! arrives while fenced is synced from, and the fence lifts once every peer alive has had
+//! time to beat ([`OFFLINE_AFTER`]), a sync with each peer heard recently has finished, and
+//! we hold at least as many of our own updates as any of their heartbeats said it holds.
+//! Our own updates none of them sent back are then gone or written over everywhere, and our
+//! version vector steps over them ([`crate::replica::Replica::close_own_gaps`]); the kept
+//! changes are made after them. With no peer answering within [`FENCE_LIMIT`], the instance
+//! goes on: a house that no peer can reach should not stay frozen, and the warning says
+//! what may follow.
 
 use super::node::{Node, Now};
+use super::peers::OFFLINE_AFTER;
 use crate::model::{ObjectId, Value};
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// How long a fence waits for a peer's sync before the instance goes on without it.
@@ -48,6 +56,14 @@ pub(super) struct Fence {
     why: String,
     /// When the instance goes on without a peer's sync.
     until: Instant,
+    /// When every peer alive has had time to beat since the fence went up.
+    heard_all: Instant,
+    /// The peers whose heartbeat arrived since the fence went up, and when the last did.
+    heard: HashMap<uuid::Uuid, Instant>,
+    /// The peers a sync finished with since the fence went up.
+    synced: HashSet<uuid::Uuid>,
+    /// The most of our own updates any peer's heartbeat said it holds since the fence.
+    heard_of_ours: u64,
     /// The changes to make once lifted, in order.
     deferred: VecDeque<Deferred>,
     /// Changes dropped because more than [`MAX_DEFERRED`] waited.
@@ -61,6 +77,10 @@ impl Node {
         self.fence = Some(Fence {
             why: why.to_string(),
             until: now.at + FENCE_LIMIT,
+            heard_all: now.at + OFFLINE_AFTER,
+            heard: HashMap::new(),
+            synced: HashSet::new(),
+            heard_of_ours: 0,
             deferred: VecDeque::new(),
             dropped: 0,
         });
@@ -69,6 +89,19 @@ impl Node {
     /// Why this instance makes no change of its own now, if it is fenced.
     pub fn fenced(&self) -> Option<&str> {
         self.fence.as_ref().map(|f| f.why.as_str())
+    }
+
+    /// What the fence waits for, in words (empty when not fenced).
+    pub fn fence_state(&self) -> String {
+        let own = self.replica.own_highest();
+        self.fence.as_ref().map_or_else(String::new, |f| {
+            format!(
+                "heard: {}, synced: {}, own updates held up to: {own}, most a peer said it holds: {}",
+                f.heard.len(),
+                f.synced.len(),
+                f.heard_of_ours
+            )
+        })
     }
 
     /// Changes waiting for the fence to lift.
@@ -91,8 +124,50 @@ impl Node {
 
     /// A sync with a peer finished: our own updates it held are back.
     pub(super) fn synced_while_fenced(&mut self, peer: uuid::Uuid, now: Now) {
-        if self.fence.is_some() {
-            tracing::info!(%peer, "a peer sent back what it held of our own updates; making changes again");
+        if let Some(fence) = self.fence.as_mut() {
+            tracing::info!(%peer, "a peer sent back what it held of our own updates");
+            if fence.synced.len() < crate::replica::MAX_ORIGINS {
+                fence.synced.insert(peer);
+            }
+            self.lift_if_caught_up(now);
+        }
+    }
+
+    /// A heartbeat of `peer` arrived; it holds our own updates up to `ours`. Returns
+    /// whether the fence waits for a sync with that peer.
+    pub(super) fn heard_while_fenced(&mut self, peer: uuid::Uuid, ours: u64, now: Now) -> bool {
+        let Some(fence) = self.fence.as_mut() else {
+            return false;
+        };
+        fence.heard_of_ours = fence.heard_of_ours.max(ours);
+        if fence.heard.len() < crate::replica::MAX_ORIGINS || fence.heard.contains_key(&peer) {
+            fence.heard.insert(peer, now.at);
+        }
+        !fence.synced.contains(&peer)
+    }
+
+    /// Lifts the fence once every live peer had time to beat, a sync finished with each one
+    /// heard recently, and none said it holds more of our own updates than we do.
+    pub(super) fn lift_if_caught_up(&mut self, now: Now) {
+        let Some(fence) = self.fence.as_ref() else {
+            return;
+        };
+        let own = self.replica.own_highest();
+        let live = |at: &Instant| now.at.saturating_duration_since(*at) < OFFLINE_AFTER;
+        let all_synced = fence
+            .heard
+            .iter()
+            .filter(|(_, at)| live(at))
+            .all(|(peer, _)| fence.synced.contains(peer));
+        if !fence.synced.is_empty()
+            && all_synced
+            && now.at >= fence.heard_all
+            && own >= fence.heard_of_ours
+        {
+            tracing::info!(
+                own,
+                "the peers hold no more of our own updates than we do; making changes again"
+            );
             self.lift_fence(now);
         }
     }
@@ -113,6 +188,8 @@ impl Node {
         let Some(fence) = self.fence.take() else {
             return;
         };
+        // Our own updates no peer sent back are gone or written over everywhere.
+        self.replica.close_own_gaps(fence.heard_of_ours);
         if fence.dropped > 0 {
             tracing::warn!(
                 dropped = fence.dropped,

@@ -333,6 +333,7 @@ impl Node {
             shared: self.shared,
         })));
         self.expire_syncs(now);
+        self.lift_if_caught_up(now);
         self.expire_fence(now);
     }
 
@@ -383,6 +384,10 @@ impl Node {
             {
                 self.announced.insert(from, own);
             }
+        }
+        let ours = beat.vv.get(&self.uuid).copied().unwrap_or(0);
+        if self.heard_while_fenced(from, ours, now) {
+            self.start_sync(from, now);
         }
         // Claims of this peer we already refused start no new sync.
         let refused = self.unjustified.get(&from);

@@ -9,9 +9,11 @@ pub(in crate::mesh) fn key(n: u8) -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[n; 32])
 }
 
+/// The moment `ms` milliseconds into a test, on both clocks.
 pub(in crate::mesh) fn at(ms: u64) -> Now {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     Now {
-        at: Instant::now(),
+        at: *START.get_or_init(Instant::now) + std::time::Duration::from_millis(ms),
         wall_ms: 1_800_000_000_000 + ms,
     }
 }
@@ -203,7 +205,15 @@ fn a_fenced_instance_makes_no_change_until_a_peer_sent_its_own_updates_back() {
     a.link_ready(other, at(23));
     deliver(&mut a, &mut b, at(23));
     deliver(&mut b, &mut a, at(24));
-    assert_eq!(a.fenced(), None, "the sync lifted it");
+    assert!(
+        a.fenced().is_some(),
+        "another live peer may not have beaten yet, and may hold more of ours"
+    );
+    let heard_all = 21 + crate::mesh::peers::OFFLINE_AFTER.as_millis() as u64;
+    b.beat(at(heard_all));
+    deliver(&mut b, &mut a, at(heard_all));
+    a.beat(at(heard_all));
+    assert_eq!(a.fenced(), None, "the sync and the peers' beats lifted it");
     let kept: Vec<Update> = a
         .take_store()
         .into_iter()
@@ -218,12 +228,77 @@ fn a_fenced_instance_makes_no_change_until_a_peer_sent_its_own_updates_back() {
     );
     a.durable();
     a.stream();
-    deliver(&mut a, &mut b, at(25));
+    deliver(&mut a, &mut b, at(heard_all + 1));
     assert_eq!(
         b.replica().get(&pump).and_then(|o| o.text("state")),
         Some("OFF"),
         "the peer took the change made after the fence"
     );
+}
+
+#[test]
+fn a_fence_waits_for_the_peer_that_holds_the_most_of_our_own_updates() {
+    let (me, other, third) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+    let pump = ObjectId::new("pump").unwrap();
+    let mut b = Node::new(other, "b", signed_replica(other, 2));
+    let mut c = Node::new(third, "c", signed_replica(third, 3));
+    let (mut orig, made) = switched(me, &mut b, &["ON", "OFF"]);
+    deliver_updates(me, &made, &mut c);
+    // Two more switches reach c only (b was cut off).
+    for (i, s) in ["ON", "OFF"].iter().enumerate() {
+        orig.record(
+            &pump,
+            vec![("state".into(), (*s).into())],
+            false,
+            at(11 + i as u64),
+        );
+    }
+    let later = flush(&mut orig);
+    deliver_updates(me, &later, &mut c);
+    let most = (made.len() + later.len()) as u64;
+    assert_eq!(c.replica().version_vector().get(&me), Some(&most));
+
+    // The log is emptied but for the member record; b answers first.
+    let mut r = signed_replica(me, 1);
+    for u in made.iter().filter(|u| u.object != pump) {
+        r.apply(u, at(20).wall_ms);
+    }
+    let mut a = Node::new(me, "a", r);
+    a.fence("log emptied", at(20));
+    a.record(&pump, vec![("state".into(), "ON".into())], false, at(20));
+    a.link_ready(other, at(21));
+    deliver(&mut a, &mut b, at(21));
+    deliver(&mut b, &mut a, at(22));
+    let beat_at = 20 + crate::mesh::peers::OFFLINE_AFTER.as_millis() as u64;
+    for peer in [&mut b, &mut c] {
+        peer.beat(at(beat_at));
+        deliver(peer, &mut a, at(beat_at));
+    }
+    a.beat(at(beat_at));
+    assert!(
+        a.fenced().is_some(),
+        "c said it holds {most} of ours; lifting now would reuse its sequence numbers"
+    );
+    // c's heartbeat started a sync from it; its answer lifts the fence.
+    deliver(&mut a, &mut c, at(beat_at + 1));
+    deliver(&mut c, &mut a, at(beat_at + 2));
+    assert_eq!(a.fenced(), None);
+    let kept: Vec<Update> = a
+        .take_store()
+        .into_iter()
+        .filter(|p| p.own)
+        .flat_map(|p| p.updates)
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].seq, most + 1, "numbered after what c held");
+}
+
+/// Streams `updates` of origin `from` to `to`, as the live stream would.
+fn deliver_updates(from: Uuid, updates: &[Update], to: &mut Node) {
+    let batch = proto::Batch {
+        updates: updates.to_vec(),
+    };
+    to.receive(from, Msg::Updates(batch), at(10));
 }
 
 #[test]

@@ -56,7 +56,15 @@ fn a_config_reconciled_while_fenced_releases_what_it_claimed_once_the_claim_is_b
     a.link_ready(b.uuid(), at(4));
     deliver(&mut a, &mut b, at(4));
     deliver(&mut b, &mut a, at(5));
-    assert_eq!(a.fenced(), None, "the sync lifted the fence");
+    let heard_all = 3 + crate::mesh::peers::OFFLINE_AFTER.as_millis() as u64;
+    b.beat(at(heard_all));
+    deliver(&mut b, &mut a, at(heard_all));
+    a.beat(at(heard_all));
+    assert_eq!(
+        a.fenced(),
+        None,
+        "the sync and the peer's beat lifted the fence"
+    );
     assert_eq!(
         value(&a, "pump", &claim_prop(me)),
         Some(&false.into()),

@@ -424,6 +424,21 @@ impl Replica {
         self.seqs.raise(peer);
     }
 
+    /// The highest seq of our own held, contiguous or not.
+    pub fn own_highest(&self) -> u64 {
+        self.seqs.highest(&self.origin)
+    }
+
+    /// Declares that we hold every seq of our own up to the highest held, and at least up to
+    /// `at_least`: what no peer sent back after a lost store is gone or written over
+    /// everywhere. Without this our version vector stopped below such a hole for good, and no
+    /// peer's anti-entropy looked at our updates past it. Returns the mark.
+    pub fn close_own_gaps(&mut self, at_least: u64) -> u64 {
+        let mark = self.own_highest().max(at_least);
+        self.seqs.raise(&VersionVector::from([(self.origin, mark)]));
+        mark
+    }
+
     /// Number of registers over all objects.
     pub(crate) fn register_count(&self) -> usize {
         self.registers

@@ -12,7 +12,10 @@ impl Sim {
         let Some(Some(first)) = views.next() else {
             return false;
         };
-        views.all(|v| v.as_ref() == Some(&first))
+        let fenced = self
+            .live()
+            .any(|n| n.node.as_ref().is_some_and(|n| n.fenced().is_some()));
+        !fenced && views.all(|v| v.as_ref() == Some(&first))
     }
 
     /// The instances that are meant to run: all but one retired for good.
@@ -44,6 +47,13 @@ impl Sim {
             let Some(node) = inst.node.as_ref() else {
                 return Err(format!("{} is not running", inst.name));
             };
+            if let Some(why) = node.fenced() {
+                return Err(format!(
+                    "{} is still fenced after healing ({why}); {}",
+                    inst.name,
+                    node.fence_state()
+                ));
+            }
             for u in &self.acked {
                 let reg = node
                     .replica()

@@ -2,9 +2,9 @@
 //! with it (`store/` deleted, a disk swapped, an old backup put back), while its identity
 //! stays. It comes back fenced (`mesh::fence`): no change of its own until peers have sent
 //! its own updates back, so it never reuses a sequence number a peer holds; restarted again
-//! meanwhile, it is fenced again (the agent's `<data dir>/fenced`). Its own
-//! acknowledged writes that no other instance holds on disk are gone with the store; every
-//! other one must be back everywhere once healed, and the replicas identical.
+//! meanwhile, it is fenced again (the agent's `<data dir>/fenced`). Acknowledged writes
+//! (its own or any other instance's) that no other instance holds on disk are gone with the
+//! store; every other one must be back everywhere once healed, and the replicas identical.
 
 use super::Sim;
 
@@ -22,21 +22,26 @@ impl Sim {
             return;
         }
         self.count("store-lost");
-        let uuid = self.nodes[i].uuid;
         let disk = &mut self.nodes[i].disk;
         disk.durable.clear();
         disk.written.clear();
         disk.fenced = true;
-        let nodes = &self.nodes;
+        self.lose_acked_only_on(i);
+    }
+
+    /// The disk of instance `i` is gone: acknowledged writes no other disk holds are gone too
+    /// (the disk of an instance retired for good counts for nothing).
+    pub(super) fn lose_acked_only_on(&mut self, i: usize) {
+        let holders: Vec<&super::world::Disk> = (0..self.nodes.len())
+            .filter(|&j| j != i && !self.is_retired(j))
+            .map(|j| &self.nodes[j].disk)
+            .collect();
         self.acked.retain(|u| {
-            u.stamp.origin != uuid
-                || nodes.iter().enumerate().any(|(j, n)| {
-                    j != i
-                        && n.disk
-                            .durable
-                            .iter()
-                            .any(|d| d.stamp.origin == uuid && d.seq == u.seq)
-                })
+            holders.iter().any(|disk| {
+                disk.durable
+                    .iter()
+                    .any(|d| d.stamp.origin == u.stamp.origin && d.seq == u.seq)
+            })
         });
     }
 }

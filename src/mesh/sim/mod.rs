@@ -298,10 +298,15 @@ impl Sim {
                 self.acked.append(&mut inst.awaiting);
             }
         }
-        node.stream();
-        if inst.disk.fenced && node.fenced().is_none() {
+        // The agent removes its fence file once the fence lifted, after making the store
+        // durable (`agent::fence_mark`): the updates peers sent back are only written yet.
+        if inst.disk.fenced && node.fenced().is_none() && inst.disk.pending.is_empty() {
+            inst.disk.durable.append(&mut inst.disk.written);
+            node.durable();
+            self.acked.append(&mut inst.awaiting);
             inst.disk.fenced = false;
         }
+        node.stream();
         let sends = node.take_sends();
         let fp = node.footprint();
         self.worst.syncs = self.worst.syncs.max(fp.syncs);

@@ -131,6 +131,7 @@ impl Sim {
             // What it acknowledged but sent nobody is gone with its disk.
             let gone = inst.uuid;
             self.acked.retain(|u| u.stamp.origin != gone);
+            self.lose_acked_only_on(i);
             for j in 0..self.nodes.len() {
                 if j != i {
                     self.offline(j, i);
