@@ -7,15 +7,16 @@
 //! one is kept (in order, at most [`MAX_DEFERRED`]) and the agent answers commands
 //! `unavailable`. A finished sync with a peer brings our updates back (a peer sends every
 //! origin's updates above our version vector, ours included). One sync is not enough: another
-//! peer may hold updates of ours the one that answered lacks. So every peer whose heartbeat
-//! arrives while fenced is synced from, and the fence lifts once every peer alive has had
-//! time to beat ([`OFFLINE_AFTER`]), a sync with each peer heard recently has finished, and
-//! we hold at least as many of our own updates as any of their heartbeats said it holds.
-//! Our own updates none of them sent back are then gone or written over everywhere, and our
-//! version vector steps over them ([`crate::replica::Replica::close_own_gaps`]); the kept
-//! changes are made after them. With no peer answering within [`FENCE_LIMIT`], the instance
-//! goes on: a house that no peer can reach should not stay frozen, and the warning says
-//! what may follow.
+//! peer may hold updates of ours the one that answered lacks, and a member cut off from us
+//! may hold some no one else has. So every peer whose heartbeat arrives while fenced is
+//! synced from, and the fence lifts once every peer alive has had time to beat
+//! ([`OFFLINE_AFTER`]), a sync has finished with each member we know (not retired) and each
+//! peer heard recently, and we hold at least as many of our own updates as any heartbeat
+//! said its sender holds. Our own updates none of them sent back are then gone or written
+//! over everywhere, and our version vector steps over them
+//! ([`crate::replica::Replica::close_own_gaps`]); the kept changes are made after them.
+//! With a member that never answers, the fence lifts after [`FENCE_LIMIT`]: a house should
+//! not stay frozen because one Pi is unplugged, and the warning says what may follow.
 
 use super::node::{Node, Now};
 use super::peers::OFFLINE_AFTER;
@@ -146,19 +147,24 @@ impl Node {
         !fence.synced.contains(&peer)
     }
 
-    /// Lifts the fence once every live peer had time to beat, a sync finished with each one
-    /// heard recently, and none said it holds more of our own updates than we do.
+    /// Lifts the fence once every live peer had time to beat, a sync finished with each
+    /// member we know and each peer heard recently, and none said it holds more of our own
+    /// updates than we do.
     pub(super) fn lift_if_caught_up(&mut self, now: Now) {
         let Some(fence) = self.fence.as_ref() else {
             return;
         };
         let own = self.replica.own_highest();
         let live = |at: &Instant| now.at.saturating_duration_since(*at) < OFFLINE_AFTER;
-        let all_synced = fence
+        let heard = fence
             .heard
             .iter()
             .filter(|(_, at)| live(at))
-            .all(|(peer, _)| fence.synced.contains(peer));
+            .map(|(p, _)| *p);
+        let members = self.replica.members().filter(|m| *m != self.uuid);
+        let all_synced = members
+            .chain(heard)
+            .all(|peer| fence.synced.contains(&peer));
         if !fence.synced.is_empty()
             && all_synced
             && now.at >= fence.heard_all

@@ -31,4 +31,6 @@ mod reconcile_tests;
 #[cfg(test)]
 mod sim;
 mod sync;
+#[cfg(test)]
+mod sync_tests;
 pub mod until_durable;

@@ -293,6 +293,45 @@ fn a_fence_waits_for_the_peer_that_holds_the_most_of_our_own_updates() {
     assert_eq!(kept[0].seq, most + 1, "numbered after what c held");
 }
 
+#[test]
+fn a_fence_waits_for_every_member_it_knows_even_one_not_heard_from() {
+    let (me, other, away) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+    let mut b = Node::new(other, "b", signed_replica(other, 2));
+    let mut c = Node::new(away, "c", signed_replica(away, 3));
+    c.record(
+        &member_id(away),
+        member_props("c", &key(3).verifying_key()),
+        false,
+        at(0),
+    );
+    flush(&mut c);
+    deliver(&mut c, &mut b, at(1));
+    let (_, made) = switched(me, &mut b, &["ON"]);
+    // c was cut off from a before a's log was emptied; b knows c as a member.
+    let mut r = signed_replica(me, 1);
+    for u in made.iter().filter(|u| u.object == member_id(me)) {
+        r.apply(u, at(20).wall_ms);
+    }
+    let mut a = Node::new(me, "a", r);
+    a.fence("log emptied", at(20));
+    a.link_ready(other, at(21));
+    deliver(&mut a, &mut b, at(21));
+    deliver(&mut b, &mut a, at(22));
+    let heard_all = 20 + crate::mesh::peers::OFFLINE_AFTER.as_millis() as u64;
+    b.beat(at(heard_all));
+    deliver(&mut b, &mut a, at(heard_all));
+    a.beat(at(heard_all));
+    assert!(
+        a.fenced().is_some(),
+        "c, a member not heard from, may hold updates of ours b lacks"
+    );
+    c.beat(at(heard_all + 1));
+    deliver(&mut c, &mut a, at(heard_all + 1));
+    deliver(&mut a, &mut c, at(heard_all + 1));
+    deliver(&mut c, &mut a, at(heard_all + 2));
+    assert_eq!(a.fenced(), None, "synced from every member");
+}
+
 /// Streams `updates` of origin `from` to `to`, as the live stream would.
 fn deliver_updates(from: Uuid, updates: &[Update], to: &mut Node) {
     let batch = proto::Batch {

@@ -12,6 +12,12 @@ use uuid::Uuid;
 /// A sync abandoned after this long without its next page is started again by the next
 /// heartbeat that shows the peer holding more.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(3);
+/// A request without its page for this long is sent again (the request or the page was
+/// lost), at most [`SYNC_RETRIES`] times in a row: a sync over a lossy link goes on from
+/// the page it reached instead of starting over.
+pub const SYNC_RETRY: Duration = Duration::from_secs(1);
+/// Requests sent again in a row for one page, at most.
+pub const SYNC_RETRIES: u32 = 8;
 
 /// A sync in progress with one peer.
 #[derive(Debug)]
@@ -27,6 +33,8 @@ pub(super) struct SyncState {
     after: Option<(Uuid, u64)>,
     /// When the last request went out.
     sent: Instant,
+    /// Times the last request was sent again without its page.
+    retries: u32,
     /// Updates received so far, for the log.
     received: usize,
     /// Per origin, the lowest seq of this sync's updates that were refused or are held: our
@@ -67,6 +75,7 @@ impl Node {
                 first_vv: None,
                 after: None,
                 sent: now.at,
+                retries: 0,
                 received: 0,
                 refused: VersionVector::new(),
             },
@@ -133,6 +142,13 @@ impl Node {
         if page.round != st.round {
             return;
         }
+        // A page we had already (a request sent again, and both answers came) is not
+        // applied again, nor followed by a second request for the next one.
+        let last = page.updates.last().map(|u| (u.stamp.origin, u.seq));
+        if last.is_some() && last <= st.after {
+            return;
+        }
+        st.retries = 0;
         if st.first_vv.is_none() {
             st.first_vv = Some(page.vv.clone());
         }
@@ -195,6 +211,20 @@ impl Node {
     /// Drops syncs and answered rounds idle for longer than the sync timeout.
     pub(super) fn expire_syncs(&mut self, now: Now) {
         let live = |t: Instant| now.at.saturating_duration_since(t) < SYNC_TIMEOUT;
+        let stalled: Vec<Uuid> = self
+            .syncs
+            .iter_mut()
+            .filter(|(_, s)| {
+                now.at.saturating_duration_since(s.sent) >= SYNC_RETRY && s.retries < SYNC_RETRIES
+            })
+            .map(|(peer, s)| {
+                s.retries += 1;
+                *peer
+            })
+            .collect();
+        for peer in stalled {
+            self.send_sync_req(peer, now);
+        }
         self.syncs.retain(|_, s| live(s.sent));
         self.serving.retain(|_, s| live(s.at));
     }

@@ -169,6 +169,11 @@ impl Replica {
         }
     }
 
+    /// The members whose key we know and that are not retired.
+    pub fn members(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.keys.keys().copied().filter(|m| !self.is_retired(*m))
+    }
+
     /// Whether member `uuid` was retired (`pimesh forget`): its member record is deleted.
     pub fn is_retired(&self, uuid: Uuid) -> bool {
         self.retirement(uuid).is_some()
