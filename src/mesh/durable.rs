@@ -133,6 +133,14 @@ impl Node {
         }
     }
 
+    /// Per origin whose updates we hold past a gap, the highest held, for our heartbeat.
+    /// Our own origin is left out: our own updates past a gap are not yet durable.
+    pub fn shareable_above_gaps(&self) -> VersionVector {
+        let mut above = self.replica.above_gaps();
+        above.remove(&self.uuid);
+        above
+    }
+
     /// Our version vector as peers may see it: our own entry stops below the first of our
     /// updates not yet durable.
     pub fn shareable_version_vector(&self) -> VersionVector {

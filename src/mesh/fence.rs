@@ -10,10 +10,11 @@
 //! peer may hold updates of ours the one that answered lacks, and a member cut off from us
 //! may hold some no one else has. So every peer whose heartbeat arrives while fenced is
 //! synced from, and the fence lifts once every peer alive has had time to beat
-//! ([`OFFLINE_AFTER`]), a sync has finished with each member we know (not retired) and each
-//! peer heard recently, and we hold at least as many of our own updates as any heartbeat
-//! said its sender holds. Our own updates none of them sent back are then gone or written
-//! over everywhere, and our version vector steps over them
+//! ([`OFFLINE_AFTER`]), and a sync has finished with each member we know (not retired) and
+//! each peer heard recently that began after its last heartbeat said how many of our own
+//! updates it holds (its version vector, or `above` for those past a gap). Our own updates
+//! none of them sent back are then gone or written over everywhere, and our version vector
+//! steps over them, up to the most any peer said it holds
 //! ([`crate::replica::Replica::close_own_gaps`]); the kept changes are made after them.
 //! With a member that never answers, the fence lifts after [`FENCE_LIMIT`]: a house should
 //! not stay frozen because one Pi is unplugged, and the warning says what may follow.
@@ -21,7 +22,7 @@
 use super::node::{Node, Now};
 use super::peers::OFFLINE_AFTER;
 use crate::model::{ObjectId, Value};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// How long a fence waits for a peer's sync before the instance goes on without it.
@@ -59,10 +60,13 @@ pub(super) struct Fence {
     until: Instant,
     /// When every peer alive has had time to beat since the fence went up.
     heard_all: Instant,
-    /// The peers whose heartbeat arrived since the fence went up, and when the last did.
-    heard: HashMap<uuid::Uuid, Instant>,
-    /// The peers a sync finished with since the fence went up.
-    synced: HashSet<uuid::Uuid>,
+    /// The peers whose heartbeat arrived since the fence went up: when the last did, and how
+    /// many of our own updates it said its sender holds.
+    heard: HashMap<uuid::Uuid, (Instant, u64)>,
+    /// The peers a sync finished with since the fence went up, each with what its last
+    /// heartbeat before that sync began said it holds of ours: a later heartbeat that says
+    /// more (updates it held back, unverified, then took) asks for another sync.
+    synced: HashMap<uuid::Uuid, u64>,
     /// The most of our own updates any peer's heartbeat said it holds since the fence.
     heard_of_ours: u64,
     /// The changes to make once lifted, in order.
@@ -80,7 +84,7 @@ impl Node {
             until: now.at + FENCE_LIMIT,
             heard_all: now.at + OFFLINE_AFTER,
             heard: HashMap::new(),
-            synced: HashSet::new(),
+            synced: HashMap::new(),
             heard_of_ours: 0,
             deferred: VecDeque::new(),
             dropped: 0,
@@ -123,33 +127,43 @@ impl Node {
         true
     }
 
-    /// A sync with a peer finished: our own updates it held are back.
-    pub(super) fn synced_while_fenced(&mut self, peer: uuid::Uuid, now: Now) {
+    /// How many of our own updates `peer`'s last heartbeat said it holds (0 if not fenced
+    /// or not heard): kept with a sync as it begins.
+    pub(super) fn claimed_by(&self, peer: &uuid::Uuid) -> u64 {
+        let fence = self.fence.as_ref();
+        fence.and_then(|f| f.heard.get(peer)).map_or(0, |(_, c)| *c)
+    }
+
+    /// A sync with a peer finished: our own updates it held when its heartbeat said
+    /// `claimed` are back.
+    pub(super) fn synced_while_fenced(&mut self, peer: uuid::Uuid, claimed: u64, now: Now) {
         if let Some(fence) = self.fence.as_mut() {
             tracing::info!(%peer, "a peer sent back what it held of our own updates");
-            if fence.synced.len() < crate::replica::MAX_ORIGINS {
-                fence.synced.insert(peer);
+            if fence.synced.len() < crate::replica::MAX_ORIGINS || fence.synced.contains_key(&peer)
+            {
+                let was = fence.synced.entry(peer).or_default();
+                *was = (*was).max(claimed);
             }
             self.lift_if_caught_up(now);
         }
     }
 
-    /// A heartbeat of `peer` arrived; it holds our own updates up to `ours`. Returns
-    /// whether the fence waits for a sync with that peer.
+    /// A heartbeat of `peer` arrived; it holds our own updates up to `ours` (past gaps
+    /// included). Returns whether the fence waits for a sync with that peer.
     pub(super) fn heard_while_fenced(&mut self, peer: uuid::Uuid, ours: u64, now: Now) -> bool {
         let Some(fence) = self.fence.as_mut() else {
             return false;
         };
         fence.heard_of_ours = fence.heard_of_ours.max(ours);
         if fence.heard.len() < crate::replica::MAX_ORIGINS || fence.heard.contains_key(&peer) {
-            fence.heard.insert(peer, now.at);
+            fence.heard.insert(peer, (now.at, ours));
         }
-        !fence.synced.contains(&peer)
+        fence.synced.get(&peer).is_none_or(|was| ours > *was)
     }
 
-    /// Lifts the fence once every live peer had time to beat, a sync finished with each
-    /// member we know and each peer heard recently, and none said it holds more of our own
-    /// updates than we do.
+    /// Lifts the fence once every live peer had time to beat, and a sync finished with each
+    /// member we know and each peer heard recently, after its last heartbeat said how many
+    /// of our own updates it holds.
     pub(super) fn lift_if_caught_up(&mut self, now: Now) {
         let Some(fence) = self.fence.as_ref() else {
             return;
@@ -159,17 +173,14 @@ impl Node {
         let heard = fence
             .heard
             .iter()
-            .filter(|(_, at)| live(at))
+            .filter(|(_, (at, _))| live(at))
             .map(|(p, _)| *p);
         let members = self.replica.members().filter(|m| *m != self.uuid);
-        let all_synced = members
-            .chain(heard)
-            .all(|peer| fence.synced.contains(&peer));
-        if !fence.synced.is_empty()
-            && all_synced
-            && now.at >= fence.heard_all
-            && own >= fence.heard_of_ours
-        {
+        let all_synced = members.chain(heard).all(|peer| {
+            let claimed = fence.heard.get(&peer).map_or(0, |(_, c)| *c);
+            fence.synced.get(&peer).is_some_and(|was| *was >= claimed)
+        });
+        if !fence.synced.is_empty() && all_synced && now.at >= fence.heard_all {
             tracing::info!(
                 own,
                 "the peers hold no more of our own updates than we do; making changes again"
@@ -194,7 +205,8 @@ impl Node {
         let Some(fence) = self.fence.take() else {
             return;
         };
-        // Our own updates no peer sent back are gone or written over everywhere.
+        // Our own updates no peer sent back are gone or written over everywhere; numbering
+        // goes on after the most any peer said it holds.
         self.replica.close_own_gaps(fence.heard_of_ours);
         if fence.dropped > 0 {
             tracing::warn!(

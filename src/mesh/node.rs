@@ -331,6 +331,7 @@ impl Node {
             name: self.name.clone(),
             vv: self.shareable_version_vector(),
             shared: self.shared,
+            above: self.shareable_above_gaps(),
         })));
         self.expire_syncs(now);
         self.lift_if_caught_up(now);
@@ -385,7 +386,8 @@ impl Node {
                 self.announced.insert(from, own);
             }
         }
-        let ours = beat.vv.get(&self.uuid).copied().unwrap_or(0);
+        let held = |vv: &crate::replica::VersionVector| vv.get(&self.uuid).copied().unwrap_or(0);
+        let ours = held(&beat.vv).max(held(&beat.above));
         if self.heard_while_fenced(from, ours, now) {
             self.start_sync(from, now);
         }

@@ -202,16 +202,17 @@ fn a_fenced_instance_makes_no_change_until_a_peer_sent_its_own_updates_back() {
     a.beat(at(22));
     assert!(a.fenced().is_some(), "a heartbeat alone does not lift it");
 
-    a.link_ready(other, at(23));
+    // b's heartbeat says how many of ours it holds, and starts a sync from it.
+    b.beat(at(23));
+    deliver(&mut b, &mut a, at(23));
     deliver(&mut a, &mut b, at(23));
     deliver(&mut b, &mut a, at(24));
+    a.beat(at(24));
     assert!(
         a.fenced().is_some(),
         "another live peer may not have beaten yet, and may hold more of ours"
     );
     let heard_all = 21 + crate::mesh::peers::OFFLINE_AFTER.as_millis() as u64;
-    b.beat(at(heard_all));
-    deliver(&mut b, &mut a, at(heard_all));
     a.beat(at(heard_all));
     assert_eq!(a.fenced(), None, "the sync and the peers' beats lifted it");
     let kept: Vec<Update> = a
@@ -266,14 +267,13 @@ fn a_fence_waits_for_the_peer_that_holds_the_most_of_our_own_updates() {
     let mut a = Node::new(me, "a", r);
     a.fence("log emptied", at(20));
     a.record(&pump, vec![("state".into(), "ON".into())], false, at(20));
-    a.link_ready(other, at(21));
+    b.beat(at(21));
+    deliver(&mut b, &mut a, at(21));
     deliver(&mut a, &mut b, at(21));
     deliver(&mut b, &mut a, at(22));
     let beat_at = 20 + crate::mesh::peers::OFFLINE_AFTER.as_millis() as u64;
-    for peer in [&mut b, &mut c] {
-        peer.beat(at(beat_at));
-        deliver(peer, &mut a, at(beat_at));
-    }
+    c.beat(at(beat_at));
+    deliver(&mut c, &mut a, at(beat_at));
     a.beat(at(beat_at));
     assert!(
         a.fenced().is_some(),
@@ -314,12 +314,11 @@ fn a_fence_waits_for_every_member_it_knows_even_one_not_heard_from() {
     }
     let mut a = Node::new(me, "a", r);
     a.fence("log emptied", at(20));
-    a.link_ready(other, at(21));
+    b.beat(at(21));
+    deliver(&mut b, &mut a, at(21));
     deliver(&mut a, &mut b, at(21));
     deliver(&mut b, &mut a, at(22));
     let heard_all = 20 + crate::mesh::peers::OFFLINE_AFTER.as_millis() as u64;
-    b.beat(at(heard_all));
-    deliver(&mut b, &mut a, at(heard_all));
     a.beat(at(heard_all));
     assert!(
         a.fenced().is_some(),
@@ -330,6 +329,64 @@ fn a_fence_waits_for_every_member_it_knows_even_one_not_heard_from() {
     deliver(&mut a, &mut c, at(heard_all + 1));
     deliver(&mut c, &mut a, at(heard_all + 2));
     assert_eq!(a.fenced(), None, "synced from every member");
+}
+
+#[test]
+fn a_fence_syncs_again_from_a_peer_that_took_more_of_our_updates_past_a_gap() {
+    let (me, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let pump = ObjectId::new("pump").unwrap();
+    let mut b = Node::new(other, "b", signed_replica(other, 2));
+    let (_, made) = switched(
+        me,
+        &mut Node::new(Uuid::from_u128(9), "x", Replica::new(Uuid::from_u128(9))),
+        &["ON", "OFF", "ON"],
+    );
+    let (first, rest) = made.split_at(3);
+    deliver_updates(me, first, &mut b);
+
+    let mut r = signed_replica(me, 1);
+    for u in made.iter().filter(|u| u.object != pump) {
+        r.apply(u, at(20).wall_ms);
+    }
+    let mut a = Node::new(me, "a", r);
+    a.fence("log emptied", at(20));
+    b.beat(at(21));
+    deliver(&mut b, &mut a, at(21));
+    deliver(&mut a, &mut b, at(21));
+    deliver(&mut b, &mut a, at(22));
+    // b now takes our last update, past a gap (the one before it never reached b): its
+    // version vector still says 3, its heartbeat says it holds ours up to 5.
+    deliver_updates(me, &rest[1..], &mut b);
+    assert_eq!(b.replica().version_vector().get(&me), Some(&3));
+    let heard_all = 20 + crate::mesh::peers::OFFLINE_AFTER.as_millis() as u64;
+    b.beat(at(heard_all));
+    deliver(&mut b, &mut a, at(heard_all));
+    a.beat(at(heard_all));
+    assert!(
+        a.fenced().is_some(),
+        "b holds more of ours than its last sync sent"
+    );
+    deliver(&mut a, &mut b, at(heard_all + 1));
+    deliver(&mut b, &mut a, at(heard_all + 2));
+    assert_eq!(a.fenced(), None);
+    a.record(
+        &pump,
+        vec![("state".into(), "OFF".into())],
+        false,
+        at(heard_all + 3),
+    );
+    let kept: Vec<Update> = a
+        .take_store()
+        .into_iter()
+        .filter(|p| p.own)
+        .flat_map(|p| p.updates)
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        kept[0].seq,
+        made.len() as u64 + 1,
+        "numbered after what b holds"
+    );
 }
 
 /// Streams `updates` of origin `from` to `to`, as the live stream would.

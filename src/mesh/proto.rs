@@ -99,6 +99,10 @@ pub struct Beat {
     /// for the house there. Absent (false) from an instance without one, or older.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shared: bool,
+    /// Per origin whose updates the sender holds past a gap, the highest it holds (the
+    /// version vector stops at the gap). Usually empty; absent from older instances.
+    #[serde(default, skip_serializing_if = "VersionVector::is_empty")]
+    pub above: VersionVector,
 }
 
 /// A batch of updates the sender originated, on the live stream.

@@ -53,12 +53,11 @@ fn a_config_reconciled_while_fenced_releases_what_it_claimed_once_the_claim_is_b
     let released = a.reconcile(&[], at(3));
     assert!(released.is_empty(), "decided only once the claim is back");
 
-    a.link_ready(b.uuid(), at(4));
+    b.beat(at(4));
+    deliver(&mut b, &mut a, at(4));
     deliver(&mut a, &mut b, at(4));
     deliver(&mut b, &mut a, at(5));
     let heard_all = 3 + crate::mesh::peers::OFFLINE_AFTER.as_millis() as u64;
-    b.beat(at(heard_all));
-    deliver(&mut b, &mut a, at(heard_all));
     a.beat(at(heard_all));
     assert_eq!(
         a.fenced(),

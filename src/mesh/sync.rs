@@ -35,6 +35,9 @@ pub(super) struct SyncState {
     sent: Instant,
     /// Times the last request was sent again without its page.
     retries: u32,
+    /// While fenced: how many of our own updates the peer's last heartbeat before this
+    /// sync said it holds ([`Node::claimed_by`]).
+    claimed: u64,
     /// Updates received so far, for the log.
     received: usize,
     /// Per origin, the lowest seq of this sync's updates that were refused or are held: our
@@ -67,6 +70,7 @@ impl Node {
         }
         self.rounds += 1;
         let vv = self.replica().version_vector().clone();
+        let claimed = self.claimed_by(&peer);
         self.syncs.insert(
             peer,
             SyncState {
@@ -76,6 +80,7 @@ impl Node {
                 after: None,
                 sent: now.at,
                 retries: 0,
+                claimed,
                 received: 0,
                 refused: VersionVector::new(),
             },
@@ -204,7 +209,7 @@ impl Node {
             tracing::info!(%peer, updates = st.received, objects = self.replica().len(), "synced from peer");
         }
         if lift {
-            self.synced_while_fenced(peer, now);
+            self.synced_while_fenced(peer, st.claimed, now);
         }
     }
 

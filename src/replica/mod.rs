@@ -429,6 +429,19 @@ impl Replica {
         self.seqs.highest(&self.origin)
     }
 
+    /// Per origin whose updates we hold past a gap, the highest held: what a version vector
+    /// (contiguous marks) does not show.
+    pub fn above_gaps(&self) -> VersionVector {
+        self.seqs
+            .ahead
+            .iter()
+            .filter_map(|(origin, set)| {
+                let top = set.last().copied()?;
+                (top > self.seqs.contiguous(origin)).then_some((*origin, top))
+            })
+            .collect()
+    }
+
     /// Declares that we hold every seq of our own up to the highest held, and at least up to
     /// `at_least`: what no peer sent back after a lost store is gone or written over
     /// everywhere. Without this our version vector stopped below such a hole for good, and no
