@@ -68,6 +68,13 @@ impl Node {
         {
             return;
         }
+        if self.rounds == 0 {
+            // Rounds of this run start past those of any earlier run of this instance: a page
+            // answering a request made before a restart, late on the wire, must not pass for
+            // the answer to this run's request with the same number (the simulator found
+            // such a page raising our version vector over updates it never carried).
+            self.rounds = now.wall_ms.saturating_mul(1 << 20);
+        }
         self.rounds += 1;
         let vv = self.replica().version_vector().clone();
         let claimed = self.claimed_by(&peer);
@@ -216,7 +223,7 @@ impl Node {
     /// Drops syncs and answered rounds idle for longer than the sync timeout.
     pub(super) fn expire_syncs(&mut self, now: Now) {
         let live = |t: Instant| now.at.saturating_duration_since(t) < SYNC_TIMEOUT;
-        let stalled: Vec<Uuid> = self
+        let mut stalled: Vec<Uuid> = self
             .syncs
             .iter_mut()
             .filter(|(_, s)| {
@@ -227,6 +234,8 @@ impl Node {
                 *peer
             })
             .collect();
+        // In a fixed order: the simulator replays a seed exactly.
+        stalled.sort_unstable();
         for peer in stalled {
             self.send_sync_req(peer, now);
         }

@@ -107,6 +107,49 @@ fn a_sync_whose_request_was_lost_asks_again_for_the_page_it_reached() {
 }
 
 #[test]
+fn a_page_answering_a_request_made_before_a_restart_is_not_taken_for_this_run() {
+    let mut b = node(2);
+    for i in 0..3 {
+        let id = ObjectId::new(format!("lamp-{i}")).unwrap();
+        b.record(&id, vec![("state".into(), "ON".into())], false, at(1));
+    }
+    flush(&mut b);
+    b.take_sends();
+    // The first run asks b, then dies; its request is still on the way.
+    let mut before = node(1);
+    before.link_ready(b.uuid(), at(10));
+    let late: Vec<Send> = before.take_sends();
+    // The next run (a lost store: nothing of b's) asks too; b answers the old request first.
+    let mut a = Node::new(Uuid::from_u128(1), "pi1", Replica::new(Uuid::from_u128(1)));
+    a.link_ready(b.uuid(), at(5_000));
+    let ours = requests(&mut a);
+    assert_ne!(
+        Some(ours[0].0),
+        late.iter().find_map(|s| match s {
+            Send::To(_, Msg::SyncReq(r)) => Some(r.round),
+            _ => None,
+        }),
+        "a round of this run is never one of the run before"
+    );
+    for send in late {
+        if let Send::To(_, msg) = send {
+            b.receive(a.uuid(), msg, at(5_001));
+        }
+    }
+    pass(&mut b, &mut a, 5_002);
+    assert_eq!(
+        a.replica().version_vector().get(&b.uuid()),
+        None,
+        "the old run's page claims nothing for this one"
+    );
+    assert_eq!(
+        a.footprint().syncs,
+        1,
+        "this run's sync still waits for its page"
+    );
+}
+
+#[test]
 fn a_sync_gives_up_after_its_retries_and_the_timeout() {
     let mut b = node(2);
     b.take_sends();
