@@ -203,10 +203,7 @@ fn a_fenced_instance_makes_no_change_until_a_peer_sent_its_own_updates_back() {
     assert!(a.fenced().is_some(), "a heartbeat alone does not lift it");
 
     // b's heartbeat says how many of ours it holds, and starts a sync from it.
-    b.beat(at(23));
-    deliver(&mut b, &mut a, at(23));
-    deliver(&mut a, &mut b, at(23));
-    deliver(&mut b, &mut a, at(24));
+    beat_and_sync(&mut b, &mut a, 23);
     a.beat(at(24));
     assert!(
         a.fenced().is_some(),
@@ -215,12 +212,7 @@ fn a_fenced_instance_makes_no_change_until_a_peer_sent_its_own_updates_back() {
     let heard_all = 21 + crate::mesh::peers::OFFLINE_AFTER.as_millis() as u64;
     a.beat(at(heard_all));
     assert_eq!(a.fenced(), None, "the sync and the peers' beats lifted it");
-    let kept: Vec<Update> = a
-        .take_store()
-        .into_iter()
-        .filter(|p| p.own)
-        .flat_map(|p| p.updates)
-        .collect();
+    let kept = own_made(&mut a);
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(
         kept[0].seq,
@@ -260,17 +252,10 @@ fn a_fence_waits_for_the_peer_that_holds_the_most_of_our_own_updates() {
     assert_eq!(c.replica().version_vector().get(&me), Some(&most));
 
     // The log is emptied but for the member record; b answers first.
-    let mut r = signed_replica(me, 1);
-    for u in made.iter().filter(|u| u.object != pump) {
-        r.apply(u, at(20).wall_ms);
-    }
-    let mut a = Node::new(me, "a", r);
+    let mut a = emptied(me, &made);
     a.fence("log emptied", at(20));
     a.record(&pump, vec![("state".into(), "ON".into())], false, at(20));
-    b.beat(at(21));
-    deliver(&mut b, &mut a, at(21));
-    deliver(&mut a, &mut b, at(21));
-    deliver(&mut b, &mut a, at(22));
+    beat_and_sync(&mut b, &mut a, 21);
     let beat_at = 20 + crate::mesh::peers::OFFLINE_AFTER.as_millis() as u64;
     c.beat(at(beat_at));
     deliver(&mut c, &mut a, at(beat_at));
@@ -283,12 +268,7 @@ fn a_fence_waits_for_the_peer_that_holds_the_most_of_our_own_updates() {
     deliver(&mut a, &mut c, at(beat_at + 1));
     deliver(&mut c, &mut a, at(beat_at + 2));
     assert_eq!(a.fenced(), None);
-    let kept: Vec<Update> = a
-        .take_store()
-        .into_iter()
-        .filter(|p| p.own)
-        .flat_map(|p| p.updates)
-        .collect();
+    let kept = own_made(&mut a);
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(kept[0].seq, most + 1, "numbered after what c held");
 }
@@ -308,16 +288,9 @@ fn a_fence_waits_for_every_member_it_knows_even_one_not_heard_from() {
     deliver(&mut c, &mut b, at(1));
     let (_, made) = switched(me, &mut b, &["ON"]);
     // c was cut off from a before a's log was emptied; b knows c as a member.
-    let mut r = signed_replica(me, 1);
-    for u in made.iter().filter(|u| u.object == member_id(me)) {
-        r.apply(u, at(20).wall_ms);
-    }
-    let mut a = Node::new(me, "a", r);
+    let mut a = emptied(me, &made);
     a.fence("log emptied", at(20));
-    b.beat(at(21));
-    deliver(&mut b, &mut a, at(21));
-    deliver(&mut a, &mut b, at(21));
-    deliver(&mut b, &mut a, at(22));
+    beat_and_sync(&mut b, &mut a, 21);
     let heard_all = 20 + crate::mesh::peers::OFFLINE_AFTER.as_millis() as u64;
     a.beat(at(heard_all));
     assert!(
@@ -344,16 +317,9 @@ fn a_fence_syncs_again_from_a_peer_that_took_more_of_our_updates_past_a_gap() {
     let (first, rest) = made.split_at(3);
     deliver_updates(me, first, &mut b);
 
-    let mut r = signed_replica(me, 1);
-    for u in made.iter().filter(|u| u.object != pump) {
-        r.apply(u, at(20).wall_ms);
-    }
-    let mut a = Node::new(me, "a", r);
+    let mut a = emptied(me, &made);
     a.fence("log emptied", at(20));
-    b.beat(at(21));
-    deliver(&mut b, &mut a, at(21));
-    deliver(&mut a, &mut b, at(21));
-    deliver(&mut b, &mut a, at(22));
+    beat_and_sync(&mut b, &mut a, 21);
     // b now takes our last update, past a gap (the one before it never reached b): its
     // version vector still says 3, its heartbeat says it holds ours up to 5.
     deliver_updates(me, &rest[1..], &mut b);
@@ -375,18 +341,40 @@ fn a_fence_syncs_again_from_a_peer_that_took_more_of_our_updates_past_a_gap() {
         false,
         at(heard_all + 3),
     );
-    let kept: Vec<Update> = a
-        .take_store()
-        .into_iter()
-        .filter(|p| p.own)
-        .flat_map(|p| p.updates)
-        .collect();
+    let kept = own_made(&mut a);
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(
         kept[0].seq,
         made.len() as u64 + 1,
         "numbered after what b holds"
     );
+}
+
+/// Instance `me` after its log was emptied from outside: only its member record is left
+/// of `made`.
+fn emptied(me: Uuid, made: &[Update]) -> Node {
+    let mut r = signed_replica(me, 1);
+    for u in made.iter().filter(|u| u.object == member_id(me)) {
+        r.apply(u, at(20).wall_ms);
+    }
+    Node::new(me, "a", r)
+}
+
+/// `peer` beats at `ms`; the sync its heartbeat starts at fenced `a` runs to its end.
+pub(in crate::mesh) fn beat_and_sync(peer: &mut Node, a: &mut Node, ms: u64) {
+    peer.beat(at(ms));
+    deliver(peer, a, at(ms));
+    deliver(a, peer, at(ms));
+    deliver(peer, a, at(ms + 1));
+}
+
+/// The updates of its own `node` asked the store for since the last call.
+fn own_made(node: &mut Node) -> Vec<Update> {
+    node.take_store()
+        .into_iter()
+        .filter(|p| p.own)
+        .flat_map(|p| p.updates)
+        .collect()
 }
 
 /// Streams `updates` of origin `from` to `to`, as the live stream would.

@@ -1,7 +1,7 @@
 //! Reconciling a config with the replica, driven directly (the simulator drives it through
 //! restarts with changed configs: `sim/config.rs`).
 
-use super::node::tests::{at, deliver, flush, key};
+use super::node::tests::{at, beat_and_sync, deliver, flush, key};
 use super::node::Node;
 use super::reconcile::{claim_prop, Declared};
 use crate::membership::{member_id, member_props};
@@ -53,10 +53,7 @@ fn a_config_reconciled_while_fenced_releases_what_it_claimed_once_the_claim_is_b
     let released = a.reconcile(&[], at(3));
     assert!(released.is_empty(), "decided only once the claim is back");
 
-    b.beat(at(4));
-    deliver(&mut b, &mut a, at(4));
-    deliver(&mut a, &mut b, at(4));
-    deliver(&mut b, &mut a, at(5));
+    beat_and_sync(&mut b, &mut a, 4);
     let heard_all = 3 + crate::mesh::peers::OFFLINE_AFTER.as_millis() as u64;
     a.beat(at(heard_all));
     assert_eq!(

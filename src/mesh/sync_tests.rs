@@ -22,6 +22,18 @@ fn node(n: u8) -> Node {
     node
 }
 
+/// Instance `n` holding `count` lamps it switched on, all durable and sent.
+fn lamps(n: u8, count: usize) -> Node {
+    let mut node = node(n);
+    for i in 0..count {
+        let id = ObjectId::new(format!("lamp-{i}")).unwrap();
+        node.record(&id, vec![("state".into(), "ON".into())], false, at(1));
+    }
+    flush(&mut node);
+    node.take_sends();
+    node
+}
+
 /// The sync requests `node` wants sent, as (round, after).
 fn requests(node: &mut Node) -> Vec<(u64, Option<(Uuid, u64)>)> {
     node.take_sends()
@@ -50,14 +62,8 @@ fn pass(from: &mut Node, to: &mut Node, ms: u64) -> usize {
 
 #[test]
 fn a_sync_whose_request_was_lost_asks_again_for_the_page_it_reached() {
-    let mut b = node(2);
     // More than two pages of b's updates.
-    for i in 0..PAGE + PAGE / 2 {
-        let id = ObjectId::new(format!("lamp-{i}")).unwrap();
-        b.record(&id, vec![("state".into(), "ON".into())], false, at(1));
-    }
-    flush(&mut b);
-    b.take_sends();
+    let mut b = lamps(2, PAGE + PAGE / 2);
     let mut a = node(1);
     a.link_ready(b.uuid(), at(10));
     assert_eq!(pass(&mut a, &mut b, 10), 0);
@@ -108,13 +114,7 @@ fn a_sync_whose_request_was_lost_asks_again_for_the_page_it_reached() {
 
 #[test]
 fn a_page_answering_a_request_made_before_a_restart_is_not_taken_for_this_run() {
-    let mut b = node(2);
-    for i in 0..3 {
-        let id = ObjectId::new(format!("lamp-{i}")).unwrap();
-        b.record(&id, vec![("state".into(), "ON".into())], false, at(1));
-    }
-    flush(&mut b);
-    b.take_sends();
+    let mut b = lamps(2, 3);
     // The first run asks b, then dies; its request is still on the way.
     let mut before = node(1);
     before.link_ready(b.uuid(), at(10));
