@@ -8,6 +8,9 @@ use crate::model::ObjectId;
 use crate::replica::{Register, Update, VersionVector};
 use std::collections::HashMap;
 
+/// Origins of updates held unverified that a heartbeat's `above` shows, at most.
+pub const HELD_ORIGINS_SHOWN: usize = 64;
+
 impl Node {
     /// The store made everything asked of it so far durable: our updates may leave.
     pub fn durable(&mut self) {
@@ -133,10 +136,24 @@ impl Node {
         }
     }
 
-    /// Per origin whose updates we hold past a gap, the highest held, for our heartbeat.
-    /// Our own origin is left out: our own updates past a gap are not yet durable.
+    /// Per origin whose updates we hold past a gap, the highest held, for our heartbeat;
+    /// updates held unverified count too, for at most [`HELD_ORIGINS_SHOWN`] origins (they
+    /// may be forged), so an instance whose store was lost learns we hold some of its own
+    /// (see `answer_sync`). Our own origin is left out: peers learn ours from our version
+    /// vector.
     pub fn shareable_above_gaps(&self) -> VersionVector {
         let mut above = self.replica.above_gaps();
+        let vv = self.replica.version_vector();
+        for u in &self.held {
+            let origin = u.stamp.origin;
+            if u.seq <= vv.get(&origin).copied().unwrap_or(0)
+                || (!above.contains_key(&origin) && above.len() >= HELD_ORIGINS_SHOWN)
+            {
+                continue;
+            }
+            let top = above.entry(origin).or_default();
+            *top = (*top).max(u.seq);
+        }
         above.remove(&self.uuid);
         above
     }

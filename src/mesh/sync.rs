@@ -121,10 +121,18 @@ impl Node {
             .get(&requester)
             .is_none_or(|s| s.round != req.round);
         if fresh {
+            let mut delta = self.durable_delta(&req.vv);
+            // The requester's own updates we hold unverified (its member record has not
+            // reached us) go back to it: it can check its own signature, and after a lost
+            // store they may be all that is left of them.
+            let has = req.vv.get(&requester).copied().unwrap_or(0);
+            let own = |u: &&Update| u.stamp.origin == requester && u.seq > has;
+            delta.extend(self.held.iter().filter(own).cloned());
+            delta.sort_by_key(|u| (u.stamp.origin, u.seq));
             let serving = Serving {
                 round: req.round,
                 vv: self.shareable_version_vector(),
-                delta: self.durable_delta(&req.vv),
+                delta,
                 at: now.at,
             };
             self.serving.insert(requester, serving);

@@ -67,11 +67,14 @@ fn faulty_schedules_500_to_999_keep_replicas_and_commands_right() {
 /// while its old identity's last state was stamped ahead by its clock (the house showed a
 /// channel ON that was OFF until the holder wrote its hardware's level over foreign states);
 /// 2871, a sync answered while our own update waited for the disk carried the value before
-/// it, not a newer peer's update it had beaten (`Node::shadow_remote`).
+/// it, not a newer peer's update it had beaten (`Node::shadow_remote`); 2656 (stores lost),
+/// an instance whose store was lost numbered anew over its own updates a peer held
+/// unverified, its member record gone with it (they now go back to it in a sync, and a
+/// heartbeat's `above` shows them).
 #[test]
 fn seeds_that_once_failed() {
-    for seed in [2651, 2871] {
-        if let Err(why) = run_seed_losing(seed, 0.0) {
+    for (seed, store_loss) in [(2651, 0.0), (2871, 0.0), (2656, STORE_LOSS)] {
+        if let Err(why) = run_seed_losing(seed, store_loss) {
             panic!("{why}");
         }
     }
