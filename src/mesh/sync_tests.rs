@@ -150,6 +150,49 @@ fn a_page_answering_a_request_made_before_a_restart_is_not_taken_for_this_run() 
 }
 
 #[test]
+fn a_peer_sends_an_instance_back_its_own_updates_it_could_not_verify() {
+    // a's updates reached b, its member record never did: b holds them unverified.
+    let before = lamps(1, 2);
+    let made: Vec<_> = before.replica().delta_since(&Default::default());
+    let lamps_only: Vec<_> = made
+        .into_iter()
+        .filter(|u| u.object != member_id(before.uuid()))
+        .collect();
+    let mut b = node(2);
+    b.take_sends();
+    let batch = super::proto::Batch {
+        updates: lamps_only.clone(),
+    };
+    b.receive(before.uuid(), Msg::Updates(batch), at(2));
+    assert!(
+        b.replica().get(&lamps_only[0].object).is_none(),
+        "held, not applied"
+    );
+    b.take_sends();
+    let top = lamps_only.iter().map(|u| u.seq).max();
+    b.beat(at(3));
+    let above = b.take_sends().into_iter().find_map(|s| match s {
+        Send::All(Msg::Beat(beat)) => beat.above.get(&before.uuid()).copied(),
+        _ => None,
+    });
+    assert_eq!(above, top, "its heartbeat says it holds them");
+
+    // a lost its store (and b never had its member record): b's sync sends them back.
+    let mut a = Node::new(before.uuid(), "pi1", Replica::new(before.uuid()));
+    a.replica_mut().set_signer(key(1));
+    a.link_ready(b.uuid(), at(10));
+    pass(&mut a, &mut b, 10);
+    pass(&mut b, &mut a, 11);
+    for u in &lamps_only {
+        assert!(
+            a.replica().get(&u.object).is_some(),
+            "{} came back",
+            u.object
+        );
+    }
+}
+
+#[test]
 fn a_sync_gives_up_after_its_retries_and_the_timeout() {
     let mut b = node(2);
     b.take_sends();
