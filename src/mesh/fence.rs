@@ -170,10 +170,14 @@ impl Node {
         };
         let own = self.replica.own_highest();
         let live = |at: &Instant| now.at.saturating_duration_since(*at) < OFFLINE_AFTER;
+        // A peer that said it holds our updates is waited for even once it went quiet (it
+        // may be restarting), unless it was retired: it will never answer again.
         let heard = fence
             .heard
             .iter()
-            .filter(|(_, (at, _))| live(at))
+            .filter(|(p, (at, claimed))| {
+                (live(at) || *claimed > 0) && !self.replica.is_retired(**p)
+            })
             .map(|(p, _)| *p);
         let members = self.replica.members().filter(|m| *m != self.uuid);
         let all_synced = members.chain(heard).all(|peer| {

@@ -305,6 +305,35 @@ fn a_fence_waits_for_every_member_it_knows_even_one_not_heard_from() {
 }
 
 #[test]
+fn a_fence_waits_for_a_peer_that_said_it_holds_our_updates_and_went_quiet() {
+    let (me, other, third) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+    let mut b = Node::new(other, "b", signed_replica(other, 2));
+    let mut c = Node::new(third, "c", signed_replica(third, 3));
+    let (_, made) = switched(me, &mut b, &["ON", "OFF", "ON"]);
+    let held = made.len() as u64;
+
+    let mut a = emptied(me, &made);
+    a.fence("log emptied", at(20));
+    // b says it holds our updates, then restarts before it answers the sync.
+    b.beat(at(21));
+    deliver(&mut b, &mut a, at(21));
+    a.take_sends();
+    beat_and_sync(&mut c, &mut a, 22);
+    let quiet = 22 + 2 * crate::mesh::peers::OFFLINE_AFTER.as_millis() as u64;
+    c.beat(at(quiet));
+    deliver(&mut c, &mut a, at(quiet));
+    a.beat(at(quiet));
+    assert!(
+        a.fenced().is_some(),
+        "b went quiet, but it said it holds updates of ours no other peer sent back"
+    );
+    // b is back; the request a sends again reaches it.
+    beat_and_sync(&mut b, &mut a, quiet + 1);
+    assert_eq!(a.fenced(), None, "b is back and sent them");
+    assert_eq!(a.replica().version_vector().get(&me), Some(&held));
+}
+
+#[test]
 fn a_fence_syncs_again_from_a_peer_that_took_more_of_our_updates_past_a_gap() {
     let (me, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let pump = ObjectId::new("pump").unwrap();

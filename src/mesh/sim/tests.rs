@@ -73,7 +73,12 @@ fn faulty_schedules_500_to_999_keep_replicas_and_commands_right() {
 /// heartbeat's `above` shows them).
 #[test]
 fn seeds_that_once_failed() {
-    for (seed, store_loss) in [(2651, 0.0), (2871, 0.0), (2656, STORE_LOSS)] {
+    for (seed, store_loss) in [
+        (2651, 0.0),
+        (2871, 0.0),
+        (2656, STORE_LOSS),
+        (3290, STORE_LOSS),
+    ] {
         if let Err(why) = run_seed_losing(seed, store_loss) {
             panic!("{why}");
         }

@@ -118,8 +118,9 @@ pub(super) fn view(node: &Node) -> View {
     v
 }
 
-/// The first register two views disagree on, for the failure message.
-pub(super) fn first_difference(views: &[Option<View>]) -> String {
+/// The first register two views disagree on, for the failure message; `None` when they
+/// all agree.
+pub(super) fn first_difference(views: &[Option<View>]) -> Option<String> {
     let keys: BTreeSet<&(String, String)> = views.iter().flatten().flat_map(|v| v.keys()).collect();
     for key in keys {
         let values: Vec<_> = views
@@ -130,10 +131,10 @@ pub(super) fn first_difference(views: &[Option<View>]) -> String {
             })
             .collect();
         if values.windows(2).any(|w| w[0] != w[1]) {
-            return format!("{}.{}: {values:?}", key.0, key.1);
+            return Some(format!("{}.{}: {values:?}", key.0, key.1));
         }
     }
-    "an instance is not running".into()
+    None
 }
 
 /// A message encoded and decoded as the agents exchange it.
