@@ -33,6 +33,9 @@ impl Agent {
     /// Puts the fence up, durably.
     pub(super) fn fence(&mut self, why: &str) {
         self.node.fence(why, crate::mesh::node::Now::real());
+        // The peers known before may be all that still says who holds our updates.
+        self.node
+            .fence_expects(self.known.iter().map(|(uuid, _)| *uuid));
         match write(&self.data_dir, why) {
             Ok(()) => self.fence_marked = true,
             Err(e) => {

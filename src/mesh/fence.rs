@@ -11,7 +11,9 @@
 //! may hold some no one else has. So every peer whose heartbeat arrives while fenced is
 //! synced from, and the fence lifts once every peer alive has had time to beat
 //! ([`OFFLINE_AFTER`]), and a sync has finished with each member we know (not retired) and
-//! each peer heard recently that began after its last heartbeat said how many of our own
+//! each peer heard recently, and each peer the instance knew before (`known-peers.json`
+//! outlives a store lost from outside, and may name a peer no member record left names),
+//! that began after its last heartbeat said how many of our own
 //! updates it holds (its version vector, or `above` for those past a gap). Our own updates
 //! none of them sent back are then gone or written over everywhere, and our version vector
 //! steps over them, up to the most any peer said it holds
@@ -69,6 +71,9 @@ pub(super) struct Fence {
     synced: HashMap<uuid::Uuid, u64>,
     /// The most of our own updates any peer's heartbeat said it holds since the fence.
     heard_of_ours: u64,
+    /// Peers known from before the fence (the agent's `known-peers.json`): waited for like
+    /// members, since they may hold our updates while no one we reach knows them.
+    expected: Vec<uuid::Uuid>,
     /// The changes to make once lifted, in order.
     deferred: VecDeque<Deferred>,
     /// Changes dropped because more than [`MAX_DEFERRED`] waited.
@@ -86,9 +91,20 @@ impl Node {
             heard: HashMap::new(),
             synced: HashMap::new(),
             heard_of_ours: 0,
+            expected: Vec::new(),
             deferred: VecDeque::new(),
             dropped: 0,
         });
+    }
+
+    /// While fenced, waits also for a sync with each of `peers`, instances known from before
+    /// (see [`Fence::expected`]).
+    pub fn fence_expects(&mut self, peers: impl IntoIterator<Item = uuid::Uuid>) {
+        if let Some(fence) = self.fence.as_mut() {
+            fence.expected.extend(peers);
+            fence.expected.sort_unstable();
+            fence.expected.dedup();
+        }
     }
 
     /// Why this instance makes no change of its own now, if it is fenced.
@@ -101,10 +117,18 @@ impl Node {
         let own = self.replica.own_highest();
         self.fence.as_ref().map_or_else(String::new, |f| {
             format!(
-                "heard: {}, synced: {}, own updates held up to: {own}, most a peer said it holds: {}",
+                "heard: {}, synced: {}, own updates held up to: {own}, most a peer said it holds: {}, known from before and not synced: {:?}",
                 f.heard.len(),
                 f.synced.len(),
-                f.heard_of_ours
+                f.heard_of_ours,
+                f.expected
+                    .iter()
+                    .filter(|p| {
+                        !f.synced.contains_key(p)
+                            && **p != self.uuid
+                            && !self.replica.is_retired(**p)
+                    })
+                    .collect::<Vec<_>>()
             )
         })
     }
@@ -180,7 +204,12 @@ impl Node {
             })
             .map(|(p, _)| *p);
         let members = self.replica.members().filter(|m| *m != self.uuid);
-        let all_synced = members.chain(heard).all(|peer| {
+        let expected = fence
+            .expected
+            .iter()
+            .copied()
+            .filter(|p| *p != self.uuid && !self.replica.is_retired(*p));
+        let all_synced = members.chain(heard).chain(expected).all(|peer| {
             let claimed = fence.heard.get(&peer).map_or(0, |(_, c)| *c);
             fence.synced.get(&peer).is_some_and(|was| *was >= claimed)
         });

@@ -334,6 +334,29 @@ fn a_fence_waits_for_a_peer_that_said_it_holds_our_updates_and_went_quiet() {
 }
 
 #[test]
+fn a_fence_waits_for_a_peer_known_from_before_that_no_member_record_names() {
+    let (me, other, away) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+    let mut b = Node::new(other, "b", signed_replica(other, 2));
+    let mut c = Node::new(away, "c", signed_replica(away, 3));
+    // Only c ever had our updates, and only our lost store said who c is.
+    let (_, made) = switched(me, &mut c, &["ON", "OFF"]);
+    let held = made.len() as u64;
+    let mut a = emptied(me, &made);
+    a.fence("log emptied", at(20));
+    a.fence_expects([away, me]);
+    beat_and_sync(&mut b, &mut a, 21);
+    let heard_all = 20 + crate::mesh::peers::OFFLINE_AFTER.as_millis() as u64;
+    a.beat(at(heard_all));
+    assert!(
+        a.fenced().is_some(),
+        "c, known from before, may hold updates of ours b lacks"
+    );
+    beat_and_sync(&mut c, &mut a, heard_all + 1);
+    assert_eq!(a.fenced(), None, "synced from the peer known from before");
+    assert_eq!(a.replica().version_vector().get(&me), Some(&held));
+}
+
+#[test]
 fn a_fence_syncs_again_from_a_peer_that_took_more_of_our_updates_past_a_gap() {
     let (me, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
     let pump = ObjectId::new("pump").unwrap();

@@ -405,6 +405,7 @@ impl Sim {
     /// Instance `to` heard from `from`: it is online in `to`'s view.
     pub(super) fn heard(&mut self, to: usize, from: usize) {
         let u = self.nodes[from].uuid;
+        self.nodes[to].disk.known.insert(u);
         let desk = &mut self.nodes[to].desk;
         desk.heard.insert(u, self.step);
         desk.online.insert(u);

@@ -206,6 +206,7 @@ impl Sim {
         let mut node = Node::new(inst.uuid, &inst.name, replica);
         if inst.disk.fenced {
             node.fence("the store was lost", now);
+            node.fence_expects(inst.disk.known.iter().copied());
         }
         let props = crate::membership::member_props(&inst.name, &inst.key.verifying_key());
         node.record(&crate::membership::member_id(inst.uuid), props, false, now);

@@ -98,6 +98,9 @@ pub(super) struct Disk {
     /// The fence is up, as the agent's `<data dir>/fenced` says: from a store lost from
     /// outside until the node lifts it; every start meanwhile is fenced (`lost.rs`).
     pub(super) fenced: bool,
+    /// The peers this instance heard from, as the agent's `known-peers.json` keeps them:
+    /// beside the store, so a store lost from outside leaves them.
+    pub(super) known: BTreeSet<uuid::Uuid>,
 }
 
 /// What must agree between replicas: every register's value and stamp, by object and
