@@ -128,7 +128,7 @@ impl Agent {
         }
         props.extend(super::hardware::move_props(req));
         self.record_command(id, props);
-        tracing::info!(object = %id, command = %cmd, "command executed");
+        tracing::debug!(object = %id, command = %cmd, "command executed");
         let mut reply = self.reply(object, Some(cmd.into()), Outcome::Ok, None);
         reply.state = Some(self.state_json(id));
         reply

@@ -150,18 +150,22 @@ impl Commands {
 
     /// Answers as lines for the disk.
     pub fn encode(answers: &[(String, Reply)]) -> String {
-        let mut out = String::new();
+        /// A [`Remembered`] borrowed: the same JSON, without copying each answer.
+        #[derive(Serialize)]
+        struct Line<'a> {
+            key: &'a str,
+            reply: &'a Reply,
+        }
+        let mut out = Vec::with_capacity(answers.len() * 256);
         for (key, reply) in answers {
-            let r = Remembered {
-                key: key.clone(),
-                reply: reply.clone(),
-            };
-            if let Ok(line) = serde_json::to_string(&r) {
-                out.push_str(&line);
-                out.push('\n');
+            let start = out.len();
+            match serde_json::to_writer(&mut out, &Line { key, reply }) {
+                Ok(()) => out.push(b'\n'),
+                Err(_) => out.truncate(start),
             }
         }
-        out
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// Every remembered answer, oldest first (to rewrite the file whole).

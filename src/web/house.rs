@@ -52,6 +52,10 @@ struct State {
     areas: Vec<Area>,
     /// An object came, went or moved since `areas` was computed.
     layout_dirty: bool,
+    /// The last state of each object that changed while no page listened, as published:
+    /// parsed only once a page or a move needs the house ([`House::settle`]), so an instance
+    /// nobody watches spends nothing on the page per command.
+    unparsed: HashMap<String, Vec<u8>>,
 }
 
 /// An object's public state as the page gets it: the JSON text, and where the object is for
@@ -165,6 +169,37 @@ impl House {
         self.events.subscribe()
     }
 
+    /// Takes in the states that changed while no page listened; no frames, since every page
+    /// that listens now asks for the house after it subscribed.
+    fn settle(s: &mut State) {
+        for (id, payload) in std::mem::take(&mut s.unparsed) {
+            Self::apply_state(s, &id, &payload);
+        }
+    }
+
+    /// Keeps `id`'s state `payload` (empty: deleted); the frame to send, if it changed.
+    fn apply_state(s: &mut State, id: &str, payload: &[u8]) -> Option<Arc<str>> {
+        let value = serde_json::from_slice::<Value>(payload)
+            .ok()
+            .filter(|v| v["id"] == id && v["kind"] != "automation");
+        match value.map(|v| {
+            let shown = Shown::of(&v);
+            (v, shown)
+        }) {
+            Some((v, new)) if s.objects.get(id) != Some(&new) => {
+                s.layout_dirty |= s.objects.get(id).map(Shown::place) != Some(new.place());
+                s.objects.insert(id.to_string(), new);
+                Some(frame("object", &v))
+            }
+            None if s.objects.remove(id).is_some() => {
+                s.presses.remove(id);
+                s.layout_dirty = true;
+                Some(frame("gone", &json!({"id": id})))
+            }
+            _ => None,
+        }
+    }
+
     /// The whole house as one JSON value, for `user`.
     pub fn snapshot(&self, user: &str) -> Value {
         let Ok(mut s) = self.state.lock() else {
@@ -216,7 +251,10 @@ impl House {
                         return;
                     }
                 },
-                _ = layout_tick.tick() => self.change(|s| self.relayout(s).map(|f| vec![f])),
+                // A page that comes draws the rooms as it asks for the house.
+                _ = layout_tick.tick(), if self.events.receiver_count() > 0 => {
+                    self.change(|s| self.relayout(s).map(|f| vec![f]));
+                }
                 _ = tick.tick() => {
                     if self.events.receiver_count() > 0 {
                         self.ask_peers();
@@ -278,34 +316,25 @@ impl House {
         }
     }
 
-    /// An object's retained state changed (empty: it was deleted).
+    /// An object's retained state changed (empty: it was deleted). With no page listening it
+    /// is only kept as it came, for [`House::settle`].
     fn on_state(&self, id: &str, payload: &[u8]) {
-        let value = serde_json::from_slice::<Value>(payload)
-            .ok()
-            .filter(|v| v["id"] == id && v["kind"] != "automation");
+        if self.events.receiver_count() == 0 {
+            if let Ok(mut s) = self.state.lock() {
+                s.unparsed.insert(id.to_string(), payload.to_vec());
+            }
+            return;
+        }
         self.change(|s| {
-            let shown = value.as_ref().map(|v| (v, Shown::of(v)));
-            let out = match shown {
-                Some((v, new)) if s.objects.get(id) != Some(&new) => {
-                    s.layout_dirty |= s.objects.get(id).map(Shown::place) != Some(new.place());
-                    let f = frame("object", v);
-                    s.objects.insert(id.to_string(), new);
-                    f
-                }
-                None if s.objects.remove(id).is_some() => {
-                    s.presses.remove(id);
-                    s.layout_dirty = true;
-                    frame("gone", &json!({"id": id}))
-                }
-                _ => return None,
-            };
-            Some(vec![out])
+            Self::settle(s);
+            Self::apply_state(s, id, payload).map(|f| vec![f])
         });
     }
 
     /// Draws the rooms again if objects came, went or moved; the `rooms` frame if they
     /// changed.
     fn relayout(&self, s: &mut State) -> Option<Arc<str>> {
+        Self::settle(s);
         if !std::mem::take(&mut s.layout_dirty) {
             return None;
         }
@@ -335,6 +364,7 @@ impl House {
         }
         let press = json!({"id": id, "event": word, "at": crate::clock::now_ms()});
         self.change(|s| {
+            Self::settle(s);
             s.objects.contains_key(id).then(|| {
                 s.presses.insert(id.to_string(), press.clone());
                 vec![frame("press", &press)]
