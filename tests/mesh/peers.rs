@@ -182,6 +182,8 @@ fn a_pi_rebuilt_after_its_card_died_gets_its_relays_back_with_one_forget() {
             .get("b-light")
             .is_some_and(|o| o["room"] == "cellar")
     });
+    assert!(a.cli(&["set", "b-light", "on"]).status.success());
+    wait_until("beta's relay on", || b.pin(17).as_deref() == Some("1"));
     let old_uuid = b.uuid();
     // The card dies; the Pi is rebuilt with the same name and config, and an empty data dir.
     b.kill9();
@@ -219,7 +221,13 @@ fn a_pi_rebuilt_after_its_card_died_gets_its_relays_back_with_one_forget() {
             "{:?}",
             n.peers()
         );
+        // The house shows what the rebuilt Pi's relay does (off since it started), not the
+        // ON the old card left.
+        wait_until("the house shows the rebuilt relay's level", || {
+            n.all().get("b-light").is_some_and(|o| o["state"] == "OFF")
+        });
     }
+    assert_eq!(rebuilt.pin(17).as_deref(), Some("0"));
     let out = a.cli(&["set", "b-light", "on"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     wait_until("the rebuilt Pi switches", || {
