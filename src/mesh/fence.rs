@@ -107,6 +107,15 @@ impl Node {
         }
     }
 
+    /// The peers known from before that the fence waits for: not us, not retired.
+    fn expected_peers<'a>(&'a self, fence: &'a Fence) -> impl Iterator<Item = uuid::Uuid> + 'a {
+        fence
+            .expected
+            .iter()
+            .copied()
+            .filter(|p| *p != self.uuid && !self.replica.is_retired(*p))
+    }
+
     /// Why this instance makes no change of its own now, if it is fenced.
     pub fn fenced(&self) -> Option<&str> {
         self.fence.as_ref().map(|f| f.why.as_str())
@@ -121,13 +130,8 @@ impl Node {
                 f.heard.len(),
                 f.synced.len(),
                 f.heard_of_ours,
-                f.expected
-                    .iter()
-                    .filter(|p| {
-                        !f.synced.contains_key(p)
-                            && **p != self.uuid
-                            && !self.replica.is_retired(**p)
-                    })
+                self.expected_peers(f)
+                    .filter(|p| !f.synced.contains_key(p))
                     .collect::<Vec<_>>()
             )
         })
@@ -204,11 +208,7 @@ impl Node {
             })
             .map(|(p, _)| *p);
         let members = self.replica.members().filter(|m| *m != self.uuid);
-        let expected = fence
-            .expected
-            .iter()
-            .copied()
-            .filter(|p| *p != self.uuid && !self.replica.is_retired(*p));
+        let expected = self.expected_peers(fence);
         let all_synced = members.chain(heard).chain(expected).all(|peer| {
             let claimed = fence.heard.get(&peer).map_or(0, |(_, c)| *c);
             fence.synced.get(&peer).is_some_and(|was| *was >= claimed)

@@ -182,14 +182,11 @@ impl House {
         let value = serde_json::from_slice::<Value>(payload)
             .ok()
             .filter(|v| v["id"] == id && v["kind"] != "automation");
-        match value.map(|v| {
-            let shown = Shown::of(&v);
-            (v, shown)
-        }) {
+        match value.as_ref().map(|v| (v, Shown::of(v))) {
             Some((v, new)) if s.objects.get(id) != Some(&new) => {
                 s.layout_dirty |= s.objects.get(id).map(Shown::place) != Some(new.place());
                 s.objects.insert(id.to_string(), new);
-                Some(frame("object", &v))
+                Some(frame("object", v))
             }
             None if s.objects.remove(id).is_some() => {
                 s.presses.remove(id);
@@ -321,7 +318,16 @@ impl House {
     fn on_state(&self, id: &str, payload: &[u8]) {
         if self.events.receiver_count() == 0 {
             if let Ok(mut s) = self.state.lock() {
-                s.unparsed.insert(id.to_string(), payload.to_vec());
+                // An object's buffer is reused, change after change.
+                match s.unparsed.get_mut(id) {
+                    Some(kept) => {
+                        kept.clear();
+                        kept.extend_from_slice(payload);
+                    }
+                    None => {
+                        s.unparsed.insert(id.to_string(), payload.to_vec());
+                    }
+                }
             }
             return;
         }
